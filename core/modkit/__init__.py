@@ -1,0 +1,53 @@
+"""modkit: pretrained transformer language models from named, pluggable parts.
+
+Importing modkit is cheap and torch-free; heavy parts load on first use.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from .errors import (
+    ArtifactError,
+    DuplicateComponentError,
+    ModkitError,
+    PluginLoadError,
+    SpecError,
+    UnknownComponentError,
+    UserError,
+)
+from .interfaces import Backbone, Objective, PeftMethod, Tokenizer
+from .options import Options
+from .registry import get_registry, load_registry
+from .tokenization import load_tokenizer
+
+__version__ = "0.1.0"
+
+#: marks a plugin's hook implementations: ``@modkit.hookimpl``
+hookimpl = pluggy.HookimplMarker("modkit")
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def load_model(path: str | Path, **kwargs: Any):
+    """A modkit artifact folder or a Hugging Face checkpoint folder -> a torch model."""
+    from .checkpoints import load_model as _load_model
+
+    return _load_model(path, **kwargs)
+
+
+def build(spec: str | Path, out: str | Path, **kwargs: Any):
+    """Run a spec's stages and write the artifact, as ``modkit build`` does."""
+    from .build import build as _build
+
+    return _build(spec, out, **kwargs)
+
+
+__all__ = [
+    "ArtifactError", "Backbone", "DuplicateComponentError", "ModkitError", "Objective",
+    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Tokenizer",
+    "UnknownComponentError", "UserError", "build", "get_registry", "hookimpl",
+    "load_model", "load_registry", "load_tokenizer",
+]

@@ -1,0 +1,59 @@
+"""The hooks a modkit plugin implements.
+
+Each hook receives a ``register`` callback; a plugin calls it once per component it offers.
+Registration is cheap by contract: the callback takes metadata and an *import path* to the
+implementation, which is imported only when the component is first used. That keeps
+``modkit list`` free of torch.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("modkit")
+
+
+@hookspec
+def modkit_register_tokenizers(register):
+    """Add tokenizer components.
+
+    :param register: ``register(name, impl, options, doc="", version=None)`` where ``impl`` is
+        ``"module:Class"`` naming a :class:`modkit.interfaces.Tokenizer` subclass and
+        ``options`` is its pydantic options model.
+    """
+
+
+@hookspec
+def modkit_register_backbones(register):
+    """Add backbone components.
+
+    :param register: as for tokenizers; ``impl`` names a callable ``impl(options)`` that
+        returns a :class:`modkit.interfaces.Backbone`.
+    """
+
+
+@hookspec
+def modkit_register_objectives(register):
+    """Add objective components.
+
+    :param register: as for tokenizers; ``impl`` names a :class:`modkit.interfaces.Objective`
+        subclass, constructed as ``impl(options, backbone, tokenizer)``.
+    """
+
+
+@hookspec
+def modkit_register_peft_methods(register):
+    """Add parameter-efficient fine-tuning methods.
+
+    :param register: as for tokenizers; ``impl`` names a :class:`modkit.interfaces.PeftMethod`
+        subclass, constructed as ``impl(options)``.
+    """
+
+
+@hookspec
+def modkit_register_checkpoint_formats(register):
+    """Teach :func:`modkit.load_model` a Hugging Face ``model_type``.
+
+    :param register: ``register(model_type, impl)`` where ``impl`` is ``"module:function"``
+        naming ``function(folder) -> Backbone`` that reads that folder's config.json and
+        safetensors weights.
+    """

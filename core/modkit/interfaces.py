@@ -1,0 +1,141 @@
+"""The four interfaces a plugin implements: Tokenizer, Backbone, Objective, PeftMethod.
+
+This module imports no torch, so the registry and the runtime can use it; the torch types in
+signatures are annotations only.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+
+from .fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+    from .options import Options
+
+
+class Tokenizer(ABC):
+    """Text <-> ids. Pure Python (no torch): the runtime serves artifacts with it."""
+
+    #: role -> token text, roles among bos, eos, pad, unk, mask, cls, sep
+    special_tokens: dict[str, str]
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Ids of ``text``. Special-token strings in it are plain text unless ``allow_special``."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str: ...
+
+    @abstractmethod
+    def token_to_id(self, token: str) -> int | None: ...
+
+    @abstractmethod
+    def id_to_token(self, id: int) -> str | None: ...
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The tokenizer as a Hugging Face ``tokenizer.json`` document."""
+
+    @classmethod
+    @abstractmethod
+    def train(cls, files: Sequence[str | Path], options: Options, progress=None) -> Tokenizer:
+        """Learn a vocabulary from text files; ``progress(done, total)`` may be called."""
+
+    @classmethod
+    @abstractmethod
+    def from_file(cls, path: Path) -> Tokenizer | None:
+        """Load ``path`` if it is in a format this tokenizer reads, else return None."""
+
+    def encode_batch(self, texts: Iterable[str], *, allow_special: bool = False) -> list[list[int]]:
+        return [self.encode(t, allow_special=allow_special) for t in texts]
+
+    def special_id(self, role: str) -> int | None:
+        """Id of the special token with that role (``"pad"``, ``"eos"``...), or None."""
+        token = self.special_tokens.get(role)
+        return None if token is None else self.token_to_id(token)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=1))
+
+
+class Backbone:
+    """A torch.nn.Module mapping ids to hidden states; concrete backbones subclass both.
+
+    ``forward(input_ids, attention_mask=None, *, output_hidden_states=False,
+    output_attentions=False, past_key_values=None, use_cache=False, **family_inputs)``
+    returns a :class:`modkit.outputs.ModelOutput` with ``last_hidden_state`` and, on
+    request, ``hidden_states``, ``attentions`` and ``past_key_values``. Projections built
+    from :mod:`modkit.blocks` carry role names (``attn.q``...), which PEFT methods target.
+    """
+
+    config: Options
+    d_model: int
+    vocab_size: int
+    is_decoder: ClassVar[bool] = False  # causal: can generate token by token
+    is_encoder_decoder: ClassVar[bool] = False
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits from hidden states (usually the tied input embedding)."""
+        raise NotImplementedError(f"{type(self).__name__} has no language-model head")
+
+
+class Objective:
+    """A training task: turns raw data into batches, owns its heads, computes the loss.
+
+    Concrete objectives subclass torch.nn.Module too; their parameters are the task heads.
+    """
+
+    #: what `modkit run` does with the exported graph: generate, classify, fill-mask, embed, seq2seq
+    task: ClassVar[str]
+
+    def __init__(self, options: Options, backbone: Backbone, tokenizer: Tokenizer):
+        self.options = options
+
+    def load_data(self, path: Path, seq_len: int) -> Any:
+        """Read and tokenize a data file once per stage; the result goes to :meth:`batch`."""
+        raise NotImplementedError
+
+    def batch(self, data: Any, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """One training batch, drawn with ``generator`` (so builds are reproducible)."""
+        raise NotImplementedError
+
+    def loss(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss and named figures to log."""
+        raise NotImplementedError
+
+    def evaluate(self, backbone: Backbone, data: Any) -> dict[str, float]:
+        """Figures on held-back data (may be empty)."""
+        return {}
+
+    def export_module(self, backbone: Backbone) -> torch.nn.Module:
+        """The inference graph: ``forward(input_ids, attention_mask) -> output`` for ONNX."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records of the task: at least ``{"task": ...}``."""
+        return {"task": self.task}
+
+
+class PeftMethod:
+    """A parameter-efficient fine-tuning method attached to a model in place."""
+
+    def __init__(self, options: Options):
+        self.options = options
+
+    def apply(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """Insert this method's modules; return them (their parameters are the trainable ones)."""
+        raise NotImplementedError
+
+    def merge(self, model: torch.nn.Module) -> None:
+        """Fold the method into the base weights and remove its modules, where it can."""
+
+
+__all__ = ["Tokenizer", "Backbone", "Objective", "PeftMethod"]

@@ -1,0 +1,300 @@
+"""The component registry: plugins found through entry points, presets from registry.toml.
+
+Loading is lazy and cheap: plugin modules register metadata and an import path; the
+implementation is imported by :meth:`Component.load` on first use.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import DuplicateComponentError, PluginLoadError, UnknownComponentError, UserError
+from .options import Options
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KINDS = ("tokenizer", "backbone", "objective", "peft")
+_HOOKS = {
+    "tokenizer": "modkit_register_tokenizers",
+    "backbone": "modkit_register_backbones",
+    "objective": "modkit_register_objectives",
+    "peft": "modkit_register_peft_methods",
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+ENTRY_POINT_GROUP = "modkit"
+
+
+def import_object(path: str) -> Any:
+    """Resolve ``"package.module:attr"`` to the object it names."""
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    plugin: str
+    version: str
+    doc: str
+    options: type[Options]
+    impl: str
+
+    def load(self) -> Any:
+        """Import and return the implementation (a class or factory)."""
+        return import_object(self.impl)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named component plus option values, e.g. ``gpt2`` = ``gpt`` with GPT-2's sizes."""
+
+    name: str
+    kind: str
+    use: str
+    values: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    error: str
+
+
+@dataclass
+class Registry:
+    components: dict[tuple[str, str], Component] = field(default_factory=dict)
+    presets: dict[str, Preset] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+    conflicts: dict[tuple[str, str], list[Component]] = field(default_factory=dict)
+    checkpoint_formats: dict[str, tuple[str, str]] = field(default_factory=dict)
+    plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> version
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(n for k, n in self.components if k == kind)
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component of ``kind`` called ``name`` (not a preset)."""
+        if (kind, name) in self.conflicts:
+            plugins = " and ".join(repr(c.plugin) for c in self.conflicts[(kind, name)])
+            raise DuplicateComponentError(
+                f"{kind} {name!r} is registered by both {plugins}; choose one in your "
+                f"registry.toml with [prefer] \"{kind}.{name}\" = \"<plugin>\""
+            )
+        try:
+            return self.components[(kind, name)]
+        except KeyError:
+            raise UnknownComponentError(self._unknown_message(kind, name)) from None
+
+    def resolve(self, kind: str, name: str) -> tuple[Component, dict[str, Any]]:
+        """A component or preset name -> (component, option values the preset sets)."""
+        preset = self.presets.get(name)
+        if (kind, name) not in self.components and (kind, name) not in self.conflicts and preset:
+            if preset.kind != kind:
+                raise UnknownComponentError(
+                    f"{name!r} is a {preset.kind} preset, not a {kind}"
+                )
+            return self.get(kind, preset.use), dict(preset.values)
+        return self.get(kind, name), {}
+
+    def _unknown_message(self, kind: str, name: str) -> str:
+        known = self.names(kind) + sorted(p.name for p in self.presets.values() if p.kind == kind)
+        msg = f"unknown {kind} {name!r}"
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        if close:
+            msg += f"; did you mean {', '.join(repr(c) for c in close)}?"
+        msg += f" Known {kind}s: {', '.join(known) or 'none'}."
+        if self.failures:
+            msg += " Plugins that failed to load: " + ", ".join(f.plugin for f in self.failures) + "."
+        return msg
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def packaged_registry_path() -> Path:
+    """registry.toml shipped in the wheel, or at the repository's top in a source checkout."""
+    installed = Path(__file__).with_name("registry.toml")
+    return installed if installed.exists() else Path(__file__).resolve().parents[2] / "registry.toml"
+
+
+class _Loader:
+    """Fills one Registry. Each plugin is imported and asked to register in its own try."""
+
+    def __init__(self, registry: Registry, prefer: dict[str, str]):
+        self.registry = registry
+        self.prefer = prefer
+        self.pm = pluggy.PluginManager("modkit")
+        self.pm.add_hookspecs(hookspecs)
+
+    def add_module(self, plugin: str, version: str, load) -> None:
+        try:
+            module = load()
+            self.pm.register(module, name=plugin)
+            self.pm.check_pending()
+        except Exception as e:  # any plugin bug must not stop the others
+            if self.pm.get_plugin(plugin) is not None:
+                self.pm.unregister(name=plugin)
+            self.registry.failures.append(PluginFailure(plugin, f"{type(e).__name__}: {e}"))
+            return
+        before = dict(self.registry.components)
+        try:
+            for kind, hook in _HOOKS.items():
+                for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                    if impl.plugin_name == plugin:
+                        impl.function(register=self._register_callback(kind, plugin, version))
+            for impl in self.pm.hook.modkit_register_checkpoint_formats.get_hookimpls():
+                if impl.plugin_name == plugin:
+                    impl.function(register=self._format_callback(plugin))
+        except Exception as e:
+            self.registry.components = before
+            self.registry.failures.append(PluginFailure(plugin, f"{type(e).__name__}: {e}"))
+            return
+        self.registry.plugins[plugin] = version
+
+    def _register_callback(self, kind: str, plugin: str, version: str):
+        def register(name: str, impl: str, options: type[Options] = Options, doc: str = "",
+                     version: str = version) -> None:
+            if not _NAME.match(name):
+                raise ValueError(f"component name {name!r} must match {_NAME.pattern}")
+            if not (isinstance(options, type) and issubclass(options, Options)):
+                raise TypeError(f"options of {kind} {name!r} must subclass modkit.Options")
+            comp = Component(kind, name, plugin, str(version), doc.strip().split("\n")[0],
+                             options, impl)
+            self._add(comp)
+
+        return register
+
+    def _format_callback(self, plugin: str):
+        def register(model_type: str, impl: str) -> None:
+            self.registry.checkpoint_formats[model_type] = (plugin, impl)
+
+        return register
+
+    def _add(self, comp: Component) -> None:
+        key = (comp.kind, comp.name)
+        reg = self.registry
+        if key in reg.conflicts:
+            reg.conflicts[key].append(comp)
+        elif key in reg.components and reg.components[key].plugin != comp.plugin:
+            reg.conflicts[key] = [reg.components.pop(key), comp]
+        else:
+            reg.components[key] = comp
+
+    def settle_conflicts(self) -> None:
+        """Apply the user's [prefer] table; conflicts it does not settle stay errors."""
+        reg = self.registry
+        for key, comps in list(reg.conflicts.items()):
+            wanted = self.prefer.get(f"{key[0]}.{key[1]}")
+            chosen = [c for c in comps if c.plugin == wanted]
+            if chosen:
+                reg.components[key] = chosen[0]
+                del reg.conflicts[key]
+
+
+def _add_presets(registry: Registry, data: dict[str, Any], source: str) -> None:
+    for name, body in data.get("presets", {}).items():
+        if not isinstance(body, dict) or "kind" not in body or "use" not in body:
+            raise UserError(f"{source}: presets.{name}: expected a table with 'kind' and 'use'")
+        values = {k: v for k, v in body.items() if k not in ("kind", "use")}
+        registry.presets[name] = Preset(name, body["kind"], body["use"], values, source)
+
+
+def _module_loader(spec: str, base: Path):
+    """A plugin module named in registry.toml: an import name or a path to a .py file."""
+    if spec.endswith(".py"):
+        path = (base / spec).resolve()
+
+        def load():
+            mod_spec = importlib.util.spec_from_file_location(f"modkit_local_{path.stem}", path)
+            if mod_spec is None or not path.exists():
+                raise FileNotFoundError(f"no such plugin file {path}")
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            return module
+
+        return load
+    return lambda: importlib.import_module(spec)
+
+
+def load_registry(user_registry: str | Path | None = None, *, use_entry_points: bool = True) -> Registry:
+    """Build a registry from entry points, the packaged registry.toml and the user's one.
+
+    ``user_registry`` defaults to ``./registry.toml`` when that file exists.
+    """
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    packaged = packaged_registry_path()
+    if packaged.exists():
+        layers.append((packaged, _read_toml(packaged)))
+    if user_registry is None and Path("registry.toml").resolve() != packaged.resolve():
+        user_registry = Path("registry.toml") if Path("registry.toml").exists() else None
+    if user_registry is not None:
+        path = Path(user_registry)
+        if not path.exists():
+            raise UserError(f"{path}: no such registry file")
+        layers.append((path, _read_toml(path)))
+
+    registry = Registry()
+    prefer: dict[str, str] = {}
+    for path, data in layers:
+        _add_presets(registry, data, str(path))
+        prefer.update(data.get("prefer", {}))
+    loader = _Loader(registry, prefer)
+    if use_entry_points:
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            version = ep.dist.version if ep.dist is not None else "0"
+            loader.add_module(ep.name, version, ep.load)
+    for path, data in layers:
+        for spec in data.get("plugins", []):
+            loader.add_module(spec, "local", _module_loader(spec, path.parent))
+    loader.settle_conflicts()
+    return registry
+
+
+_cache: dict[str, Registry] = {}
+_lock = threading.Lock()
+
+
+def get_registry(user_registry: str | Path | None = None) -> Registry:
+    """The registry, loaded once per user registry file and reused."""
+    key = str(Path(user_registry).resolve()) if user_registry else f"cwd:{Path.cwd()}"
+    with _lock:
+        if key not in _cache:
+            _cache[key] = load_registry(user_registry)
+        return _cache[key]
+
+
+def clear_registry_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+__all__ = [
+    "KINDS", "Component", "Preset", "PluginFailure", "PluginLoadError", "Registry",
+    "load_registry", "get_registry", "clear_registry_cache", "import_object",
+]

@@ -1,0 +1,1 @@
+"""modkit's built-in plugins."""
