@@ -1,0 +1,111 @@
+"""Hugging Face checkpoint folders in and out, through formats that plugins register.
+
+A plugin teaches modkit a family with the ``modkit_register_checkpoint_formats`` hook:
+``register("gpt2", "modkit_plugins.backbones.gpt_hf:GPT2Format")``. A format is a class with
+
+- ``from_hf(config: dict, weights: dict[str, Tensor]) -> torch.nn.Module``: the model, with its
+  heads when the weights have them; it raises :class:`~modkit.ArtifactError` listing any
+  weight names it does not recognise (never dropping them silently);
+- ``to_hf(model) -> (config: dict, weights: dict[str, Tensor])`` for ``modkit export-hf``;
+- ``handles(model) -> bool``: whether ``to_hf`` can write that model.
+
+Weights are read from safetensors only; pickle checkpoints are refused.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .fileio import atomic_dir
+from .registry import Registry, get_registry, import_object
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{folder}: no config.json; expected a Hugging Face checkpoint folder") from None
+    except ValueError as e:
+        raise ArtifactError(f"{path}: not valid JSON: {e}") from None
+
+
+def read_safetensors(folder: Path) -> dict[str, Any]:
+    """All tensors of a checkpoint folder: model.safetensors or a sharded index."""
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.exists():
+        files = [single]
+    elif index.exists():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as e:
+            raise ArtifactError(f"{index}: not a safetensors index ({e})") from None
+        files = [folder / s for s in shards]
+    elif any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise ArtifactError(
+            f"{folder}: has only pickle weights (*.bin / *.pt), which can run code when loaded; "
+            "modkit reads safetensors only. Convert them once with transformers "
+            "(model.save_pretrained(dir, safe_serialization=True)).")
+    else:
+        raise ArtifactError(f"{folder}: no model.safetensors")
+    weights: dict[str, Any] = {}
+    for f in files:
+        try:
+            weights.update(load_file(str(f)))
+        except (SafetensorsError, OSError) as e:
+            raise ArtifactError(f"{f}: not a readable safetensors file ({e})") from None
+    return weights
+
+
+def _format(model_type: str, registry: Registry):
+    if model_type not in registry.checkpoint_formats:
+        known = ", ".join(sorted(registry.checkpoint_formats)) or "none"
+        raise ArtifactError(f"model_type {model_type!r} is not supported (supported: {known})")
+    return import_object(registry.checkpoint_formats[model_type][1])()
+
+
+def load_hf(folder: str | Path, *, registry: Registry | None = None):
+    """A Hugging Face checkpoint folder (config.json + safetensors) -> a modkit torch model."""
+    folder = Path(folder)
+    config = read_config(folder)
+    model_type = config.get("model_type")
+    if not model_type:
+        raise ArtifactError(f"{folder / 'config.json'}: no model_type")
+    return _format(model_type, registry or get_registry()).from_hf(config, read_safetensors(folder))
+
+
+def save_hf(model, dest: str | Path, *, registry: Registry | None = None) -> Path:
+    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+
+    registry = registry or get_registry()
+    for _plugin, impl in registry.checkpoint_formats.values():
+        fmt = import_object(impl)()
+        if fmt.handles(model):
+            config, weights = fmt.to_hf(model)
+            break
+    else:
+        raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
+    dest = Path(dest)
+    with atomic_dir(dest) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+    return dest
+
+
+def load_model(path: str | Path, **kwargs: Any):
+    """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
+    if (path / "manifest.json").exists():
+        from .artifact import load_torch_model
+
+        return load_torch_model(path, **kwargs)
+    return load_hf(path, **kwargs)
