@@ -115,12 +115,18 @@ class Objective:
         """Figures on held-back data (may be empty)."""
         return {}
 
-    def export_module(self, backbone: Backbone) -> torch.nn.Module:
-        """The inference graph: ``forward(input_ids, attention_mask) -> output`` for ONNX."""
+    def logits(self, backbone: Backbone, output: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The task's output from the backbone's: vocabulary logits, class logits... This is
+        what the exported ONNX graph computes and what the parity check compares."""
+        raise NotImplementedError
+
+    def export_inputs(self, data: Any) -> dict[str, torch.Tensor]:
+        """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """What the manifest records of the task: at least ``{"task": ...}``."""
+        """What the manifest records of the task: at least ``{"task": ...}``, plus what the
+        runtime needs to prepare inputs (e.g. ``append_ids``) and read outputs (``labels``)."""
         return {"task": self.task}
 
 

@@ -1,0 +1,55 @@
+"""Reading a build artifact: manifest, checksums, and the torch model it holds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .fileio import sha256_file
+
+MANIFEST_VERSION = 1
+
+
+def read_manifest(folder: Path, *, verify: bool = True) -> dict[str, Any]:
+    """The artifact's manifest; with ``verify``, every listed file's sha256 is checked."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{folder}: not a modkit artifact (no manifest.json)") from None
+    except ValueError as e:
+        raise ArtifactError(f"{path}: corrupt manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "modkit-artifact":
+        raise ArtifactError(f"{path}: not a modkit artifact manifest")
+    if verify:
+        for name, digest in manifest.get("files", {}).items():
+            f = folder / name
+            if not f.exists():
+                raise ArtifactError(f"{f}: missing (listed in the manifest)")
+            if sha256_file(f) != digest:
+                raise ArtifactError(f"{f}: sha256 does not match the manifest; the file is corrupt or was changed")
+    return manifest
+
+
+def load_torch_model(folder: str | Path, *, registry=None):
+    """Rebuild the trained torch model (a :class:`modkit.model.ModkitModel`) of an artifact."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .build import assemble_model
+    from .registry import get_registry
+    from .tokenization import load_tokenizer
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    registry = registry or get_registry()
+    tokenizer = load_tokenizer(folder, registry=registry)
+    model = assemble_model(manifest, tokenizer, registry)
+    state = load_file(str(folder / "model.safetensors"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
+    return model.eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model

@@ -1,0 +1,244 @@
+"""`modkit build`: run a spec's stages, merge, export, check parity, write the artifact."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import torch
+from safetensors.torch import save_file
+
+from . import __version__
+from .checkpoints import load_hf
+from .errors import UserError
+from .export import check_parity, export_onnx
+from .fileio import atomic_dir, sha256_file
+from .model import ModkitModel
+from .registry import Component, Registry, get_registry
+from .spec import Resolved, Spec, load_spec
+from .tokenization import load_tokenizer
+from .train import load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed, train_stage
+
+
+def _component_record(component: Component, options) -> dict[str, Any]:
+    return {"name": component.name, "plugin": component.plugin, "version": component.version,
+            "options": options.model_dump(mode="json")}
+
+
+def _backbone_component(backbone, registry: Registry) -> Component:
+    """The registered backbone whose options model built this backbone (for HF starts)."""
+    for name in registry.names("backbone"):
+        comp = registry.get("backbone", name)
+        if comp.options is type(backbone.config):
+            return comp
+    raise UserError(f"no registered backbone builds a {type(backbone).__name__}")
+
+
+def _seed_stage(seed: int, index: int) -> None:
+    """Seed the init of a stage's new modules, so a resumed build draws the same ones."""
+    torch.manual_seed(step_seed(seed, index, 2**31))
+
+
+def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: list[tuple[Component, Any]],
+                  tokenizer, seed: int, index: int) -> tuple[Any, list, list[torch.nn.Module]]:
+    """Add one stage's objective and PEFT methods; return (objective, methods, new modules)."""
+    _seed_stage(seed, index)
+    comp, options = objective
+    fresh = comp.load()(options, model.backbone, tokenizer)
+    obj = model.add_objective(comp.name, fresh)
+    new_modules = [obj] if obj is fresh else []
+    methods = []
+    for pcomp, poptions in peft:
+        method = pcomp.load()(poptions)
+        modules = method.apply(model.backbone)
+        methods.append((pcomp, method, modules))
+        new_modules += modules
+    return obj, methods, new_modules
+
+
+def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
+    """With PEFT, train only its modules and the head; otherwise everything."""
+    if methods:
+        model.requires_grad_(False)
+        objective.requires_grad_(True)
+        for _, _, modules in methods:
+            for m in modules:
+                m.requires_grad_(True)
+    else:
+        model.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
+    """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
+    comps = manifest["components"]
+    bcomp = registry.get("backbone", comps["backbone"]["name"])
+    backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
+    model = ModkitModel(backbone)
+    for i, stage in enumerate(comps["stages"]):
+        ocomp = registry.get("objective", stage["objective"]["name"])
+        kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
+        _attach_stage(model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
+                      [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer,
+                      manifest["seed"], i)
+    return model.eval()
+
+
+def _tokenizer(spec: Spec, work: Path, echo):
+    saved = work / "tokenizer.json"
+    if spec.model.tokenizer.from_:
+        return load_tokenizer(spec.path(spec.model.tokenizer.from_))
+    if saved.exists():
+        return load_tokenizer(saved)
+    res = spec.tokenizer
+    files = [spec.path(f) for f in spec.model.tokenizer.train_on]
+    echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
+    tokenizer = res.component.load().train(files, res.options)
+    tokenizer.save(saved)
+    return tokenizer
+
+
+def _backbone(spec: Spec, tokenizer, registry: Registry):
+    if spec.model.backbone.from_:
+        loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
+        backbone = getattr(loaded, "backbone", loaded)
+        return backbone, _backbone_component(backbone, registry)
+    res = spec.backbone
+    options = res.options
+    if "vocab_size" in type(options).model_fields and not options.vocab_size:
+        options = options.model_copy(update={"vocab_size": tokenizer.vocab_size})
+    elif getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
+        raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
+                        f"{tokenizer.vocab_size}")
+    return res.component.load()(options), res.component
+
+
+class _Progress:
+    """A click progress bar per stage showing the running loss, on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def stage(self, label: str, total: int, done: int):
+        if not self.enabled:
+            return _NoBar()
+        bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                                item_show_func=lambda loss: f"loss {loss:.3f}" if loss is not None else "")
+        bar.__enter__()
+        bar.update(done)
+        return bar
+
+
+class _NoBar:
+    def update(self, n, current_item=None):
+        pass
+
+    def __exit__(self, *exc):
+        pass
+
+
+def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
+          registry: Registry | None = None, progress: bool = True,
+          echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build ``spec_path`` into the artifact folder ``out``; return the manifest."""
+    echo = echo or (lambda msg: click.echo(msg, err=True))
+    registry = registry or get_registry()
+    spec = load_spec(spec_path, list(overrides), registry=registry)
+    out = Path(out)
+    work = out.parent / f".{out.name}.work"
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    seed = spec.model.seed
+    torch.manual_seed(seed)
+
+    tokenizer = _tokenizer(spec, work, echo)
+    _seed_stage(seed, -1)
+    backbone, bcomp = _backbone(spec, tokenizer, registry)
+    model = ModkitModel(backbone)
+    position = read_checkpoint_position(work) if resume else None
+    done_path = work / "stages.json"
+    reports: list[dict] = json.loads(done_path.read_text()) if resume and done_path.exists() else []
+    if position is None and reports:
+        reports = []  # stage reports without weights cannot be trusted
+    bar = _Progress(progress)
+    all_methods, stage_records, data = [], [], None
+    for i, stage in enumerate(spec.model.stages):
+        res_obj: Resolved = spec.objectives[i]
+        objective, methods, new_modules = _attach_stage(
+            model, (res_obj.component, res_obj.options),
+            [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
+        all_methods += methods
+        trainable, total = _set_trainable(model, objective, methods)
+        stage_records.append((res_obj, methods))
+        if i < len(reports):
+            continue  # finished before the interruption; its weights are in the checkpoint
+        if position is not None and position["stage"] == i and position["step"] == 0:
+            load_checkpoint(work, model, None, new_modules)
+        data = objective.load_data(spec.path(stage.data), stage.seq_len)
+        label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
+        start = position["step"] if position is not None and position["stage"] == i else 0
+        b = bar.stage(label, stage.steps, start)
+        try:
+            losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
+                                 resume=resume, on_step=lambda n, loss: b.update(1, loss))
+        finally:
+            b.__exit__(None, None, None)
+        figures = objective.evaluate(model.backbone, data)
+        reports.append({
+            "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
+            "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
+            "loss_first_10": sum(losses[:10]) / len(losses[:10]),
+            "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures})
+        echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+             + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
+        save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
+        done_path.write_text(json.dumps(reports))
+    if data is None:  # every stage had finished before a resume; the export needs inputs
+        data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
+
+    if spec.model.export.merge:
+        for _, method, _ in all_methods:
+            method.merge(model)
+    live = set(model.modules())
+    manifest = {
+        "format": "modkit-artifact", "version": 1, "modkit_version": __version__,
+        "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
+        "components": {
+            "tokenizer": {"name": spec.tokenizer.component.name, "plugin": spec.tokenizer.component.plugin,
+                          "version": spec.tokenizer.component.version} if spec.tokenizer else {"from": spec.model.tokenizer.from_},
+            "backbone": {**_component_record(bcomp, model.backbone.config),
+                         **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
+            "stages": [{"objective": _component_record(r.component, r.options),
+                        "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods)}
+                                 for c, m, mods in methods]} for r, methods in stage_records],
+        },
+        "task": objective.describe(),
+        "stages": reports,
+    }
+    if manifest["components"]["tokenizer"].get("from") is not None:
+        manifest["components"]["tokenizer"]["name"] = type(tokenizer).__name__
+    with atomic_dir(out) as tmp:
+        tokenizer.save(tmp / "tokenizer.json")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        if spec.model.export.onnx:
+            inputs = objective.export_inputs(data)
+            export_onnx(model, inputs, tmp / "model.onnx", opset=spec.model.export.opset)
+            manifest["parity"] = check_parity(model, tmp / "model.onnx", inputs,
+                                              tolerance=spec.model.export.parity_tolerance)
+            manifest["onnx"] = {"model.onnx": {"inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
+                                               "opset": spec.model.export.opset}}
+        manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    if "parity" in manifest:
+        echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
+    echo(f"wrote {out} in {manifest['build_seconds']} s")
+    return manifest

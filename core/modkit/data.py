@@ -1,0 +1,57 @@
+"""Helpers objectives share to read data and make batches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import UserError
+
+
+def read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such data file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a bad line is an error naming the file and line."""
+    records = []
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{path}:{n}: not valid JSON ({e})") from None
+        missing = [k for k in required if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise UserError(f"{path}:{n}: missing field {missing[0]!r}")
+        records.append(record)
+    if not records:
+        raise UserError(f"{path}: no records")
+    return records
+
+
+def split_holdout(items: list, fraction: float) -> tuple[list, list]:
+    """Every k-th item (k = 1/fraction) is held back: deterministic, no RNG needed."""
+    if fraction <= 0:
+        return items, []
+    k = max(2, round(1 / fraction))
+    return [x for i, x in enumerate(items) if i % k], [x for i, x in enumerate(items) if i % k == 0]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int):
+    """Right-pad id lists -> (input_ids, attention_mask) int64 tensors."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask

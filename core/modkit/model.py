@@ -1,0 +1,49 @@
+"""The model a build trains: one backbone plus the heads of its stages' objectives."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .outputs import ModelOutput
+
+
+class ModkitModel(nn.Module):
+    """``backbone`` plus ``objectives`` (a ModuleDict holding the task heads by objective name).
+
+    The last objective added is the task: ``forward`` returns the backbone's output with
+    ``logits`` set by that objective, as the exported graph does.
+    """
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.objectives = nn.ModuleDict()
+        self.task: str | None = None
+
+    def add_objective(self, name: str, objective: nn.Module) -> nn.Module:
+        """Register a stage's objective; a later stage with the same name reuses the first."""
+        if name not in self.objectives:
+            self.objectives[name] = objective
+        self.task = name
+        return self.objectives[name]
+
+    @property
+    def head(self):
+        return self.objectives[self.task] if self.task else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> ModelOutput:
+        out = self.backbone(input_ids, attention_mask, **kwargs)
+        if self.head is not None:
+            out.logits = self.head.logits(self.backbone, out, attention_mask)
+        return out
+
+
+class ExportGraph(nn.Module):
+    """``(input_ids, attention_mask) -> logits``: the signature of every exported model.onnx."""
+
+    def __init__(self, model: ModkitModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask).logits

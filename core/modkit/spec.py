@@ -1,0 +1,236 @@
+"""The build spec: a TOML file validated into one resolved object before any work starts.
+
+Validation runs in two passes, and every problem of both is reported at once:
+1. the spec's own structure (pydantic models below, unknown keys forbidden);
+2. each component section against the options model of the component it names.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import SpecError, UserError
+from .options import Options
+from .registry import Component, Registry, get_registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ComponentSection(BaseModel):
+    """``use`` names a component or preset; every other key is one of its options."""
+
+    model_config = ConfigDict(extra="allow")
+    use: str
+
+    def option_values(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TokenizerSection(ComponentSection):
+    use: str = "bpe"
+    train_on: list[str] = Field(default_factory=list, description="Text files to train on.")
+    from_: str | None = Field(None, alias="from", description="A tokenizer file or folder to load instead of training.")
+
+
+class BackboneSection(ComponentSection):
+    use: str = "gpt"
+    from_: str | None = Field(None, alias="from", description="A Hugging Face checkpoint folder to start from.")
+
+
+class Stage(_Strict):
+    objective: ComponentSection
+    peft: list[ComponentSection] = Field(default_factory=list)
+    data: str
+    steps: int = Field(gt=0)
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate (AdamW).")
+    batch_size: int = Field(16, gt=0)
+    seq_len: int = Field(128, gt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
+
+
+class Export(_Strict):
+    merge: bool = True
+    onnx: bool = True
+    opset: int = Field(17, ge=17)
+    parity_tolerance: float = Field(1e-4, gt=0)
+
+
+class SpecModel(_Strict):
+    name: str
+    seed: int = 0
+    tokenizer: TokenizerSection = Field(default_factory=lambda: TokenizerSection(use="bpe"))
+    backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
+    stages: list[Stage] = Field(min_length=1)
+    export: Export = Field(default_factory=Export)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A component section resolved: the component and its validated options."""
+
+    component: Component
+    options: Options
+    section: str  # key path in the spec, for messages
+
+
+@dataclass
+class Spec:
+    """A validated spec with every component resolved and every path made absolute."""
+
+    source: Path
+    model: SpecModel
+    tokenizer: Resolved | None  # None when loaded with `from`
+    backbone: Resolved | None  # None when loaded with `from`
+    objectives: list[Resolved] = field(default_factory=list)  # one per stage
+    peft: list[list[Resolved]] = field(default_factory=list)  # per stage
+
+    def path(self, value: str) -> Path:
+        return (self.source.parent / value).resolve()
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The spec with every component's full option values, for the manifest."""
+        out = self.model.model_dump(mode="json", by_alias=True)
+        for key, res in (("tokenizer", self.tokenizer), ("backbone", self.backbone)):
+            if res is not None:
+                out[key].update(res.options.model_dump(mode="json"))
+        for i, stage in enumerate(out["stages"]):
+            stage["objective"].update(self.objectives[i].options.model_dump(mode="json"))
+            for j, p in enumerate(stage["peft"]):
+                p.update(self.peft[i][j].options.model_dump(mode="json"))
+        return out
+
+
+def key_path(loc: tuple) -> str:
+    """('stages', 1, 'peft', 0, 'r') -> 'stages[1].peft[0].r'"""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = e["msg"]
+        if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(e["input"], (dict, list)):
+            msg += f" (got {e['input']!r})"
+        problems.append((key_path(loc), msg))
+    return problems
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``stages[1].steps=50`` -> (['stages', 1, 'steps'], 50). Values are read as TOML,
+    falling back to a plain string, so ``--set name=demo`` needs no quotes."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected key.path=value")
+    path: list[str | int] = []
+    for part in key.strip().replace("]", "").replace("[", ".").split("."):
+        if part == "":
+            raise UserError(f"--set {text!r}: malformed key path {key!r}")
+        path.append(int(part) if part.isdigit() else part)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def _apply_override(data: dict, path: list[str | int], value: Any, text: str) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            if isinstance(part, str) and isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise UserError(f"--set {text!r}: {key_path(tuple(path[: i + 1]))} does not exist in the spec") from None
+    if isinstance(path[-1], int) and not (isinstance(node, list) and path[-1] < len(node)):
+        raise UserError(f"--set {text!r}: {key_path(tuple(path))} does not exist in the spec")
+    node[path[-1]] = value
+
+
+def _resolve(registry: Registry, kind: str, section: ComponentSection, loc: str,
+             problems: list[tuple[str, str]], extra: dict[str, Any] | None = None) -> Resolved | None:
+    try:
+        component, preset_values = registry.resolve(kind, section.use)
+    except UserError as e:
+        problems.append((f"{loc}.use", str(e)))
+        return None
+    values = {**preset_values, **(extra or {}), **section.option_values()}
+    try:
+        options = component.options.model_validate(values)
+    except ValidationError as e:
+        for sub_loc, msg in _pydantic_problems(e):
+            if msg == "Extra inputs are not permitted":
+                import difflib
+
+                close = difflib.get_close_matches(sub_loc, list(component.options.model_fields), n=1)
+                msg = f"unknown option of {kind} {component.name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            problems.append((f"{loc}.{sub_loc}", msg))
+        return None
+    return Resolved(component, options, loc)
+
+
+def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None) -> Spec:
+    """Read, override, validate and resolve a spec; raise SpecError listing every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such spec file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(str(path), [("", f"not valid TOML: {e}")]) from None
+    for text in overrides:
+        _apply_override(data, *parse_override(text), text)
+    try:
+        model = SpecModel.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(str(path), _pydantic_problems(e)) from None
+
+    registry = registry or get_registry()
+    problems: list[tuple[str, str]] = []
+    spec = Spec(path.resolve(), model, None, None)
+    if model.tokenizer.from_ is None:
+        spec.tokenizer = _resolve(registry, "tokenizer", model.tokenizer, "tokenizer", problems)
+        if not model.tokenizer.train_on:
+            problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+    if model.backbone.from_ is None:
+        spec.backbone = _resolve(registry, "backbone", model.backbone, "backbone", problems)
+    for i, stage in enumerate(model.stages):
+        spec.objectives.append(_resolve(registry, "objective", stage.objective, f"stages[{i}].objective", problems))
+        spec.peft.append([_resolve(registry, "peft", p, f"stages[{i}].peft[{j}]", problems)
+                          for j, p in enumerate(stage.peft)])
+    for loc, value in _paths(model):
+        if not spec.path(value).exists():
+            problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent or '.'})"))
+    if problems:
+        raise SpecError(str(path), problems)
+    return spec
+
+
+def _paths(model: SpecModel):
+    for i, f in enumerate(model.tokenizer.train_on):
+        yield f"tokenizer.train_on[{i}]", f
+    if model.tokenizer.from_:
+        yield "tokenizer.from", model.tokenizer.from_
+    if model.backbone.from_:
+        yield "backbone.from", model.backbone.from_
+    for i, stage in enumerate(model.stages):
+        yield f"stages[{i}].data", stage.data

@@ -1,0 +1,21 @@
+"""The `classify` objective: a head on the last token; with aux_lm_weight it is GPT's L3."""
+from __future__ import annotations
+
+from pydantic import Field
+
+import modkit
+
+
+class ClassifyOptions(modkit.Options):
+    labels: list[str] = Field(min_length=2, description="The class names, in output order.")
+    aux_lm_weight: float = Field(0.0, ge=0, description="λ in L3 = L2 + λ·L1 (GPT's auxiliary LM loss); 0 = plain L2.")
+    text_field: str = Field("text", description="JSONL field holding the text.")
+    label_field: str = Field("label", description="JSONL field holding the label.")
+    holdout: float = Field(0.1, ge=0, lt=1, description="Fraction of examples held back for evaluation.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the classification head.")
+
+
+@modkit.hookimpl
+def modkit_register_objectives(register):
+    register("classify", "modkit_plugins.objectives.classify_impl:Classify", options=ClassifyOptions,
+             doc="Sequence classification from the last token, optionally with GPT's auxiliary LM loss.")

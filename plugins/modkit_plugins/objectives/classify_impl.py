@@ -1,0 +1,106 @@
+"""Sequence classification (GPT's fine-tuning: the extract token's state -> a linear head).
+
+Each text is encoded and the tokenizer's eos token appended as the extract token (when it
+has one); the head reads the hidden state of the last real token.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modkit.data import pad_batch, read_jsonl, split_holdout
+from modkit.errors import UserError
+from modkit.interfaces import Objective
+from modkit.losses import lm_loss
+
+
+@dataclass
+class Examples:
+    train: list[tuple[list[int], int]]
+    heldout: list[tuple[list[int], int]]
+
+
+def last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D) -> (B, D): the state at each row's last real token."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    last = (attention_mask.sum(1) - 1).clamp(min=0)  # (B,)
+    return hidden.gather(1, last[:, None, None].expand(-1, 1, hidden.shape[-1]))[:, 0]
+
+
+class Classify(nn.Module, Objective):
+    task = "classify"
+
+    def __init__(self, options, backbone, tokenizer):
+        nn.Module.__init__(self)
+        Objective.__init__(self, options, backbone, tokenizer)
+        self.tokenizer = tokenizer
+        self.extract = [tokenizer.special_id("eos")] if tokenizer.special_id("eos") is not None else []
+        pad = tokenizer.special_id("pad")
+        self.pad_id = pad if pad is not None else (self.extract[0] if self.extract else 0)
+        self.dropout = nn.Dropout(options.dropout)
+        self.head = nn.Linear(backbone.d_model, len(options.labels))
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def load_data(self, path, seq_len):
+        o = self.options
+        index = {label: i for i, label in enumerate(o.labels)}
+        examples = []
+        for n, rec in enumerate(read_jsonl(path, [o.text_field, o.label_field]), 1):
+            label = str(rec[o.label_field])
+            if label not in index:
+                raise UserError(f"{path}: record {n}: label {label!r} is not one of {o.labels}")
+            ids = self.tokenizer.encode(str(rec[o.text_field]))[: seq_len - len(self.extract)]
+            examples.append((ids + self.extract, index[label]))
+        train, heldout = split_holdout(examples, o.holdout)
+        return Examples(train, heldout)
+
+    def _tensors(self, examples):
+        ids, mask = pad_batch([e[0] for e in examples], self.pad_id)
+        return ids, mask, torch.tensor([e[1] for e in examples])
+
+    def batch(self, data, batch_size, generator):
+        picks = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
+        ids, mask, labels = self._tensors([data.train[i] for i in picks])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def logits(self, backbone, output, attention_mask):
+        return self.head(self.dropout(last_token_states(output.last_hidden_state, attention_mask)))
+
+    def loss(self, backbone, batch):
+        out = backbone(batch["input_ids"], batch["attention_mask"])
+        logits = self.logits(backbone, out, batch["attention_mask"])
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        figures = {"cls_loss": loss.item(), "accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().item()}
+        if self.options.aux_lm_weight > 0:
+            aux = lm_loss(backbone, out.last_hidden_state, batch["input_ids"], batch["attention_mask"])
+            loss = loss + self.options.aux_lm_weight * aux
+            figures["lm_loss"] = aux.item()
+        return loss, figures
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        if not data.heldout:
+            return {}
+        correct = 0
+        for i in range(0, len(data.heldout), 32):
+            ids, mask, labels = self._tensors(data.heldout[i: i + 32])
+            pred = self.logits(backbone, backbone(ids, mask), mask).argmax(-1)
+            correct += int((pred == labels).sum())
+        majority = Counter(label for _, label in data.train).most_common(1)[0][0]
+        baseline = sum(label == majority for _, label in data.heldout) / len(data.heldout)
+        return {"heldout_accuracy": correct / len(data.heldout), "majority_baseline": baseline,
+                "heldout_examples": len(data.heldout)}
+
+    def export_inputs(self, data):
+        ids, mask, _ = self._tensors((data.heldout or data.train)[:4])
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def describe(self):
+        return {"task": self.task, "labels": list(self.options.labels), "append_ids": self.extract,
+                "pad_token_id": self.pad_id}

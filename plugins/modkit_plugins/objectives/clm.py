@@ -1,0 +1,16 @@
+"""The `clm` objective: causal language modelling, L1 = sum_i log P(u_i | u_<i)."""
+from __future__ import annotations
+
+from pydantic import Field
+
+import modkit
+
+
+class CLMOptions(modkit.Options):
+    holdout: float = Field(0.05, ge=0, lt=1, description="Fraction of the text (its end) held back for evaluation.")
+
+
+@modkit.hookimpl
+def modkit_register_objectives(register):
+    register("clm", "modkit_plugins.objectives.clm_impl:CausalLM", options=CLMOptions,
+             doc="Next-token prediction over random windows of a text file.")

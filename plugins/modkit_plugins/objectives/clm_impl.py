@@ -1,0 +1,70 @@
+"""Causal LM: random windows of the tokenized text; predict each next token."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from modkit.data import read_text
+from modkit.errors import UserError
+from modkit.interfaces import Objective
+from modkit.losses import lm_loss
+
+
+@dataclass
+class TokenStream:
+    train: torch.Tensor  # (N,) ids
+    heldout: torch.Tensor
+    seq_len: int
+
+
+class CausalLM(nn.Module, Objective):
+    task = "generate"
+
+    def __init__(self, options, backbone, tokenizer):
+        nn.Module.__init__(self)
+        Objective.__init__(self, options, backbone, tokenizer)
+        if not getattr(backbone, "is_decoder", False):
+            raise UserError(f"clm needs a decoder backbone; {type(backbone).__name__} is not one")
+        self.tokenizer = tokenizer
+
+    def load_data(self, path, seq_len):
+        ids = torch.tensor(self.tokenizer.encode(read_text(path)), dtype=torch.long)
+        cut = int(len(ids) * (1 - self.options.holdout))
+        if cut < seq_len + 2:
+            raise UserError(f"{path}: {cut} training tokens, fewer than seq_len + 2 = {seq_len + 2}")
+        return TokenStream(ids[:cut], ids[cut:], seq_len)
+
+    def batch(self, data, batch_size, generator):
+        starts = torch.randint(0, len(data.train) - data.seq_len, (batch_size,), generator=generator)
+        windows = torch.stack([data.train[s: s + data.seq_len] for s in starts.tolist()])
+        return {"input_ids": windows}
+
+    def loss(self, backbone, batch):
+        out = backbone(batch["input_ids"])
+        loss = lm_loss(backbone, out.last_hidden_state, batch["input_ids"])
+        return loss, {"lm_loss": loss.item()}
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        n = len(data.heldout) // data.seq_len
+        if n == 0:
+            return {}
+        windows = data.heldout[: n * data.seq_len].view(n, data.seq_len)[:64]
+        loss = lm_loss(backbone, backbone(windows).last_hidden_state, windows).item()
+        return {"heldout_lm_loss": loss, "heldout_perplexity": float(torch.tensor(loss).exp())}
+
+    def logits(self, backbone, output, attention_mask):
+        return backbone.lm_logits(output.last_hidden_state)
+
+    def export_inputs(self, data):
+        src = data.heldout if len(data.heldout) >= 16 else data.train
+        n = min(len(src) // 2, data.seq_len)
+        ids = torch.stack([src[:n], src[n: 2 * n]])
+        mask = torch.ones_like(ids)
+        mask[1, n * 3 // 4:] = 0  # one padded row, so the check covers masking
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def describe(self):
+        return {"task": self.task, "eos_token_id": self.tokenizer.special_id("eos")}

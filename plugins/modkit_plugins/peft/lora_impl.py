@@ -1,0 +1,95 @@
+"""LoRA (Hu et al. 2021): a frozen linear layer plus a trainable low-rank update.
+
+A starts Gaussian and B at zero, so a freshly wrapped model computes exactly what the base
+did. :meth:`LoRALinear.delta_weight` is the one definition of the update; merge and unmerge
+both go through it.
+"""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from modkit.blocks import iter_roles
+from modkit.errors import ModkitError, UserError
+from modkit.interfaces import PeftMethod
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.base = base
+        self.modkit_role = base.modkit_role
+        self.scaling = alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+        nn.init.normal_(self.lora_A, std=1.0 / r)
+        self.dropout = nn.Dropout(dropout)
+        self.merged = False
+        self._original: torch.Tensor | None = None  # exact base weight, restored by unmerge
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling  # (out, in), like base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        return out + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        merged = self.base.weight.float() + self.delta_weight().float()
+        if not torch.isfinite(merged).all():
+            raise ModkitError(f"LoRA on {self.modkit_role}: merged weights are not finite; the adapter is broken")
+        self._original = self.base.weight.detach().clone()
+        self.base.weight.copy_(merged.to(self.base.weight.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        self.base.weight.copy_(self._original)
+        self._original = None
+        self.merged = False
+
+
+def _innermost_linear(module: nn.Module) -> tuple[nn.Module, str]:
+    """Follow `.base` through other PEFT wrappers to the nn.Linear to wrap."""
+    parent, attr = None, None
+    while not isinstance(module, nn.Linear):
+        if not hasattr(module, "base"):
+            raise UserError(f"LoRA cannot wrap {type(module).__name__} with role {module.modkit_role!r}")
+        parent, attr, module = module, "base", module.base
+    return parent, attr
+
+
+class LoRA(PeftMethod):
+    def apply(self, model: nn.Module) -> list[nn.Module]:
+        o = self.options
+        added = []
+        for parent, name, role in list(iter_roles(model)):
+            if not any(fnmatchcase(role, pat) for pat in o.targets):
+                continue
+            inner_parent, inner_attr = _innermost_linear(getattr(parent, name))
+            owner, attr = (inner_parent, inner_attr) if inner_parent is not None else (parent, name)
+            base = getattr(owner, attr)
+            wrapped = LoRALinear(base, o.r, o.alpha, o.dropout).to(base.weight.device)
+            setattr(owner, attr, wrapped)
+            added.append(wrapped)
+        if not added:
+            roles = sorted({role for _, _, role in iter_roles(model)})
+            raise UserError(f"lora: targets {o.targets} match no layer; roles here: {', '.join(roles)}")
+        return added
+
+    def merge(self, model: nn.Module) -> None:
+        """Merge every LoRA layer and put the plain linear back in its place."""
+        for owner in list(model.modules()):
+            for attr, child in list(owner.named_children()):
+                if isinstance(child, LoRALinear):
+                    child.merge()
+                    setattr(owner, attr, child.base)
