@@ -1,11 +1,13 @@
 """Shared fixtures: the text slice in tests/fixtures and the reference assets of tests/assets.py."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+sys.path.insert(0, str(Path(__file__).parent))  # so tests can import assets.py
 
 #: hand-written texts that tokenizers get wrong first
 HARD_CASES = [
@@ -36,3 +38,46 @@ def corpus_path() -> Path:
 @pytest.fixture(scope="session")
 def paragraphs() -> list[str]:
     return fixture_paragraphs()
+
+
+def _asset(name: str) -> Path:
+    from assets import locate
+
+    path = locate(name)
+    if path is None:
+        pytest.skip(f"reference asset {name} missing: run `python tests/assets.py fetch`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_tiktoken_path() -> Path:
+    return _asset("gpt2.tiktoken")
+
+
+@pytest.fixture(scope="session")
+def clip_merges_path() -> Path:
+    return _asset("bpe_simple_vocab_16e6.txt.gz")
+
+
+@pytest.fixture(scope="session")
+def minilm_vocab_path() -> Path:
+    return _asset("minilm/vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer_json_path() -> Path:
+    return _asset("minilm/tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def open_clip_reference(clip_merges_path):
+    """open_clip's SimpleTokenizer, imported from its source file in the wheel."""
+    import importlib.util
+
+    pytest.importorskip("ftfy", reason="open_clip's tokenizer needs ftfy: run `python tests/assets.py fetch`")
+    pytest.importorskip("torch", reason="open_clip's tokenizer module imports torch")
+    source = _asset("open_clip_tokenizer.py")
+    spec = importlib.util.spec_from_file_location("open_clip_reference_tokenizer", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer(bpe_path=str(clip_merges_path))

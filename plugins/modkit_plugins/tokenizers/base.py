@@ -14,7 +14,8 @@ from modkit import ArtifactError, Tokenizer
 WELL_KNOWN_ROLES = {
     "[CLS]": ("cls",), "[SEP]": ("sep",), "[PAD]": ("pad",), "[MASK]": ("mask",),
     "[UNK]": ("unk",), "<|endoftext|>": ("eos",), "<|startoftext|>": ("bos",),
-    "<|pad|>": ("pad",), "<|unk|>": ("unk",), "<s>": ("bos",), "</s>": ("eos",),
+    "<|pad|>": ("pad",), "<|unk|>": ("unk",), "<start_of_text>": ("bos",),
+    "<end_of_text>": ("eos",), "<s>": ("bos",), "</s>": ("eos",),
     "<pad>": ("pad",), "<unk>": ("unk",), "<mask>": ("mask",),
 }
 _CACHE_LIMIT = 1 << 18  # words; a cache this size holds a large corpus's vocabulary

@@ -19,7 +19,7 @@ from . import pretokenize
 from .base import read_tokenizer_json, special_tokens_from_json
 
 GPT2_SPECIALS = {"eos": "<|endoftext|>", "bos": "<|endoftext|>"}
-CLIP_SPECIALS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}
+CLIP_SPECIALS = {"bos": "<start_of_text>", "eos": "<end_of_text>"}  # open_clip >= 2.24
 
 
 def load_bpe(cls, path: Path):

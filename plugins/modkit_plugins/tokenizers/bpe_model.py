@@ -87,7 +87,7 @@ class BPETokenizer(SubwordTokenizer):
 
     def _symbols(self, word: str) -> tuple[str, ...]:
         """A pre-tokenized word as the symbols merging starts from."""
-        chars = pretokenize.bytes_to_symbols(word.encode("utf-8")) if self.byte_alphabet else word
+        chars = pretokenize.bytes_to_symbols(_utf8(word)) if self.byte_alphabet else word
         if self.style == "word-end":
             return (*chars[:-1], chars[-1] + WORD_END)
         return tuple(chars)
@@ -125,6 +125,13 @@ class BPETokenizer(SubwordTokenizer):
         from .bpe_formats import load_bpe
 
         return load_bpe(cls, Path(path))
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates become U+FFFD, as tiktoken does
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def _bytes_text(symbols: str, to_byte: dict[str, int]) -> str:

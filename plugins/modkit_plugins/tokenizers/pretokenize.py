@@ -60,4 +60,4 @@ def clip_clean(text: str) -> str:
     if ftfy is not None:
         text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
-    return regex.sub(r"\s+", " ", text).strip().lower()
+    return " ".join(text.split()).lower()  # str.split's whitespace, as open_clip uses
