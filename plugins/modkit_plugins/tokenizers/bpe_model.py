@@ -1,0 +1,165 @@
+"""The ``bpe`` tokenizer: word-end (``</w>``, original GPT and CLIP) and byte-level (GPT-2)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import pretokenize
+from .base import SubwordTokenizer
+from .bpe import BPEOptions, default_special_tokens
+from .bpe_train import learn_merges
+
+WORD_END = "</w>"
+
+
+class BPETokenizer(SubwordTokenizer):
+    """Byte-pair encoding with merges applied by rank.
+
+    ``ranks`` maps an adjacent pair of tokens to its priority (lower merges first). It is
+    built from a merges list, or from a tiktoken ranks file (every split of a token into two
+    tokens gets that token's rank, which is how tiktoken itself merges).
+    """
+
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: Sequence[tuple[str, str]],
+        *,
+        style: str = "word-end",
+        pre_tokenizer: str | None = None,
+        lowercase: bool = False,
+        special_tokens: dict[str, str] | None = None,
+        ranks: dict[tuple[str, str], int] | None = None,
+    ):
+        super().__init__(vocab, special_tokens or {})
+        self.style = style
+        self.pre_tokenizer = pre_tokenizer or ("gpt2" if style == "byte-level" else "whitespace")
+        self.lowercase = lowercase
+        self.merges = [tuple(m) for m in merges]
+        self.ranks = ranks if ranks is not None else {m: r for r, m in enumerate(self.merges)}
+        self.byte_alphabet = style == "byte-level" or self.pre_tokenizer == "clip"
+        self._pattern = pretokenize.compiled(self.pre_tokenizer)
+        self._unk_id = self.special_id("unk")
+
+    # -- training -----------------------------------------------------------------------
+    @classmethod
+    def train(cls, files, options: BPEOptions | None = None, progress=None) -> BPETokenizer:
+        options = options or BPEOptions()
+        specials = options.special_tokens or default_special_tokens(options.style)
+        shell = cls({}, [], style=options.style, pre_tokenizer=options.pre_tokenizer,
+                    lowercase=options.lowercase)
+        word_counts: Counter[str] = Counter()
+        for file in files:
+            with open(file, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    word_counts.update(shell._words(line))
+        words: dict[tuple[str, ...], int] = {}
+        for word, count in word_counts.items():
+            symbols = shell._symbols(word)
+            words[symbols] = words.get(symbols, 0) + count
+        n_special = len(set(specials.values()))
+        tokens, merges = learn_merges(
+            words, shell._base_alphabet(), options.vocab_size - n_special,
+            options.min_frequency, progress,
+        )
+        vocab = {t: i for i, t in enumerate(sorted(set(specials.values())))}
+        for token in tokens:
+            vocab.setdefault(token, len(vocab))
+        return cls(vocab, merges, style=options.style, pre_tokenizer=options.pre_tokenizer,
+                   lowercase=options.lowercase, special_tokens=specials)
+
+    def _base_alphabet(self) -> list[str]:
+        """Symbols every vocabulary of this style holds, seen in training or not."""
+        if not self.byte_alphabet:
+            return []
+        chars = list(pretokenize.byte_to_unicode().values())
+        return chars + [c + WORD_END for c in chars] if self.style == "word-end" else chars
+
+    # -- encoding -----------------------------------------------------------------------
+    def _normalize(self, text: str) -> str:
+        if self.pre_tokenizer == "clip":
+            return pretokenize.clip_clean(text)
+        return text.lower() if self.lowercase else text
+
+    def _words(self, text: str) -> list[str]:
+        return self._pattern.findall(self._normalize(text))
+
+    def _symbols(self, word: str) -> tuple[str, ...]:
+        """A pre-tokenized word as the symbols merging starts from."""
+        chars = pretokenize.bytes_to_symbols(_utf8(word)) if self.byte_alphabet else word
+        if self.style == "word-end":
+            return (*chars[:-1], chars[-1] + WORD_END)
+        return tuple(chars)
+
+    def _word_ids(self, word: str) -> list[int]:
+        vocab = self.vocab
+        ids = []
+        for token in merge_symbols(list(self._symbols(word)), self.ranks):
+            i = vocab.get(token)
+            if i is None:
+                i = self._unk_id  # a character never seen in training (word-end only)
+            if i is not None:
+                ids.append(i)
+        return ids
+
+    def _decode_tokens(self, tokens: list[str]) -> str:
+        text = "".join(tokens)
+        if self.byte_alphabet:
+            to_byte = pretokenize.unicode_to_byte()
+            if self.style == "word-end":
+                return " ".join(
+                    _bytes_text(part, to_byte) for part in text.split(WORD_END)
+                ).rstrip(" ")
+            return _bytes_text(text, to_byte)
+        return text.replace(WORD_END, " ").rstrip(" ")
+
+    # -- files ---------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        from .bpe_formats import bpe_to_json
+
+        return bpe_to_json(self)
+
+    @classmethod
+    def from_file(cls, path: Path) -> BPETokenizer | None:
+        from .bpe_formats import load_bpe
+
+        return load_bpe(cls, Path(path))
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates become U+FFFD, as tiktoken does
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def _bytes_text(symbols: str, to_byte: dict[str, int]) -> str:
+    return bytes(to_byte[c] for c in symbols if c in to_byte).decode("utf-8", errors="replace")
+
+
+def merge_symbols(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Apply merges to one word: repeatedly merge every occurrence of the lowest-ranked
+    adjacent pair, left to right, until no adjacent pair has a rank."""
+    get = ranks.get
+    while len(symbols) > 1:
+        best_rank = None
+        best = None
+        for pair in zip(symbols, symbols[1:]):
+            rank = get(pair)
+            if rank is not None and (best_rank is None or rank < best_rank):
+                best_rank, best = rank, pair
+        if best is None:
+            break
+        first, second = best
+        merged: list[str] = []
+        i, n = 0, len(symbols)
+        while i < n:
+            if i + 1 < n and symbols[i] == first and symbols[i + 1] == second:
+                merged.append(first + second)
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols

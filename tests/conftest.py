@@ -1,0 +1,83 @@
+"""Shared fixtures: the text slice in tests/fixtures and the reference assets of tests/assets.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+sys.path.insert(0, str(Path(__file__).parent))  # so tests can import assets.py
+
+#: hand-written texts that tokenizers get wrong first
+HARD_CASES = [
+    "", " ", "   ", "\t\n", "a  b   c", "\r\n", "line one\r\nline two\r\n", "x\x00y", "\x01\x1f\x7f",
+    "tab\there", "e\u0301t\u0301e\u0301", "caf\u00e9 na\u00efve r\u00e9sum\u00e9", "\u4f60\u597d\uff0c\u4e16\u754c",
+    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8", "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467 family \U0001f44d\U0001f3fd", "\U0001f1eb\U0001f1f7 flag",
+    "<|endoftext|> inside text", "[CLS] [SEP] [MASK] as text", "don't you'll we've I'm",
+    "x" * 300, "supercalifragilisticexpialidocious" * 5, "3.14159 1,000,000 0x1F",
+    "  leading and trailing  ", "\u00a0non-breaking\u2003spaces\u3000", "MiXeD CaSe ÄÖÜ ß",
+    "\ufeffbyte order mark", "a\u0300\u0301\u0302\u0303", "\U00010348 gothic", "\ud7ff\ue000\uffff",
+]
+
+
+def fixture_text() -> str:
+    return (FIXTURES / "pydoc-slice.txt").read_text(encoding="utf-8")
+
+
+def fixture_paragraphs() -> list[str]:
+    return [p for p in fixture_text().split("\n\n") if p.strip()]
+
+
+@pytest.fixture(scope="session")
+def corpus_path() -> Path:
+    return FIXTURES / "pydoc-slice.txt"
+
+
+@pytest.fixture(scope="session")
+def paragraphs() -> list[str]:
+    return fixture_paragraphs()
+
+
+def _asset(name: str) -> Path:
+    from assets import locate
+
+    path = locate(name)
+    if path is None:
+        pytest.skip(f"reference asset {name} missing: run `python tests/assets.py fetch`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_tiktoken_path() -> Path:
+    return _asset("gpt2.tiktoken")
+
+
+@pytest.fixture(scope="session")
+def clip_merges_path() -> Path:
+    return _asset("bpe_simple_vocab_16e6.txt.gz")
+
+
+@pytest.fixture(scope="session")
+def minilm_vocab_path() -> Path:
+    return _asset("minilm/vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer_json_path() -> Path:
+    return _asset("minilm/tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def open_clip_reference(clip_merges_path):
+    """open_clip's SimpleTokenizer, imported from its source file in the wheel."""
+    import importlib.util
+
+    pytest.importorskip("ftfy", reason="open_clip's tokenizer needs ftfy: run `python tests/assets.py fetch`")
+    pytest.importorskip("torch", reason="open_clip's tokenizer module imports torch")
+    source = _asset("open_clip_tokenizer.py")
+    spec = importlib.util.spec_from_file_location("open_clip_reference_tokenizer", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer(bpe_path=str(clip_merges_path))

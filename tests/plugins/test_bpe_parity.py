@@ -1,0 +1,128 @@
+"""Parity of the bpe tokenizer with tiktoken (GPT-2 ranks), Hugging Face tokenizers (GPT-2
+byte-level tokenizer.json) and open_clip's SimpleTokenizer (CLIP merges)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import HARD_CASES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import modkit
+from modkit_plugins.tokenizers.bpe_model import BPETokenizer
+
+
+def assert_same(texts, ours, reference, name):
+    mismatches = [t for t in texts if ours(t) != reference(t)]
+    assert not mismatches, (
+        f"{len(mismatches)}/{len(texts)} texts differ from {name}; first: {mismatches[0]!r}"
+    )
+
+
+@pytest.fixture(scope="module")
+def gpt2(gpt2_tiktoken_path):
+    return modkit.load_tokenizer(gpt2_tiktoken_path)
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2(gpt2_tiktoken_path):
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken.load import load_tiktoken_bpe
+
+    from modkit_plugins.tokenizers.pretokenize import GPT2_PATTERN
+
+    ranks = load_tiktoken_bpe(str(gpt2_tiktoken_path))
+    return tiktoken.Encoding("gpt2-reference", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256})
+
+
+def test_tiktoken_parity_on_paragraphs_and_hard_cases(gpt2, tiktoken_gpt2, paragraphs):
+    texts = paragraphs + HARD_CASES
+    assert_same(texts, gpt2.encode, tiktoken_gpt2.encode_ordinary, "tiktoken")
+
+
+def test_tiktoken_parity_on_the_whole_slice_in_one_call(gpt2, tiktoken_gpt2, corpus_path):
+    text = corpus_path.read_text(encoding="utf-8")
+    assert gpt2.encode(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_special_strings_are_text_unless_allowed(gpt2, tiktoken_gpt2):
+    text = "a<|endoftext|>b"
+    assert gpt2.encode(text) == tiktoken_gpt2.encode_ordinary(text)
+    assert gpt2.encode(text, allow_special=True) == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert gpt2.special_id("eos") == 50256
+
+
+@given(st.text())
+@settings(max_examples=300, deadline=None)
+def test_byte_level_round_trips_any_text(gpt2, tiktoken_gpt2, text):
+    ids = gpt2.encode(text)
+    assert gpt2.decode(ids) == text
+    assert ids == tiktoken_gpt2.encode_ordinary(text)
+
+
+@given(st.text(st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=20))
+@settings(max_examples=100, deadline=None)
+def test_lone_surrogates_are_replaced_as_tiktoken_does(gpt2, tiktoken_gpt2, text):
+    assert gpt2.encode(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+@pytest.fixture(scope="module")
+def gpt2_hf_json(tmp_path_factory, gpt2):
+    """A GPT-2 tokenizer.json written by Hugging Face itself, from GPT-2's vocab and merges."""
+    tokenizers = pytest.importorskip("tokenizers")
+    folder = tmp_path_factory.mktemp("gpt2-hf")
+    vocab = {t: i for t, i in gpt2.vocab.items() if t != "<|endoftext|>"}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in gpt2.merges), encoding="utf-8")
+    model = tokenizers.models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    reference = tokenizers.Tokenizer(model)
+    reference.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    reference.decoder = tokenizers.decoders.ByteLevel()
+    reference.add_special_tokens(["<|endoftext|>"])
+    reference.save(str(folder / "tokenizer.json"))
+    return folder, reference
+
+
+def test_hugging_face_gpt2_json_and_vocab_merges_parity(gpt2_hf_json, paragraphs):
+    folder, reference = gpt2_hf_json
+    texts = paragraphs[:1000] + HARD_CASES
+    for source in (folder / "tokenizer.json", folder):  # tokenizer.json, vocab.json + merges.txt
+        ours = modkit.load_tokenizer(source)
+        assert isinstance(ours, BPETokenizer) and ours.style == "byte-level"
+        # Hugging Face always recognises added special tokens in the text
+        assert_same(texts, lambda t: ours.encode(t, allow_special=True),
+                    lambda t: reference.encode(t).ids, f"HF via {source.name}")
+        assert ours.special_id("eos") == reference.token_to_id("<|endoftext|>")
+
+
+def test_hugging_face_loads_modkit_gpt2_json(tmp_path, gpt2, paragraphs):
+    tokenizers = pytest.importorskip("tokenizers")
+    gpt2.save(tmp_path / "tokenizer.json")
+    reference = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    texts = paragraphs[:500] + HARD_CASES
+    assert_same(texts, lambda t: gpt2.encode(t, allow_special=True),
+                lambda t: reference.encode(t).ids, "HF loading modkit's json")
+    assert reference.decode(gpt2.encode(texts[0])) == texts[0]
+
+
+@pytest.fixture(scope="module")
+def clip(clip_merges_path):
+    return modkit.load_tokenizer(clip_merges_path)
+
+
+def test_open_clip_parity(clip, open_clip_reference, paragraphs):
+    texts = paragraphs + [t for t in HARD_CASES if "<" not in t]
+    assert_same(texts, clip.encode, open_clip_reference.encode, "open_clip SimpleTokenizer")
+    assert clip.special_id("eos") == open_clip_reference.eot_token_id
+    assert clip.special_id("bos") == open_clip_reference.sot_token_id
+
+
+def test_clip_style_saved_and_reloaded(tmp_path, clip, paragraphs):
+    clip.save(tmp_path / "tokenizer.json")
+    again = modkit.load_tokenizer(tmp_path / "tokenizer.json")
+    assert again.pre_tokenizer == "clip"
+    for text in paragraphs[:200]:
+        assert again.encode(text) == clip.encode(text)

@@ -1,0 +1,119 @@
+"""Training BPE: the textbook example, the incremental counts, save/load, and HF loading."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+import modkit
+from modkit_plugins.tokenizers.bpe import BPEOptions
+from modkit_plugins.tokenizers.bpe_model import BPETokenizer
+from modkit_plugins.tokenizers.bpe_train import learn_merges
+
+
+def test_textbook_example_reproduces_the_lecture_merges(tmp_path):
+    # aaabdaaabac: aa -> Z, then ab -> Y (tied with Z+a; 'a' < 'aa' breaks it), then ZY -> X
+    corpus = tmp_path / "toy.txt"
+    corpus.write_text("aaabdaaabac\n")
+    tok = BPETokenizer.train([corpus], BPEOptions(vocab_size=100, min_frequency=2))
+    assert tok.merges == [("a", "a"), ("a", "b"), ("aa", "ab")]
+    assert [tok.id_to_token(i) for i in tok.encode("aaabdaaabac")] == ["aaab", "d", "aaab", "a", "c</w>"]
+
+
+def naive_merges(words: dict[tuple[str, ...], int], n: int, min_frequency: int):
+    """Reference trainer: recount every pair before every merge, same tie-breaking."""
+    words = dict(words)
+    merges = []
+    for _ in range(n):
+        pairs: Counter = Counter()
+        for w, c in words.items():
+            for p in zip(w, w[1:]):
+                pairs[p] += c
+        if not pairs:
+            break
+        pair, count = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count < min_frequency:
+            break
+        merges.append(pair)
+        rewritten = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == pair:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            rewritten[tuple(out)] = rewritten.get(tuple(out), 0) + c
+        words = rewritten
+    return merges
+
+
+def test_incremental_counts_match_a_full_recount(paragraphs):
+    shell = BPETokenizer({}, [])
+    counts = Counter(w for p in paragraphs[:300] for w in shell._words(p))
+    words = {}
+    for w, c in counts.items():
+        s = shell._symbols(w)
+        words[s] = words.get(s, 0) + c
+    _, merges = learn_merges(words, [], max_tokens=10**9, min_frequency=2)
+    expected = naive_merges(words, len(merges) + 1, 2)
+    assert merges == expected[: len(merges)]
+    assert len(expected) == len(merges)  # both stop at the same min_frequency
+
+
+@pytest.fixture(scope="module")
+def trained(corpus_path):
+    return BPETokenizer.train([corpus_path], BPEOptions(vocab_size=2000))
+
+
+def test_training_reaches_the_vocab_size_and_has_eos_and_pad(trained):
+    assert trained.vocab_size == 2000
+    assert trained.special_id("eos") is not None and trained.special_id("pad") is not None
+    assert trained.special_id("eos") != trained.special_id("pad")
+
+
+def test_training_is_deterministic(corpus_path, trained):
+    again = BPETokenizer.train([corpus_path], BPEOptions(vocab_size=2000))
+    assert again.merges == trained.merges and again.vocab == trained.vocab
+
+
+def test_min_frequency_stops_training(corpus_path):
+    tok = BPETokenizer.train([corpus_path], BPEOptions(vocab_size=10**6, min_frequency=50))
+    assert 0 < len(tok.merges) < 2000
+
+
+def test_progress_is_reported(corpus_path):
+    calls = []
+    BPETokenizer.train([corpus_path], BPEOptions(vocab_size=300), progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1][0] == len(calls)
+
+
+def test_saved_and_reloaded_gives_the_same_ids(tmp_path, trained, paragraphs):
+    path = tmp_path / "tokenizer.json"
+    trained.save(path)
+    again = modkit.load_tokenizer(path)
+    assert isinstance(again, BPETokenizer)
+    assert again.special_tokens == trained.special_tokens
+    for text in paragraphs[:200]:
+        assert again.encode(text) == trained.encode(text)
+
+
+def test_hugging_face_loads_what_modkit_writes(tmp_path, trained, paragraphs):
+    tokenizers = pytest.importorskip("tokenizers")
+    path = tmp_path / "tokenizer.json"
+    trained.save(path)
+    reference = tokenizers.Tokenizer.from_file(str(path))
+    texts = paragraphs[:500]
+    mismatches = [t for t in texts if reference.encode(t).ids != trained.encode(t)]
+    assert not mismatches, f"{len(mismatches)}/{len(texts)} differ, first: {mismatches[0]!r}"
+
+
+def test_decode_joins_words_with_spaces(trained):
+    assert trained.decode(trained.encode("the module  returns a value")) == "the module returns a value"
+
+
+def test_unseen_characters_become_unk(trained):
+    ids = trained.encode("\u4f60")
+    assert ids == [trained.special_id("unk")]
