@@ -137,7 +137,8 @@ class PeftMethod:
         self.options = options
 
     def apply(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        """Insert this method's modules; return them (their parameters are the trainable ones)."""
+        """Insert this method's modules; return the ones holding its own (trainable) weights,
+        not the frozen layers they wrap."""
         raise NotImplementedError
 
     def merge(self, model: torch.nn.Module) -> None:

@@ -6,6 +6,7 @@ Validation runs in two passes, and every problem of both is reported at once:
 """
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,22 +167,27 @@ def _apply_override(data: dict, path: list[str | int], value: Any, text: str) ->
     node[path[-1]] = value
 
 
-def _resolve(registry: Registry, kind: str, section: ComponentSection, loc: str,
-             problems: list[tuple[str, str]], extra: dict[str, Any] | None = None) -> Resolved | None:
+def _resolve(registry: Registry, kind: str, section: Any, default: str | None, loc: str,
+             problems: list[tuple[str, str]], structural: tuple[str, ...] = ()) -> Resolved | None:
+    """Resolve a raw section ``{use = ..., <options>}`` against the component it names."""
+    if not isinstance(section, dict):
+        return None  # the structural pass reports it
+    name = section.get("use", default)
+    if not isinstance(name, str):
+        return None
     try:
-        component, preset_values = registry.resolve(kind, section.use)
+        component, preset_values = registry.resolve(kind, name)
     except UserError as e:
         problems.append((f"{loc}.use", str(e)))
         return None
-    values = {**preset_values, **(extra or {}), **section.option_values()}
+    values = {**preset_values, **{k: v for k, v in section.items() if k not in ("use", *structural)}}
     try:
         options = component.options.model_validate(values)
     except ValidationError as e:
+        fields = list(component.options.model_fields)
         for sub_loc, msg in _pydantic_problems(e):
             if msg == "Extra inputs are not permitted":
-                import difflib
-
-                close = difflib.get_close_matches(sub_loc, list(component.options.model_fields), n=1)
+                close = difflib.get_close_matches(sub_loc, fields, n=1)
                 msg = f"unknown option of {kind} {component.name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
             problems.append((f"{loc}.{sub_loc}", msg))
         return None
@@ -195,34 +201,49 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a spec file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(str(path), [("", f"not valid TOML: {e}")]) from None
     for text in overrides:
         _apply_override(data, *parse_override(text), text)
+    problems: list[tuple[str, str]] = []
     try:
         model = SpecModel.model_validate(data)
     except ValidationError as e:
-        raise SpecError(str(path), _pydantic_problems(e)) from None
+        problems += _pydantic_problems(e)
+        model = None
 
+    # The second pass runs on the raw sections, so it reports even when the first failed.
     registry = registry or get_registry()
-    problems: list[tuple[str, str]] = []
-    spec = Spec(path.resolve(), model, None, None)
-    if model.tokenizer.from_ is None:
-        spec.tokenizer = _resolve(registry, "tokenizer", model.tokenizer, "tokenizer", problems)
-        if not model.tokenizer.train_on:
+    tok, bb = data.get("tokenizer", {}), data.get("backbone", {})
+    resolved_tok = resolved_bb = None
+    if isinstance(tok, dict) and "from" not in tok:
+        resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
+        if not tok.get("train_on"):
             problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
-    if model.backbone.from_ is None:
-        spec.backbone = _resolve(registry, "backbone", model.backbone, "backbone", problems)
-    for i, stage in enumerate(model.stages):
-        spec.objectives.append(_resolve(registry, "objective", stage.objective, f"stages[{i}].objective", problems))
-        spec.peft.append([_resolve(registry, "peft", p, f"stages[{i}].peft[{j}]", problems)
-                          for j, p in enumerate(stage.peft)])
-    for loc, value in _paths(model):
-        if not spec.path(value).exists():
-            problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent or '.'})"))
+    if isinstance(bb, dict):
+        if "from" not in bb:
+            resolved_bb = _resolve(registry, "backbone", bb, "gpt", "backbone", problems)
+        elif set(bb) - {"from", "use"}:
+            problems.append(("backbone", f"options {sorted(set(bb) - {'from', 'use'})} cannot be combined with "
+                                         "'from' (the checkpoint's config.json sets them)"))
+    objectives, peft = [], []
+    stages = data.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        stage = stage if isinstance(stage, dict) else {}
+        objectives.append(_resolve(registry, "objective", stage.get("objective"), None,
+                                   f"stages[{i}].objective", problems))
+        methods = stage.get("peft", [])
+        peft.append([_resolve(registry, "peft", p, None, f"stages[{i}].peft[{j}]", problems)
+                     for j, p in enumerate(methods if isinstance(methods, list) else [])])
+    if model is not None:
+        for loc, value in _paths(model):
+            if not (path.parent / value).exists():
+                problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return spec
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft)
 
 
 def _paths(model: SpecModel):

@@ -16,27 +16,36 @@ from modkit.errors import ModkitError, UserError
 from modkit.interfaces import PeftMethod
 
 
+class LoRAUpdate(nn.Module):
+    """The trainable part: A (r, in) Gaussian, B (out, r) zero."""
+
+    def __init__(self, d_in: int, d_out: int, r: int):
+        super().__init__()
+        self.A = nn.Parameter(torch.randn(r, d_in) / r)
+        self.B = nn.Parameter(torch.zeros(d_out, r))
+
+
 class LoRALinear(nn.Module):
+    """``base(x) + scaling * B(A(dropout(x)))`` with the base layer frozen."""
+
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
         self.base = base
         self.modkit_role = base.modkit_role
+        self.update = LoRAUpdate(base.in_features, base.out_features, r)
         self.scaling = alpha / r
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
-        nn.init.normal_(self.lora_A, std=1.0 / r)
         self.dropout = nn.Dropout(dropout)
         self.merged = False
         self._original: torch.Tensor | None = None  # exact base weight, restored by unmerge
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.lora_B @ self.lora_A) * self.scaling  # (out, in), like base.weight
+        return (self.update.B @ self.update.A) * self.scaling  # (out, in), like base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         if self.merged:
             return out
-        return out + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        return out + (self.dropout(x) @ self.update.A.T @ self.update.B.T) * self.scaling
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -80,7 +89,7 @@ class LoRA(PeftMethod):
             base = getattr(owner, attr)
             wrapped = LoRALinear(base, o.r, o.alpha, o.dropout).to(base.weight.device)
             setattr(owner, attr, wrapped)
-            added.append(wrapped)
+            added.append(wrapped.update)
         if not added:
             roles = sorted({role for _, _, role in iter_roles(model)})
             raise UserError(f"lora: targets {o.targets} match no layer; roles here: {', '.join(roles)}")

@@ -1,0 +1,151 @@
+"""The `modkit` command line. User mistakes exit 2 with one line; modkit's own faults exit 1."""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .errors import UnknownComponentError, UserError
+from .registry import KINDS, get_registry
+
+
+class _Group(click.Group):
+    """Turns modkit's exceptions into exit codes: UserError -> 2, anything else -> 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except UserError as e:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+        except Exception as e:  # a bug in modkit or a plugin
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"modkit: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                       err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--registry", "registry_path", type=click.Path(dir_okay=False), default=None,
+              help="A registry.toml adding plugins and presets (default: ./registry.toml if present).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="modkit")
+@click.pass_context
+def main(ctx: click.Context, registry_path: str | None, debug: bool) -> None:
+    """Build transformer language models from named, pluggable parts."""
+    ctx.obj = {"registry_path": registry_path}
+
+
+def _registry(ctx: click.Context):
+    return get_registry(ctx.obj["registry_path"])
+
+
+@main.command("list")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of component.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_context
+def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None:
+    """Every component: kind, name, plugin, version, doc; presets; failed plugins."""
+    reg = _registry(ctx)
+    comps = [c for (k, _), c in sorted(reg.components.items()) if kind in (None, k)]
+    presets = [p for p in sorted(reg.presets.values(), key=lambda p: p.name) if kind in (None, p.kind)]
+    conflicts = {f"{k}.{n}": [c.plugin for c in cs] for (k, n), cs in reg.conflicts.items()}
+    if as_json:
+        click.echo(json.dumps({
+            "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}
+                           for c in comps],
+            "presets": [{"name": p.name, "kind": p.kind, "use": p.use} for p in presets],
+            "failed_plugins": [{"plugin": f.plugin, "error": f.error} for f in reg.failures],
+            "conflicts": conflicts}, indent=2))
+        return
+    for c in comps:
+        click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
+    for p in presets:
+        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24}")
+    for name, plugins in conflicts.items():
+        click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
+    for f in reg.failures:
+        click.echo(f"failed     {f.plugin}: {f.error}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Which kind, if the name is in several.")
+@click.pass_context
+def info(ctx: click.Context, name: str, kind: str | None) -> None:
+    """A component's (or preset's) options: type, default, doc."""
+    reg = _registry(ctx)
+    kinds = [kind] if kind else [k for k in KINDS if (k, name) in reg.components or
+                                 (name in reg.presets and reg.presets[name].kind == k)]
+    if not kinds:
+        raise UnknownComponentError(f"no component or preset named {name!r}; see `modkit list`")
+    for k in kinds:
+        comp, preset = reg.resolve(k, name)
+        click.echo(f"{comp.kind} {comp.name} ({comp.plugin} {comp.version}): {comp.doc}")
+        if preset:
+            click.echo(f"preset {name} sets: " + ", ".join(f"{a}={v!r}" for a, v in preset.items()))
+        for field, info_ in comp.options.model_fields.items():
+            default = "required" if info_.is_required() else f"default {preset.get(field, info_.get_default(call_default_factory=True))!r}"
+            click.echo(f"  {field}: {_type_name(info_.annotation)} ({default})")
+            if info_.description:
+                click.echo(f"      {info_.description}")
+
+
+def _type_name(annotation) -> str:
+    if getattr(annotation, "__origin__", None) is None and isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. stages[0].steps=50.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+    """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
+    from .build import build as run_build
+
+    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--text", "texts", multiple=True, help="An input text (repeatable).")
+@click.option("--file", "file_", type=click.Path(dir_okay=False), help="A file of input texts, one per line.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=32, help="For generation.")
+@click.pass_context
+def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | None, as_json: bool,
+        provider: str, max_new_tokens: int) -> None:
+    """Run an artifact with onnxruntime (no torch): classify, generate..."""
+    from .runtime import Runtime
+
+    inputs = list(texts)
+    if file_:
+        try:
+            inputs += [line for line in Path(file_).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as e:
+            raise UserError(f"{file_}: cannot read ({e.strerror})") from None
+    if not inputs:
+        inputs = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    runtime = Runtime(artifact, provider=provider, registry=_registry(ctx))
+    for result in runtime.run(inputs, max_new_tokens=max_new_tokens):
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+        elif "label" in result:
+            probs = " ".join(f"{k}={v:.3f}" for k, v in result["probabilities"].items())
+            click.echo(f"{result['label']}\t{probs}\t{result['text']}")
+        else:
+            click.echo(result["text"] + result["generated"])
