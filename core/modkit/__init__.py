@@ -40,7 +40,7 @@ def load_model(path: str | Path, **kwargs: Any):
 
 def build(spec: str | Path, out: str | Path, **kwargs: Any):
     """Run a spec's stages and write the artifact, as ``modkit build`` does."""
-    from .build import build as _build
+    from .builder import build as _build
 
     return _build(spec, out, **kwargs)
 

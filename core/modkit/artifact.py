@@ -38,7 +38,7 @@ def load_torch_model(folder: str | Path, *, registry=None):
     import torch
     from safetensors.torch import load_file
 
-    from .build import assemble_model
+    from .builder import assemble_model
     from .registry import get_registry
     from .tokenization import load_tokenizer
 

@@ -114,7 +114,7 @@ def _type_name(annotation) -> str:
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
-    from .build import build as run_build
+    from .builder import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet)
 
@@ -149,3 +149,5 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
             click.echo(f"{result['label']}\t{probs}\t{result['text']}")
         else:
             click.echo(result["text"] + result["generated"])
+if __name__ == "__main__":
+    main()

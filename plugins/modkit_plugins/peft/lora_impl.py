@@ -51,7 +51,9 @@ class LoRALinear(nn.Module):
     def merge(self) -> None:
         if self.merged:
             return
-        merged = self.base.weight.float() + self.delta_weight().float()
+        # at least fp32 for the sum: half-precision weights would lose the small update
+        dtype = torch.promote_types(self.base.weight.dtype, torch.float32)
+        merged = self.base.weight.to(dtype) + self.delta_weight().to(dtype)
         if not torch.isfinite(merged).all():
             raise ModkitError(f"LoRA on {self.modkit_role}: merged weights are not finite; the adapter is broken")
         self._original = self.base.weight.detach().clone()

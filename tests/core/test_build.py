@@ -1,0 +1,223 @@
+"""modkit build end to end on tiny settings: artifact, parity, resume, determinism, runtime."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import modkit
+import modkit.builder as build_module
+from modkit.artifact import read_manifest
+from modkit.cli import main
+from modkit.export import ParityError, check_parity
+from modkit.fileio import sha256_file
+from modkit.runtime import Runtime
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt"
+LABELS = ["argparse", "datetime", "socket", "sqlite3", "unittest"]
+
+
+def tiny_spec(folder: Path, *, steps=(12, 8)) -> Path:
+    corpus = (EXAMPLE / "corpus.txt").read_text(encoding="utf-8")[:40_000]
+    (folder / "corpus.txt").write_text(corpus, encoding="utf-8")
+    (folder / "modules.jsonl").write_text((EXAMPLE / "modules.jsonl").read_text(encoding="utf-8"))
+    spec = folder / "spec.toml"
+    spec.write_text(f'''
+name = "tiny"
+seed = 3
+[tokenizer]
+use = "bpe"
+vocab_size = 300
+train_on = ["corpus.txt"]
+[backbone]
+use = "gpt"
+d_model = 32
+n_layers = 2
+n_heads = 2
+n_positions = 64
+[[stages]]
+objective = {{ use = "clm" }}
+data = "corpus.txt"
+steps = {steps[0]}
+batch_size = 4
+seq_len = 32
+checkpoint_every = 4
+[[stages]]
+objective = {{ use = "classify", labels = {json.dumps(LABELS)}, aux_lm_weight = 0.5 }}
+peft = [{{ use = "lora", r = 4, alpha = 8, targets = ["attn.q", "attn.v"] }}]
+data = "modules.jsonl"
+steps = {steps[1]}
+batch_size = 4
+seq_len = 48
+checkpoint_every = 3
+''')
+    return spec
+
+
+def quiet_build(spec, out, **kw):
+    return modkit.build(spec, out, progress=False, echo=lambda _: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("build")
+    out = folder / "out"
+    quiet_build(tiny_spec(folder), out)
+    return out
+
+
+def test_artifact_files_and_manifest(artifact):
+    assert sorted(p.name for p in artifact.iterdir()) == ["manifest.json", "model.onnx", "model.safetensors", "tokenizer.json"]
+    m = read_manifest(artifact)
+    assert set(m["files"]) == {"model.onnx", "model.safetensors", "tokenizer.json"}
+    assert all(sha256_file(artifact / f) == h for f, h in m["files"].items())
+    assert m["parity"]["max_abs_diff"] < 1e-4 and m["parity"]["inputs"]["input_ids"][0] == 4
+    assert m["task"]["task"] == "classify" and m["task"]["labels"] == LABELS
+    pre, fine = m["stages"]
+    assert pre["trainable_parameters"] == pre["total_parameters"]
+    lora = 2 * 2 * 4 * (32 + 32)  # layers * targets * r * (d_in + d_out)
+    head = 32 * 5 + 5
+    assert fine["trainable_parameters"] == lora + head
+    assert fine["peft"] == ["lora"] and "heldout_accuracy" in fine["eval"]
+    assert m["components"]["stages"][1]["peft"][0]["kept"] is False  # merged away
+    assert m["components"]["backbone"]["options"]["vocab_size"] == 300
+
+
+def test_no_work_folder_left_behind(artifact):
+    assert [p.name for p in artifact.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_same_spec_and_seed_give_identical_weights(artifact, tmp_path):
+    quiet_build(tiny_spec(tmp_path), tmp_path / "again")
+    assert sha256_file(tmp_path / "again" / "model.safetensors") == sha256_file(artifact / "model.safetensors")
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage, step", [(0, 6), (1, 5)])
+def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, stage, step):
+    spec, out = tiny_spec(tmp_path), tmp_path / "out"
+    real = build_module.train_stage
+
+    def crashing(model, objective, data, stage_cfg, *, index, on_step, **kw):
+        def boom(n, loss):
+            on_step(n, loss)
+            if index == stage and n == step:
+                raise Interrupt
+        return real(model, objective, data, stage_cfg, index=index, on_step=boom, **kw)
+
+    monkeypatch.setattr(build_module, "train_stage", crashing)
+    with pytest.raises(Interrupt):
+        quiet_build(spec, out)
+    assert not out.exists()  # nothing half-written
+    monkeypatch.setattr(build_module, "train_stage", real)
+    quiet_build(spec, out, resume=True)
+    assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
+
+
+def test_parity_check_fails_on_a_perturbed_graph(artifact, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(artifact / "model.onnx"))
+    init = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
+    array = numpy_helper.to_array(init).copy()
+    array *= 1.01  # a subtle change to every weight of one tensor
+    init.CopyFrom(numpy_helper.from_array(array, init.name))
+    onnx.save(graph, str(tmp_path / "bad.onnx"))
+    model = modkit.load_model(artifact)
+    inputs = {"input_ids": torch.randint(0, 300, (2, 10)), "attention_mask": torch.ones(2, 10, dtype=torch.long)}
+    assert check_parity(model, artifact / "model.onnx", inputs, tolerance=1e-4)["max_abs_diff"] < 1e-4
+    with pytest.raises(ParityError, match="ONNX parity check failed"):
+        check_parity(model, tmp_path / "bad.onnx", inputs, tolerance=1e-4)
+
+
+def test_runtime_labels_match_the_torch_model(artifact):
+    texts = [json.loads(line)["text"] for line in (EXAMPLE / "modules.jsonl").read_text().splitlines()[::25]]
+    onnx_labels = [r["label"] for r in Runtime(artifact).classify(texts)]
+    model, tok = modkit.load_model(artifact), modkit.load_tokenizer(artifact)
+    eos = tok.special_id("eos")
+    torch_labels = []
+    for t in texts:
+        ids = torch.tensor([tok.encode(t)[:63] + [eos]])
+        torch_labels.append(LABELS[int(model(ids, torch.ones_like(ids)).logits.argmax())])
+    assert onnx_labels == torch_labels
+
+
+def test_runtime_works_without_torch(artifact):
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+from modkit.runtime import Runtime
+print(Runtime({str(artifact)!r}).run(["The socket module"])[0]["label"])
+assert "torch" not in sys.modules
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in LABELS
+
+
+def test_cli_run_json_and_corrupt_artifact(artifact, tmp_path):
+    r = CliRunner().invoke(main, ["run", str(artifact), "--text", "a test case", "--json"])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.output)["probabilities"]) == set(LABELS)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(artifact, broken)
+    with open(broken / "model.onnx", "ab") as f:
+        f.write(b"x")
+    r = CliRunner().invoke(main, ["run", str(broken), "--text", "x"])
+    assert r.exit_code == 2 and "model.onnx: sha256 does not match" in r.output
+    r = CliRunner().invoke(main, ["run", str(tmp_path), "--text", "x"])
+    assert r.exit_code == 2 and "not a modkit artifact" in r.output
+
+
+def test_cuda_provider_without_cuda_is_a_clear_error(artifact):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    r = CliRunner().invoke(main, ["run", str(artifact), "--provider", "cuda", "--text", "x"])
+    assert r.exit_code == 2 and "no CUDAExecutionProvider" in r.output
+
+
+def test_language_model_artifact_generates(tmp_path):
+    spec = tiny_spec(tmp_path, steps=(10, 1))
+    text = spec.read_text()
+    spec.write_text(text[: text.index("[[stages]]\nobjective = { use = \"classify\"")])
+    quiet_build(spec, tmp_path / "lm")
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "--text", "The module", "--max-new-tokens", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert 1 <= len(out["ids"]) <= 5
+    # the same tokens as greedy decoding with the torch model
+    model, tok = modkit.load_model(tmp_path / "lm"), modkit.load_tokenizer(tmp_path / "lm")
+    ids = tok.encode("The module")
+    for expected in out["ids"]:
+        logits = model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).logits
+        assert int(logits[0, -1].argmax()) == expected
+        ids.append(expected)
+
+
+def test_example_spec_builds_at_reduced_steps(tmp_path):
+    r = CliRunner().invoke(main, ["build", str(EXAMPLE / "spec.toml"), "-o", str(tmp_path / "ex"), "--quiet",
+                                  "--set", "stages[0].steps=15", "--set", "stages[1].steps=10",
+                                  "--set", "tokenizer.vocab_size=400"])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(tmp_path / "ex")
+    assert m["stages"][1]["eval"]["heldout_examples"] == 35
+    assert "heldout_accuracy: " not in r.output  # figures are printed as "name value"
+    assert "majority_baseline" in r.output

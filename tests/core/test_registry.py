@@ -1,0 +1,127 @@
+"""The registry: lazy listing, broken plugins isolated, name clashes, the user's overlay."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from modkit import DuplicateComponentError, UnknownComponentError, load_registry
+
+PLUGIN = textwrap.dedent('''
+    import modkit
+
+    class HelloOptions(modkit.Options):
+        greeting: str = "hi"
+
+    @modkit.hookimpl
+    def modkit_register_tokenizers(register):
+        register("{name}", "nowhere:Nothing", options=HelloOptions, doc="A test tokenizer.")
+''')
+
+
+def write_plugin(folder: Path, filename: str, name: str = "hello", body: str | None = None) -> str:
+    (folder / filename).write_text(body if body is not None else PLUGIN.format(name=name))
+    return filename
+
+
+def user_registry(folder: Path, plugins: list[str], extra: str = "") -> Path:
+    path = folder / "registry.toml"
+    path.write_text(f"plugins = {json.dumps(plugins)}\n{extra}")
+    return path
+
+
+def test_builtins_come_through_entry_points():
+    reg = load_registry(use_entry_points=True)
+    assert {"bpe", "gpt", "clm", "classify", "lora"} <= {name for _, name in reg.components}
+    assert reg.get("backbone", "gpt").plugin == "gpt"
+    assert not reg.failures, reg.failures
+
+
+def test_listing_does_not_import_torch():
+    code = ("import sys, modkit.cli\n"
+            "from click.testing import CliRunner\n"
+            "r = CliRunner().invoke(modkit.cli.main, ['list'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "assert 'gpt' in r.output\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_local_plugin_from_user_registry(tmp_path):
+    reg = load_registry(user_registry(tmp_path, [write_plugin(tmp_path, "hello.py")]), use_entry_points=False)
+    comp = reg.get("tokenizer", "hello")
+    assert comp.plugin == "hello.py" and comp.doc == "A test tokenizer."
+    assert comp.options().greeting == "hi"
+
+
+def test_broken_plugin_is_reported_and_others_work(tmp_path):
+    broken = write_plugin(tmp_path, "broken.py", body="raise RuntimeError('boom at import')\n")
+    reg = load_registry(user_registry(tmp_path, [broken, write_plugin(tmp_path, "hello.py")]))
+    assert [(f.plugin, f.error) for f in reg.failures] == [("broken.py", "RuntimeError: boom at import")]
+    assert reg.get("tokenizer", "hello")
+    assert reg.get("backbone", "gpt")
+
+
+def test_plugin_whose_hook_raises_registers_nothing(tmp_path):
+    body = PLUGIN.format(name="half") + "\n@modkit.hookimpl\ndef modkit_register_backbones(register):\n    raise ValueError('bad')\n"
+    reg = load_registry(user_registry(tmp_path, [write_plugin(tmp_path, "half.py", body=body)]), use_entry_points=False)
+    assert ("tokenizer", "half") not in reg.components
+    assert reg.failures[0].error == "ValueError: bad"
+
+
+def test_name_clash_names_both_plugins(tmp_path):
+    a, b = write_plugin(tmp_path, "one.py"), write_plugin(tmp_path, "two.py")
+    reg = load_registry(user_registry(tmp_path, [a, b]), use_entry_points=False)
+    with pytest.raises(DuplicateComponentError) as err:
+        reg.get("tokenizer", "hello")
+    assert "'one.py' and 'two.py'" in str(err.value)
+
+
+def test_user_registry_chooses_between_clashing_plugins(tmp_path):
+    a, b = write_plugin(tmp_path, "one.py"), write_plugin(tmp_path, "two.py")
+    path = user_registry(tmp_path, [a, b], '[prefer]\n"tokenizer.hello" = "two.py"\n')
+    assert load_registry(path, use_entry_points=False).get("tokenizer", "hello").plugin == "two.py"
+
+
+def test_user_presets_add_to_packaged_ones(tmp_path):
+    path = user_registry(tmp_path, [], '[presets.my-gpt]\nkind = "backbone"\nuse = "gpt"\nd_model = 64\n')
+    reg = load_registry(path)
+    comp, values = reg.resolve("backbone", "my-gpt")
+    assert comp.name == "gpt" and values == {"d_model": 64}
+    assert "gpt-tiny" in reg.presets  # the packaged ones are still there
+
+
+def test_unknown_name_lists_close_matches():
+    reg = load_registry()
+    with pytest.raises(UnknownComponentError) as err:
+        reg.get("objective", "clasify")
+    assert str(err.value).startswith("unknown objective 'clasify'; did you mean 'classify'?")
+
+
+def test_invalid_component_name_is_a_plugin_failure(tmp_path):
+    reg = load_registry(user_registry(tmp_path, [write_plugin(tmp_path, "bad.py", name="Bad Name")]),
+                        use_entry_points=False)
+    assert "must match" in reg.failures[0].error
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_core_never_imports_plugins():
+    core = Path(__file__).resolve().parents[2] / "core" / "modkit"
+    offenders = {p.name: sorted(m for m in imported_modules(p) if m.split(".")[0] == "modkit_plugins")
+                 for p in core.rglob("*.py")}
+    assert {name: mods for name, mods in offenders.items() if mods} == {}

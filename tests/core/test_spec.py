@@ -1,0 +1,108 @@
+"""Spec errors: exit 2, the file and key path in one message per problem, no traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from modkit import SpecError, UserError
+from modkit.cli import main
+from modkit.spec import load_spec, parse_override
+
+GOOD = '''
+name = "t"
+[tokenizer]
+use = "bpe"
+vocab_size = 300
+train_on = ["corpus.txt"]
+[backbone]
+use = "gpt"
+d_model = 32
+[[stages]]
+objective = { use = "clm" }
+data = "corpus.txt"
+steps = 5
+[[stages]]
+objective = { use = "classify", labels = ["a", "b"] }
+peft = [{ use = "lora", r = 4 }]
+data = "corpus.txt"
+steps = 5
+'''
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    (tmp_path / "corpus.txt").write_text("hello world\n")
+    path = tmp_path / "spec.toml"
+    path.write_text(GOOD)
+    return path
+
+
+def build_errors(spec_file, *sets):
+    return CliRunner().invoke(main, ["build", str(spec_file), "-o", str(spec_file.parent / "out"),
+                                     *[a for s in sets for a in ("--set", s)]])
+
+
+def test_valid_spec_resolves_components_and_presets(spec_file):
+    spec = load_spec(spec_file, ["backbone.use=gpt-tiny", "backbone.n_layers=1"])
+    assert spec.backbone.component.name == "gpt"
+    assert (spec.backbone.options.d_model, spec.backbone.options.n_layers) == (32, 1)  # the spec beats the preset
+    assert spec.peft[1][0].options.r == 4
+    assert spec.resolved_dict()["stages"][1]["peft"][0]["alpha"] == 16.0
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ("stages[1].peft[0].r=0", "stages[1].peft[0].r", "greater than 0"),
+    ("stages[1].peft[0].r='x'", "stages[1].peft[0].r", "valid integer"),
+    ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank", "unknown option of peft 'lora'"),
+    ("stages[0].steps=0", "stages[0].steps", "greater than 0"),
+    ("stages[0].stepz=3", "stages[0].stepz", "Extra inputs are not permitted"),
+    ("backbone.use=gtp", "backbone.use", "did you mean 'gpt'?"),
+    ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'?"),
+    ("stages[0].data='missing.txt'", "stages[0].data", "no such file or folder: 'missing.txt'"),
+    ("backbone.variant='gpt3'", "backbone.variant", "'gpt1' or 'gpt2'"),
+    ("stages[1].objective.labels=['a']", "stages[1].objective.labels", "at least 2 items"),
+])
+def test_each_mistake_names_file_and_key(spec_file, override, key, words):
+    result = build_errors(spec_file, override)
+    assert result.exit_code == 2
+    first = result.output.strip().splitlines()[0]
+    assert first.startswith(f"error: {spec_file}: {key}: "), result.output
+    assert words in first
+    assert "Traceback" not in result.output
+
+
+def test_every_problem_is_reported_at_once(spec_file):
+    with pytest.raises(SpecError) as err:
+        load_spec(spec_file, ["stages[0].steps=-1", "backbone.use=gtp", "stages[1].peft[0].r=0"])
+    assert [loc for loc, _ in err.value.problems] == ["stages[0].steps", "backbone.use", "stages[1].peft[0].r"]
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    r = CliRunner().invoke(main, ["build", str(bad), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and f"{bad}: not valid TOML" in r.output
+    r = CliRunner().invoke(main, ["build", str(tmp_path / "nope.toml"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no such spec file" in r.output
+
+
+@pytest.mark.parametrize("text", ["noequals", "=3", "a..b=1"])
+def test_bad_override(text):
+    with pytest.raises(UserError):
+        parse_override(text)
+
+
+def test_override_of_missing_list_item(spec_file):
+    result = build_errors(spec_file, "stages[5].steps=1")
+    assert result.exit_code == 2 and "stages[5]" in result.output
+
+
+def test_exit_code_2_without_traceback_in_a_real_process(spec_file):
+    proc = subprocess.run([sys.executable, "-m", "modkit.cli", "build", str(spec_file), "-o", "x",
+                           "--set", "backbone.use=nope"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "backbone.use: unknown backbone 'nope'" in proc.stderr
