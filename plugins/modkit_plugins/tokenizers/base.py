@@ -3,6 +3,7 @@ the word cache and Hugging Face ``added_tokens`` entries."""
 from __future__ import annotations
 
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -70,14 +71,11 @@ class SubwordTokenizer(Tokenizer):
         cache = self._cache
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
-        ids: list[int] = []
-        extend = ids.extend
-        for word in self._words(text):
-            word_ids = cache.get(word)
-            if word_ids is None:
-                word_ids = cache[word] = self._word_ids(word)
-            extend(word_ids)
-        return ids
+        words = self._words(text)
+        for word in set(words).difference(cache):
+            cache[word] = self._word_ids(word)
+        # the per-word loop runs in C: map + chain over the cache
+        return list(chain.from_iterable(map(cache.__getitem__, words)))
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         parts: list[str] = []

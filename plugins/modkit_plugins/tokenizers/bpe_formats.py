@@ -92,7 +92,8 @@ def _from_tiktoken(cls, path: Path):
     specials = {}
     if len(vocab) == 50256:  # GPT-2's ranks file leaves out its one special token
         specials = GPT2_SPECIALS
-    return cls(vocab, merges, style="byte-level", special_tokens=specials, ranks=ranks)
+    return cls(vocab, merges, style="byte-level", special_tokens=specials, ranks=ranks,
+               whole_word_tokens=True)
 
 
 def _from_clip_merges(cls, path: Path):
