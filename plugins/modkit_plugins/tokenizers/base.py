@@ -58,8 +58,10 @@ class SubwordTokenizer(Tokenizer):
         return max(self.inverse) + 1 if self.inverse else 0
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        if not allow_special or self._special_split is None:
+            return self.encode_ordinary(text)
         ids: list[int] = []
-        for segment, is_special in self._segments(text, allow_special):
+        for segment, is_special, _ in self._segments_at(text, allow_special):
             if is_special:
                 ids.append(self.vocab[segment])
             else:
@@ -102,14 +104,16 @@ class SubwordTokenizer(Tokenizer):
     def id_to_token(self, id: int) -> str | None:
         return self.inverse.get(int(id))
 
-    def _segments(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool]]:
-        """(piece, is_special) in order; specials are recognised only when allowed."""
+    def _segments_at(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool, int]]:
+        """(piece, is_special, start) in order; specials are recognised only when allowed."""
         if not allow_special or self._special_split is None:
-            yield text, False
+            yield text, False, 0
             return
+        start = 0
         for k, piece in enumerate(self._special_split.split(text)):
             if piece:
-                yield piece, k % 2 == 1
+                yield piece, k % 2 == 1, start
+            start += len(piece)
 
     # -- Hugging Face tokenizer.json pieces -------------------------------------------
     def _added_tokens_json(self) -> list[dict[str, Any]]:
