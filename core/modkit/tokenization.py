@@ -126,15 +126,19 @@ class Encoding:
 
 
 def truncate_pair(a: list, b: list | None, budget: int) -> tuple[int, int]:
-    """Lengths to keep of ``a`` and ``b`` so they fit ``budget`` tokens: the longer one loses
-    a token first (Hugging Face's ``longest_first``; on a tie, the second text)."""
-    keep_a, keep_b = len(a), len(b) if b is not None else 0
-    while keep_a + keep_b > max(budget, 0):
-        if keep_b > keep_a or (keep_b == keep_a and keep_b > 0):
-            keep_b -= 1
-        else:
-            keep_a -= 1
-    return keep_a, keep_b
+    """Lengths to keep of ``a`` and ``b`` so they fit ``budget`` tokens, as Hugging Face's
+    ``longest_first``: a text shorter than half the budget is kept whole, and otherwise the
+    shorter text (the first, on a tie) keeps half the budget, rounded down."""
+    budget = max(budget, 0)
+    if b is None:
+        return min(len(a), budget), 0
+    if len(a) + len(b) <= budget:
+        return len(a), len(b)
+    if len(a) > len(b):
+        keep_b = min(len(b), budget // 2)
+        return budget - keep_b, keep_b
+    keep_a = min(len(a), budget // 2)
+    return keep_a, budget - keep_a
 
 
 def apply_template(template: Template, token_to_id, a: Encoding, b: Encoding | None) -> Encoding:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import HARD_CASES
 
 import modkit
 from modkit_plugins.tokenizers.bpe import BPEOptions
@@ -100,13 +101,19 @@ def test_saved_and_reloaded_gives_the_same_ids(tmp_path, trained, paragraphs):
         assert again.encode(text) == trained.encode(text)
 
 
-def test_hugging_face_loads_what_modkit_writes(tmp_path, trained, paragraphs):
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_hugging_face_loads_what_modkit_writes(tmp_path, corpus_path, paragraphs, lowercase):
     tokenizers = pytest.importorskip("tokenizers")
+    trained = BPETokenizer.train([corpus_path], BPEOptions(vocab_size=1000, lowercase=lowercase))
     path = tmp_path / "tokenizer.json"
     trained.save(path)
     reference = tokenizers.Tokenizer.from_file(str(path))
-    texts = paragraphs[:500]
-    mismatches = [t for t in texts if reference.encode(t).ids != trained.encode(t)]
+    texts = paragraphs[:500] + HARD_CASES
+    mismatches = [
+        t for t in texts
+        if trained.encode_with_offsets(t, allow_special=True)
+        != (reference.encode(t).ids, reference.encode(t).offsets)
+    ]
     assert not mismatches, f"{len(mismatches)}/{len(texts)} differ, first: {mismatches[0]!r}"
 
 

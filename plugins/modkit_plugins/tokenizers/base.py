@@ -2,6 +2,7 @@
 the word cache and Hugging Face ``added_tokens`` entries."""
 from __future__ import annotations
 
+import functools
 import json
 from itertools import chain
 from pathlib import Path
@@ -143,15 +144,22 @@ def special_tokens_from_json(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def read_tokenizer_json(path: Path) -> dict[str, Any] | None:
-    """The parsed document if ``path`` looks like a tokenizer.json, else None.
+    """The parsed document if ``path`` looks like a tokenizer.json, else None. Treat it as
+    read-only: it is cached, so the next plugin asked about the file does not parse it again.
 
     A ``.json`` file that is not valid JSON is an error rather than "not mine", so the user
     hears what is wrong with it.
     """
     if path.suffix != ".json" or not path.is_file():
         return None
+    stat = path.stat()
+    return _parse_tokenizer_json(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_tokenizer_json(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: not valid JSON ({e}); expected a tokenizer.json") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):

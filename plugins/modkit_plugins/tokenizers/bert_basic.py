@@ -4,10 +4,11 @@ CJK ideographs, strip accents, lower-case, then split on whitespace and around p
 """
 from __future__ import annotations
 
-import functools
 import unicodedata
 
 import regex
+
+from .pretokenize import lowercase
 
 # CJK Unified Ideographs blocks, as in BERT's _is_chinese_char
 _CJK = "\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f" \
@@ -21,20 +22,6 @@ _MARKS = regex.compile(r"\p{Mn}")
 # a word: a run of non-space non-punctuation characters, or one punctuation character
 # (punctuation: ASCII punctuation or Unicode category P*)
 _WORD = regex.compile(r"[^\s\p{P}!-/:-@\[-`{-~]+|[\p{P}!-/:-@\[-`{-~]", regex.V1)
-
-
-def lowercase(text: str) -> str:
-    """Character-by-character lower case, as Rust's ``char::to_lowercase`` gives: unlike
-    ``str.lower``, a final capital sigma becomes σ, not ς."""
-    lowered = text.lower()
-    if "\u03a3" in text:
-        lowered = "".join(c.lower() for c in text)
-    return lowered
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _strip_accents_char(c: str) -> str:
-    return _MARKS.sub("", unicodedata.normalize("NFD", c))
 
 
 def normalize(text: str, *, clean_text=True, cjk=True, strip_accents=True, lower=True) -> str:

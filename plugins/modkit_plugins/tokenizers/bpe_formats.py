@@ -185,9 +185,9 @@ def bpe_from_json(cls, doc: dict[str, Any], path: Path):
     if normalizer is not None and not lowercase and pre != "clip":
         raise ArtifactError(f"{path}: normalizer {normalizer.get('type')!r} is not supported "
                             "for BPE; expected none or Lowercase")
-    vocab = model.get("vocab")
-    if not isinstance(vocab, dict):
+    if not isinstance(model.get("vocab"), dict):
         raise ArtifactError(f"{path}: model.vocab must map tokens to ids")
+    vocab = dict(model["vocab"])
     for entry in doc.get("added_tokens") or []:
         vocab.setdefault(entry["content"], entry["id"])
     specials = special_tokens_from_json(doc)

@@ -5,6 +5,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from modkit import UserError
+
 from . import pretokenize
 from .base import SubwordTokenizer
 from .bpe import BPEOptions, default_special_tokens
@@ -84,7 +86,7 @@ class BPETokenizer(SubwordTokenizer):
     def _normalize(self, text: str) -> str:
         if self.pre_tokenizer == "clip":
             return pretokenize.clip_clean(text)
-        return text.lower() if self.lowercase else text
+        return pretokenize.lowercase(text) if self.lowercase else text
 
     def _words(self, text: str) -> list[str]:
         if self.pre_tokenizer == "gpt2" and not self.lowercase:
@@ -98,21 +100,60 @@ class BPETokenizer(SubwordTokenizer):
             return (*chars[:-1], chars[-1] + WORD_END)
         return tuple(chars)
 
-    def _word_ids(self, word: str) -> list[int]:
-        vocab = self.vocab
+    def _word_tokens(self, word: str) -> list[str]:
         symbols = self._symbols(word)
         if self.whole_word_tokens:
-            whole = vocab.get("".join(symbols))
-            if whole is not None:
+            whole = "".join(symbols)
+            if whole in self.vocab:
                 return [whole]
+        return merge_symbols(list(symbols), self.ranks)
+
+    def _word_ids(self, word: str) -> list[int]:
+        vocab = self.vocab
         ids = []
-        for token in merge_symbols(list(symbols), self.ranks):
+        for token in self._word_tokens(word):
             i = vocab.get(token)
             if i is None:
                 i = self._unk_id  # a character never seen in training (word-end only)
             if i is not None:
                 ids.append(i)
         return ids
+
+    def encode_with_offsets(self, text: str, *, allow_special: bool = False):
+        if self.pre_tokenizer == "clip":
+            raise UserError("offsets are not available with the clip pre-tokenizer: its text "
+                            "cleaning (ftfy, HTML unescaping) does not keep character positions")
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for segment, is_special, base in self._segments_at(text, allow_special):
+            if is_special:
+                ids.append(self.vocab[segment])
+                offsets.append((base, base + len(segment)))
+                continue
+            if self.lowercase:
+                segment, origin = pretokenize.lowercase_aligned(segment)
+            else:
+                origin = range(len(segment))
+            for match in self._pattern.finditer(segment):
+                for token_id, start, end in self._token_spans(match.group()):
+                    at = match.start()
+                    ids.append(token_id)
+                    offsets.append((base + origin[at + start], base + origin[at + end - 1] + 1))
+        return ids, offsets
+
+    def _token_spans(self, word: str):
+        """(id, start, end) of each token of ``word``, in characters of ``word``."""
+        if self.byte_alphabet:  # tokens count bytes: find the character each byte is in
+            char_at = [k for k, c in enumerate(word) for _ in range(len(_utf8(c)))]
+        else:
+            char_at = range(len(word))
+        position = 0
+        for token in self._word_tokens(word):
+            units = len(token) - (len(WORD_END) if token.endswith(WORD_END) else 0)
+            token_id = self.vocab.get(token, self._unk_id)
+            if token_id is not None:
+                yield token_id, char_at[position], char_at[position + units - 1] + 1
+            position += units
 
     def _decode_tokens(self, tokens: list[str]) -> str:
         text = "".join(tokens)

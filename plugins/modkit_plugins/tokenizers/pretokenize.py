@@ -88,6 +88,26 @@ def bytes_to_symbols(data: bytes) -> str:
     return "".join(table[b] for b in data)
 
 
+def lowercase(text: str) -> str:
+    """Character-by-character lower case, as Rust's ``char::to_lowercase`` gives: unlike
+    ``str.lower``, a final capital sigma becomes σ, not ς."""
+    lowered = text.lower()
+    if "\u03a3" in text:
+        lowered = "".join(c.lower() for c in text)
+    return lowered
+
+
+def lowercase_aligned(text: str) -> tuple[str, list[int]]:
+    """``lowercase`` with the original index of every output character."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, c in enumerate(text):
+        lower = c.lower()
+        out.append(lower)
+        origin.extend([i] * len(lower))
+    return "".join(out), origin
+
+
 def clip_clean(text: str) -> str:
     """open_clip's text cleaning: ftfy (when installed), HTML unescape, whitespace, lowercase."""
     try:
