@@ -73,6 +73,13 @@ def test_never_crashes_and_ids_are_in_the_vocabulary(bert, text):
     assert all(0 <= s < e <= len(text) for s, e in offsets)
 
 
+@given(st.lists(st.one_of(st.characters(max_codepoint=0x7F), st.sampled_from(["\u00e9", "\u4e2d", "\u00a0"])),
+                max_size=40).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_mostly_ascii_text_matches_hugging_face(bert, reference, text):
+    assert bert.encode(text, allow_special=True) == reference.encode(text, add_special_tokens=False).ids
+
+
 @pytest.fixture(scope="module")
 def trained(corpus_path):
     return WordPieceTokenizer.train([corpus_path], WordPieceOptions(vocab_size=1500))

@@ -4,6 +4,7 @@ CJK ideographs, strip accents, lower-case, then split on whitespace and around p
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import regex
@@ -24,7 +25,17 @@ _MARKS = regex.compile(r"\p{Mn}")
 _WORD = regex.compile(r"[^\s\p{P}!-/:-@\[-`{-~]+|[\p{P}!-/:-@\[-`{-~]", regex.V1)
 
 
+# ASCII text needs only this: drop control characters, lower-case (a single translate)
+_ASCII_CONTROLS = [c for c in range(0x80) if c < 0x20 and chr(c) not in "\t\n\r" or c == 0x7F]
+_ASCII_CLEAN = {c: None for c in _ASCII_CONTROLS}
+_ASCII_CLEAN_LOWER = {**_ASCII_CLEAN, **{c: c + 32 for c in range(ord("A"), ord("Z") + 1)}}
+_ASCII_PUNCT = r"!-/:-@\[-`{-~"
+_ASCII_WORD = re.compile(rf"[^\s{_ASCII_PUNCT}]+|[{_ASCII_PUNCT}]")
+
+
 def normalize(text: str, *, clean_text=True, cjk=True, strip_accents=True, lower=True) -> str:
+    if clean_text and text.isascii():
+        return text.translate(_ASCII_CLEAN_LOWER if lower else _ASCII_CLEAN)
     if clean_text:
         text = _WHITESPACE.sub(" ", _REMOVED.sub("", text))
     if cjk:
@@ -48,7 +59,7 @@ def normalize_aligned(text: str, **flags) -> tuple[str, list[int]]:
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text)
+    return _ASCII_WORD.findall(text) if text.isascii() else _WORD.findall(text)
 
 
 def word_spans(text: str):
