@@ -124,3 +124,26 @@ def test_decode_joins_words_with_spaces(trained):
 def test_unseen_characters_become_unk(trained):
     ids = trained.encode("\u4f60")
     assert ids == [trained.special_id("unk")]
+
+
+def test_both_tokenizers_are_registered_with_documented_options():
+    registry = modkit.get_registry()
+    for name in ("bpe", "wordpiece"):
+        component = registry.get("tokenizer", name)
+        assert component.doc
+        assert all(f.description for f in component.options.model_fields.values())
+
+
+def test_unknown_special_roles_are_rejected():
+    with pytest.raises(ValueError, match="roles"):
+        BPEOptions(special_tokens={"start": "<s>"})
+
+
+def test_word_end_vocab_json_and_merges(tmp_path, trained, paragraphs):
+    import json
+
+    (tmp_path / "vocab.json").write_text(json.dumps(trained.vocab))
+    (tmp_path / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in trained.merges))
+    again = modkit.load_tokenizer(tmp_path)
+    assert again.style == "word-end" and again.pre_tokenizer == "whitespace"
+    assert [again.encode(t) for t in paragraphs[:50]] == [trained.encode(t) for t in paragraphs[:50]]

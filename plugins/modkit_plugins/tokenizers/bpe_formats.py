@@ -20,6 +20,7 @@ from .base import read_tokenizer_json, special_tokens_from_json
 
 GPT2_SPECIALS = {"eos": "<|endoftext|>", "bos": "<|endoftext|>"}
 CLIP_SPECIALS = {"bos": "<start_of_text>", "eos": "<end_of_text>"}  # open_clip >= 2.24
+_CLIP_HF_SPECIALS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}  # Hugging Face's CLIP
 
 
 def load_bpe(cls, path: Path):
@@ -64,9 +65,16 @@ def _from_vocab_merges(cls, vocab_path: Path, merges_path: Path):
     if not isinstance(vocab, dict):
         raise ArtifactError(f"{vocab_path}: expected a JSON object mapping tokens to ids")
     lines = [line for line in lines if line and not line.startswith("#version")]
+    merges = _parse_merges(lines, merges_path)
+    if any(right.endswith("</w>") for _, right in merges):
+        # word-end merges: CLIP's when the vocabulary holds GPT-2's byte alphabet
+        chars = pretokenize.byte_to_unicode().values()
+        clip = all(c in vocab for c in chars)
+        specials = {r: t for r, t in {**CLIP_SPECIALS, **_CLIP_HF_SPECIALS}.items() if t in vocab}
+        return cls(vocab, merges, style="word-end", pre_tokenizer="clip" if clip else "whitespace",
+                   special_tokens=specials)
     specials = {r: t for r, t in GPT2_SPECIALS.items() if t in vocab}
-    return cls(vocab, _parse_merges(lines, merges_path), style="byte-level",
-               special_tokens=specials)
+    return cls(vocab, merges, style="byte-level", special_tokens=specials)
 
 
 def _from_tiktoken(cls, path: Path):

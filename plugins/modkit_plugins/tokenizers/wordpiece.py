@@ -1,7 +1,7 @@
 """The ``wordpiece`` tokenizer plugin: options and registration (cheap to import)."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import modkit
 from modkit import Options
@@ -23,6 +23,18 @@ class WordPieceOptions(Options):
         description="Role -> token text; ids follow this order. Default: BERT's [PAD] [UNK] "
         "[CLS] [SEP] [MASK].",
     )
+
+    @field_validator("special_tokens")
+    @classmethod
+    def _known_roles_with_unk(cls, tokens: dict[str, str]) -> dict[str, str]:
+        from .bpe import ROLES
+
+        unknown = sorted(set(tokens) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown special-token roles {unknown}; roles are {', '.join(ROLES)}")
+        if "unk" not in tokens:
+            raise ValueError("WordPiece needs an 'unk' special token")
+        return tokens
 
 
 @modkit.hookimpl
