@@ -15,6 +15,7 @@ from .fileio import atomic_write_text
 if TYPE_CHECKING:
     import torch
     from .options import Options
+    from .tokenization import Encoding, Template
 
 
 class Tokenizer(ABC):
@@ -54,8 +55,91 @@ class Tokenizer(ABC):
     def from_file(cls, path: Path) -> Tokenizer | None:
         """Load ``path`` if it is in a format this tokenizer reads, else return None."""
 
+    #: special tokens placed around one text or a pair (BERT's [CLS] a [SEP] b [SEP]);
+    #: None places none
+    template: Template | None = None
+
     def encode_batch(self, texts: Iterable[str], *, allow_special: bool = False) -> list[list[int]]:
         return [self.encode(t, allow_special=allow_special) for t in texts]
+
+    def encode_with_offsets(
+        self, text: str, *, allow_special: bool = False
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of ``text`` and each token's ``(start, end)`` character span in it."""
+        raise NotImplementedError(f"{type(self).__name__} does not report offsets")
+
+    def encode_plus(
+        self,
+        text: str,
+        pair: str | None = None,
+        *,
+        add_special_tokens: bool = True,
+        max_length: int | None = None,
+        return_offsets: bool = False,
+        allow_special: bool = False,
+    ) -> Encoding:
+        """One text or a pair with the template's special tokens and segment ids, truncated
+        to ``max_length`` tokens (the longer text loses tokens first)."""
+        from .tokenization import Encoding, apply_template, truncate_pair
+
+        def part(t: str, sequence: int) -> Encoding:
+            if return_offsets:
+                ids, offsets = self.encode_with_offsets(t, allow_special=allow_special)
+            else:
+                ids, offsets = self.encode(t, allow_special=allow_special), None
+            return Encoding(ids, [sequence] * len(ids), [sequence] * len(ids), offsets)
+
+        a = part(text, 0)
+        b = part(pair, 1) if pair is not None else None
+        template = self.template if add_special_tokens and self.template else None
+        if max_length is not None:
+            budget = max_length - (template.added(b is not None) if template else 0)
+            keep_a, keep_b = truncate_pair(a.ids, b.ids if b else None, budget)
+            a = _cut(a, keep_a)
+            b = _cut(b, keep_b) if b is not None else None
+        if template is not None:
+            return apply_template(template, self.token_to_id, a, b)
+        if b is None:
+            return a
+        return Encoding(a.ids + b.ids, a.type_ids + b.type_ids, a.sequence_ids + b.sequence_ids,
+                        a.offsets + b.offsets if a.offsets is not None else None)
+
+    def batch_encode(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        *,
+        add_special_tokens: bool = True,
+        max_length: int | None = None,
+        padding: str = "longest",
+        padding_side: str = "right",
+        return_offsets: bool = False,
+        allow_special: bool = False,
+    ) -> dict[str, Any]:
+        """Encode texts (or pairs) into int64 numpy arrays ``input_ids``, ``attention_mask``
+        and ``token_type_ids`` (plus ``offsets``, shape (n, length, 2), on request).
+
+        ``padding``: ``"longest"`` pads to the longest row, ``"max_length"`` to ``max_length``.
+        """
+        from .tokenization import pad_batch
+
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+        if padding == "max_length" and max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        pad_id = self.special_id("pad")
+        if pad_id is None:
+            raise ValueError(f"{type(self).__name__} has no 'pad' special token to pad with")
+        encodings = [
+            self.encode_plus(t, pairs[i] if pairs is not None else None,
+                             add_special_tokens=add_special_tokens, max_length=max_length,
+                             return_offsets=return_offsets, allow_special=allow_special)
+            for i, t in enumerate(texts)
+        ]
+        length = max_length if padding == "max_length" else None
+        return pad_batch(encodings, pad_id, length, padding_side)
 
     def special_id(self, role: str) -> int | None:
         """Id of the special token with that role (``"pad"``, ``"eos"``...), or None."""
@@ -64,6 +148,13 @@ class Tokenizer(ABC):
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=1))
+
+
+def _cut(e: Encoding, keep: int) -> Encoding:
+    from .tokenization import Encoding
+
+    return Encoding(e.ids[:keep], e.type_ids[:keep], e.sequence_ids[:keep],
+                    e.offsets[:keep] if e.offsets is not None else None)
 
 
 class Backbone:

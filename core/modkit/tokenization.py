@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ArtifactError
 from .interfaces import Tokenizer
@@ -43,3 +45,145 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
         "expected a tokenizer.json, a BERT vocab.txt, a *.tiktoken file, or a folder with "
         "vocab.json and merges.txt"
     )
+
+
+# -- templates, truncation and padding: shared by every tokenizer --------------------------------
+
+@dataclass(frozen=True)
+class Template:
+    """Where special tokens go around one text or a pair, and each piece's segment id.
+
+    ``single`` and ``pair`` are lists of ``(piece, type_id)``, where a piece is ``"$A"`` or
+    ``"$B"`` (the texts) or a special token's text. BERT's is
+    ``single=[("[CLS]", 0), ("$A", 0), ("[SEP]", 0)]`` and
+    ``pair=[("[CLS]", 0), ("$A", 0), ("[SEP]", 0), ("$B", 1), ("[SEP]", 1)]``.
+    """
+
+    single: tuple[tuple[str, int], ...] = (("$A", 0),)
+    pair: tuple[tuple[str, int], ...] = (("$A", 0), ("$B", 1))
+
+    def added(self, is_pair: bool) -> int:
+        """How many special tokens the template adds."""
+        return sum(piece not in ("$A", "$B") for piece, _ in (self.pair if is_pair else self.single))
+
+    def to_json(self, token_to_id) -> dict[str, Any]:
+        """Hugging Face's TemplateProcessing post-processor."""
+        def items(pieces):
+            return [
+                {"Sequence": {"id": piece[1], "type_id": t}} if piece in ("$A", "$B")
+                else {"SpecialToken": {"id": piece, "type_id": t}}
+                for piece, t in pieces
+            ]
+        specials = sorted({p for p, _ in self.single + self.pair if p not in ("$A", "$B")})
+        return {
+            "type": "TemplateProcessing", "single": items(self.single), "pair": items(self.pair),
+            "special_tokens": {
+                s: {"id": s, "ids": [token_to_id(s)], "tokens": [s]} for s in specials
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any] | None) -> Template | None:
+        """The template of a tokenizer.json post_processor (TemplateProcessing or
+        BertProcessing), or None when it has none that we read."""
+        if not isinstance(doc, dict):
+            return None
+        if doc.get("type") == "BertProcessing":
+            cls_text, sep = doc["cls"][0], doc["sep"][0]
+            return cls(((cls_text, 0), ("$A", 0), (sep, 0)),
+                       ((cls_text, 0), ("$A", 0), (sep, 0), ("$B", 1), (sep, 1)))
+        if doc.get("type") != "TemplateProcessing":
+            return None
+
+        def pieces(items):
+            out = []
+            for item in items:
+                if "Sequence" in item:
+                    out.append(("$" + item["Sequence"]["id"], item["Sequence"]["type_id"]))
+                else:
+                    out.append((item["SpecialToken"]["id"], item["SpecialToken"]["type_id"]))
+            return tuple(out)
+
+        return cls(pieces(doc["single"]), pieces(doc["pair"]))
+
+
+@dataclass
+class Encoding:
+    """One encoded text (or pair): ids, segment ids, and character offsets when asked for.
+
+    ``offsets[i]`` is ``(start, end)`` in the text token ``i`` came from; ``sequence_ids[i]``
+    is 0 for the first text, 1 for the second and None for added special tokens (whose
+    offsets are ``(0, 0)``).
+    """
+
+    ids: list[int]
+    type_ids: list[int]
+    sequence_ids: list[int | None]
+    offsets: list[tuple[int, int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def truncate_pair(a: list, b: list | None, budget: int) -> tuple[int, int]:
+    """Lengths to keep of ``a`` and ``b`` so they fit ``budget`` tokens, as Hugging Face's
+    ``longest_first``: a text shorter than half the budget is kept whole, and otherwise the
+    shorter text (the first, on a tie) keeps half the budget, rounded down."""
+    budget = max(budget, 0)
+    if b is None:
+        return min(len(a), budget), 0
+    if len(a) + len(b) <= budget:
+        return len(a), len(b)
+    if len(a) > len(b):
+        keep_b = min(len(b), budget // 2)
+        return budget - keep_b, keep_b
+    keep_a = min(len(a), budget // 2)
+    return keep_a, budget - keep_a
+
+
+def apply_template(template: Template, token_to_id, a: Encoding, b: Encoding | None) -> Encoding:
+    """Place special tokens and segment ids around ``a`` (and ``b``) as the template says."""
+    out = Encoding([], [], [], [] if a.offsets is not None else None)
+    for piece, type_id in template.pair if b is not None else template.single:
+        if piece in ("$A", "$B"):
+            part = a if piece == "$A" else b
+            out.ids += part.ids
+            out.type_ids += [type_id] * len(part.ids)
+            out.sequence_ids += [0 if piece == "$A" else 1] * len(part.ids)
+            if out.offsets is not None:
+                out.offsets += part.offsets
+        else:
+            special = token_to_id(piece)
+            if special is None:
+                raise ArtifactError(f"template token {piece!r} is not in the vocabulary")
+            out.ids.append(special)
+            out.type_ids.append(type_id)
+            out.sequence_ids.append(None)
+            if out.offsets is not None:
+                out.offsets.append((0, 0))
+    return out
+
+
+def pad_batch(encodings: list[Encoding], pad_id: int, length: int | None = None,
+              side: str = "right") -> dict[str, Any]:
+    """Stack encodings into int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids``
+    (and ``offsets`` when present), padded with ``pad_id`` to ``length`` (default: longest)."""
+    import numpy as np
+
+    width = max([len(e) for e in encodings] + [length or 0])
+    batch = {
+        "input_ids": np.full((len(encodings), width), pad_id, dtype=np.int64),
+        "attention_mask": np.zeros((len(encodings), width), dtype=np.int64),
+        "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64),
+    }
+    with_offsets = all(e.offsets is not None for e in encodings) and encodings
+    if with_offsets:
+        batch["offsets"] = np.zeros((len(encodings), width, 2), dtype=np.int64)
+    for row, e in enumerate(encodings):
+        span = slice(0, len(e)) if side == "right" else slice(width - len(e), width)
+        batch["input_ids"][row, span] = e.ids
+        batch["attention_mask"][row, span] = 1
+        batch["token_type_ids"][row, span] = e.type_ids
+        if with_offsets and len(e):
+            batch["offsets"][row, span] = e.offsets
+    return batch

@@ -62,6 +62,17 @@ def test_byte_level_round_trips_any_text(gpt2, tiktoken_gpt2, text):
     assert ids == tiktoken_gpt2.encode_ordinary(text)
 
 
+MOSTLY_ASCII = st.lists(st.one_of(
+    st.sampled_from(["\n", " ", "\t", "\r\n", "'s", "  ", "x.", "\x1c", "\x85", "\u00a0", "\u00e9"]),
+    st.characters(max_codepoint=0x7F), st.characters()), max_size=40).map("".join)
+
+
+@given(MOSTLY_ASCII)
+@settings(max_examples=400, deadline=None)
+def test_ascii_fast_path_agrees_with_tiktoken(gpt2, tiktoken_gpt2, text):
+    assert gpt2.encode(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
 @given(st.text(st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=20))
 @settings(max_examples=100, deadline=None)
 def test_lone_surrogates_are_replaced_as_tiktoken_does(gpt2, tiktoken_gpt2, text):
@@ -103,8 +114,9 @@ def test_hugging_face_loads_modkit_gpt2_json(tmp_path, gpt2, paragraphs):
     gpt2.save(tmp_path / "tokenizer.json")
     reference = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     texts = paragraphs[:500] + HARD_CASES
-    assert_same(texts, lambda t: gpt2.encode(t, allow_special=True),
-                lambda t: reference.encode(t).ids, "HF loading modkit's json")
+    assert_same(texts, lambda t: gpt2.encode_with_offsets(t, allow_special=True),
+                lambda t: (reference.encode(t).ids, reference.encode(t).offsets),
+                "HF loading modkit's json (ids and offsets)")
     assert reference.decode(gpt2.encode(texts[0])) == texts[0]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import HARD_CASES
 
 import modkit
 from modkit_plugins.tokenizers.bpe import BPEOptions
@@ -100,13 +101,19 @@ def test_saved_and_reloaded_gives_the_same_ids(tmp_path, trained, paragraphs):
         assert again.encode(text) == trained.encode(text)
 
 
-def test_hugging_face_loads_what_modkit_writes(tmp_path, trained, paragraphs):
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_hugging_face_loads_what_modkit_writes(tmp_path, corpus_path, paragraphs, lowercase):
     tokenizers = pytest.importorskip("tokenizers")
+    trained = BPETokenizer.train([corpus_path], BPEOptions(vocab_size=1000, lowercase=lowercase))
     path = tmp_path / "tokenizer.json"
     trained.save(path)
     reference = tokenizers.Tokenizer.from_file(str(path))
-    texts = paragraphs[:500]
-    mismatches = [t for t in texts if reference.encode(t).ids != trained.encode(t)]
+    texts = paragraphs[:500] + HARD_CASES
+    mismatches = [
+        t for t in texts
+        if trained.encode_with_offsets(t, allow_special=True)
+        != (reference.encode(t).ids, reference.encode(t).offsets)
+    ]
     assert not mismatches, f"{len(mismatches)}/{len(texts)} differ, first: {mismatches[0]!r}"
 
 
@@ -117,3 +124,26 @@ def test_decode_joins_words_with_spaces(trained):
 def test_unseen_characters_become_unk(trained):
     ids = trained.encode("\u4f60")
     assert ids == [trained.special_id("unk")]
+
+
+def test_both_tokenizers_are_registered_with_documented_options():
+    registry = modkit.get_registry()
+    for name in ("bpe", "wordpiece"):
+        component = registry.get("tokenizer", name)
+        assert component.doc
+        assert all(f.description for f in component.options.model_fields.values())
+
+
+def test_unknown_special_roles_are_rejected():
+    with pytest.raises(ValueError, match="roles"):
+        BPEOptions(special_tokens={"start": "<s>"})
+
+
+def test_word_end_vocab_json_and_merges(tmp_path, trained, paragraphs):
+    import json
+
+    (tmp_path / "vocab.json").write_text(json.dumps(trained.vocab))
+    (tmp_path / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in trained.merges))
+    again = modkit.load_tokenizer(tmp_path)
+    assert again.style == "word-end" and again.pre_tokenizer == "whitespace"
+    assert [again.encode(t) for t in paragraphs[:50]] == [trained.encode(t) for t in paragraphs[:50]]

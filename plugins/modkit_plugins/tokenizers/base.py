@@ -2,7 +2,9 @@
 the word cache and Hugging Face ``added_tokens`` entries."""
 from __future__ import annotations
 
+import functools
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -57,8 +59,10 @@ class SubwordTokenizer(Tokenizer):
         return max(self.inverse) + 1 if self.inverse else 0
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        if not allow_special or self._special_split is None:
+            return self.encode_ordinary(text)
         ids: list[int] = []
-        for segment, is_special in self._segments(text, allow_special):
+        for segment, is_special, _ in self._segments_at(text, allow_special):
             if is_special:
                 ids.append(self.vocab[segment])
             else:
@@ -70,14 +74,11 @@ class SubwordTokenizer(Tokenizer):
         cache = self._cache
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
-        ids: list[int] = []
-        extend = ids.extend
-        for word in self._words(text):
-            word_ids = cache.get(word)
-            if word_ids is None:
-                word_ids = cache[word] = self._word_ids(word)
-            extend(word_ids)
-        return ids
+        words = self._words(text)
+        for word in set(words).difference(cache):
+            cache[word] = self._word_ids(word)
+        # the per-word loop runs in C: map + chain over the cache
+        return list(chain.from_iterable(map(cache.__getitem__, words)))
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         parts: list[str] = []
@@ -104,14 +105,16 @@ class SubwordTokenizer(Tokenizer):
     def id_to_token(self, id: int) -> str | None:
         return self.inverse.get(int(id))
 
-    def _segments(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool]]:
-        """(piece, is_special) in order; specials are recognised only when allowed."""
+    def _segments_at(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool, int]]:
+        """(piece, is_special, start) in order; specials are recognised only when allowed."""
         if not allow_special or self._special_split is None:
-            yield text, False
+            yield text, False, 0
             return
+        start = 0
         for k, piece in enumerate(self._special_split.split(text)):
             if piece:
-                yield piece, k % 2 == 1
+                yield piece, k % 2 == 1, start
+            start += len(piece)
 
     # -- Hugging Face tokenizer.json pieces -------------------------------------------
     def _added_tokens_json(self) -> list[dict[str, Any]]:
@@ -141,15 +144,22 @@ def special_tokens_from_json(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def read_tokenizer_json(path: Path) -> dict[str, Any] | None:
-    """The parsed document if ``path`` looks like a tokenizer.json, else None.
+    """The parsed document if ``path`` looks like a tokenizer.json, else None. Treat it as
+    read-only: it is cached, so the next plugin asked about the file does not parse it again.
 
     A ``.json`` file that is not valid JSON is an error rather than "not mine", so the user
     hears what is wrong with it.
     """
     if path.suffix != ".json" or not path.is_file():
         return None
+    stat = path.stat()
+    return _parse_tokenizer_json(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_tokenizer_json(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: not valid JSON ({e}); expected a tokenizer.json") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):

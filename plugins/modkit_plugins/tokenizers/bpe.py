@@ -9,6 +9,9 @@ import modkit
 from modkit import Options
 
 
+ROLES = ("bos", "eos", "pad", "unk", "mask", "cls", "sep")
+
+
 def default_special_tokens(style: str) -> dict[str, str]:
     """eos and pad for every style; word-end adds unk for characters unseen in training."""
     tokens = {"eos": "<|endoftext|>", "pad": "<|pad|>"}
@@ -41,6 +44,9 @@ class BPEOptions(Options):
 
     @model_validator(mode="after")
     def _style_fits_pre_tokenizer(self):
+        unknown = sorted(set(self.special_tokens or {}) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown special-token roles {unknown}; roles are {', '.join(ROLES)}")
         if self.style == "byte-level" and self.pre_tokenizer not in (None, "gpt2"):
             raise ValueError("byte-level BPE uses the gpt2 pre-tokenizer")
         if self.style == "word-end" and self.pre_tokenizer == "gpt2":

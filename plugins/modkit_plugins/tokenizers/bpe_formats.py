@@ -20,6 +20,7 @@ from .base import read_tokenizer_json, special_tokens_from_json
 
 GPT2_SPECIALS = {"eos": "<|endoftext|>", "bos": "<|endoftext|>"}
 CLIP_SPECIALS = {"bos": "<start_of_text>", "eos": "<end_of_text>"}  # open_clip >= 2.24
+_CLIP_HF_SPECIALS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}  # Hugging Face's CLIP
 
 
 def load_bpe(cls, path: Path):
@@ -64,9 +65,16 @@ def _from_vocab_merges(cls, vocab_path: Path, merges_path: Path):
     if not isinstance(vocab, dict):
         raise ArtifactError(f"{vocab_path}: expected a JSON object mapping tokens to ids")
     lines = [line for line in lines if line and not line.startswith("#version")]
+    merges = _parse_merges(lines, merges_path)
+    if any(right.endswith("</w>") for _, right in merges):
+        # word-end merges: CLIP's when the vocabulary holds GPT-2's byte alphabet
+        chars = pretokenize.byte_to_unicode().values()
+        clip = all(c in vocab for c in chars)
+        specials = {r: t for r, t in {**CLIP_SPECIALS, **_CLIP_HF_SPECIALS}.items() if t in vocab}
+        return cls(vocab, merges, style="word-end", pre_tokenizer="clip" if clip else "whitespace",
+                   special_tokens=specials)
     specials = {r: t for r, t in GPT2_SPECIALS.items() if t in vocab}
-    return cls(vocab, _parse_merges(lines, merges_path), style="byte-level",
-               special_tokens=specials)
+    return cls(vocab, merges, style="byte-level", special_tokens=specials)
 
 
 def _from_tiktoken(cls, path: Path):
@@ -92,7 +100,8 @@ def _from_tiktoken(cls, path: Path):
     specials = {}
     if len(vocab) == 50256:  # GPT-2's ranks file leaves out its one special token
         specials = GPT2_SPECIALS
-    return cls(vocab, merges, style="byte-level", special_tokens=specials, ranks=ranks)
+    return cls(vocab, merges, style="byte-level", special_tokens=specials, ranks=ranks,
+               whole_word_tokens=True)
 
 
 def _from_clip_merges(cls, path: Path):
@@ -184,9 +193,9 @@ def bpe_from_json(cls, doc: dict[str, Any], path: Path):
     if normalizer is not None and not lowercase and pre != "clip":
         raise ArtifactError(f"{path}: normalizer {normalizer.get('type')!r} is not supported "
                             "for BPE; expected none or Lowercase")
-    vocab = model.get("vocab")
-    if not isinstance(vocab, dict):
+    if not isinstance(model.get("vocab"), dict):
         raise ArtifactError(f"{path}: model.vocab must map tokens to ids")
+    vocab = dict(model["vocab"])
     for entry in doc.get("added_tokens") or []:
         vocab.setdefault(entry["content"], entry["id"])
     specials = special_tokens_from_json(doc)

@@ -5,12 +5,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from modkit import UserError
+
 from . import pretokenize
 from .base import SubwordTokenizer
 from .bpe import BPEOptions, default_special_tokens
 from .bpe_train import learn_merges
 
 WORD_END = "</w>"
+_NO_RANK = 1 << 62  # ranks a pair that never merges
 
 
 class BPETokenizer(SubwordTokenizer):
@@ -31,6 +34,7 @@ class BPETokenizer(SubwordTokenizer):
         lowercase: bool = False,
         special_tokens: dict[str, str] | None = None,
         ranks: dict[tuple[str, str], int] | None = None,
+        whole_word_tokens: bool = False,
     ):
         super().__init__(vocab, special_tokens or {})
         self.style = style
@@ -38,6 +42,8 @@ class BPETokenizer(SubwordTokenizer):
         self.lowercase = lowercase
         self.merges = [tuple(m) for m in merges]
         self.ranks = ranks if ranks is not None else {m: r for r, m in enumerate(self.merges)}
+        # tiktoken's rule: a word that is itself a token is that token, without merging
+        self.whole_word_tokens = whole_word_tokens
         self.byte_alphabet = style == "byte-level" or self.pre_tokenizer == "clip"
         self._pattern = pretokenize.compiled(self.pre_tokenizer)
         self._unk_id = self.special_id("unk")
@@ -80,9 +86,11 @@ class BPETokenizer(SubwordTokenizer):
     def _normalize(self, text: str) -> str:
         if self.pre_tokenizer == "clip":
             return pretokenize.clip_clean(text)
-        return text.lower() if self.lowercase else text
+        return pretokenize.lowercase(text) if self.lowercase else text
 
     def _words(self, text: str) -> list[str]:
+        if self.pre_tokenizer == "gpt2" and not self.lowercase:
+            return pretokenize.gpt2_words(text)
         return self._pattern.findall(self._normalize(text))
 
     def _symbols(self, word: str) -> tuple[str, ...]:
@@ -92,16 +100,60 @@ class BPETokenizer(SubwordTokenizer):
             return (*chars[:-1], chars[-1] + WORD_END)
         return tuple(chars)
 
+    def _word_tokens(self, word: str) -> list[str]:
+        symbols = self._symbols(word)
+        if self.whole_word_tokens:
+            whole = "".join(symbols)
+            if whole in self.vocab:
+                return [whole]
+        return merge_symbols(list(symbols), self.ranks)
+
     def _word_ids(self, word: str) -> list[int]:
         vocab = self.vocab
         ids = []
-        for token in merge_symbols(list(self._symbols(word)), self.ranks):
+        for token in self._word_tokens(word):
             i = vocab.get(token)
             if i is None:
                 i = self._unk_id  # a character never seen in training (word-end only)
             if i is not None:
                 ids.append(i)
         return ids
+
+    def encode_with_offsets(self, text: str, *, allow_special: bool = False):
+        if self.pre_tokenizer == "clip":
+            raise UserError("offsets are not available with the clip pre-tokenizer: its text "
+                            "cleaning (ftfy, HTML unescaping) does not keep character positions")
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for segment, is_special, base in self._segments_at(text, allow_special):
+            if is_special:
+                ids.append(self.vocab[segment])
+                offsets.append((base, base + len(segment)))
+                continue
+            if self.lowercase:
+                segment, origin = pretokenize.lowercase_aligned(segment)
+            else:
+                origin = range(len(segment))
+            for match in self._pattern.finditer(segment):
+                for token_id, start, end in self._token_spans(match.group()):
+                    at = match.start()
+                    ids.append(token_id)
+                    offsets.append((base + origin[at + start], base + origin[at + end - 1] + 1))
+        return ids, offsets
+
+    def _token_spans(self, word: str):
+        """(id, start, end) of each token of ``word``, in characters of ``word``."""
+        if self.byte_alphabet:  # tokens count bytes: find the character each byte is in
+            char_at = [k for k, c in enumerate(word) for _ in range(len(_utf8(c)))]
+        else:
+            char_at = range(len(word))
+        position = 0
+        for token in self._word_tokens(word):
+            units = len(token) - (len(WORD_END) if token.endswith(WORD_END) else 0)
+            token_id = self.vocab.get(token, self._unk_id)
+            if token_id is not None:
+                yield token_id, char_at[position], char_at[position + units - 1] + 1
+            position += units
 
     def _decode_tokens(self, tokens: list[str]) -> str:
         text = "".join(tokens)
@@ -139,27 +191,20 @@ def _bytes_text(symbols: str, to_byte: dict[str, int]) -> str:
 
 
 def merge_symbols(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Apply merges to one word: repeatedly merge every occurrence of the lowest-ranked
-    adjacent pair, left to right, until no adjacent pair has a rank."""
+    """Apply merges to one word: merge the lowest-ranked adjacent pair (the leftmost one on a
+    tie), then look again, until no adjacent pair has a rank. This is the order of Hugging
+    Face's and tiktoken's BPE; only the two pairs next to a merge are re-ranked."""
     get = ranks.get
-    while len(symbols) > 1:
-        best_rank = None
-        best = None
-        for pair in zip(symbols, symbols[1:]):
-            rank = get(pair)
-            if rank is not None and (best_rank is None or rank < best_rank):
-                best_rank, best = rank, pair
-        if best is None:
+    pair_ranks = [get(pair, _NO_RANK) for pair in zip(symbols, symbols[1:])]
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best == _NO_RANK:
             break
-        first, second = best
-        merged: list[str] = []
-        i, n = 0, len(symbols)
-        while i < n:
-            if i + 1 < n and symbols[i] == first and symbols[i + 1] == second:
-                merged.append(first + second)
-                i += 2
-            else:
-                merged.append(symbols[i])
-                i += 1
-        symbols = merged
+        i = pair_ranks.index(best)
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
+        del pair_ranks[i]
+        if i > 0:
+            pair_ranks[i - 1] = get((symbols[i - 1], symbols[i]), _NO_RANK)
+        if i < len(pair_ranks):
+            pair_ranks[i] = get((symbols[i], symbols[i + 1]), _NO_RANK)
     return symbols

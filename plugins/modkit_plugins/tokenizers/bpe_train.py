@@ -25,10 +25,12 @@ def learn_merges(
     max_tokens: int,
     min_frequency: int = 2,
     progress: Progress | None = None,
+    join: Callable[[str, str], str] = str.__add__,
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Learn merges until the vocabulary holds ``max_tokens`` tokens or no pair occurs
     ``min_frequency`` times. Returns (tokens in id order, merges in rank order); the tokens
-    start with the sorted alphabet (every symbol of every word is added to it).
+    start with the sorted alphabet (every symbol of every word is added to it). ``join``
+    spells a merged token (WordPiece drops the right side's '##').
     """
     symbols = sorted(set(alphabet).union(*words.keys()) if words else set(alphabet))
     symbol_id = {s: i for i, s in enumerate(symbols)}
@@ -56,7 +58,7 @@ def learn_merges(
             continue
         if count < min_frequency:
             break
-        merged = left + right
+        merged = join(left, right)
         new = symbol_id.get(merged)
         if new is None:  # two different pairs may spell the same token; it keeps one id
             new = symbol_id[merged] = len(symbols)

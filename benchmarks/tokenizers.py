@@ -1,0 +1,154 @@
+"""Tokenizer speed: modkit against tiktoken and Hugging Face tokenizers, single thread.
+
+    python tests/assets.py fetch            # GPT-2 ranks and the bert-base-uncased vocab
+    python benchmarks/tokenizers.py [TEXT]  # default: ../shared/data/pydoc-library.txt
+
+Every figure comes from one run of this script, each reference measured in the same run.
+Tokenizers start cold (empty word cache). Training runs in a child process so that its peak
+memory (max RSS) is its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ["RAYON_NUM_THREADS"] = "1"  # Hugging Face tokenizers: one thread
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# this file is called tokenizers.py: keep its folder off the path so `import tokenizers` finds
+# Hugging Face's package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT / "tests"))
+DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "pydoc-library.txt"
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def gpt2_references(ranks_path: Path):
+    import tiktoken
+    import tokenizers
+    from tiktoken.load import load_tiktoken_bpe
+
+    import modkit
+    from modkit_plugins.tokenizers.pretokenize import GPT2_PATTERN
+
+    ours = modkit.load_tokenizer(ranks_path)
+    tt = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN,
+                           mergeable_ranks=load_tiktoken_bpe(str(ranks_path)), special_tokens={})
+    vocab = {t: i for t, i in ours.vocab.items() if i < 50256}
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, list(ours.merges)))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return ours, tt, hf
+
+
+def bench_encode(text: str, ranks_path: Path, vocab_path: Path) -> list[tuple[str, float, float]]:
+    import tokenizers
+
+    import modkit
+
+    rows = []
+    ours, tt, hf = gpt2_references(ranks_path)
+    t_ours, ids = timed(ours.encode, text)
+    t_tt, ids_tt = timed(tt.encode_ordinary, text)
+    t_hf, enc = timed(hf.encode, text)
+    assert ids == ids_tt == enc.ids, "byte-level ids differ"
+    rows += [("GPT-2 byte-level encode, modkit", t_ours, len(text)),
+             ("GPT-2 byte-level encode, tiktoken", t_tt, len(text)),
+             ("GPT-2 byte-level encode, HF tokenizers", t_hf, len(text))]
+
+    lines = text.splitlines()
+    bert = modkit.load_tokenizer(vocab_path)
+    ref = tokenizers.Tokenizer(tokenizers.models.WordPiece.from_file(str(vocab_path)))
+    ref.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    ref.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    t_ours, ids = timed(bert.encode_batch, lines)
+    t_hf, encs = timed(lambda: ref.encode_batch(lines, add_special_tokens=False))
+    assert ids == [e.ids for e in encs], "WordPiece ids differ"
+    rows += [("WordPiece encode_batch over lines, modkit", t_ours, len(text)),
+             ("WordPiece encode_batch over lines, HF tokenizers", t_hf, len(text))]
+    return rows
+
+
+def train_child(which: str, text_path: str) -> None:
+    """Train a 32k byte-level BPE; print seconds and peak memory as JSON."""
+    if which == "modkit":
+        from modkit_plugins.tokenizers.bpe import BPEOptions
+        from modkit_plugins.tokenizers.bpe_model import BPETokenizer
+
+        options = BPEOptions(style="byte-level", vocab_size=32000, min_frequency=2)
+        seconds, tok = timed(BPETokenizer.train, [text_path], options)
+        size = tok.vocab_size
+    else:
+        import tokenizers
+
+        hf = tokenizers.Tokenizer(tokenizers.models.BPE())
+        hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = tokenizers.trainers.BpeTrainer(
+            vocab_size=32000, min_frequency=2, show_progress=False,
+            special_tokens=["<|endoftext|>", "<|pad|>"],
+            initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+        seconds, _ = timed(hf.train, [text_path], trainer)
+        size = hf.get_vocab_size()
+    # VmHWM is this process's own peak (ru_maxrss would include the parent's, kept across exec)
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_mib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_mib, "vocab": size}))
+
+
+def bench_train(text_path: Path) -> dict[str, dict]:
+    out = {}
+    for which in ("modkit", "hf"):
+        done = subprocess.run([sys.executable, __file__, "--train-child", which, str(text_path)],
+                              capture_output=True, text=True, check=True)
+        out[which] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    from assets import locate
+
+    text_path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_TEXT
+    text = text_path.read_text(encoding="utf-8")
+    ranks, vocab = locate("gpt2.tiktoken"), locate("minilm/vocab.txt")
+    if ranks is None or vocab is None:
+        sys.exit("reference assets missing: run `python tests/assets.py fetch`")
+    mb = len(text.encode("utf-8")) / 1e6
+    print(f"{text_path.name}: {mb:.2f} MB, single thread, cold caches\n")
+    rows = bench_encode(text, ranks, vocab)
+    print(f"| {'measurement':<50} | {'seconds':>8} | {'MB/s':>6} |")
+    print(f"|{'-' * 52}|{'-' * 10}:|{'-' * 7}:|")
+    for name, seconds, _ in rows:
+        print(f"| {name:<50} | {seconds:8.3f} | {mb / seconds:6.2f} |")
+    seconds = {name: s for name, s, _ in rows}
+    bl = "GPT-2 byte-level encode, "
+    wp = "WordPiece encode_batch over lines, "
+    print()
+    print(f"byte-level: modkit / tiktoken throughput = {seconds[bl + 'tiktoken'] / seconds[bl + 'modkit']:.2f}x "
+          "(target >= 0.5x)")
+    print(f"byte-level: modkit / HF throughput       = {seconds[bl + 'HF tokenizers'] / seconds[bl + 'modkit']:.2f}x "
+          "(target >= 2x)")
+    print(f"WordPiece:  modkit / HF throughput       = {seconds[wp + 'HF tokenizers'] / seconds[wp + 'modkit']:.2f}x "
+          "(target >= 1.5x)")
+    train = bench_train(text_path)
+    m, h = train["modkit"], train["hf"]
+    print(f"BPE training to 32k (byte-level, min_frequency 2): modkit {m['seconds']:.2f} s, "
+          f"{m['peak_mib']:.0f} MiB peak, {m['vocab']} tokens; HF BpeTrainer {h['seconds']:.2f} s, "
+          f"{h['peak_mib']:.0f} MiB peak, {h['vocab']} tokens; time ratio "
+          f"{m['seconds'] / h['seconds']:.2f}x (target <= 1.5x, < 1 GiB)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--train-child"]:
+        train_child(sys.argv[2], sys.argv[3])
+    else:
+        main()
