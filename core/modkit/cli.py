@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .cli_tokenize import tokenize
 from .errors import UnknownComponentError, UserError
 from .registry import KINDS, get_registry
 
@@ -149,5 +150,7 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
             click.echo(f"{result['label']}\t{probs}\t{result['text']}")
         else:
             click.echo(result["text"] + result["generated"])
+main.add_command(tokenize)
+
 if __name__ == "__main__":
     main()
