@@ -60,7 +60,7 @@ class Runtime:
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         labels, extra = self.task["labels"], self.task.get("append_ids", [])
-        limit = (self.max_positions or 10**9) - len(extra)
+        limit = (self.task.get("max_length") or self.max_positions or 10**9) - len(extra)
         batch = [self.tokenizer.encode(t)[:limit] + extra for t in texts]
         logits, _ = self._logits(batch, self.task.get("pad_token_id", 0))
         probs = softmax(logits.astype(np.float64))

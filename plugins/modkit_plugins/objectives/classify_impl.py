@@ -42,6 +42,7 @@ class Classify(nn.Module, Objective):
         self.extract = [tokenizer.special_id("eos")] if tokenizer.special_id("eos") is not None else []
         pad = tokenizer.special_id("pad")
         self.pad_id = pad if pad is not None else (self.extract[0] if self.extract else 0)
+        self.max_length: int | None = None  # set by load_data; the runtime truncates the same way
         self.dropout = nn.Dropout(options.dropout)
         self.head = nn.Linear(backbone.d_model, len(options.labels))
         nn.init.normal_(self.head.weight, std=0.02)
@@ -49,6 +50,7 @@ class Classify(nn.Module, Objective):
 
     def load_data(self, path, seq_len):
         o = self.options
+        self.max_length = seq_len
         index = {label: i for i, label in enumerate(o.labels)}
         examples = []
         for n, rec in enumerate(read_jsonl(path, [o.text_field, o.label_field]), 1):
@@ -103,4 +105,4 @@ class Classify(nn.Module, Objective):
 
     def describe(self):
         return {"task": self.task, "labels": list(self.options.labels), "append_ids": self.extract,
-                "pad_token_id": self.pad_id}
+                "pad_token_id": self.pad_id, "max_length": self.max_length}
