@@ -11,8 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # so tests can import assets.py
 
 #: hand-written texts that tokenizers get wrong first
 HARD_CASES = [
-    "", " ", "   ", "\t\n", "a  b   c", "\r\n", "line one\r\nline two\r\n", "x\x00y", "\x01\x1f\x7f",
-    "tab\there", "e\u0301t\u0301e\u0301", "caf\u00e9 na\u00efve r\u00e9sum\u00e9", "\u4f60\u597d\uff0c\u4e16\u754c",
+    "", " ", "   ", "\t\n", "a  b   c", "\r\n", "line one\r\nline two\r\n", "x\x00y",
+    "\x01\x1f\x7f", "tab\there", "e\u0301t\u0301e\u0301", "caf\u00e9 na\u00efve r\u00e9sum\u00e9",
+    "\u4f60\u597d\uff0c\u4e16\u754c",
     "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8", "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645",
     "\U0001f468\u200d\U0001f469\u200d\U0001f467 family \U0001f44d\U0001f3fd", "\U0001f1eb\U0001f1f7 flag",
     "<|endoftext|> inside text", "[CLS] [SEP] [MASK] as text", "don't you'll we've I'm",

@@ -119,7 +119,8 @@ def test_batch_max_length_padding_left_and_offsets(bert):
 def test_template_round_trips_through_hugging_face_json(bert):
     doc = bert.template.to_json(bert.token_to_id)
     assert Template.from_json(doc) == bert.template
-    assert Template.from_json({"type": "BertProcessing", "cls": ["[CLS]", 2], "sep": ["[SEP]", 3]}) == bert.template
+    bert_processing = {"type": "BertProcessing", "cls": ["[CLS]", 2], "sep": ["[SEP]", 3]}
+    assert Template.from_json(bert_processing) == bert.template
 
 
 def test_without_template_pairs_concatenate_with_segment_ids(corpus_path):

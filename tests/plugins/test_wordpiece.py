@@ -43,7 +43,8 @@ def test_pairs_offsets_and_segment_ids_match_hugging_face(bert, reference, parag
     for a, b in zip(texts, texts[1:]):
         ours = bert.encode_plus(a, b, return_offsets=True, allow_special=True)
         theirs = reference.encode(a, b)
-        assert (ours.ids, ours.type_ids, ours.offsets) == (theirs.ids, theirs.type_ids, theirs.offsets), (a, b)
+        assert (ours.ids, ours.type_ids, ours.offsets) == (theirs.ids, theirs.type_ids,
+                                                           theirs.offsets), (a, b)
 
 
 def test_decode_matches_hugging_face(bert, reference, paragraphs):

@@ -75,10 +75,12 @@ class SubwordTokenizer(Tokenizer):
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
         words = self._words(text)
-        for word in set(words).difference(cache):
-            cache[word] = self._word_ids(word)
-        # the per-word loop runs in C: map + chain over the cache
-        return list(chain.from_iterable(map(cache.__getitem__, words)))
+        try:  # the per-word loop runs in C: map + chain over the cache
+            return list(chain.from_iterable(map(cache.__getitem__, words)))
+        except KeyError:
+            for word in set(words).difference(cache):
+                cache[word] = self._word_ids(word)
+            return list(chain.from_iterable(map(cache.__getitem__, words)))
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         parts: list[str] = []

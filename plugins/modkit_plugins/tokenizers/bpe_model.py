@@ -1,7 +1,6 @@
 """The ``bpe`` tokenizer: word-end (``</w>``, original GPT and CLIP) and byte-level (GPT-2)."""
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,7 +9,7 @@ from modkit import UserError
 from . import pretokenize
 from .base import SubwordTokenizer
 from .bpe import BPEOptions, default_special_tokens
-from .bpe_train import learn_merges
+from .bpe_train import count_words, learn_merges
 
 WORD_END = "</w>"
 _NO_RANK = 1 << 62  # ranks a pair that never merges
@@ -55,11 +54,7 @@ class BPETokenizer(SubwordTokenizer):
         specials = options.special_tokens or default_special_tokens(options.style)
         shell = cls({}, [], style=options.style, pre_tokenizer=options.pre_tokenizer,
                     lowercase=options.lowercase)
-        word_counts: Counter[str] = Counter()
-        for file in files:
-            with open(file, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    word_counts.update(shell._words(line))
+        word_counts = count_words(files, shell._words)
         words: dict[tuple[str, ...], int] = {}
         for word, count in word_counts.items():
             symbols = shell._symbols(word)

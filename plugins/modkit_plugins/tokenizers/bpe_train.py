@@ -13,10 +13,31 @@ set order.
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
-from typing import Callable, Iterable
+from collections import Counter, defaultdict
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 Progress = Callable[[int, int], None]
+_LINES_PER_BLOCK = 200_000
+
+
+def count_words(files: Sequence[str | Path], words: Callable[[str], list[str]]) -> Counter[str]:
+    """Count the pre-tokenized words of every line of ``files``. Lines are counted first, in
+    blocks, so a line that repeats (blank lines, code, markup) is pre-tokenized once."""
+    counts: Counter[str] = Counter()
+    for file in files:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            while block := list(islice(f, _LINES_PER_BLOCK)):
+                once: list[str] = []
+                for line, repeats in Counter(block).items():
+                    if repeats == 1:
+                        once += words(line)
+                    else:
+                        for word in words(line):
+                            counts[word] += repeats
+                counts.update(once)
+    return counts
 
 
 def learn_merges(
@@ -75,32 +96,33 @@ def learn_merges(
 
 
 def _apply_merge(pair, new, seqs, counts, pair_counts, pair_words) -> set[tuple[int, int]]:
-    """Rewrite every word containing ``pair``; return the pairs whose count went up."""
+    """Rewrite every word containing ``pair`` in place, adjusting only the pairs next to each
+    merge; return the new pairs (their counts went up)."""
     a, b = pair
     touched: set[tuple[int, int]] = set()
     for index in sorted(pair_words.pop(pair, ())):
         seq = seqs[index]
         count = counts[index]
-        out: list[int] = []
-        i, n = 0, len(seq)
-        changed = False
-        while i < n:
-            if i + 1 < n and seq[i] == a and seq[i + 1] == b:
-                out.append(new)
-                i += 2
-                changed = True
-            else:
-                out.append(seq[i])
+        i = 0
+        while i < len(seq) - 1:
+            if seq[i] != a or seq[i + 1] != b:
                 i += 1
-        if not changed:  # the pair left this word in an earlier merge
-            continue
-        for p in zip(seq, seq[1:]):
-            pair_counts[p] -= count
-        for p in zip(out, out[1:]):
-            pair_counts[p] += count
-            if new in p:
-                pair_words[p].add(index)
-                touched.add(p)
-        seqs[index] = out
+                continue
+            if i > 0:  # the left neighbour may itself be `new`, merged a moment ago
+                left = seq[i - 1]
+                pair_counts[(left, a)] -= count
+                grown = (left, new)
+                pair_counts[grown] += count
+                pair_words[grown].add(index)
+                touched.add(grown)
+            if i + 2 < len(seq):
+                right = seq[i + 2]
+                pair_counts[(b, right)] -= count
+                grown = (new, right)
+                pair_counts[grown] += count
+                pair_words[grown].add(index)
+                touched.add(grown)
+            seq[i : i + 2] = [new]
+            i += 1
     pair_counts.pop(pair, None)
     return touched

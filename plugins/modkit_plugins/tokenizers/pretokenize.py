@@ -84,8 +84,13 @@ def unicode_to_byte() -> dict[str, int]:
 
 
 def bytes_to_symbols(data: bytes) -> str:
-    table = byte_to_unicode()
-    return "".join(table[b] for b in data)
+    # latin-1 turns each byte into the character of the same number; translate maps those
+    return data.decode("latin-1").translate(_byte_table())
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_table() -> dict[int, str]:
+    return {b: c for b, c in byte_to_unicode().items() if chr(b) != c}
 
 
 def lowercase(text: str) -> str:

@@ -1,7 +1,6 @@
 """The ``wordpiece`` tokenizer: BERT's basic tokenizer, then greedy longest-match-first."""
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ from modkit.tokenization import Template
 
 from . import bert_basic
 from .base import SubwordTokenizer, WELL_KNOWN_ROLES, read_tokenizer_json, special_tokens_from_json
-from .bpe_train import learn_merges
+from .bpe_train import count_words, learn_merges
 from .wordpiece import WordPieceOptions
 
 PREFIX = "##"
@@ -118,11 +117,7 @@ class WordPieceTokenizer(SubwordTokenizer):
                     special_tokens=options.special_tokens, lowercase=options.lowercase,
                     strip_accents=options.strip_accents,
                     handle_chinese_chars=options.handle_chinese_chars)
-        word_counts: Counter[str] = Counter()
-        for file in files:
-            with open(file, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    word_counts.update(shell._words(line))
+        word_counts = count_words(files, shell._words)
         words: dict[tuple[str, ...], int] = {}
         for word, count in word_counts.items():
             symbols = (word[0], *(PREFIX + c for c in word[1:]))
