@@ -9,13 +9,16 @@ A plugin teaches modkit a family with the ``modkit_register_checkpoint_formats``
 - ``to_hf(model) -> (config: dict, weights: dict[str, Tensor])`` for ``modkit export-hf``;
 - ``handles(model) -> bool``: whether ``to_hf`` can write that model.
 
+:class:`HFWeights` and :func:`assign_state` do the bookkeeping a format needs: every tensor of
+the checkpoint is taken by name or reported, every parameter of the model is filled.
 Weights are read from safetensors only; pickle checkpoints are refused.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .errors import ArtifactError
 from .fileio import atomic_dir
@@ -34,7 +37,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def read_safetensors(folder: Path) -> dict[str, Any]:
     """All tensors of a checkpoint folder: model.safetensors or a sharded index."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
@@ -57,9 +60,52 @@ def read_safetensors(folder: Path) -> dict[str, Any]:
     for f in files:
         try:
             weights.update(load_file(str(f)))
-        except (SafetensorsError, OSError) as e:
+        except (SafetensorError, OSError) as e:
             raise ArtifactError(f"{f}: not a readable safetensors file ({e})") from None
     return weights
+
+
+class HFWeights:
+    """A checkpoint's tensors, taken one by one by name; what nobody took is an error.
+
+    ``ignore`` holds regular expressions for names that carry no weights of their own
+    (buffers such as ``position_ids``, copies of tied weights).
+    """
+
+    def __init__(self, weights: dict[str, Any], *, ignore: Iterable[str] = (), source: str = "checkpoint"):
+        self.weights = dict(weights)
+        self.source = source
+        self._ignore = [re.compile(p) for p in ignore]
+        self._taken: set[str] = set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.weights
+
+    def take(self, name: str):
+        if name not in self.weights:
+            raise ArtifactError(f"{self.source}: missing weight {name!r}")
+        self._taken.add(name)
+        return self.weights[name]
+
+    def check_all_taken(self) -> None:
+        left = sorted(n for n in self.weights
+                      if n not in self._taken and not any(p.search(n) for p in self._ignore))
+        if left:
+            raise ArtifactError(f"{self.source}: {len(left)} weight name(s) not recognised: {', '.join(left)}")
+
+
+def assign_state(factory: Callable[[], Any], state: dict[str, Any], source: str = "checkpoint"):
+    """Build ``factory()`` on the meta device (no wasted init) and give it ``state``'s tensors."""
+    import torch
+
+    with torch.device("meta"):
+        model = factory()
+    expected = set(model.state_dict())
+    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or extra:  # a converter bug or an incomplete checkpoint; say which
+        raise ArtifactError(f"{source}: weights do not fit the model: missing {missing}, unexpected {extra}")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 def _format(model_type: str, registry: Registry):
