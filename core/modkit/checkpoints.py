@@ -125,24 +125,41 @@ def load_hf(folder: str | Path, *, registry: Registry | None = None):
     return _format(model_type, registry or get_registry()).from_hf(config, read_safetensors(folder))
 
 
-def save_hf(model, dest: str | Path, *, registry: Registry | None = None) -> Path:
-    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors)."""
-    from safetensors.torch import save_file
-
-    registry = registry or get_registry()
-    for _plugin, impl in registry.checkpoint_formats.values():
+def format_for(model, *, registry: Registry | None = None):
+    """The registered checkpoint format that can write ``model``."""
+    for _plugin, impl in (registry or get_registry()).checkpoint_formats.values():
         fmt = import_object(impl)()
         if fmt.handles(model):
-            config, weights = fmt.to_hf(model)
-            break
-    else:
-        raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
+            return fmt
+    raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
+
+
+def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None) -> Path:
+    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors).
+
+    ``tokenizer`` (a :class:`modkit.Tokenizer`) adds tokenizer.json and a tokenizer_config.json
+    naming its special tokens, which ``transformers.AutoTokenizer`` reads.
+    """
+    from safetensors.torch import save_file
+
+    config, weights = format_for(model, registry=registry).to_hf(model)
     dest = Path(dest)
     with atomic_dir(dest) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
     return dest
+
+
+def tokenizer_config(tokenizer) -> dict[str, Any]:
+    """transformers' tokenizer_config.json for a fast tokenizer with these special tokens."""
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    for role, token in tokenizer.special_tokens.items():
+        config[f"{role}_token"] = token
+    return config
 
 
 def load_model(path: str | Path, **kwargs: Any):
