@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -137,8 +138,9 @@ def format_for(model, *, registry: Registry | None = None):
 def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None) -> Path:
     """Write a modkit model as a Hugging Face folder (config.json + model.safetensors).
 
-    ``tokenizer`` (a :class:`modkit.Tokenizer`) adds tokenizer.json and a tokenizer_config.json
-    naming its special tokens, which ``transformers.AutoTokenizer`` reads.
+    ``tokenizer`` adds the tokenizer files ``transformers.AutoTokenizer`` reads: a
+    :class:`modkit.Tokenizer` gives tokenizer.json and a tokenizer_config.json naming its special
+    tokens; a path to a Hugging Face tokenizer.json is copied as it is.
     """
     from safetensors.torch import save_file
 
@@ -148,10 +150,38 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
-        if tokenizer is not None:
+        if isinstance(tokenizer, (str, Path)):
+            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+        elif tokenizer is not None:
             tokenizer.save(tmp / "tokenizer.json")
             (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
     return dest
+
+
+def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None = None) -> Path:
+    """What ``modkit export-hf`` does: a modkit artifact (or a checkpoint folder) -> a Hugging
+    Face folder with its tokenizer files.
+
+    An artifact's model with no format of its own (a backbone plus objective heads) is written
+    through its ``backbone``; a GPT's LM head is part of the backbone, task heads are not.
+    """
+    from .tokenization import load_tokenizer
+
+    source = Path(source)
+    model = load_model(source)
+    try:
+        format_for(model, registry=registry)
+    except ArtifactError:
+        if not hasattr(model, "backbone"):
+            raise
+        model = model.backbone
+    tokenizer = None
+    if (source / "tokenizer.json").exists():
+        try:
+            tokenizer = load_tokenizer(source, registry=registry)
+        except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
+            tokenizer = source / "tokenizer.json"
+    return save_hf(model, dest, tokenizer=tokenizer, registry=registry)
 
 
 def tokenizer_config(tokenizer) -> dict[str, Any]:
