@@ -9,13 +9,17 @@ A plugin teaches modkit a family with the ``modkit_register_checkpoint_formats``
 - ``to_hf(model) -> (config: dict, weights: dict[str, Tensor])`` for ``modkit export-hf``;
 - ``handles(model) -> bool``: whether ``to_hf`` can write that model.
 
+:class:`HFWeights` and :func:`assign_state` do the bookkeeping a format needs: every tensor of
+the checkpoint is taken by name or reported, every parameter of the model is filled.
 Weights are read from safetensors only; pickle checkpoints are refused.
 """
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .errors import ArtifactError
 from .fileio import atomic_dir
@@ -34,7 +38,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def read_safetensors(folder: Path) -> dict[str, Any]:
     """All tensors of a checkpoint folder: model.safetensors or a sharded index."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
@@ -57,9 +61,52 @@ def read_safetensors(folder: Path) -> dict[str, Any]:
     for f in files:
         try:
             weights.update(load_file(str(f)))
-        except (SafetensorsError, OSError) as e:
+        except (SafetensorError, OSError) as e:
             raise ArtifactError(f"{f}: not a readable safetensors file ({e})") from None
     return weights
+
+
+class HFWeights:
+    """A checkpoint's tensors, taken one by one by name; what nobody took is an error.
+
+    ``ignore`` holds regular expressions for names that carry no weights of their own
+    (buffers such as ``position_ids``, copies of tied weights).
+    """
+
+    def __init__(self, weights: dict[str, Any], *, ignore: Iterable[str] = (), source: str = "checkpoint"):
+        self.weights = dict(weights)
+        self.source = source
+        self._ignore = [re.compile(p) for p in ignore]
+        self._taken: set[str] = set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.weights
+
+    def take(self, name: str):
+        if name not in self.weights:
+            raise ArtifactError(f"{self.source}: missing weight {name!r}")
+        self._taken.add(name)
+        return self.weights[name]
+
+    def check_all_taken(self) -> None:
+        left = sorted(n for n in self.weights
+                      if n not in self._taken and not any(p.search(n) for p in self._ignore))
+        if left:
+            raise ArtifactError(f"{self.source}: {len(left)} weight name(s) not recognised: {', '.join(left)}")
+
+
+def assign_state(factory: Callable[[], Any], state: dict[str, Any], source: str = "checkpoint"):
+    """Build ``factory()`` on the meta device (no wasted init) and give it ``state``'s tensors."""
+    import torch
+
+    with torch.device("meta"):
+        model = factory()
+    expected = set(model.state_dict())
+    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or extra:  # a converter bug or an incomplete checkpoint; say which
+        raise ArtifactError(f"{source}: weights do not fit the model: missing {missing}, unexpected {extra}")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 def _format(model_type: str, registry: Registry):
@@ -79,24 +126,70 @@ def load_hf(folder: str | Path, *, registry: Registry | None = None):
     return _format(model_type, registry or get_registry()).from_hf(config, read_safetensors(folder))
 
 
-def save_hf(model, dest: str | Path, *, registry: Registry | None = None) -> Path:
-    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors)."""
-    from safetensors.torch import save_file
-
-    registry = registry or get_registry()
-    for _plugin, impl in registry.checkpoint_formats.values():
+def format_for(model, *, registry: Registry | None = None):
+    """The registered checkpoint format that can write ``model``."""
+    for _plugin, impl in (registry or get_registry()).checkpoint_formats.values():
         fmt = import_object(impl)()
         if fmt.handles(model):
-            config, weights = fmt.to_hf(model)
-            break
-    else:
-        raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
+            return fmt
+    raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
+
+
+def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None) -> Path:
+    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors).
+
+    ``tokenizer`` adds the tokenizer files ``transformers.AutoTokenizer`` reads: a
+    :class:`modkit.Tokenizer` gives tokenizer.json and a tokenizer_config.json naming its special
+    tokens; a path to a Hugging Face tokenizer.json is copied as it is.
+    """
+    from safetensors.torch import save_file
+
+    config, weights = format_for(model, registry=registry).to_hf(model)
     dest = Path(dest)
     with atomic_dir(dest) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
+        if isinstance(tokenizer, (str, Path)):
+            shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+        elif tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
     return dest
+
+
+def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None = None) -> Path:
+    """What ``modkit export-hf`` does: a modkit artifact (or a checkpoint folder) -> a Hugging
+    Face folder with its tokenizer files.
+
+    An artifact's model with no format of its own (a backbone plus objective heads) is written
+    through its ``backbone``; a GPT's LM head is part of the backbone, task heads are not.
+    """
+    from .tokenization import load_tokenizer
+
+    source = Path(source)
+    model = load_model(source)
+    try:
+        format_for(model, registry=registry)
+    except ArtifactError:
+        if not hasattr(model, "backbone"):
+            raise
+        model = model.backbone
+    tokenizer = None
+    if (source / "tokenizer.json").exists():
+        try:
+            tokenizer = load_tokenizer(source, registry=registry)
+        except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
+            tokenizer = source / "tokenizer.json"
+    return save_hf(model, dest, tokenizer=tokenizer, registry=registry)
+
+
+def tokenizer_config(tokenizer) -> dict[str, Any]:
+    """transformers' tokenizer_config.json for a fast tokenizer with these special tokens."""
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    for role, token in tokenizer.special_tokens.items():
+        config[f"{role}_token"] = token
+    return config
 
 
 def load_model(path: str | Path, **kwargs: Any):

@@ -18,7 +18,9 @@ class GPTOptions(modkit.Options):
     variant: Literal["gpt1", "gpt2"] = Field(
         "gpt2", description="gpt1: post-LN blocks, no final norm; gpt2: pre-LN with a final LayerNorm.")
     activation: str = Field("gelu_new", description="Feed-forward activation: gelu, gelu_new, relu.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Embedding, residual and attention dropout.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Residual dropout (and the default of the two below).")
+    embd_dropout: float | None = Field(None, ge=0, lt=1, description="Embedding dropout; default `dropout`.")
+    attn_dropout: float | None = Field(None, ge=0, lt=1, description="Attention-weight dropout; default `dropout`.")
     layer_norm_eps: float = Field(1e-5, gt=0, description="LayerNorm epsilon.")
     tie_embeddings: bool = Field(True, description="Share the input embedding with the LM head.")
 
@@ -27,3 +29,9 @@ class GPTOptions(modkit.Options):
 def modkit_register_backbones(register):
     register("gpt", "modkit_plugins.backbones.gpt_model:GPT", options=GPTOptions,
              doc="Decoder-only transformer with learned positions (GPT-1 post-LN or GPT-2 pre-LN).")
+
+
+@modkit.hookimpl
+def modkit_register_checkpoint_formats(register):
+    register("gpt2", "modkit_plugins.backbones.gpt_hf:GPT2Format")
+    register("openai-gpt", "modkit_plugins.backbones.gpt_hf:OpenAIGPTFormat")

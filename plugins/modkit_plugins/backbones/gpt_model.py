@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from modkit.blocks import Block, LearnedPositions, attention_bias
+from modkit.generation import generate as generate_tokens
 from modkit.interfaces import Backbone
 from modkit.outputs import ModelOutput
 
@@ -19,13 +21,15 @@ class GPT(nn.Module, Backbone):
         self.config = config
         self.d_model, self.vocab_size = config.d_model, config.vocab_size
         pre_norm = config.variant == "gpt2"
+        attn_dropout = config.dropout if config.attn_dropout is None else config.attn_dropout
+        embd_dropout = config.dropout if config.embd_dropout is None else config.embd_dropout
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.positions = LearnedPositions(config.n_positions, config.d_model)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(embd_dropout)
         self.blocks = nn.ModuleList(
             Block(config.d_model, config.n_heads, config.d_ff or 4 * config.d_model,
                   pre_norm=pre_norm, eps=config.layer_norm_eps, activation=config.activation,
-                  dropout=config.dropout, attn_dropout=config.dropout)
+                  dropout=config.dropout, attn_dropout=attn_dropout)
             for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if pre_norm else None
@@ -44,19 +48,27 @@ class GPT(nn.Module, Backbone):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         *,
+        token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         past_key_values: list | None = None,
         use_cache: bool = False,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
+        """``attention_mask`` (B, past + T) has 1 for real tokens. Positions default to
+        past + 0..T-1 whatever the padding, as in transformers; pass ``position_ids`` for
+        left-padded batches (``generate`` does). ``token_type_ids`` are looked up in the token
+        embedding, as the original GPTs did."""
         b, t = input_ids.shape
         past_len = past_key_values[0][0][0].shape[2] if past_key_values else 0
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + t, device=input_ids.device)[None]
-        x = self.drop(self.embed(input_ids) + self.positions(position_ids))  # (B, T, D)
+        x = self.embed(input_ids) + self.positions(position_ids)  # (B, T, D)
+        if token_type_ids is not None:
+            x = x + self.embed(token_type_ids)
+        x = self.drop(x)
         bias = None
-        if attention_mask is not None:
+        if attention_mask is not None:  # without a mask, SDPA's fused causal kernel applies
             bias = attention_bias(attention_mask, t, past_len + t, causal=True,
                                   dtype=x.dtype, device=x.device)
         hidden, attns, cache = [], [], []
@@ -81,4 +93,64 @@ class GPT(nn.Module, Backbone):
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return hidden @ weight.T  # (B, T, V)
+        return F.linear(hidden, weight)  # (B, T, V)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The prompt followed by up to ``max_new_tokens`` new tokens (B, T + n), as
+        transformers' ``generate`` returns. With an ``attention_mask`` (left padding), positions
+        count real tokens only, as transformers' generation computes them."""
+        positions = None
+        if attention_mask is not None:
+            positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        state = {"mask": attention_mask, "positions": positions}
+
+        def step(tokens: torch.Tensor, cache):
+            if cache is not None and state["mask"] is not None:
+                mask = state["mask"]
+                state["mask"] = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                state["positions"] = state["positions"][:, -1:] + 1
+            out = self(tokens, state["mask"], position_ids=state["positions"],
+                       past_key_values=cache, use_cache=True)
+            return self.lm_logits(out.last_hidden_state[:, -1]), out.past_key_values
+
+        new = generate_tokens(step, input_ids, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                              temperature=temperature, top_k=top_k, top_p=top_p,
+                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                              generator=generator)
+        return torch.cat([input_ids, new], dim=1)
+
+
+class GPTLMHeadModel(nn.Module):
+    """A GPT whose forward also returns ``logits``, like transformers' ``*LMHeadModel``.
+
+    The head is the backbone's own (tied embedding, or its untied ``lm_head``), so this
+    wrapper has no weights: ``backbone`` stays usable alone by objectives and PEFT.
+    """
+
+    def __init__(self, backbone: GPT):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> ModelOutput:
+        out = self.backbone(input_ids, attention_mask, **kwargs)
+        out.logits = self.backbone.lm_logits(out.last_hidden_state)
+        return out
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 **kwargs) -> torch.Tensor:
+        return self.backbone.generate(input_ids, attention_mask, **kwargs)

@@ -1,0 +1,27 @@
+"""``modkit export-hf OUT DEST``; the main command group attaches it with ``main.add_command``."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import UserError
+
+
+@click.command("export-hf")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+def export_hf(out: str, dest: str) -> None:
+    """Write the model of artifact OUT as a Hugging Face folder DEST.
+
+    DEST gets config.json, model.safetensors and the tokenizer files, which
+    transformers' from_pretrained loads. OUT may also be a Hugging Face folder.
+    """
+    from .checkpoints import export_hf as export
+
+    try:
+        path = export(out, dest)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {path}")
