@@ -29,13 +29,15 @@ def _component_record(component: Component, options) -> dict[str, Any]:
             "options": options.model_dump(mode="json")}
 
 
-def _backbone_component(backbone, registry: Registry) -> Component:
-    """The registered backbone whose options model built this backbone (for HF starts)."""
-    for name in registry.names("backbone"):
-        comp = registry.get("backbone", name)
-        if comp.options is type(backbone.config):
+def component_of(kind: str, obj, registry: Registry) -> Component:
+    """The registered component that made ``obj`` (a loaded tokenizer or checkpoint backbone):
+    the one whose implementation is obj's class, or whose options model obj's config is."""
+    path = f"{type(obj).__module__}:{type(obj).__qualname__}"
+    comps = [registry.get(kind, name) for name in registry.names(kind)]
+    for comp in comps:
+        if comp.impl == path or comp.options is type(getattr(obj, "config", None)):
             return comp
-    raise UserError(f"no registered backbone builds a {type(backbone).__name__}")
+    raise UserError(f"no registered {kind} builds a {type(obj).__name__}")
 
 
 def _seed_stage(seed: int, index: int) -> None:
@@ -107,7 +109,7 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
     if spec.model.backbone.from_:
         loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
         backbone = getattr(loaded, "backbone", loaded)
-        return backbone, _backbone_component(backbone, registry)
+        return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
     options = res.options
     if "vocab_size" in type(options).model_fields and not options.vocab_size:
@@ -207,12 +209,13 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         for _, method, _ in all_methods:
             method.merge(model)
     live = set(model.modules())
+    tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
         "format": "modkit-artifact", "version": 1, "modkit_version": __version__,
         "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
         "components": {
-            "tokenizer": {"name": spec.tokenizer.component.name, "plugin": spec.tokenizer.component.plugin,
-                          "version": spec.tokenizer.component.version} if spec.tokenizer else {"from": spec.model.tokenizer.from_},
+            "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
+                          **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
             "stages": [{"objective": _component_record(r.component, r.options),
@@ -222,8 +225,6 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         "task": objective.describe(),
         "stages": reports,
     }
-    if manifest["components"]["tokenizer"].get("from") is not None:
-        manifest["components"]["tokenizer"]["name"] = type(tokenizer).__name__
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))

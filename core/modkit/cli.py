@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .cli_export_hf import export_hf
 from .cli_tokenize import tokenize
 from .errors import UnknownComponentError, UserError
 from .registry import KINDS, get_registry
@@ -123,7 +124,8 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--text", "texts", multiple=True, help="An input text (repeatable).")
-@click.option("--file", "file_", type=click.Path(dir_okay=False), help="A file of input texts, one per line.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False),
+              help="Input texts, one per line; a .jsonl file's \"text\" fields (with \"label\" fields, accuracy is reported).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=32, help="For generation.")
@@ -133,8 +135,14 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
     """Run an artifact with onnxruntime (no torch): classify, generate..."""
     from .runtime import Runtime
 
-    inputs = list(texts)
-    if file_:
+    inputs, gold = list(texts), []
+    if file_ and file_.endswith(".jsonl"):
+        from .data import read_jsonl
+
+        records = read_jsonl(Path(file_), ["text"])
+        inputs += [str(r["text"]) for r in records]
+        gold = [r.get("label") for r in records]
+    elif file_:
         try:
             inputs += [line for line in Path(file_).read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError as e:
@@ -142,7 +150,8 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
     if not inputs:
         inputs = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     runtime = Runtime(artifact, provider=provider, registry=_registry(ctx))
-    for result in runtime.run(inputs, max_new_tokens=max_new_tokens):
+    results = runtime.run(inputs, max_new_tokens=max_new_tokens)
+    for result in results:
         if as_json:
             click.echo(json.dumps(result, ensure_ascii=False))
         elif "label" in result:
@@ -150,7 +159,11 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
             click.echo(f"{result['label']}\t{probs}\t{result['text']}")
         else:
             click.echo(result["text"] + result["generated"])
+    if gold and all(g is not None for g in gold) and "label" in results[0]:
+        right = sum(str(g) == r["label"] for g, r in zip(gold, results))
+        click.echo(f"accuracy {right / len(gold):.4f} ({right}/{len(gold)} labelled lines of {file_})", err=True)
 main.add_command(tokenize)
+main.add_command(export_hf)
 
 if __name__ == "__main__":
     main()

@@ -53,7 +53,8 @@ def modkit_register_peft_methods(register):
 def modkit_register_checkpoint_formats(register):
     """Teach :func:`modkit.load_model` a Hugging Face ``model_type``.
 
-    :param register: ``register(model_type, impl)`` where ``impl`` is ``"module:function"``
-        naming ``function(folder) -> Backbone`` that reads that folder's config.json and
-        safetensors weights.
+    :param register: ``register(model_type, impl)`` where ``impl`` is ``"module:Class"``
+        naming a format class with ``from_hf(config, weights) -> model``,
+        ``to_hf(model) -> (config, weights)`` and ``handles(model) -> bool``
+        (see :mod:`modkit.checkpoints`).
     """

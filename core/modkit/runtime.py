@@ -60,8 +60,11 @@ class Runtime:
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         labels, extra = self.task["labels"], self.task.get("append_ids", [])
-        limit = (self.task.get("max_length") or self.max_positions or 10**9) - len(extra)
-        batch = [self.tokenizer.encode(t)[:limit] + extra for t in texts]
+        max_length = self.task.get("max_length") or self.max_positions or 10**9
+        if self.task.get("use_template"):  # as the classify objective encoded its training data
+            batch = [self.tokenizer.encode_plus(t, max_length=max_length).ids for t in texts]
+        else:
+            batch = [self.tokenizer.encode(t)[: max_length - len(extra)] + extra for t in texts]
         logits, _ = self._logits(batch, self.task.get("pad_token_id", 0))
         probs = softmax(logits.astype(np.float64))
         return [{"text": t, "label": labels[int(p.argmax())],

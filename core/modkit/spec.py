@@ -207,6 +207,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         raise SpecError(str(path), [("", f"not valid TOML: {e}")]) from None
     for text in overrides:
         _apply_override(data, *parse_override(text), text)
+    backbone_from = data.get("backbone", {}).get("from") if isinstance(data.get("backbone"), dict) else None
+    if "tokenizer" not in data and backbone_from:
+        data["tokenizer"] = {"from": backbone_from}  # a checkpoint folder carries its tokenizer
     problems: list[tuple[str, str]] = []
     try:
         model = SpecModel.model_validate(data)

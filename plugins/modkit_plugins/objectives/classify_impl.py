@@ -1,7 +1,8 @@
-"""Sequence classification (GPT's fine-tuning: the extract token's state -> a linear head).
+"""Sequence classification: one hidden state per text -> a linear head.
 
-Each text is encoded and the tokenizer's eos token appended as the extract token (when it
-has one); the head reads the hidden state of the last real token.
+A tokenizer with a template (BERT's ``[CLS] text [SEP]``) encodes each text with it;
+otherwise the tokenizer's eos is appended as GPT's extract token. The head reads the state
+the ``pooling`` option names.
 """
 from __future__ import annotations
 
@@ -39,7 +40,12 @@ class Classify(nn.Module, Objective):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
         self.tokenizer = tokenizer
-        self.extract = [tokenizer.special_id("eos")] if tokenizer.special_id("eos") is not None else []
+        self.use_template = tokenizer.template is not None
+        eos = tokenizer.special_id("eos")
+        self.extract = [eos] if eos is not None and not self.use_template else []
+        self.pooling = options.pooling
+        if self.pooling == "auto":
+            self.pooling = "last" if getattr(backbone, "is_decoder", False) else "pooler"
         pad = tokenizer.special_id("pad")
         self.pad_id = pad if pad is not None else (self.extract[0] if self.extract else 0)
         self.max_length: int | None = None  # set by load_data; the runtime truncates the same way
@@ -57,10 +63,14 @@ class Classify(nn.Module, Objective):
             label = str(rec[o.label_field])
             if label not in index:
                 raise UserError(f"{path}: record {n}: label {label!r} is not one of {o.labels}")
-            ids = self.tokenizer.encode(str(rec[o.text_field]))[: seq_len - len(self.extract)]
-            examples.append((ids + self.extract, index[label]))
+            examples.append((self.encode(str(rec[o.text_field]), seq_len), index[label]))
         train, heldout = split_holdout(examples, o.holdout)
         return Examples(train, heldout)
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        if self.use_template:
+            return self.tokenizer.encode_plus(text, max_length=max_length).ids
+        return self.tokenizer.encode(text)[: max_length - len(self.extract)] + self.extract
 
     def _tensors(self, examples):
         ids, mask = pad_batch([e[0] for e in examples], self.pad_id)
@@ -72,7 +82,13 @@ class Classify(nn.Module, Objective):
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def logits(self, backbone, output, attention_mask):
-        return self.head(self.dropout(last_token_states(output.last_hidden_state, attention_mask)))
+        if self.pooling == "last":
+            state = last_token_states(output.last_hidden_state, attention_mask)
+        elif self.pooling == "pooler" and output.pooler_output is not None:
+            state = output.pooler_output
+        else:
+            state = output.last_hidden_state[:, 0]
+        return self.head(self.dropout(state))
 
     def loss(self, backbone, batch):
         out = backbone(batch["input_ids"], batch["attention_mask"])
@@ -105,4 +121,4 @@ class Classify(nn.Module, Objective):
 
     def describe(self):
         return {"task": self.task, "labels": list(self.options.labels), "append_ids": self.extract,
-                "pad_token_id": self.pad_id, "max_length": self.max_length}
+                "use_template": self.use_template, "pad_token_id": self.pad_id, "max_length": self.max_length}
