@@ -94,7 +94,7 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
         self_bias = self.decoder_bias(t, past_len + t) + attention_bias(
             decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
         cross_bias = None if attention_mask is None else attention_bias(
-            attention_mask, t, encoder_hidden.shape[1], causal=False, dtype=x.dtype, device=x.device)
+            attention_mask, t, attention_mask.shape[1], causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.decoder_blocks, x, bias=self_bias, source=encoder_hidden,
                           source_bias=cross_bias, past=past, final=self._final(self.decoder_norm),
                           **outputs)
