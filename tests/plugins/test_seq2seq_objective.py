@@ -114,3 +114,22 @@ def test_refuses_a_decoder_only_backbone():
     obj = registry.get("objective", "seq2seq")
     with pytest.raises(ValueError, match="needs an encoder-decoder"):
         obj.load()(obj.options(), backbone, WordTokenizer(WORDS))
+
+
+@pytest.mark.parametrize("example", ["tiny-t5", "tiny-bart"])
+def test_example_spec_options_validate_and_its_data_loads(example):
+    import tomllib
+    from pathlib import Path
+
+    folder = Path(__file__).parents[2] / "examples" / example
+    spec = tomllib.loads((folder / "spec.toml").read_text())
+    registry = get_registry()
+    backbone_values = dict(spec["backbone"])
+    backbone_opts = registry.get("backbone", backbone_values.pop("use")).options(**backbone_values)
+    stage = spec["stages"][0]
+    objective_values = dict(stage["objective"])
+    registry.get("objective", objective_values.pop("use")).options(**objective_values)
+    assert (folder / stage["data"]).stat().st_size < 500_000
+    rows = [json.loads(line) for line in (folder / stage["data"]).read_text().splitlines()]
+    assert len(rows) > 500 and all(sorted(r["source"].split()) == sorted(r["target"].split()) for r in rows)
+    assert backbone_opts.d_model == 128
