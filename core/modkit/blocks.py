@@ -129,6 +129,10 @@ class Attention(nn.Module):
         b, t, _ = x.shape  # (B, T, H*Dh) -> (B, H, T, Dh)
         return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
 
+    def project_kv(self, x: torch.Tensor) -> KVCache:
+        """Keys and values (B, H, T, Dh) of ``x``: for cross-attention, the cache of a source."""
+        return self._heads(self.k(x)), self._heads(self.v(x))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -152,8 +156,7 @@ class Attention(nn.Module):
         if self.is_cross and past is not None:
             k, v = past
         else:
-            kv_in = source if source is not None else x
-            k, v = self._heads(self.k(kv_in)), self._heads(self.v(kv_in))
+            k, v = self.project_kv(source if source is not None else x)
             if past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         present = (k, v) if use_cache else None
@@ -287,3 +290,83 @@ class LearnedPositions(nn.Embedding):
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(position_ids + self.offset)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's position scheme: a learned per-head bias for each bucket of key - query distance.
+
+    Near distances get a bucket each, far ones share logarithmically wider buckets up to
+    ``max_distance``. Bidirectional (encoder) buckets keep the sign; causal (decoder) ones
+    only look back. Computed once per stack and added to every layer's attention scores.
+    """
+
+    def __init__(self, num_buckets: int, max_distance: int, n_heads: int, *, bidirectional: bool):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.embedding = nn.Embedding(num_buckets, n_heads)
+
+    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        """Bucket ids of relative positions (key position - query position)."""
+        n = self.num_buckets
+        buckets = torch.zeros_like(relative)
+        if self.bidirectional:
+            n //= 2
+            buckets = buckets + (relative > 0).long() * n
+            distance = relative.abs()
+        else:
+            distance = (-relative).clamp(min=0)
+        exact = n // 2
+        # log(0) is -inf here, but those distances take the exact branch below
+        far = exact + (torch.log(distance.float() / exact) / math.log(self.max_distance / exact)
+                       * (n - exact)).long()
+        far = far.clamp(max=n - 1)
+        return buckets + torch.where(distance < exact, distance, far)
+
+    def forward(self, q_len: int, k_len: int) -> torch.Tensor:
+        """The bias (1, H, q_len, k_len); queries are the last ``q_len`` of ``k_len`` positions."""
+        device = self.embedding.weight.device
+        q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+        k_pos = torch.arange(k_len, device=device)[None, :]
+        values = self.embedding(self.bucket(k_pos - q_pos))  # (q, k, H)
+        return values.permute(2, 0, 1)[None]
+
+
+def run_blocks(
+    blocks: nn.ModuleList,
+    x: torch.Tensor,
+    *,
+    past: list | None = None,
+    use_cache: bool = False,
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+    final: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    **block_inputs,
+) -> tuple[torch.Tensor, tuple | None, tuple | None, tuple | None, list | None]:
+    """Run a stack of :class:`Block` s, collecting what transformers reports.
+
+    ``final`` (a last norm, say) is applied after the last block. Returns (x, hidden states:
+    the input of every block and the final x, self-attention weights, cross-attention
+    weights, cache), each None unless asked for.
+    """
+    hidden, self_ws, cross_ws, cache = [], [], [], []
+    for i, block in enumerate(blocks):
+        if output_hidden_states:
+            hidden.append(x)
+        x, self_w, cross_w, kv = block(x, past=past[i] if past else None, use_cache=use_cache,
+                                       output_attentions=output_attentions, **block_inputs)
+        self_ws.append(self_w)
+        cross_ws.append(cross_w)
+        cache.append(kv)
+    if final is not None:
+        x = final(x)
+    if output_hidden_states:
+        hidden.append(x)
+    return (
+        x,
+        tuple(hidden) if output_hidden_states else None,
+        tuple(self_ws) if output_attentions else None,
+        tuple(cross_ws) if output_attentions else None,
+        cache if use_cache else None,
+    )

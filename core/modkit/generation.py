@@ -4,11 +4,18 @@ A model takes part through a *step function*: ``step(tokens, cache) -> (logits, 
 where ``tokens`` (B, T) are the tokens not yet seen by the cache (the whole prompt on the
 first call, with ``cache=None``), and ``logits`` (B, V) are for the position after the last
 of them. The step function owns masks and positions, so this module knows nothing of
-architectures.
+architectures. Beam search also reorders the cache between steps; :func:`reorder_cache`
+does that for any nesting of tuples, lists and dicts of tensors with the batch first.
+
+Encoder-decoders take part through two methods (see :func:`generate_seq2seq`):
+``encode(input_ids, attention_mask) -> encoder_hidden (B, S, D)`` and
+``decode_step(decoder_input_ids, encoder_hidden, attention_mask, past, use_cache)
+-> (logits (B, V) of the last position, cache)``. :class:`Seq2SeqGenerationMixin` then
+gives such a model transformers' ``generate``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -65,3 +72,199 @@ def generate(
             break
         logits, cache = step(token[:, None], cache)
     return torch.stack(out, dim=1) if out else prompt.new_zeros((prompt.shape[0], 0))
+
+
+def reorder_cache(cache: Any, index: torch.Tensor) -> Any:
+    """Select rows ``index`` of every tensor in a cache (nested tuples, lists, dicts)."""
+    if isinstance(cache, torch.Tensor):
+        return cache.index_select(0, index)
+    if isinstance(cache, (list, tuple)):
+        return type(cache)(reorder_cache(c, index) for c in cache)
+    if isinstance(cache, dict):
+        return {k: reorder_cache(v, index) for k, v in cache.items()}
+    return cache  # None and other non-tensors are shared by every row
+
+
+_NEG = -1.0e9  # transformers' "impossible" score; the same constant keeps ties identical
+
+
+@torch.no_grad()
+def beam_search(
+    step: StepFn,
+    prompt: torch.Tensor,
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    length_penalty: float = 1.0,
+    early_stopping: bool | Literal["never"] = False,
+) -> torch.Tensor:
+    """Beam search, step for step as transformers' ``generate(num_beams=...)`` does it.
+
+    ``prompt`` is (B * num_beams, T): each row repeated ``num_beams`` times, consecutively.
+    A finished hypothesis scores sum(log p) / length ** length_penalty (length counts new
+    tokens). ``early_stopping``: True stops a row once it has ``num_beams`` finished
+    hypotheses; False stops when the best running beam, at its current length, cannot beat
+    the worst finished one; "never" assumes the longest length when the penalty favours it.
+    Returns the best hypothesis' new tokens per row (B, <= max_new_tokens), padded.
+    """
+    flat, device = prompt.shape[0], prompt.device
+    if flat % num_beams:
+        raise ValueError(f"prompt rows ({flat}) must be a multiple of num_beams ({num_beams})")
+    batch = flat // num_beams
+    keep = 2 * num_beams  # candidates kept per row, so num_beams survive even if all hit eos
+    # transformers fills with `pad or eos`, so a pad id of 0 (T5) falls back to the eos
+    fill = (pad_token_id or eos_token_id) if eos_token_id is not None else -1
+    running = torch.full((batch, num_beams, max_new_tokens), fill, dtype=torch.long, device=device)
+    running_scores = torch.zeros(batch, num_beams, device=device)
+    running_scores[:, 1:] = _NEG  # the beams start identical: expand only the first
+    finished = running.clone()
+    finished_scores = torch.full((batch, num_beams), _NEG, device=device)
+    finished_len = torch.zeros(batch, num_beams, dtype=torch.long, device=device)
+    is_finished = torch.zeros(batch, num_beams, dtype=torch.bool, device=device)
+    improvable = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    top_beams = torch.arange(keep, device=device) < num_beams
+    row_offset = torch.arange(batch, device=device)[:, None] * num_beams
+
+    logits, cache = step(prompt, None)
+    for t in range(max_new_tokens):
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        vocab = log_probs.shape[-1]
+        scores = (log_probs.view(batch, num_beams, vocab) + running_scores[:, :, None]).view(batch, -1)
+        cand_scores, cand_index = torch.topk(scores, keep)
+        cand_beam, cand_token = cand_index // vocab, cand_index % vocab
+        candidates = running.gather(1, cand_beam[:, :, None].expand(-1, -1, max_new_tokens)).clone()
+        candidates[:, :, t] = cand_token
+        hits = torch.full_like(cand_token, t + 1 >= max_new_tokens, dtype=torch.bool)
+        if eos_token_id is not None:
+            hits |= cand_token == eos_token_id
+
+        # the best num_beams candidates that did not just finish keep running
+        live_scores = cand_scores + hits.float() * _NEG
+        nxt = torch.topk(live_scores, num_beams).indices
+        running = candidates.gather(1, nxt[:, :, None].expand(-1, -1, max_new_tokens))
+        running_scores = live_scores.gather(1, nxt)
+        source_beam = cand_beam.gather(1, nxt)
+
+        # finished candidates among the top num_beams compete with the finished hypotheses
+        just_finished = hits & top_beams[None, :]
+        final = cand_scores / ((t + 1) ** length_penalty)
+        final += (is_finished.all(-1, keepdim=True) & (early_stopping is True)).float() * _NEG
+        final += (~improvable).float() * _NEG
+        final += (~just_finished) * _NEG
+        best = torch.topk(torch.cat([finished_scores, final], 1), num_beams).indices
+        finished = torch.cat([finished, candidates], 1).gather(
+            1, best[:, :, None].expand(-1, -1, max_new_tokens))
+        finished_scores = torch.cat([finished_scores, final], 1).gather(1, best)
+        finished_len = torch.cat([finished_len, torch.full_like(cand_token, t + 1)], 1).gather(1, best)
+        is_finished = torch.cat([is_finished, just_finished], 1).gather(1, best)
+
+        hypothetical = max_new_tokens if early_stopping == "never" and length_penalty > 0 else t + 1
+        best_running = running_scores[:, :1] / (hypothetical ** length_penalty)
+        worst_finished = torch.where(is_finished, finished_scores.min(1, keepdim=True).values, _NEG)
+        improvable = improvable & (best_running > worst_finished).any(-1, keepdim=True)
+        all_full = bool(is_finished.all()) and early_stopping is True
+        if not bool(improvable.any()) or all_full or bool(hits.all()):
+            break
+        cache = reorder_cache(cache, (source_beam + row_offset).view(-1))
+        logits, cache = step(running[:, :, t].reshape(-1, 1), cache)
+    length = int(finished_len[:, 0].max())
+    return finished[:, 0, :length]
+
+
+@torch.no_grad()
+def generate_seq2seq(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int,
+    decoder_start_token_id: int,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool | Literal["never"] = False,
+    use_cache: bool = True,
+    **sampling: Any,
+) -> torch.Tensor:
+    """Generate with an encoder-decoder: the encoder runs once, the decoder step by step.
+
+    With ``use_cache`` the decoder keeps its self-attention keys/values and the encoder's
+    cross-attention keys/values (computed at the first step); without it every step reruns
+    the decoder on the whole prefix (slow; for checking the cache). ``sampling`` holds
+    :func:`generate`'s options (do_sample, temperature, top_k, top_p, eos_token_id,
+    pad_token_id, generator). Returns (B, 1 + new) starting with ``decoder_start_token_id``,
+    as transformers does.
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if num_beams > 1:  # each row's beams read the same encoder output
+        input_ids = input_ids.repeat_interleave(num_beams, dim=0)
+        attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
+    encoder_hidden = model.encode(input_ids, attention_mask)
+    start = torch.full((input_ids.shape[0], 1), decoder_start_token_id, dtype=torch.long,
+                       device=input_ids.device)
+
+    def cached_step(tokens, cache):
+        return model.decode_step(tokens, encoder_hidden, attention_mask, cache, use_cache=True)
+
+    def uncached_step(tokens, prefix):  # the "cache" is the prefix decoded so far
+        prefix = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
+        logits, _ = model.decode_step(prefix, encoder_hidden, attention_mask, None, use_cache=False)
+        return logits, prefix
+
+    step = cached_step if use_cache else uncached_step
+    if num_beams > 1:
+        if sampling.get("do_sample"):
+            raise ValueError("beam search with sampling is not supported; use num_beams=1")
+        # as in transformers, temperature/top_k/top_p only matter when sampling
+        new = beam_search(step, start, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                          length_penalty=length_penalty, early_stopping=early_stopping,
+                          eos_token_id=sampling.get("eos_token_id"),
+                          pad_token_id=sampling.get("pad_token_id"))
+        start = start[::num_beams]
+    else:
+        new = generate(step, start, max_new_tokens=max_new_tokens, **sampling)
+    return torch.cat([start, new], dim=1)
+
+
+class Seq2SeqGenerationMixin:
+    """``generate`` with transformers' argument names, for a model with ``encode`` and
+    ``decode_step`` whose ``config`` has eos/pad/decoder-start token ids."""
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+        early_stopping: bool | Literal["never"] = False,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        decoder_start_token_id: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Decoder sequences (B, 1 + new), starting with the decoder start token.
+
+        Ids default to the model's config. Unlike transformers, ``top_k`` defaults to 0 (off).
+        """
+        cfg = self.config
+        sampling = dict(eos_token_id=cfg.eos_token_id if eos_token_id is None else eos_token_id,
+                        pad_token_id=cfg.pad_token_id if pad_token_id is None else pad_token_id)
+        if num_beams == 1:
+            sampling.update(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                            generator=generator)
+        elif do_sample:
+            raise ValueError("beam search with sampling is not supported; use num_beams=1")
+        start = cfg.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
+        return generate_seq2seq(
+            self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+            decoder_start_token_id=start, num_beams=num_beams, length_penalty=length_penalty,
+            early_stopping=early_stopping, use_cache=use_cache, **sampling)

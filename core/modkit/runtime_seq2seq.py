@@ -1,0 +1,97 @@
+"""Greedy seq2seq generation with onnxruntime over ``encoder.onnx`` + ``decoder.onnx``.
+
+No torch here: a deployment runs this with numpy and onnxruntime only. The graphs are the
+ones :mod:`modkit.export_seq2seq` writes:
+
+- encoder: ``input_ids, attention_mask -> encoder_hidden_states, cross.{i}.key, cross.{i}.value``
+  (each decoder layer's cross-attention keys/values, computed once);
+- decoder: ``decoder_input_ids, attention_mask, past.{i}.key/value, cross.{i}.key/value ->
+  logits (of the last position), present.{i}.key/value``; the first step passes a past of
+  length 0.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class Seq2SeqSession:
+    """The two onnxruntime sessions of an encoder-decoder artifact."""
+
+    def __init__(self, encoder_path: str | Path, decoder_path: str | Path, provider: str = "cpu"):
+        import onnxruntime as ort
+
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
+        self.encoder = ort.InferenceSession(str(encoder_path), providers=PROVIDERS[provider])
+        self.decoder = ort.InferenceSession(str(decoder_path), providers=PROVIDERS[provider])
+        self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past.")]
+        self.present_names = [o.name for o in self.decoder.get_outputs() if o.name.startswith("present.")]
+        past_input = next(i for i in self.decoder.get_inputs() if i.name.startswith("past."))
+        self.n_heads, self.d_head = past_input.shape[1], past_input.shape[3]
+
+    def greedy(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        max_new_tokens: int,
+        decoder_start_token_id: int,
+        eos_token_id: int | None = None,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """New tokens (B, <= max_new_tokens; rows that finished are padded with the eos) and
+        the logits (B, V) of every step."""
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        encoded = self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+        cross = {o.name: v for o, v in zip(self.encoder.get_outputs(), encoded) if o.name.startswith("cross.")}
+        batch = input_ids.shape[0]
+        empty = np.zeros((batch, self.n_heads, 0, self.d_head), dtype=np.float32)
+        past = {name: empty for name in self.past_names}
+        tokens = np.full((batch, 1), decoder_start_token_id, dtype=np.int64)
+        done = np.zeros(batch, dtype=bool)
+        out, all_logits = [], []
+        for _ in range(max_new_tokens):
+            logits, *present = self.decoder.run(
+                None, {"decoder_input_ids": tokens, "attention_mask": attention_mask, **past, **cross})
+            all_logits.append(logits)
+            token = logits.argmax(-1)
+            if eos_token_id is not None:
+                token = np.where(done, eos_token_id, token)
+                done |= token == eos_token_id
+            out.append(token)
+            if done.all():
+                break
+            past = dict(zip(self.past_names, present))
+            tokens = token[:, None].astype(np.int64)
+        return np.stack(out, axis=1), all_logits
+
+
+def strip_after_eos(tokens: np.ndarray, eos_token_id: int | None) -> list[list[int]]:
+    """Each row's tokens up to (not including) its first eos."""
+    rows = []
+    for row in tokens.tolist():
+        rows.append(row[:row.index(eos_token_id)] if eos_token_id in row else row)
+    return rows
+
+
+def generate_onnx(
+    encoder_path: str | Path,
+    decoder_path: str | Path,
+    input_ids: Sequence[Sequence[int]] | np.ndarray,
+    attention_mask: Sequence[Sequence[int]] | np.ndarray,
+    max_new_tokens: int,
+    decoder_start_token_id: int,
+    eos_token_id: int | None,
+    provider: str = "cpu",
+) -> list[list[int]]:
+    """Greedy generation from an exported encoder-decoder; each row's new tokens before eos."""
+    session = Seq2SeqSession(encoder_path, decoder_path, provider)
+    tokens, _ = session.greedy(np.asarray(input_ids), np.asarray(attention_mask),
+                               max_new_tokens=max_new_tokens,
+                               decoder_start_token_id=decoder_start_token_id, eos_token_id=eos_token_id)
+    return strip_after_eos(tokens, eos_token_id)

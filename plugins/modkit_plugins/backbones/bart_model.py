@@ -1,0 +1,161 @@
+"""BART: a bidirectional encoder and an autoregressive decoder, post-LN blocks, learned positions.
+
+Submodule names follow the roles, not Hugging Face's names; ``bart_hf`` maps between them.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modkit.blocks import Block, LearnedPositions, attention_bias, run_blocks
+from modkit.generation import Seq2SeqGenerationMixin
+from modkit.interfaces import Backbone
+from modkit.outputs import ModelOutput
+
+BART_POSITION_OFFSET = 2  # fairseq reserved the first two position ids
+
+
+def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
+    """Decoder inputs from targets: the start token, then the targets minus their last token."""
+    shifted = ids.new_full(ids.shape, start_token_id)
+    shifted[:, 1:] = ids[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)  # -100 marks ignored labels
+
+
+class ClassificationHead(nn.Module):
+    """BART's sequence-classification head over the last eos token's representation."""
+
+    def __init__(self, d_model: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, num_labels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
+
+
+class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
+    is_decoder = True
+    is_encoder_decoder = True
+
+    def __init__(self, config):
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("bart: vocab_size must be set (or come from the tokenizer)")
+        self.config = config
+        d, v = config.d_model, config.vocab_size
+        self.d_model, self.vocab_size = d, v
+        block = partial(Block, d, config.n_heads, config.d_ff or 4 * d, pre_norm=False,
+                        eps=config.layer_norm_eps, activation=config.activation,
+                        dropout=config.dropout, attn_dropout=config.attention_dropout,
+                        ffn_dropout=config.activation_dropout)
+        self.embed = nn.Embedding(v, d, padding_idx=config.pad_token_id)
+        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.encoder_positions = LearnedPositions(config.n_positions, d, offset=BART_POSITION_OFFSET)
+        self.decoder_positions = LearnedPositions(config.n_positions, d, offset=BART_POSITION_OFFSET)
+        self.encoder_embed_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.decoder_embed_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.encoder_blocks = nn.ModuleList(block() for _ in range(config.encoder_layers))
+        self.decoder_blocks = nn.ModuleList(block(cross=True) for _ in range(config.decoder_layers))
+        self.drop = nn.Dropout(config.dropout)
+        self.register_buffer("final_logits_bias", torch.zeros(v))
+        self.classification_head = (
+            ClassificationHead(d, config.num_labels, config.dropout) if config.num_labels else None)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+
+    def _embed(self, ids: torch.Tensor, positions: LearnedPositions, norm: nn.LayerNorm,
+               past_len) -> torch.Tensor:
+        pos = torch.arange(past_len, past_len + ids.shape[1], device=ids.device)[None]
+        return self.drop(norm(self.embed(ids) * self.embed_scale + positions(pos)))  # (B, T, D)
+
+    def _encoder(self, input_ids, attention_mask, **outputs):
+        x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm, 0)
+        t = input_ids.shape[1]
+        bias = None if attention_mask is None else attention_bias(
+            attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
+        return run_blocks(self.encoder_blocks, x, bias=bias, **outputs)
+
+    def _decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
+                 decoder_attention_mask=None, past=None, **outputs):
+        past_len = past[0][0][0].shape[2] if past else 0
+        x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm, past_len)
+        t = decoder_input_ids.shape[1]
+        self_bias = None if decoder_attention_mask is None else attention_bias(
+            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
+        cross_bias = None if attention_mask is None else attention_bias(
+            attention_mask, t, attention_mask.shape[1], causal=False, dtype=x.dtype, device=x.device)
+        return run_blocks(self.decoder_blocks, x, bias=self_bias, causal=True, source=encoder_hidden,
+                          source_bias=cross_bias, past=past, **outputs)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's last hidden state (B, S, D)."""
+        return self._encoder(input_ids, attention_mask)[0]
+
+    def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
+                    use_cache: bool = True):
+        """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""
+        x, *_, cache = self._decoder(decoder_input_ids, encoder_hidden, attention_mask, past=past,
+                                     use_cache=use_cache)
+        return self.lm_logits(x[:, -1]), cache
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.embed.weight, self.final_logits_bias)  # tied head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        *,
+        encoder_outputs: torch.Tensor | None = None,
+        past_key_values: list | None = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder.
+
+        Without ``decoder_input_ids`` the decoder reads ``input_ids`` shifted right, as BART does.
+        """
+        if decoder_input_ids is None:
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
+        flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        enc_hidden = enc_attn = None
+        if encoder_outputs is None:
+            encoder_outputs, enc_hidden, enc_attn, _, _ = self._encoder(input_ids, attention_mask, **flags)
+        x, dec_hidden, dec_attn, cross_attn, cache = self._decoder(
+            decoder_input_ids, encoder_outputs, attention_mask, decoder_attention_mask,
+            past=past_key_values, use_cache=use_cache, **flags)
+        return ModelOutput(
+            last_hidden_state=x, logits=self.lm_logits(x), past_key_values=cache,
+            encoder_last_hidden_state=encoder_outputs, encoder_hidden_states=enc_hidden,
+            encoder_attentions=enc_attn, decoder_hidden_states=dec_hidden,
+            decoder_attentions=dec_attn, cross_attentions=cross_attn,
+        )
+
+    def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B, num_labels) from the decoder state at each row's last eos."""
+        if self.classification_head is None:
+            raise ValueError("this BART has no classification head (set num_labels)")
+        hidden = self(input_ids, attention_mask).last_hidden_state
+        eos = input_ids.eq(self.config.eos_token_id)
+        counts = eos.sum(1)
+        if bool((counts == 0).any()) or bool((counts != counts[0]).any()):
+            raise ValueError("every row must hold the same number (>= 1) of eos tokens")
+        last_eos = hidden[eos].view(hidden.shape[0], -1, hidden.shape[-1])[:, -1]
+        return self.classification_head(last_eos)

@@ -1,0 +1,146 @@
+"""T5: pre-norm RMSNorm blocks without biases, relative position bias shared across layers.
+
+v1.0 uses a ReLU feed-forward and a tied head that sees the decoder output scaled by
+d_model**-0.5; v1.1 a gated-GELU feed-forward and an untied head.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modkit.blocks import Block, RelativePositionBias, RMSNorm, attention_bias, run_blocks
+from modkit.generation import Seq2SeqGenerationMixin
+from modkit.interfaces import Backbone
+from modkit.outputs import ModelOutput
+
+
+def sentinel_token(i: int) -> str:
+    """The text of T5's i-th sentinel, which stands for the i-th dropped span."""
+    return f"<extra_id_{i}>"
+
+
+def sentinel_id(tokenizer_vocab_size: int, i: int) -> int:
+    """T5 numbers sentinels down from the end of the tokenizer's vocabulary."""
+    return tokenizer_vocab_size - 1 - i
+
+
+def parse_feed_forward(proj: str) -> tuple[str, bool]:
+    """``"relu"`` -> (relu, not gated); ``"gated-gelu"`` -> (gelu_new, gated), as transformers reads it."""
+    parts = proj.split("-")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
+        raise ValueError(f"t5: feed_forward_proj {proj!r} must be 'ACT' or 'gated-ACT'")
+    gated = len(parts) == 2
+    return ("gelu_new" if proj == "gated-gelu" else parts[-1]), gated
+
+
+class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
+    is_decoder = True
+    is_encoder_decoder = True
+
+    def __init__(self, config):
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("t5: vocab_size must be set (or come from the tokenizer)")
+        self.config = config
+        d, v, h = config.d_model, config.vocab_size, config.n_heads
+        self.d_model, self.vocab_size = d, v
+        activation, gated = parse_feed_forward(config.feed_forward_proj)
+        block = partial(Block, d, h, config.d_ff or 4 * d, pre_norm=True, norm="rms",
+                        eps=config.layer_norm_eps, activation=activation, gated=gated, bias=False,
+                        d_head=config.d_kv or d // h, attn_scale=1.0,  # T5 folds 1/sqrt(d) into init
+                        dropout=config.dropout, attn_dropout=config.dropout, ffn_dropout=config.dropout)
+        relative = partial(RelativePositionBias, config.relative_attention_num_buckets,
+                           config.relative_attention_max_distance, h)
+        self.embed = nn.Embedding(v, d)
+        self.encoder_bias = relative(bidirectional=True)
+        self.decoder_bias = relative(bidirectional=False)
+        self.encoder_blocks = nn.ModuleList(block() for _ in range(config.encoder_layers))
+        self.decoder_blocks = nn.ModuleList(block(cross=True) for _ in range(config.decoder_layers))
+        self.encoder_norm = RMSNorm(d, config.layer_norm_eps)
+        self.decoder_norm = RMSNorm(d, config.layer_norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(d, v, bias=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # T5's scheme: variance 1/fan_in, with attention's 1/sqrt(d_head) moved into q's init
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=1.0)
+        elif isinstance(module, nn.Linear):
+            std = module.in_features ** -0.5
+            if getattr(module, "modkit_role", "").endswith(".q"):
+                std *= (module.out_features // self.config.n_heads) ** -0.5
+            nn.init.normal_(module.weight, std=std)
+
+    def _final(self, norm: RMSNorm):
+        return lambda x: self.drop(norm(x))
+
+    def _encoder(self, input_ids, attention_mask, **outputs):
+        t = input_ids.shape[1]
+        x = self.drop(self.embed(input_ids))  # (B, S, D)
+        bias = self.encoder_bias(t, t)  # (1, H, S, S), shared by every layer
+        if attention_mask is not None:
+            bias = bias + attention_bias(attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
+        return run_blocks(self.encoder_blocks, x, bias=bias, final=self._final(self.encoder_norm), **outputs)
+
+    def _decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
+                 decoder_attention_mask=None, past=None, **outputs):
+        past_len = past[0][0][0].shape[2] if past else 0
+        t = decoder_input_ids.shape[1]
+        x = self.drop(self.embed(decoder_input_ids))  # (B, T, D)
+        self_bias = self.decoder_bias(t, past_len + t) + attention_bias(
+            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
+        cross_bias = None if attention_mask is None else attention_bias(
+            attention_mask, t, attention_mask.shape[1], causal=False, dtype=x.dtype, device=x.device)
+        return run_blocks(self.decoder_blocks, x, bias=self_bias, source=encoder_hidden,
+                          source_bias=cross_bias, past=past, final=self._final(self.decoder_norm),
+                          **outputs)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's last hidden state (B, S, D)."""
+        return self._encoder(input_ids, attention_mask)[0]
+
+    def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
+                    use_cache: bool = True):
+        """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""
+        x, *_, cache = self._decoder(decoder_input_ids, encoder_hidden, attention_mask, past=past,
+                                     use_cache=use_cache)
+        return self.lm_logits(x[:, -1]), cache
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.config.rescale_output:
+            hidden = hidden * self.d_model ** -0.5
+        return F.linear(hidden, self.embed.weight if self.lm_head is None else self.lm_head.weight)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        *,
+        encoder_outputs: torch.Tensor | None = None,
+        past_key_values: list | None = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder."""
+        if decoder_input_ids is None:
+            raise ValueError("t5: decoder_input_ids are required (the targets shifted right)")
+        flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        enc_hidden = enc_attn = None
+        if encoder_outputs is None:
+            encoder_outputs, enc_hidden, enc_attn, _, _ = self._encoder(input_ids, attention_mask, **flags)
+        x, dec_hidden, dec_attn, cross_attn, cache = self._decoder(
+            decoder_input_ids, encoder_outputs, attention_mask, decoder_attention_mask,
+            past=past_key_values, use_cache=use_cache, **flags)
+        return ModelOutput(
+            last_hidden_state=x, logits=self.lm_logits(x), past_key_values=cache,
+            encoder_last_hidden_state=encoder_outputs, encoder_hidden_states=enc_hidden,
+            encoder_attentions=enc_attn, decoder_hidden_states=dec_hidden,
+            decoder_attentions=dec_attn, cross_attentions=cross_attn,
+        )
