@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .checkpoints import load_hf
 from .errors import UserError
-from .export import check_parity, export_onnx
+from .export import ParityError, check_parity, export_onnx
 from .fileio import atomic_dir, sha256_file
 from .model import ModkitModel
 from .registry import Component, Registry, get_registry
@@ -111,13 +111,31 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
         backbone = getattr(loaded, "backbone", loaded)
         return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
-    options = res.options
-    if "vocab_size" in type(options).model_fields and not options.vocab_size:
-        options = options.model_copy(update={"vocab_size": tokenizer.vocab_size})
-    elif getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
+    options = options_from_tokenizer(res.options, tokenizer)
+    if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
         raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
     return res.component.load()(options), res.component
+
+
+_ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "bos"}
+
+
+def options_from_tokenizer(options, tokenizer):
+    """Fill what the spec left unset from the tokenizer: vocab_size (when 0) and the special
+    token ids. A family's ``decoder_start_token_id`` follows the role its default shares
+    (BART starts with the eos, T5 with the pad)."""
+    fields, given = type(options).model_fields, options.model_fields_set
+    update = {}
+    if "vocab_size" in fields and not options.vocab_size:
+        update["vocab_size"] = tokenizer.vocab_size
+    for field, role in _ROLE_FIELDS.items():
+        if field in fields and field not in given and tokenizer.special_id(role) is not None:
+            update[field] = tokenizer.special_id(role)
+            if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given \
+                    and fields["decoder_start_token_id"].default == fields[field].default:
+                update["decoder_start_token_id"] = update[field]
+    return options.model_copy(update=update)
 
 
 class _Progress:
@@ -142,6 +160,26 @@ class _NoBar:
 
     def __exit__(self, *exc):
         pass
+
+
+def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
+    """Write the ONNX graph(s) into ``folder`` and return the parity figures."""
+    inputs = objective.export_inputs(data)
+    if not getattr(model.backbone, "is_encoder_decoder", False):
+        export_onnx(model, inputs, folder / "model.onnx", opset=export.opset)
+        return check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
+    from .export_seq2seq import export_seq2seq
+
+    task = objective.describe()
+    figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),
+                             decoder_start_token_id=task.get("decoder_start_token_id"),
+                             eos_token_id=task.get("eos_token_id"))
+    worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
+    if not worst <= export.parity_tolerance or not figures["greedy_tokens_equal"]:
+        raise ParityError(f"ONNX parity check failed: max abs difference {worst:.3g} (tolerance "
+                          f"{export.parity_tolerance:g}), greedy tokens equal: {figures['greedy_tokens_equal']}")
+    return {"max_abs_diff": worst, "tolerance": export.parity_tolerance,
+            "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
@@ -229,12 +267,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         tokenizer.save(tmp / "tokenizer.json")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
-            inputs = objective.export_inputs(data)
-            export_onnx(model, inputs, tmp / "model.onnx", opset=spec.model.export.opset)
-            manifest["parity"] = check_parity(model, tmp / "model.onnx", inputs,
-                                              tolerance=spec.model.export.parity_tolerance)
-            manifest["onnx"] = {"model.onnx": {"inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
-                                               "opset": spec.model.export.opset}}
+            manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -139,9 +139,12 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
     if file_ and file_.endswith(".jsonl"):
         from .data import read_jsonl
 
-        records = read_jsonl(Path(file_), ["text"])
-        inputs += [str(r["text"]) for r in records]
-        gold = [r.get("label") for r in records]
+        records = read_jsonl(Path(file_), [])
+        field = next((f for f in ("text", "source") if f in records[0]), None)
+        if field is None:
+            raise UserError(f"{file_}:1: expected a \"text\" (or seq2seq \"source\") field")
+        inputs += [str(r.get(field, "")) for r in records]
+        gold = [r.get("label", r.get("target")) for r in records]
     elif file_:
         try:
             inputs += [line for line in Path(file_).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -159,9 +162,11 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
             click.echo(f"{result['label']}\t{probs}\t{result['text']}")
         else:
             click.echo(result["text"] + result["generated"])
-    if gold and all(g is not None for g in gold) and "label" in results[0]:
-        right = sum(str(g) == r["label"] for g, r in zip(gold, results))
-        click.echo(f"accuracy {right / len(gold):.4f} ({right}/{len(gold)} labelled lines of {file_})", err=True)
+    if gold and all(g is not None for g in gold):
+        key = "label" if "label" in results[0] else "generated"
+        right = sum(str(g).strip() == r[key].strip() for g, r in zip(gold, results))
+        name = "accuracy" if key == "label" else "exact match"
+        click.echo(f"{name} {right / len(gold):.4f} ({right}/{len(gold)} labelled lines of {file_})", err=True)
 main.add_command(tokenize)
 main.add_command(export_hf)
 

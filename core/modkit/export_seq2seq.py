@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .fileio import atomic_path
+from .runtime import make_session
 from .runtime_seq2seq import Seq2SeqSession
 
 OPSET = 17
@@ -124,7 +125,7 @@ def export_seq2seq(
 def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos) -> dict[str, Any]:
     encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask)
 
-    session = Seq2SeqSession(encoder_path, decoder_path)
+    session = Seq2SeqSession(make_session(encoder_path, "cpu"), make_session(decoder_path, "cpu"))
     onnx_tokens, onnx_logits = session.greedy(ids.numpy(), mask.numpy(), max_new_tokens=max_new_tokens,
                                               decoder_start_token_id=start, eos_token_id=eos)
     with torch.no_grad():

@@ -48,7 +48,12 @@ class Runtime:
         self.tokenizer = load_tokenizer(self.folder, registry=registry)
         options = self.manifest["components"]["backbone"]["options"]
         self.max_positions = options.get("n_positions") or options.get("max_position_embeddings")
-        self.session = make_session(self.folder / "model.onnx", provider)
+        if self.task["task"] == "seq2seq":
+            from .runtime_seq2seq import Seq2SeqSession
+
+            self.seq2seq = Seq2SeqSession(*(make_session(self.folder / f, provider) for f in ("encoder.onnx", "decoder.onnx")))
+        else:
+            self.session = make_session(self.folder / "model.onnx", provider)
 
     def _logits(self, batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(ids) for ids in batch)
@@ -88,10 +93,27 @@ class Runtime:
             results.append({"text": text, "generated": self.tokenizer.decode(new), "ids": new})
         return results
 
-    def run(self, texts: Sequence[str], *, max_new_tokens: int = 32) -> list[dict[str, Any]]:
+    def transduce(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+        """Seq2seq: greedy generation of each text's target, with the encoder run once."""
+        from .runtime_seq2seq import strip_after_eos
+
+        eos, pad = self.task["eos_token_id"], self.task.get("pad_token_id", 0)
+        limit = (self.task.get("max_length") or 10**9) - 1
+        batch = [self.tokenizer.encode(t)[:limit] + [eos] for t in texts]  # as seq2seq trained
+        width = max(len(b) for b in batch)
+        ids = np.array([b + [pad] * (width - len(b)) for b in batch], dtype=np.int64)
+        mask = np.array([[1] * len(b) + [0] * (width - len(b)) for b in batch], dtype=np.int64)
+        tokens, _ = self.seq2seq.greedy(ids, mask, max_new_tokens=max_new_tokens or self.task.get("max_new_tokens", 32),
+                                        decoder_start_token_id=self.task["decoder_start_token_id"], eos_token_id=eos)
+        return [{"text": t, "generated": self.tokenizer.decode(row), "ids": row}
+                for t, row in zip(texts, strip_after_eos(tokens, eos))]
+
+    def run(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> list[dict[str, Any]]:
         kind = self.task["task"]
+        if kind == "seq2seq":
+            return self.transduce(texts, max_new_tokens=max_new_tokens)
         if kind == "classify":
             return self.classify(texts)
         if kind == "generate":
-            return self.generate(texts, max_new_tokens=max_new_tokens)
+            return self.generate(texts, max_new_tokens=max_new_tokens or 32)
         raise ArtifactError(f"{self.folder}: task {kind!r} is not served by this modkit version")

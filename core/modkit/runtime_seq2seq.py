@@ -16,19 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
-PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
-
-
 class Seq2SeqSession:
     """The two onnxruntime sessions of an encoder-decoder artifact."""
 
-    def __init__(self, encoder_path: str | Path, decoder_path: str | Path, provider: str = "cpu"):
-        import onnxruntime as ort
-
-        if provider not in PROVIDERS:
-            raise ValueError(f"provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
-        self.encoder = ort.InferenceSession(str(encoder_path), providers=PROVIDERS[provider])
-        self.decoder = ort.InferenceSession(str(decoder_path), providers=PROVIDERS[provider])
+    def __init__(self, encoder, decoder):
+        """``encoder``/``decoder``: onnxruntime sessions (see :func:`modkit.runtime.make_session`)."""
+        self.encoder, self.decoder = encoder, decoder
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past.")]
         self.present_names = [o.name for o in self.decoder.get_outputs() if o.name.startswith("present.")]
         past_input = next(i for i in self.decoder.get_inputs() if i.name.startswith("past."))
@@ -90,7 +83,9 @@ def generate_onnx(
     provider: str = "cpu",
 ) -> list[list[int]]:
     """Greedy generation from an exported encoder-decoder; each row's new tokens before eos."""
-    session = Seq2SeqSession(encoder_path, decoder_path, provider)
+    from .runtime import make_session
+
+    session = Seq2SeqSession(make_session(Path(encoder_path), provider), make_session(Path(decoder_path), provider))
     tokens, _ = session.greedy(np.asarray(input_ids), np.asarray(attention_mask),
                                max_new_tokens=max_new_tokens,
                                decoder_start_token_id=decoder_start_token_id, eos_token_id=eos_token_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError, UserError
 from .options import Options
@@ -41,6 +41,11 @@ class ComponentSection(BaseModel):
 class TokenizerSection(ComponentSection):
     use: str = "bpe"
     train_on: list[str] = Field(default_factory=list, description="Text files to train on.")
+
+    @field_validator("train_on", mode="before")
+    @classmethod
+    def _one_file_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
     from_: str | None = Field(None, alias="from", description="A tokenizer file or folder to load instead of training.")
 
 

@@ -44,14 +44,16 @@ def check_backbone(backbone, *, batch: int = 2, length: int = 7) -> None:
     backbone.eval()
     ids = torch.randint(0, backbone.vocab_size, (batch, length))
     mask = torch.ones(batch, length, dtype=torch.long)
+    seq2seq = getattr(backbone, "is_encoder_decoder", False)
     with torch.no_grad():
-        out = backbone(ids, mask, output_hidden_states=True)
+        out = backbone(ids, mask, decoder_input_ids=ids, output_hidden_states=True) if seq2seq \
+            else backbone(ids, mask, output_hidden_states=True)
     assert out.last_hidden_state.shape == (batch, length, backbone.d_model), "last_hidden_state shape"
-    assert out.hidden_states and torch.equal(out.hidden_states[-1], out.last_hidden_state), \
-        "hidden_states[-1] must be last_hidden_state"
+    hidden = out.decoder_hidden_states if seq2seq else out.hidden_states
+    assert hidden and torch.equal(hidden[-1], out.last_hidden_state), "the last hidden state must be last_hidden_state"
     roles = {role for _, _, role in iter_roles(backbone)}
     assert {"attn.q", "attn.k", "attn.v", "attn.o"} <= roles, f"missing attention roles (has {sorted(roles)})"
-    if getattr(backbone, "is_decoder", False):
+    if getattr(backbone, "is_decoder", False) and not seq2seq:
         padded_mask = mask.clone()
         padded_mask[0, length - 2:] = 0
         with torch.no_grad():
@@ -75,9 +77,10 @@ def check_peft(method, backbone) -> None:
     own = [p for m in modules for p in m.parameters()]
     assert own and not any(id(p) in before for p in own), "apply must return only the method's new weights"
     ids = torch.randint(0, backbone.vocab_size, (2, 5))
-    out = backbone(ids).last_hidden_state
+    seq2seq = {"decoder_input_ids": ids} if getattr(backbone, "is_encoder_decoder", False) else {}
+    out = backbone(ids, **seq2seq).last_hidden_state
     out.sum().backward()
     assert all(p.grad is not None for p in own), "some of the method's weights get no gradient"
     method.merge(backbone)
     with torch.no_grad():
-        assert backbone(ids).last_hidden_state.shape == out.shape
+        assert backbone(ids, **seq2seq).last_hidden_state.shape == out.shape

@@ -7,7 +7,8 @@ from modkit import load_registry
 from modkit.testing import check_backbone, check_peft, check_tokenizer
 
 REGISTRY = load_registry()
-SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
+SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "encoder_layers": 2, "decoder_layers": 2, "n_heads": 4,
+         "d_kv": 8, "d_ff": 64, "dropout": 0.0}
 
 
 def small_options(component, wanted: dict):
@@ -16,9 +17,7 @@ def small_options(component, wanted: dict):
 
 
 def tiny_backbones():
-    for name in REGISTRY.names("backbone"):
-        comp = REGISTRY.get("backbone", name)
-        yield pytest.param(comp, id=name)
+    return [pytest.param(REGISTRY.get("backbone", name), id=name) for name in REGISTRY.names("backbone")]
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("tokenizer"))

@@ -37,7 +37,7 @@ def test_unknown_model_type_names_the_supported_ones(tmp_path):
     folder = tmp_path / "llama"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(modkit.ArtifactError, match=r"'llama' is not supported \(supported: bert, gpt2, openai-gpt"):
+    with pytest.raises(modkit.ArtifactError, match=r"'llama' is not supported \(supported: bart, bert, gpt2, openai-gpt, t5\)"):
         modkit.load_model(folder)
 
 

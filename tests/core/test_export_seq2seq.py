@@ -54,6 +54,9 @@ def test_runtime_does_not_import_torch():
 
 
 def test_unknown_provider_is_refused(exported):
+    from modkit import UserError
+    from modkit.runtime_seq2seq import generate_onnx
+
     _, out, _ = exported
-    with pytest.raises(ValueError, match="provider 'tpu'"):
-        Seq2SeqSession(out / "encoder.onnx", out / "decoder.onnx", provider="tpu")
+    with pytest.raises(UserError, match="unknown provider 'tpu'"):
+        generate_onnx(out / "encoder.onnx", out / "decoder.onnx", [[1, 2]], [[1, 1]], 2, 0, 1, provider="tpu")

@@ -93,10 +93,12 @@ def test_training_lowers_the_loss(family, data_file):
         first = first if first is not None else figures["loss"]
     assert figures["loss"] < 0.8 * first
     scores = objective.evaluate(backbone, data)
-    assert set(scores) == {"loss", "token_accuracy", "exact_match"} and 0 <= scores["exact_match"] <= 1
+    assert set(scores) == {f"heldout_{k}" for k in ("loss", "token_accuracy", "exact_match", "examples")}
+    assert 0 <= scores["heldout_exact_match"] <= 1
+    assert scores["heldout_examples"] == len(data.heldout.sources) > 0
     assert backbone.training  # evaluate restores the mode
     assert objective.describe() == {"task": "seq2seq", "decoder_start_token_id": backbone.config.decoder_start_token_id,
-                                    "eos_token_id": 1, "pad_token_id": 0, "max_new_tokens": 64}
+                                    "eos_token_id": 1, "pad_token_id": 0, "max_new_tokens": 64, "max_length": 16}
 
 
 def test_bad_line_names_file_and_line(tmp_path):

@@ -25,8 +25,9 @@ class CausalLM(nn.Module, Objective):
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
-        if not getattr(backbone, "is_decoder", False):
-            raise UserError(f"clm needs a decoder backbone; {type(backbone).__name__} is not one")
+        if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"clm needs a decoder-only backbone; {type(backbone).__name__} is not one "
+                            "(use seq2seq for encoder-decoders)")
         self.tokenizer = tokenizer
 
     def load_data(self, path, seq_len):

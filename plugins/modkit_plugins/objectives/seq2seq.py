@@ -11,7 +11,8 @@ class Seq2SeqOptions(modkit.Options):
     target_key: str = Field("target", description="JSONL field holding the text to produce.")
     max_target_len: int | None = Field(None, gt=1, description="Longest target in tokens; default the stage's seq_len.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
-    eval_examples: int = Field(64, ge=0, description="Examples scored by evaluate (loss, token accuracy, exact match).")
+    holdout: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs held back for evaluation.")
+    eval_examples: int = Field(64, ge=0, description="Held-back pairs scored by evaluate (loss, token accuracy, exact match).")
     max_new_tokens: int = Field(64, gt=0, description="Generation length recorded for `modkit run`.")
 
 

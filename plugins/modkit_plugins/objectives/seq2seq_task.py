@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modkit.data import split_holdout
 from modkit.errors import ArtifactError
 from modkit.interfaces import Objective
 
@@ -24,6 +25,7 @@ IGNORE = -100  # label of padding positions, skipped by the loss
 class Seq2SeqData:
     sources: list[list[int]]
     targets: list[list[int]]  # each ends with the eos
+    heldout: "Seq2SeqData | None" = None  # every k-th pair, kept out of training for evaluate
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -46,10 +48,12 @@ class Seq2Seq(nn.Module, Objective):
         pad = tokenizer.special_id("pad")
         self.pad = cfg.pad_token_id if pad is None else pad
         self.start = cfg.decoder_start_token_id
+        self.max_length: int | None = None  # source length, set by load_data for the runtime
 
     def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
         opts = self.options
         target_len = opts.max_target_len or seq_len
+        self.max_length = seq_len
         sources, targets = [], []
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -66,7 +70,11 @@ class Seq2Seq(nn.Module, Objective):
                 targets.append(self.tokenizer.encode(target)[:target_len - 1] + [self.eos])
         if not sources:
             raise ArtifactError(f"{path}: no examples")
-        return Seq2SeqData(sources, targets)
+        train, heldout = split_holdout(list(zip(sources, targets)), opts.holdout)
+        if not train:
+            raise ArtifactError(f"{path}: too few examples to hold some back")
+        held = Seq2SeqData([s for s, _ in heldout], [t for _, t in heldout]) if heldout else None
+        return Seq2SeqData([s for s, _ in train], [t for _, t in train], held)
 
     def collate(self, data: Seq2SeqData, index: list[int]) -> dict[str, torch.Tensor]:
         sources = [data.sources[i] for i in index]
@@ -99,7 +107,10 @@ class Seq2Seq(nn.Module, Objective):
 
     @torch.no_grad()
     def evaluate(self, backbone, data: Seq2SeqData) -> dict[str, float]:
-        """Teacher-forced loss and token accuracy, and greedy exact match, on the first examples."""
+        """Teacher-forced loss and token accuracy, and greedy exact match, on held-back pairs
+        (on the first training pairs when none are held back)."""
+        prefix = "heldout_" if data.heldout else "train_"
+        data = data.heldout or data
         n = min(self.options.eval_examples, len(data.sources))
         if n == 0:
             return {}
@@ -115,8 +126,17 @@ class Seq2Seq(nn.Module, Objective):
             exact = sum(out[i, :len(t)].tolist() == t for i, t in enumerate(data.targets[:n]))
         finally:
             backbone.train(was_training)
-        return {**figures, "exact_match": exact / n}
+        figures = {**figures, "exact_match": exact / n, "examples": n}
+        return {prefix + k: v for k, v in figures.items()}
+
+    def logits(self, backbone, output, attention_mask) -> torch.Tensor:
+        return output.logits
+
+    def export_inputs(self, data: Seq2SeqData) -> dict[str, torch.Tensor]:
+        batch = self.collate(data, list(range(min(4, len(data.sources)))))
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "decoder_start_token_id": self.start, "eos_token_id": self.eos,
-                "pad_token_id": self.pad, "max_new_tokens": self.options.max_new_tokens}
+                "pad_token_id": self.pad, "max_new_tokens": self.options.max_new_tokens,
+                "max_length": self.max_length}
