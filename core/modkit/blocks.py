@@ -33,6 +33,18 @@ def role_linear(d_in: int, d_out: int, role: str, bias: bool = True) -> nn.Linea
     return layer
 
 
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT/BERT/BART initialisation, for ``model.apply``: N(0, std) weights, zero biases, a
+    zero embedding row for the padding id."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
 def iter_roles(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
     """Yield ``(parent, attribute, role)`` for every module that has a role.
 

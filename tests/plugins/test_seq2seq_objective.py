@@ -114,7 +114,9 @@ def test_refuses_a_decoder_only_backbone():
     gpt = registry.get("backbone", "gpt")
     backbone = gpt.load()(gpt.options(vocab_size=20, d_model=16, n_heads=2, n_layers=1))
     obj = registry.get("objective", "seq2seq")
-    with pytest.raises(ValueError, match="needs an encoder-decoder"):
+    from modkit import UserError
+
+    with pytest.raises(UserError, match="needs an encoder-decoder"):
         obj.load()(obj.options(), backbone, WordTokenizer(WORDS))
 
 

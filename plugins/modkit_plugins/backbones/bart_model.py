@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import Block, LearnedPositions, attention_bias, run_blocks
+from modkit.blocks import Block, LearnedPositions, attention_bias, init_weights, run_blocks
 from modkit.generation import Seq2SeqGenerationMixin
 from modkit.interfaces import Backbone
 from modkit.outputs import ModelOutput
@@ -66,15 +66,7 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
         self.register_buffer("final_logits_bias", torch.zeros(v))
         self.classification_head = (
             ClassificationHead(d, config.num_labels, config.dropout) if config.num_labels else None)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            nn.init.zeros_(module.weight[module.padding_idx])
+        self.apply(init_weights)
 
     def _embed(self, ids: torch.Tensor, positions: LearnedPositions, norm: nn.LayerNorm,
                past_len) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias
+from modkit.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights
 from modkit.interfaces import Backbone
 from modkit.outputs import ModelOutput
 
@@ -50,14 +50,7 @@ class BERT(nn.Module, Backbone):
         self.pooler = nn.Linear(d, d) if config.pooler else None
         self.mlm_head = (BertMLMHead(d, config.vocab_size, config.activation, config.layer_norm_eps)
                          if config.mlm_head else None)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     def forward(
         self,

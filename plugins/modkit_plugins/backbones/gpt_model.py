@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import Block, LearnedPositions, attention_bias
+from modkit.blocks import Block, LearnedPositions, attention_bias, init_weights
 from modkit.generation import generate as generate_tokens
 from modkit.interfaces import Backbone
 from modkit.outputs import ModelOutput
@@ -34,14 +34,7 @@ class GPT(nn.Module, Backbone):
         )
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if pre_norm else None
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     def forward(
         self,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modkit.data import split_holdout
-from modkit.errors import ArtifactError
+from modkit.errors import ArtifactError, UserError
 from modkit.interfaces import Objective
 
 IGNORE = -100  # label of padding positions, skipped by the loss
@@ -40,7 +40,7 @@ class Seq2Seq(nn.Module, Objective):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
         if not getattr(backbone, "is_encoder_decoder", False):
-            raise ValueError(f"seq2seq needs an encoder-decoder backbone, not {type(backbone).__name__}")
+            raise UserError(f"seq2seq needs an encoder-decoder backbone, not {type(backbone).__name__}")
         self.tokenizer = tokenizer
         cfg = backbone.config
         self.eos = tokenizer.special_id("eos")
