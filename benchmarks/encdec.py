@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from modkit.export_seq2seq import export_graphs
+from modkit.runtime import make_session
 from modkit.runtime_seq2seq import Seq2SeqSession
 from modkit_plugins.backbones.bart_hf import BartFormat
 from modkit_plugins.backbones.t5_hf import T5Format
@@ -90,7 +91,7 @@ def bench(family: str, reps: int) -> list[tuple[str, str, float, float]]:
                      timed(lambda: ours.generate(src, src_mask, use_cache=False, **gen), max(1, reps // 2))))
     with tempfile.TemporaryDirectory() as tmp:
         encoder, decoder = export_graphs(ours, Path(tmp), src, src_mask)
-        session = Seq2SeqSession(encoder, decoder)
+        session = Seq2SeqSession(make_session(encoder, "cpu"), make_session(decoder, "cpu"))
         onnx = timed(lambda: session.greedy(src.numpy(), src_mask.numpy(), max_new_tokens=NEW_TOKENS,
                                             decoder_start_token_id=start), reps)
         rows.append(("greedy 64 tokens, onnxruntime", "modkit torch cached", onnx, cached))

@@ -125,3 +125,19 @@ def test_core_never_imports_plugins():
     offenders = {p.name: sorted(m for m in imported_modules(p) if m.split(".")[0] == "modkit_plugins")
                  for p in core.rglob("*.py")}
     assert {name: mods for name, mods in offenders.items() if mods} == {}
+
+
+def test_third_party_example_plugin_is_listed_and_usable(tmp_path):
+    pytest.importorskip("modkit_hello", reason="pip install -e examples/plugin-hello")
+    from click.testing import CliRunner
+
+    from modkit.cli import main
+    from modkit.spec import load_spec
+
+    r = CliRunner().invoke(main, ["list", "--kind", "tokenizer"])
+    assert r.exit_code == 0 and any(line.split()[:3] == ["tokenizer", "words", "hello"] for line in r.output.splitlines())
+    (tmp_path / "c.txt").write_text("hello world\n")
+    (tmp_path / "spec.toml").write_text('name = "w"\n[tokenizer]\nuse = "words"\nvocab_size = 50\ntrain_on = ["c.txt"]\n'
+                                        '[[stages]]\nobjective = { use = "clm" }\ndata = "c.txt"\nsteps = 1\n')
+    spec = load_spec(tmp_path / "spec.toml", registry=load_registry())
+    assert spec.tokenizer.component.plugin == "hello" and spec.tokenizer.options.vocab_size == 50
