@@ -1,7 +1,7 @@
 """Tokenizer speed: modkit against tiktoken and Hugging Face tokenizers, single thread.
 
     python tests/assets.py fetch            # GPT-2 ranks and the bert-base-uncased vocab
-    python benchmarks/tokenizers.py [TEXT]  # default: ../shared/data/pydoc-library.txt
+    python benchmarks/bench_tokenizers.py [TEXT]  # default: ../shared/data/pydoc-library.txt
 
 Every figure comes from one run of this script, each reference measured in the same run.
 Tokenizers start cold (empty word cache). Training runs in a child process so that its peak
@@ -19,12 +19,8 @@ from pathlib import Path
 os.environ["RAYON_NUM_THREADS"] = "1"  # Hugging Face tokenizers: one thread
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# this file is called tokenizers.py: keep its folder off the path so `import tokenizers` finds
-# Hugging Face's package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(ROOT / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # assets.py finds the reference vocabularies
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "pydoc-library.txt"
 
 

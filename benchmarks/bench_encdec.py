@@ -1,6 +1,6 @@
 """Encoder-decoders side by side with transformers: same weights, same threads, one run.
 
-    python benchmarks/encdec.py [--threads 2] [--reps 5]
+    python benchmarks/bench_encdec.py [--threads 2] [--reps 5]
 
 Prints a markdown table of seconds and ratios (modkit / reference; below 1 is faster) for
 the bart-base and t5-small shapes with random weights: forward, training step, greedy

@@ -1,6 +1,6 @@
 """modkit backbones vs transformers, same weights, same thread count, ratios from one run.
 
-    python benchmarks/backbones.py [--threads 1] [--repeats 5] [--skip-onnx]
+    python benchmarks/bench_backbones.py [--threads 1] [--repeats 5] [--skip-onnx]
 
 For GPT-2-small and bert-base shapes (random weights, built by transformers, loaded by
 modkit from the saved folder): forward at 1x128 and 8x128, a training step (forward,
