@@ -68,78 +68,22 @@ class Tokenizer(ABC):
         """Ids of ``text`` and each token's ``(start, end)`` character span in it."""
         raise NotImplementedError(f"{type(self).__name__} does not report offsets")
 
-    def encode_plus(
-        self,
-        text: str,
-        pair: str | None = None,
-        *,
-        add_special_tokens: bool = True,
-        max_length: int | None = None,
-        return_offsets: bool = False,
-        allow_special: bool = False,
-    ) -> Encoding:
+    def encode_plus(self, text: str, pair: str | None = None, *, add_special_tokens: bool = True,
+                    max_length: int | None = None, return_offsets: bool = False,
+                    allow_special: bool = False) -> Encoding:
         """One text or a pair with the template's special tokens and segment ids, truncated
         to ``max_length`` tokens (the longer text loses tokens first)."""
-        from .tokenization import Encoding, apply_template, truncate_pair
+        from .tokenization import encode_plus
 
-        def part(t: str, sequence: int) -> Encoding:
-            if return_offsets:
-                ids, offsets = self.encode_with_offsets(t, allow_special=allow_special)
-            else:
-                ids, offsets = self.encode(t, allow_special=allow_special), None
-            return Encoding(ids, [sequence] * len(ids), [sequence] * len(ids), offsets)
+        return encode_plus(self, text, pair, add_special_tokens=add_special_tokens, max_length=max_length,
+                           return_offsets=return_offsets, allow_special=allow_special)
 
-        a = part(text, 0)
-        b = part(pair, 1) if pair is not None else None
-        template = self.template if add_special_tokens and self.template else None
-        if max_length is not None:
-            budget = max_length - (template.added(b is not None) if template else 0)
-            keep_a, keep_b = truncate_pair(a.ids, b.ids if b else None, budget)
-            a = _cut(a, keep_a)
-            b = _cut(b, keep_b) if b is not None else None
-        if template is not None:
-            return apply_template(template, self.token_to_id, a, b)
-        if b is None:
-            return a
-        return Encoding(a.ids + b.ids, a.type_ids + b.type_ids, a.sequence_ids + b.sequence_ids,
-                        a.offsets + b.offsets if a.offsets is not None else None)
+    def batch_encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
+        """Texts (or pairs) as padded int64 numpy arrays ``input_ids``, ``attention_mask``,
+        ``token_type_ids`` (and ``offsets``); see :func:`modkit.tokenization.batch_encode`."""
+        from .tokenization import batch_encode
 
-    def batch_encode(
-        self,
-        texts: Sequence[str],
-        pairs: Sequence[str] | None = None,
-        *,
-        add_special_tokens: bool = True,
-        max_length: int | None = None,
-        padding: str = "longest",
-        padding_side: str = "right",
-        return_offsets: bool = False,
-        allow_special: bool = False,
-    ) -> dict[str, Any]:
-        """Encode texts (or pairs) into int64 numpy arrays ``input_ids``, ``attention_mask``
-        and ``token_type_ids`` (plus ``offsets``, shape (n, length, 2), on request).
-
-        ``padding``: ``"longest"`` pads to the longest row, ``"max_length"`` to ``max_length``.
-        """
-        from .tokenization import pad_batch
-
-        if padding not in ("longest", "max_length"):
-            raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
-        if padding == "max_length" and max_length is None:
-            raise ValueError("padding='max_length' needs max_length")
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        pad_id = self.special_id("pad")
-        if pad_id is None:
-            raise ValueError(f"{type(self).__name__} has no 'pad' special token to pad with")
-        encodings = [
-            self.encode_plus(t, pairs[i] if pairs is not None else None,
-                             add_special_tokens=add_special_tokens, max_length=max_length,
-                             return_offsets=return_offsets, allow_special=allow_special)
-            for i, t in enumerate(texts)
-        ]
-        length = max_length if padding == "max_length" else None
-        return pad_batch(encodings, pad_id, length, padding_side)
+        return batch_encode(self, texts, pairs, **options)
 
     def special_id(self, role: str) -> int | None:
         """Id of the special token with that role (``"pad"``, ``"eos"``...), or None."""
@@ -148,13 +92,6 @@ class Tokenizer(ABC):
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=1))
-
-
-def _cut(e: Encoding, keep: int) -> Encoding:
-    from .tokenization import Encoding
-
-    return Encoding(e.ids[:keep], e.type_ids[:keep], e.sequence_ids[:keep],
-                    e.offsets[:keep] if e.offsets is not None else None)
 
 
 class Backbone:

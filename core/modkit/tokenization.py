@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ArtifactError
 from .interfaces import Tokenizer
@@ -187,3 +187,79 @@ def pad_batch(encodings: list[Encoding], pad_id: int, length: int | None = None,
         if with_offsets and len(e):
             batch["offsets"][row, span] = e.offsets
     return batch
+
+
+def encode_plus(
+    tokenizer: Tokenizer,
+    text: str,
+    pair: str | None = None,
+    *,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+    return_offsets: bool = False,
+    allow_special: bool = False,
+) -> Encoding:
+    """One text or a pair with the template's special tokens and segment ids, truncated
+    to ``max_length`` tokens (the longer text loses tokens first)."""
+    def part(t: str, sequence: int) -> Encoding:
+        if return_offsets:
+            ids, offsets = tokenizer.encode_with_offsets(t, allow_special=allow_special)
+        else:
+            ids, offsets = tokenizer.encode(t, allow_special=allow_special), None
+        return Encoding(ids, [sequence] * len(ids), [sequence] * len(ids), offsets)
+
+    a = part(text, 0)
+    b = part(pair, 1) if pair is not None else None
+    template = tokenizer.template if add_special_tokens and tokenizer.template else None
+    if max_length is not None:
+        budget = max_length - (template.added(b is not None) if template else 0)
+        keep_a, keep_b = truncate_pair(a.ids, b.ids if b else None, budget)
+        a = _cut(a, keep_a)
+        b = _cut(b, keep_b) if b is not None else None
+    if template is not None:
+        return apply_template(template, tokenizer.token_to_id, a, b)
+    if b is None:
+        return a
+    return Encoding(a.ids + b.ids, a.type_ids + b.type_ids, a.sequence_ids + b.sequence_ids,
+                    a.offsets + b.offsets if a.offsets is not None else None)
+
+
+def batch_encode(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+    padding: str = "longest",
+    padding_side: str = "right",
+    return_offsets: bool = False,
+    allow_special: bool = False,
+) -> dict[str, Any]:
+    """Encode texts (or pairs) into int64 numpy arrays ``input_ids``, ``attention_mask``
+    and ``token_type_ids`` (plus ``offsets``, shape (n, length, 2), on request).
+
+    ``padding``: ``"longest"`` pads to the longest row, ``"max_length"`` to ``max_length``.
+    """
+    if padding not in ("longest", "max_length"):
+        raise ValueError(f"padding must be 'longest' or 'max_length', not {padding!r}")
+    if padding == "max_length" and max_length is None:
+        raise ValueError("padding='max_length' needs max_length")
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+    pad_id = tokenizer.special_id("pad")
+    if pad_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no 'pad' special token to pad with")
+    encodings = [
+        encode_plus(tokenizer, t, pairs[i] if pairs is not None else None,
+                    add_special_tokens=add_special_tokens, max_length=max_length,
+                    return_offsets=return_offsets, allow_special=allow_special)
+        for i, t in enumerate(texts)
+    ]
+    length = max_length if padding == "max_length" else None
+    return pad_batch(encodings, pad_id, length, padding_side)
+
+
+def _cut(e: Encoding, keep: int) -> Encoding:
+    return Encoding(e.ids[:keep], e.type_ids[:keep], e.sequence_ids[:keep],
+                    e.offsets[:keep] if e.offsets is not None else None)
