@@ -164,7 +164,9 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
         elif "label" in result:
             probs = " ".join(f"{k}={v:.3f}" for k, v in result["probabilities"].items())
             click.echo(f"{result['label']}\t{probs}\t{result['text']}")
-        else:
+        elif runtime.task["task"] == "seq2seq":
+            click.echo(result["generated"])
+        else:  # a continuation
             click.echo(result["text"] + result["generated"])
     if gold and all(g is not None for g in gold):
         key = "label" if "label" in results[0] else "generated"
