@@ -167,7 +167,15 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
     inputs = objective.export_inputs(data)
     if not getattr(model.backbone, "is_encoder_decoder", False):
         export_onnx(model, inputs, folder / "model.onnx", opset=export.opset)
-        return check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
+        figures = check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
+        if objective.task == "generate":  # plus a cached step graph for fast generation
+            from .export_cached import check_with_past, export_with_past
+
+            path = export_with_past(model.backbone, folder, opset=export.opset)
+            prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
+            figures.update(check_with_past(model.backbone, path, prompt, max_new_tokens=16,
+                                           tolerance=export.parity_tolerance))
+        return figures
     from .export_seq2seq import export_seq2seq
 
     task = objective.describe()

@@ -33,6 +33,28 @@ def make_session(path: Path, provider: str):
     return ort.InferenceSession(str(path), options, providers=[name])
 
 
+def greedy_with_past(session, prompt: list[int], *, max_new_tokens: int,
+                     eos_token_id: int | None = None) -> tuple[list[int], list[np.ndarray]]:
+    """Greedy decoding over a cached step graph (see :mod:`modkit.export_cached`).
+
+    Returns the new tokens (stopping before the eos) and the logits of every step."""
+    past_inputs = [i for i in session.get_inputs() if i.name.startswith("past.")]
+    heads, d_head = past_inputs[0].shape[1], past_inputs[0].shape[3]
+    past = {i.name: np.zeros((1, heads, 0, d_head), dtype=np.float32) for i in past_inputs}
+    feed, seen, tokens, all_logits = np.array([prompt], dtype=np.int64), 0, [], []
+    for _ in range(max_new_tokens):
+        seen += feed.shape[1]
+        logits, *present = session.run(None, {"input_ids": feed, "attention_mask": np.ones((1, seen), np.int64), **past})
+        all_logits.append(logits[0])
+        token = int(logits[0].argmax())
+        if token == eos_token_id:
+            break
+        tokens.append(token)
+        past = dict(zip(past, present))
+        feed = np.array([[token]], dtype=np.int64)
+    return tokens, all_logits
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
@@ -54,6 +76,8 @@ class Runtime:
             self.seq2seq = Seq2SeqSession(*(make_session(self.folder / f, provider) for f in ("encoder.onnx", "decoder.onnx")))
         else:
             self.session = make_session(self.folder / "model.onnx", provider)
+        cached = self.folder / "model_with_past.onnx"
+        self.with_past = make_session(cached, provider) if cached.exists() else None
 
     def _logits(self, batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(ids) for ids in batch)
@@ -82,16 +106,26 @@ class Runtime:
         results = []
         for text in texts:
             ids = self.tokenizer.encode(text) or ([eos] if eos is not None else [0])
-            new: list[int] = []
-            for _ in range(max_new_tokens):
-                window = (ids + new)[-self.max_positions:] if self.max_positions else ids + new
-                logits, _ = self._logits([window], 0)
-                token = int(logits[0, -1].argmax())
-                if token == eos:
-                    break
-                new.append(token)
+            if self.with_past is not None:  # one cached step per token, within the positions
+                limit = self.max_positions or 10**9
+                steps = min(max_new_tokens, limit - 1)
+                new, _ = greedy_with_past(self.with_past, ids[-(limit - steps):], max_new_tokens=steps,
+                                          eos_token_id=eos)
+            else:  # no cached graph: run the whole window again for every token
+                new = self._greedy_recompute(ids, max_new_tokens, eos)
             results.append({"text": text, "generated": self.tokenizer.decode(new), "ids": new})
         return results
+
+    def _greedy_recompute(self, ids: list[int], max_new_tokens: int, eos: int | None) -> list[int]:
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            window = (ids + new)[-self.max_positions:] if self.max_positions else ids + new
+            logits, _ = self._logits([window], 0)
+            token = int(logits[0, -1].argmax())
+            if token == eos:
+                break
+            new.append(token)
+        return new
 
     def transduce(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> list[dict[str, Any]]:
         """Seq2seq: greedy generation of each text's target, with the encoder run once."""

@@ -203,6 +203,12 @@ def test_language_model_artifact_generates(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert 1 <= len(out["ids"]) <= 5
+    m = read_manifest(tmp_path / "lm")
+    assert "model_with_past.onnx" in m["files"] and m["parity"]["with_past_greedy_tokens_equal"]
+    runtime = Runtime(tmp_path / "lm")
+    cached = runtime.generate(["The module"], max_new_tokens=5)
+    runtime.with_past = None  # the same tokens when every step recomputes the whole window
+    assert runtime.generate(["The module"], max_new_tokens=5) == cached == [out]
     # the same tokens as greedy decoding with the torch model
     model, tok = modkit.load_model(tmp_path / "lm"), modkit.load_tokenizer(tmp_path / "lm")
     ids = tok.encode("The module")

@@ -1,0 +1,80 @@
+"""A cached decoder step for decoder-only language models, so `modkit run` generates in O(n).
+
+``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value
+(B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value (B, H, P+T, Dh)``.
+The first step passes a past of length 0. The backbone's cache must be the core
+:class:`~modkit.blocks.Block`'s: one ``((keys, values), None)`` per layer.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .generation import generate
+from .runtime import greedy_with_past, make_session
+
+FILE = "model_with_past.onnx"
+
+
+class CachedStep(nn.Module):
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor):
+        cache = [((past[i], past[i + 1]), None) for i in range(0, len(past), 2)]
+        out = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True)
+        presents = [t for self_kv, _ in out.past_key_values for t in self_kv]
+        return (self.backbone.lm_logits(out.last_hidden_state[:, -1]), *presents)
+
+
+def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> Path:
+    """Trace one step with a non-empty past (so no shape is frozen) and write the graph."""
+    backbone.eval()
+    with torch.no_grad():
+        ids = torch.zeros((1, 2), dtype=torch.long)
+        past = [t for self_kv, _ in backbone(ids, use_cache=True).past_key_values for t in self_kv]
+    n = len(past) // 2
+    past_names = [f"past.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
+    present_names = [f"present.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
+    step = torch.ones((1, 1), dtype=torch.long)
+    path = folder / FILE
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            CachedStep(backbone).eval(), (step, torch.ones((1, 3), dtype=torch.long), *past), str(path),
+            input_names=["input_ids", "attention_mask", *past_names], output_names=["logits", *present_names],
+            opset_version=opset, dynamo=False,
+            dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
+                          "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
+                          **{k: {0: "batch", 2: "total"} for k in present_names}})
+    return path
+
+
+def check_with_past(backbone: nn.Module, path: Path, prompt: list[int], *, max_new_tokens: int,
+                    tolerance: float) -> dict[str, Any]:
+    """Greedy tokens from the ONNX step loop must equal torch's; logits within ``tolerance``."""
+    from .export import ParityError
+
+    def step(tokens, cache):
+        seen = 0 if cache is None else cache[0][0][0].shape[2]
+        mask = torch.ones((tokens.shape[0], seen + tokens.shape[1]), dtype=torch.long)
+        out = backbone(tokens, mask, past_key_values=cache, use_cache=True)
+        return backbone.lm_logits(out.last_hidden_state[:, -1]), out.past_key_values
+
+    with torch.no_grad():
+        expected = generate(step, torch.tensor([prompt]), max_new_tokens=max_new_tokens)[0].tolist()
+        tokens, logits = greedy_with_past(make_session(path, "cpu"), prompt, max_new_tokens=max_new_tokens)
+        seq = torch.tensor([prompt + tokens])
+        reference = backbone.lm_logits(backbone(seq).last_hidden_state)[0, len(prompt) - 1: -1].numpy()
+    diff = float(np.abs(np.stack(logits)[: len(reference)] - reference[: len(logits)]).max())
+    if tokens != expected or not diff <= tolerance:
+        raise ParityError(f"{path.name}: cached ONNX generation differs from torch (tokens equal: "
+                          f"{tokens == expected}, max abs logit difference {diff:.3g} > {tolerance:g})")
+    return {"with_past_greedy_tokens_equal": True, "with_past_logits_max_abs_diff": diff,
+            "with_past_steps": len(tokens)}
