@@ -5,6 +5,7 @@ import json
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,28 +139,16 @@ def options_from_tokenizer(options, tokenizer):
     return options.model_copy(update=update)
 
 
-class _Progress:
-    """A click progress bar per stage showing the running loss, on stderr."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def stage(self, label: str, total: int, done: int):
-        if not self.enabled:
-            return _NoBar()
-        bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
-                                item_show_func=lambda loss: f"loss {loss:.3f}" if loss is not None else "")
-        bar.__enter__()
+@contextmanager
+def _progress_bar(enabled: bool, label: str, total: int, done: int):
+    """Yield ``tick(loss)``: a click progress bar on stderr with the running loss, or nothing."""
+    if not enabled:
+        yield lambda loss: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                           item_show_func=lambda loss: f"loss {loss:.3f}" if loss is not None else "") as bar:
         bar.update(done)
-        return bar
-
-
-class _NoBar:
-    def update(self, n, current_item=None):
-        pass
-
-    def __exit__(self, *exc):
-        pass
+        yield lambda loss: bar.update(1, loss)
 
 
 def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
@@ -215,7 +204,6 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     reports: list[dict] = json.loads(done_path.read_text()) if resume and done_path.exists() else []
     if position is None and reports:
         reports = []  # stage reports without weights cannot be trusted
-    bar = _Progress(progress)
     all_methods, stage_records, data = [], [], None
     for i, stage in enumerate(spec.model.stages):
         res_obj: Resolved = spec.objectives[i]
@@ -232,12 +220,9 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         data = objective.load_data(spec.path(stage.data), stage.seq_len)
         label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
         start = position["step"] if position is not None and position["stage"] == i else 0
-        b = bar.stage(label, stage.steps, start)
-        try:
+        with _progress_bar(progress, label, stage.steps, start) as tick:
             losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, on_step=lambda n, loss: b.update(1, loss))
-        finally:
-            b.__exit__(None, None, None)
+                                 resume=resume, on_step=lambda n, loss: tick(loss))
         figures = objective.evaluate(model.backbone, data)
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
