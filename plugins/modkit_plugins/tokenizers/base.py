@@ -107,6 +107,23 @@ class SubwordTokenizer(Tokenizer):
     def id_to_token(self, id: int) -> str | None:
         return self.inverse.get(int(id))
 
+    def encode_with_offsets(self, text: str, *, allow_special: bool = False):
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for segment, is_special, base in self._segments_at(text, allow_special):
+            if is_special:
+                ids.append(self.vocab[segment])
+                offsets.append((base, base + len(segment)))
+                continue
+            for token_id, start, end in self._segment_spans(segment):
+                ids.append(token_id)
+                offsets.append((base + start, base + end))
+        return ids, offsets
+
+    def _segment_spans(self, segment: str) -> Iterator[tuple[int, int, int]]:
+        """(id, start, end) of each token of a text with no special tokens in it."""
+        raise NotImplementedError(f"{type(self).__name__} does not report offsets")
+
     def _segments_at(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool, int]]:
         """(piece, is_special, start) in order; specials are recognised only when allowed."""
         if not allow_special or self._special_split is None:

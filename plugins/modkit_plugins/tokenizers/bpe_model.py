@@ -114,27 +114,18 @@ class BPETokenizer(SubwordTokenizer):
                 ids.append(i)
         return ids
 
-    def encode_with_offsets(self, text: str, *, allow_special: bool = False):
+    def _segment_spans(self, segment: str):
         if self.pre_tokenizer == "clip":
             raise UserError("offsets are not available with the clip pre-tokenizer: its text "
                             "cleaning (ftfy, HTML unescaping) does not keep character positions")
-        ids: list[int] = []
-        offsets: list[tuple[int, int]] = []
-        for segment, is_special, base in self._segments_at(text, allow_special):
-            if is_special:
-                ids.append(self.vocab[segment])
-                offsets.append((base, base + len(segment)))
-                continue
-            if self.lowercase:
-                segment, origin = pretokenize.lowercase_aligned(segment)
-            else:
-                origin = range(len(segment))
-            for match in self._pattern.finditer(segment):
-                for token_id, start, end in self._token_spans(match.group()):
-                    at = match.start()
-                    ids.append(token_id)
-                    offsets.append((base + origin[at + start], base + origin[at + end - 1] + 1))
-        return ids, offsets
+        if self.lowercase:
+            segment, origin = pretokenize.lowercase_aligned(segment)
+        else:
+            origin = range(len(segment))
+        for match in self._pattern.finditer(segment):
+            at = match.start()
+            for token_id, start, end in self._token_spans(match.group()):
+                yield token_id, origin[at + start], origin[at + end - 1] + 1
 
     def _token_spans(self, word: str):
         """(id, start, end) of each token of ``word``, in characters of ``word``."""

@@ -78,28 +78,18 @@ class WordPieceTokenizer(SubwordTokenizer):
         pieces = self._pieces(word)
         return [self._unk_id] if pieces is None else [self.vocab[p] for p in pieces]
 
-    def encode_with_offsets(self, text: str, *, allow_special: bool = False):
-        ids: list[int] = []
-        offsets: list[tuple[int, int]] = []
-        for segment, is_special, base in self._segments_at(text, allow_special):
-            if is_special:
-                ids.append(self.vocab[segment])
-                offsets.append((base, base + len(segment)))
+    def _segment_spans(self, segment: str):
+        normalized, origin = bert_basic.normalize_aligned(segment, **self._flags)
+        for word, start in bert_basic.word_spans(normalized):
+            pieces = self._pieces(word)
+            if pieces is None:
+                yield self._unk_id, origin[start], origin[start + len(word) - 1] + 1
                 continue
-            normalized, origin = bert_basic.normalize_aligned(segment, **self._flags)
-            for word, start in bert_basic.word_spans(normalized):
-                pieces = self._pieces(word)
-                if pieces is None:
-                    ids.append(self._unk_id)
-                    offsets.append((base + origin[start], base + origin[start + len(word) - 1] + 1))
-                    continue
-                at = start
-                for piece in pieces:
-                    length = len(piece) - (len(PREFIX) if at > start else 0)
-                    ids.append(self.vocab[piece])
-                    offsets.append((base + origin[at], base + origin[at + length - 1] + 1))
-                    at += length
-        return ids, offsets
+            at = start
+            for piece in pieces:
+                length = len(piece) - (len(PREFIX) if at > start else 0)
+                yield self.vocab[piece], origin[at], origin[at + length - 1] + 1
+                at += length
 
     def _decode_tokens(self, tokens: list[str]) -> str:
         parts = tokens[:1]
