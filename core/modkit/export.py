@@ -9,6 +9,7 @@ import torch
 
 from .errors import ModkitError
 from .model import ExportGraph, ModkitModel
+from .runtime import make_session
 
 INPUTS = ("input_ids", "attention_mask")
 
@@ -31,14 +32,6 @@ def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path
                           output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
 
 
-def onnx_session(path: Path, provider: str = "CPUExecutionProvider"):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=[provider])
-
-
 def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor], *,
                  tolerance: float) -> dict:
     """Run the graph in onnxruntime and the model in torch on the same inputs.
@@ -48,7 +41,7 @@ def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor]
     model.eval()
     with torch.no_grad():
         expected = model(inputs["input_ids"], inputs["attention_mask"]).logits.float().numpy()
-    got = onnx_session(path).run(["logits"], {k: inputs[k].numpy() for k in INPUTS})[0]
+    got = make_session(path, "cpu").run(["logits"], {k: inputs[k].numpy() for k in INPUTS})[0]
     if got.shape != expected.shape:
         raise ParityError(f"{path}: ONNX output shape {got.shape} != torch {expected.shape}")
     diff = np.abs(got - expected)

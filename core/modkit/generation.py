@@ -257,12 +257,9 @@ class Seq2SeqGenerationMixin:
         """
         cfg = self.config
         sampling = dict(eos_token_id=cfg.eos_token_id if eos_token_id is None else eos_token_id,
-                        pad_token_id=cfg.pad_token_id if pad_token_id is None else pad_token_id)
-        if num_beams == 1:
-            sampling.update(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                            generator=generator)
-        elif do_sample:
-            raise ValueError("beam search with sampling is not supported; use num_beams=1")
+                        pad_token_id=cfg.pad_token_id if pad_token_id is None else pad_token_id,
+                        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                        generator=generator)
         start = cfg.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
         return generate_seq2seq(
             self, input_ids, attention_mask, max_new_tokens=max_new_tokens,

@@ -69,7 +69,7 @@ class Runtime:
         self.task: dict[str, Any] = self.manifest["task"]
         self.tokenizer = load_tokenizer(self.folder, registry=registry)
         options = self.manifest["components"]["backbone"]["options"]
-        self.max_positions = options.get("n_positions") or options.get("max_position_embeddings")
+        self.max_positions = options.get("n_positions")  # None for relative positions (T5)
         if self.task["task"] == "seq2seq":
             from .runtime_seq2seq import Seq2SeqSession
 
@@ -79,13 +79,13 @@ class Runtime:
         cached = self.folder / "model_with_past.onnx"
         self.with_past = make_session(cached, provider) if cached.exists() else None
 
-    def _logits(self, batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    def _logits(self, batch: list[list[int]], pad_id: int) -> np.ndarray:
         width = max(len(ids) for ids in batch)
         ids = np.full((len(batch), width), pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
         for i, row in enumerate(batch):
             ids[i, : len(row)], mask[i, : len(row)] = row, 1
-        return self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0], mask
+        return self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         labels, extra = self.task["labels"], self.task.get("append_ids", [])
@@ -94,7 +94,7 @@ class Runtime:
             batch = [self.tokenizer.encode_plus(t, max_length=max_length).ids for t in texts]
         else:
             batch = [self.tokenizer.encode(t)[: max_length - len(extra)] + extra for t in texts]
-        logits, _ = self._logits(batch, self.task.get("pad_token_id", 0))
+        logits = self._logits(batch, self.task.get("pad_token_id", 0))
         probs = softmax(logits.astype(np.float64))
         return [{"text": t, "label": labels[int(p.argmax())],
                  "probabilities": {label: round(float(q), 6) for label, q in zip(labels, p)}}
@@ -120,7 +120,7 @@ class Runtime:
         new: list[int] = []
         for _ in range(max_new_tokens):
             window = (ids + new)[-self.max_positions:] if self.max_positions else ids + new
-            logits, _ = self._logits([window], 0)
+            logits = self._logits([window], 0)
             token = int(logits[0, -1].argmax())
             if token == eos:
                 break
