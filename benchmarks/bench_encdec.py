@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from modkit.export_seq2seq import export_graphs
+from modkit.builder.export_seq2seq import export_graphs
 from modkit.runtime import make_session
-from modkit.runtime_seq2seq import Seq2SeqSession
+from modkit.runtime.seq2seq import Seq2SeqSession
 from modkit_plugins.backbones.bart_hf import BartFormat
 from modkit_plugins.backbones.t5_hf import T5Format
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .errors import (
+from modkit.errors import (
     ArtifactError,
     DuplicateComponentError,
     ModkitError,
@@ -17,10 +17,10 @@ from .errors import (
     UnknownComponentError,
     UserError,
 )
-from .interfaces import Backbone, Objective, PeftMethod, Tokenizer
-from .options import Options
-from .registry import get_registry, load_registry
-from .tokenization import load_tokenizer
+from modkit.interfaces import Backbone, Objective, PeftMethod, Tokenizer
+from modkit.options import Options
+from modkit.registry import get_registry, load_registry
+from modkit.tokenization import load_tokenizer
 
 __version__ = "0.1.0"
 
@@ -33,14 +33,14 @@ if TYPE_CHECKING:
 
 def load_model(path: str | Path, **kwargs: Any):
     """A modkit artifact folder or a Hugging Face checkpoint folder -> a torch model."""
-    from .checkpoints import load_model as _load_model
+    from modkit.builder.checkpoints import load_model as _load_model
 
     return _load_model(path, **kwargs)
 
 
 def build(spec: str | Path, out: str | Path, **kwargs: Any):
     """Run a spec's stages and write the artifact, as ``modkit build`` does."""
-    from .builder import build as _build
+    from modkit.builder.build import build as _build
 
     return _build(spec, out, **kwargs)
 

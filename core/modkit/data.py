@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UserError
+from modkit.errors import UserError
 
 
 def read_text(path: Path) -> str:

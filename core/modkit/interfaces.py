@@ -10,12 +10,12 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
-from .fileio import atomic_write_text
+from modkit.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
-    from .options import Options
-    from .tokenization import Encoding, Template
+    from modkit.options import Options
+    from modkit.tokenization import Encoding, Template
 
 
 class Tokenizer(ABC):
@@ -73,7 +73,7 @@ class Tokenizer(ABC):
                     allow_special: bool = False) -> Encoding:
         """One text or a pair with the template's special tokens and segment ids, truncated
         to ``max_length`` tokens (the longer text loses tokens first)."""
-        from .tokenization import encode_plus
+        from modkit.tokenization import encode_plus
 
         return encode_plus(self, text, pair, add_special_tokens=add_special_tokens, max_length=max_length,
                            return_offsets=return_offsets, allow_special=allow_special)
@@ -81,7 +81,7 @@ class Tokenizer(ABC):
     def batch_encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
         """Texts (or pairs) as padded int64 numpy arrays ``input_ids``, ``attention_mask``,
         ``token_type_ids`` (and ``offsets``); see :func:`modkit.tokenization.batch_encode`."""
-        from .tokenization import batch_encode
+        from modkit.tokenization import batch_encode
 
         return batch_encode(self, texts, pairs, **options)
 
@@ -99,9 +99,9 @@ class Backbone:
 
     ``forward(input_ids, attention_mask=None, *, output_hidden_states=False,
     output_attentions=False, past_key_values=None, use_cache=False, **family_inputs)``
-    returns a :class:`modkit.outputs.ModelOutput` with ``last_hidden_state`` and, on
+    returns a :class:`modkit.nn.outputs.ModelOutput` with ``last_hidden_state`` and, on
     request, ``hidden_states``, ``attentions`` and ``past_key_values``. Projections built
-    from :mod:`modkit.blocks` carry role names (``attn.q``...), which PEFT methods target.
+    from :mod:`modkit.nn.blocks` carry role names (``attn.q``...), which PEFT methods target.
     """
 
     config: Options

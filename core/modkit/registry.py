@@ -18,9 +18,9 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import DuplicateComponentError, PluginLoadError, UnknownComponentError, UserError
-from .options import Options
+from modkit import hookspecs
+from modkit.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError, UserError
+from modkit.options import Options
 
 if sys.version_info >= (3, 11):
     import tomllib

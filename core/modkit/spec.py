@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import SpecError, UserError
-from .options import Options
-from .registry import Component, Registry, get_registry
+from modkit.errors import SpecError, UserError
+from modkit.options import Options
+from modkit.registry import Component, Registry, get_registry
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -39,7 +39,7 @@ def check_backbone(backbone, *, batch: int = 2, length: int = 7) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .blocks import iter_roles
+    from modkit.nn.blocks import iter_roles
 
     backbone.eval()
     ids = torch.randint(0, backbone.vocab_size, (batch, length))

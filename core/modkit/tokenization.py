@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ArtifactError
-from .interfaces import Tokenizer
+from modkit.errors import ArtifactError
+from modkit.interfaces import Tokenizer
 
 
 def load_tokenizer(path, *, registry=None) -> Tokenizer:
@@ -17,7 +17,7 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     Every registered tokenizer is asked in turn whether it reads the file; the component an
     artifact's manifest names is asked first.
     """
-    from .registry import get_registry
+    from modkit.registry import get_registry
 
     registry = registry or get_registry()
     path = Path(path)

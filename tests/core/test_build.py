@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 
 import modkit
-import modkit.builder as build_module
-from modkit.artifact import read_manifest
+import modkit.builder.build as build_module
+from modkit.runtime.artifact import read_manifest
 from modkit.cli import main
-from modkit.export import ParityError, check_parity
+from modkit.builder.export import ParityError, check_parity
 from modkit.fileio import sha256_file
 from modkit.runtime import Runtime
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import modkit
-from modkit.artifact import read_manifest
+from modkit.runtime.artifact import read_manifest
 from modkit.cli import main
 from modkit.runtime import Runtime
 

@@ -1,4 +1,4 @@
-"""Hugging Face folder handling in modkit.checkpoints: refusals, dispatch, export-hf."""
+"""Hugging Face folder handling in modkit.builder.checkpoints: refusals, dispatch, export-hf."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 import modkit
-from modkit.checkpoints import export_hf, save_hf
-from modkit.cli_export_hf import export_hf as export_hf_command
+from modkit.builder.checkpoints import export_hf, save_hf
+from modkit.cli.export_hf import export_hf as export_hf_command
 
 transformers = pytest.importorskip("transformers")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modkit.export_seq2seq import export_seq2seq
-from modkit.runtime_seq2seq import Seq2SeqSession, generate_onnx, strip_after_eos
+from modkit.builder.export_seq2seq import export_seq2seq
+from modkit.runtime.seq2seq import Seq2SeqSession, generate_onnx, strip_after_eos
 
 pytest.importorskip("onnxruntime")
 sys.path.insert(0, str(Path(__file__).parents[1] / "plugins"))
@@ -48,14 +48,14 @@ def test_onnx_greedy_equals_torch_greedy_on_new_shapes(exported):
 def test_runtime_does_not_import_torch():
     import subprocess
 
-    code = ("import sys, modkit.runtime_seq2seq; "
+    code = ("import sys, modkit.runtime.seq2seq; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_unknown_provider_is_refused(exported):
     from modkit import UserError
-    from modkit.runtime_seq2seq import generate_onnx
+    from modkit.runtime.seq2seq import generate_onnx
 
     _, out, _ = exported
     with pytest.raises(UserError, match="unknown provider 'tpu'"):

@@ -4,7 +4,7 @@ import itertools
 
 import torch
 
-from modkit.generation import beam_search, generate, reorder_cache
+from modkit.nn.generation import beam_search, generate, reorder_cache
 
 
 def toy_step(table: torch.Tensor):

@@ -102,7 +102,7 @@ def test_override_of_missing_list_item(spec_file):
 
 
 def test_exit_code_2_without_traceback_in_a_real_process(spec_file):
-    proc = subprocess.run([sys.executable, "-m", "modkit.cli", "build", str(spec_file), "-o", "x",
+    proc = subprocess.run([sys.executable, "-m", "modkit", "build", str(spec_file), "-o", "x",
                            "--set", "backbone.use=nope"], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "backbone.use: unknown backbone 'nope'" in proc.stderr

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import modkit
 from modkit import UserError
-from modkit.cli_tokenize import tokenize
+from modkit.cli.tokenize import tokenize
 
 
 def run(*args, ok=True):

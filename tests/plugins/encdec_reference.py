@@ -65,7 +65,7 @@ def load_with_modkit(folder):
     """
     from safetensors.torch import load_file
 
-    from modkit.checkpoints import read_config
+    from modkit.builder.checkpoints import read_config
     from modkit.registry import get_registry, import_object
 
     config = read_config(folder)

@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from encdec_reference import (GENERATION_CASES, forward_both, hf_bart, hf_generate, load_with_modkit,
                               max_diff, padded_batch)
-from modkit.checkpoints import save_hf
+from modkit.builder.checkpoints import save_hf
 from modkit.errors import ArtifactError
 
 pytest.importorskip("transformers")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modkit import load_registry
-from modkit.blocks import iter_roles
+from modkit.nn.blocks import iter_roles
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.backbones.gpt_model import GPT
 from modkit_plugins.peft.lora import LoRAOptions

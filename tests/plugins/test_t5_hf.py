@@ -4,7 +4,7 @@ import torch
 
 from encdec_reference import (GENERATION_CASES, forward_both, hf_generate, hf_t5, load_with_modkit,
                               max_diff, padded_batch)
-from modkit.checkpoints import save_hf
+from modkit.builder.checkpoints import save_hf
 
 pytest.importorskip("transformers")
 
@@ -87,7 +87,8 @@ def test_export_and_reload_is_identical_and_transformers_reads_it(pair, tmp_path
         assert torch.equal(again(ids, mask, dec_ids, dec_mask).logits, expected)
         got = reread(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids,
                      decoder_attention_mask=dec_mask).logits
-    assert max_diff(got, expected) < 1e-5
+    # T5 logits are unscaled (|x| ~ 20): float32 rounding alone reaches 1e-5 absolute
+    assert max_diff(got, expected) < 1e-6 * max(1.0, expected.abs().max().item())
 
 
 def test_untied_head_round_trips(tmp_path):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import Block, LearnedPositions, attention_bias, init_weights, run_blocks
-from modkit.generation import Seq2SeqGenerationMixin
+from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, run_blocks
+from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.interfaces import Backbone
-from modkit.outputs import ModelOutput
+from modkit.nn.outputs import ModelOutput
 
 BART_POSITION_OFFSET = 2  # fairseq reserved the first two position ids
 

@@ -10,8 +10,8 @@ import re
 
 import torch
 
-from modkit.blocks import ACTIVATIONS
-from modkit.checkpoints import HFWeights, assign_state
+from modkit.nn.blocks import ACTIVATIONS
+from modkit.builder.checkpoints import HFWeights, assign_state
 from modkit.errors import ArtifactError
 
 from .bert import BERTOptions

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights
+from modkit.nn.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights
 from modkit.interfaces import Backbone
-from modkit.outputs import ModelOutput
+from modkit.nn.outputs import ModelOutput
 
 
 class BertMLMHead(nn.Module):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from modkit.blocks import ACTIVATIONS
-from modkit.checkpoints import HFWeights, assign_state
+from modkit.nn.blocks import ACTIVATIONS
+from modkit.builder.checkpoints import HFWeights, assign_state
 from modkit.errors import ArtifactError
 
 from .gpt import GPTOptions

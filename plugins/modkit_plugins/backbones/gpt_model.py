@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import Block, LearnedPositions, attention_bias, init_weights
-from modkit.generation import generate as generate_tokens
+from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights
+from modkit.nn.generation import generate as generate_tokens
 from modkit.interfaces import Backbone
-from modkit.outputs import ModelOutput
+from modkit.nn.outputs import ModelOutput
 
 
 class GPT(nn.Module, Backbone):

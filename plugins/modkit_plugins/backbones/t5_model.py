@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.blocks import Block, RelativePositionBias, RMSNorm, attention_bias, run_blocks
-from modkit.generation import Seq2SeqGenerationMixin
 from modkit.interfaces import Backbone
-from modkit.outputs import ModelOutput
+from modkit.nn.blocks import Block, RMSNorm, attention_bias, run_blocks
+from modkit.nn.generation import Seq2SeqGenerationMixin
+from modkit.nn.outputs import ModelOutput
+
+from .t5_positions import RelativePositionBias
 
 
 def sentinel_token(i: int) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 from modkit.data import pad_batch, read_jsonl, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective
-from modkit.losses import lm_loss
+from modkit.nn.losses import lm_loss
 
 
 @dataclass

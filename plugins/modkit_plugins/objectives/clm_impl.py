@@ -9,7 +9,7 @@ from torch import nn
 from modkit.data import read_text
 from modkit.errors import UserError
 from modkit.interfaces import Objective
-from modkit.losses import lm_loss
+from modkit.nn.losses import lm_loss
 
 
 @dataclass

@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from modkit.blocks import iter_roles
+from modkit.nn.blocks import iter_roles
 from modkit.errors import ModkitError, UserError
 from modkit.interfaces import PeftMethod
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ModkitError
-from .model import ExportGraph, ModkitModel
-from .runtime import make_session
+from modkit.errors import ModkitError
+from modkit.nn.model import ExportGraph, ModkitModel
+from modkit.runtime import make_session
 
 INPUTS = ("input_ids", "attention_mask")
 

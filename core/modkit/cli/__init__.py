@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from .cli_export_hf import export_hf
-from .cli_tokenize import tokenize
-from .errors import UnknownComponentError, UserError
-from .registry import KINDS, get_registry
+from modkit.cli.export_hf import export_hf
+from modkit.cli.tokenize import tokenize
+from modkit.errors import UnknownComponentError, UserError
+from modkit.registry import KINDS, get_registry
 
 
 class _Group(click.Group):
@@ -120,7 +120,7 @@ def _type_name(annotation) -> str:
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
-    from .builder import build as run_build
+    from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet)
 
@@ -137,11 +137,11 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
 def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | None, as_json: bool,
         provider: str, max_new_tokens: int) -> None:
     """Run an artifact with onnxruntime (no torch): classify, generate..."""
-    from .runtime import Runtime
+    from modkit.runtime import Runtime
 
     inputs, gold = list(texts), []
     if file_ and file_.endswith(".jsonl"):
-        from .data import read_jsonl
+        from modkit.data import read_jsonl
 
         records = read_jsonl(Path(file_), [])
         field = next((f for f in ("text", "source") if f in records[0]), None)

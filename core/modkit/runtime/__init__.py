@@ -10,9 +10,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .artifact import read_manifest
-from .errors import ArtifactError, UserError
-from .tokenization import load_tokenizer
+from modkit.runtime.artifact import read_manifest
+from modkit.errors import ArtifactError, UserError
+from modkit.tokenization import load_tokenizer
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -35,7 +35,7 @@ def make_session(path: Path, provider: str):
 
 def greedy_with_past(session, prompt: list[int], *, max_new_tokens: int,
                      eos_token_id: int | None = None) -> tuple[list[int], list[np.ndarray]]:
-    """Greedy decoding over a cached step graph (see :mod:`modkit.export_cached`).
+    """Greedy decoding over a cached step graph (see :mod:`modkit.builder.export_cached`).
 
     Returns the new tokens (stopping before the eos) and the logits of every step."""
     past_inputs = [i for i in session.get_inputs() if i.name.startswith("past.")]
@@ -71,7 +71,7 @@ class Runtime:
         options = self.manifest["components"]["backbone"]["options"]
         self.max_positions = options.get("n_positions")  # None for relative positions (T5)
         if self.task["task"] == "seq2seq":
-            from .runtime_seq2seq import Seq2SeqSession
+            from modkit.runtime.seq2seq import Seq2SeqSession
 
             self.seq2seq = Seq2SeqSession(*(make_session(self.folder / f, provider) for f in ("encoder.onnx", "decoder.onnx")))
         else:
@@ -129,7 +129,7 @@ class Runtime:
 
     def transduce(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> list[dict[str, Any]]:
         """Seq2seq: greedy generation of each text's target, with the encoder run once."""
-        from .runtime_seq2seq import strip_after_eos
+        from modkit.runtime.seq2seq import strip_after_eos
 
         eos, pad = self.task["eos_token_id"], self.task.get("pad_token_id", 0)
         limit = (self.task.get("max_length") or 10**9) - 1

@@ -1,9 +1,9 @@
 """Export an encoder-decoder to ``encoder.onnx`` + ``decoder.onnx`` and check parity.
 
-The model must have ``encode``, ``decode_step`` (see :mod:`modkit.generation`) and
-``decoder_blocks`` built from :class:`modkit.blocks.Block`, whose cross-attentions give the
+The model must have ``encode``, ``decode_step`` (see :mod:`modkit.nn.generation`) and
+``decoder_blocks`` built from :class:`modkit.nn.blocks.Block`, whose cross-attentions give the
 encoder graph its per-layer keys/values. Graph inputs and outputs are described in
-:mod:`modkit.runtime_seq2seq`, which runs them without torch.
+:mod:`modkit.runtime.seq2seq`, which runs them without torch.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import atomic_path
-from .runtime import make_session
-from .runtime_seq2seq import Seq2SeqSession
+from modkit.fileio import atomic_path
+from modkit.runtime import make_session
+from modkit.runtime.seq2seq import Seq2SeqSession
 
 OPSET = 17
 

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
-from .fileio import sha256_file
+from modkit.errors import ArtifactError
+from modkit.fileio import sha256_file
 
 MANIFEST_VERSION = 1
 
@@ -31,25 +31,3 @@ def read_manifest(folder: Path, *, verify: bool = True) -> dict[str, Any]:
             if sha256_file(f) != digest:
                 raise ArtifactError(f"{f}: sha256 does not match the manifest; the file is corrupt or was changed")
     return manifest
-
-
-def load_torch_model(folder: str | Path, *, registry=None):
-    """Rebuild the trained torch model (a :class:`modkit.model.ModkitModel`) of an artifact."""
-    import torch
-    from safetensors.torch import load_file
-
-    from .builder import assemble_model
-    from .registry import get_registry
-    from .tokenization import load_tokenizer
-
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    registry = registry or get_registry()
-    tokenizer = load_tokenizer(folder, registry=registry)
-    model = assemble_model(manifest, tokenizer, registry)
-    state = load_file(str(folder / "model.safetensors"))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
-    return model.eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model

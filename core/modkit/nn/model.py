@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .outputs import ModelOutput
+from modkit.nn.outputs import ModelOutput
 
 
 class ModkitModel(nn.Module):

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .errors import UserError
+from modkit.errors import UserError
 
 
 @click.command("export-hf")
@@ -17,7 +17,7 @@ def export_hf(out: str, dest: str) -> None:
     DEST gets config.json, model.safetensors and the tokenizer files, which
     transformers' from_pretrained loads. OUT may also be a Hugging Face folder.
     """
-    from .checkpoints import export_hf as export
+    from modkit.builder.checkpoints import export_hf as export
 
     try:
         path = export(out, dest)

@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import ArtifactError
-from .fileio import atomic_dir
-from .registry import Registry, get_registry, import_object
+from modkit.errors import ArtifactError
+from modkit.fileio import atomic_dir
+from modkit.registry import Registry, get_registry, import_object
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     An artifact's model with no format of its own (a backbone plus objective heads) is written
     through its ``backbone``; a GPT's LM head is part of the backbone, task heads are not.
     """
-    from .tokenization import load_tokenizer
+    from modkit.tokenization import load_tokenizer
 
     source = Path(source)
     model = load_model(source)
@@ -198,7 +198,7 @@ def load_model(path: str | Path, **kwargs: Any):
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
     if (path / "manifest.json").exists():
-        from .artifact import load_torch_model
+        from modkit.builder.build import load_torch_model
 
         return load_torch_model(path, **kwargs)
     return load_hf(path, **kwargs)

@@ -3,7 +3,7 @@
 ``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value
 (B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value (B, H, P+T, Dh)``.
 The first step passes a past of length 0. The backbone's cache must be the core
-:class:`~modkit.blocks.Block`'s: one ``((keys, values), None)`` per layer.
+:class:`~modkit.nn.blocks.Block`'s: one ``((keys, values), None)`` per layer.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .generation import generate
-from .runtime import greedy_with_past, make_session
+from modkit.nn.generation import generate
+from modkit.runtime import greedy_with_past, make_session
 
 FILE = "model_with_past.onnx"
 
@@ -59,7 +59,7 @@ def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> P
 def check_with_past(backbone: nn.Module, path: Path, prompt: list[int], *, max_new_tokens: int,
                     tolerance: float) -> dict[str, Any]:
     """Greedy tokens from the ONNX step loop must equal torch's; logits within ``tolerance``."""
-    from .export import ParityError
+    from modkit.builder.export import ParityError
 
     def step(tokens, cache):
         seen = 0 if cache is None else cache[0][0][0].shape[2]

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .fileio import atomic_path, atomic_write_text
+from modkit.fileio import atomic_path, atomic_write_text
 
 
 def step_seed(seed: int, stage: int, step: int) -> int:

@@ -1,7 +1,7 @@
 """Greedy seq2seq generation with onnxruntime over ``encoder.onnx`` + ``decoder.onnx``.
 
 No torch here: a deployment runs this with numpy and onnxruntime only. The graphs are the
-ones :mod:`modkit.export_seq2seq` writes:
+ones :mod:`modkit.builder.export_seq2seq` writes:
 
 - encoder: ``input_ids, attention_mask -> encoder_hidden_states, cross.{i}.key, cross.{i}.value``
   (each decoder layer's cross-attention keys/values, computed once);
@@ -83,7 +83,7 @@ def generate_onnx(
     provider: str = "cpu",
 ) -> list[list[int]]:
     """Greedy generation from an exported encoder-decoder; each row's new tokens before eos."""
-    from .runtime import make_session
+    from modkit.runtime import make_session
 
     session = Seq2SeqSession(make_session(Path(encoder_path), provider), make_session(Path(decoder_path), provider))
     tokens, _ = session.greedy(np.asarray(input_ids), np.asarray(attention_mask),

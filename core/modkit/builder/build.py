@@ -11,18 +11,19 @@ from typing import Any, Callable
 
 import click
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .checkpoints import load_hf
-from .errors import UserError
-from .export import ParityError, check_parity, export_onnx
-from .fileio import atomic_dir, sha256_file
-from .model import ModkitModel
-from .registry import Component, Registry, get_registry
-from .spec import Resolved, Spec, load_spec
-from .tokenization import load_tokenizer
-from .train import load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed, train_stage
+from modkit import __version__
+from modkit.builder.checkpoints import load_hf
+from modkit.builder.export import ParityError, check_parity, export_onnx
+from modkit.errors import ArtifactError, UserError
+from modkit.fileio import atomic_dir, sha256_file
+from modkit.nn.model import ModkitModel
+from modkit.registry import Component, Registry, get_registry
+from modkit.runtime.artifact import read_manifest
+from modkit.spec import Resolved, Spec, load_spec
+from modkit.tokenization import load_tokenizer
+from modkit.builder.train import load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed, train_stage
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -92,6 +93,21 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     return model.eval()
 
 
+def load_torch_model(folder: str | Path, *, registry=None):
+    """Rebuild the trained torch model (a :class:`modkit.nn.model.ModkitModel`) of an artifact."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    registry = registry or get_registry()
+    tokenizer = load_tokenizer(folder, registry=registry)
+    model = assemble_model(manifest, tokenizer, registry)
+    state = load_file(str(folder / "model.safetensors"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
+    return model.eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model
+
+
 def _tokenizer(spec: Spec, work: Path, echo):
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
@@ -158,14 +174,14 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
         export_onnx(model, inputs, folder / "model.onnx", opset=export.opset)
         figures = check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
         if objective.task == "generate":  # plus a cached step graph for fast generation
-            from .export_cached import check_with_past, export_with_past
+            from modkit.builder.export_cached import check_with_past, export_with_past
 
             path = export_with_past(model.backbone, folder, opset=export.opset)
             prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
             figures.update(check_with_past(model.backbone, path, prompt, max_new_tokens=16,
                                            tolerance=export.parity_tolerance))
         return figures
-    from .export_seq2seq import export_seq2seq
+    from modkit.builder.export_seq2seq import export_seq2seq
 
     task = objective.describe()
     figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),

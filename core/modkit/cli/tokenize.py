@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pydantic
 
-from .errors import UserError
+from modkit.errors import UserError
 
 
 @click.group()
@@ -31,7 +31,7 @@ def tokenize():
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def train(kind, vocab_size, min_frequency, style, output, files):
     """Learn a vocabulary from text FILES and write it as a tokenizer.json."""
-    from .registry import get_registry
+    from modkit.registry import get_registry
 
     component = get_registry().get("tokenizer", kind)
     values = {"vocab_size": vocab_size, "min_frequency": min_frequency, "style": style}
@@ -63,7 +63,7 @@ def train(kind, vocab_size, min_frequency, style, output, files):
 @click.option("--allow-special", is_flag=True, help="Read special-token strings as specials.")
 def encode(tokenizer, text, file, fmt, allow_special):
     """Encode text with TOKENIZER (a tokenizer.json, vocab.txt, *.tiktoken, or folder)."""
-    from .tokenization import load_tokenizer
+    from modkit.tokenization import load_tokenizer
 
     if (text is None) == (file is None):
         raise UserError("give exactly one of --text and --file")

@@ -1,0 +1,1 @@
+"""The build: training stages, checkpoints, Hugging Face checkpoints, ONNX export (torch)."""

@@ -1,0 +1,1 @@
+"""The neural-network parts backbones are built from: blocks, generation, outputs, losses (torch)."""
