@@ -58,3 +58,27 @@ def modkit_register_checkpoint_formats(register):
         ``to_hf(model) -> (config, weights)`` and ``handles(model) -> bool``
         (see :mod:`modkit.builder.checkpoints`).
     """
+
+
+@hookspec
+def modkit_register_tasks(register):
+    """Teach ``modkit run`` and ``modkit serve`` to serve a task (torch-free).
+
+    An objective's :meth:`~modkit.interfaces.Objective.describe` names its task
+    (``{"task": "classify", ...}``); the artifact is served by the task component of that name.
+
+    :param register: ``register(name, impl, options=RunOptions, doc="")`` where ``impl`` is
+        ``"module:Class"`` naming a :class:`modkit.interfaces.Task` subclass in a module that does
+        not import torch, and ``options`` the pydantic model of the options a caller may pass
+        per run (``max_new_tokens``...).
+    """
+
+
+@hookspec
+def modkit_register_commands(register):
+    """Add a subcommand to the ``modkit`` command line.
+
+    :param register: ``register(name, impl, doc="")`` where ``impl`` is ``"module:command"``
+        naming a :class:`click.Command`; it is imported only when the command runs (or its
+        help is shown), so a command may import torch at module level.
+    """

@@ -27,12 +27,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("tokenizer", "backbone", "objective", "peft")
+KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command")
 _HOOKS = {
     "tokenizer": "modkit_register_tokenizers",
     "backbone": "modkit_register_backbones",
     "objective": "modkit_register_objectives",
     "peft": "modkit_register_peft_methods",
+    "task": "modkit_register_tasks",
+    "command": "modkit_register_commands",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENTRY_POINT_GROUP = "modkit"

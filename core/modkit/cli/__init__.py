@@ -38,6 +38,24 @@ class _Group(click.Group):
                        err=True)
             ctx.exit(1)
 
+    # Commands that plugins register (modkit_register_commands), imported only when used.
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in self._plugin_commands(ctx):
+            command = self._plugin_commands(ctx)[name].load()
+        return command
+
+    @staticmethod
+    def _plugin_commands(ctx: click.Context) -> dict:
+        try:
+            registry = get_registry((ctx.params or {}).get("registry_path"))
+        except UserError:
+            return {}  # a broken --registry is reported when a command uses it
+        return {c.name: c for (kind, _), c in registry.components.items() if kind == "command"}
+
 
 @click.group(cls=_Group)
 @click.option("--registry", "registry_path", type=click.Path(dir_okay=False), default=None,
