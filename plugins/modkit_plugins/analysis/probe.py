@@ -8,3 +8,5 @@ import modkit
 def modkit_register_commands(register):
     register("probe", "modkit_plugins.analysis.probe_cli:probe",
              doc="Edge probing over layers (scalar mix, centre of gravity, expected layer) and attention heads.")
+    register("probe-data", "modkit_plugins.analysis.probe_data:probe_data",
+             doc="Convert annotated text (CoNLL-U, word/TAG, label,text CSV) into probing tasks.")
