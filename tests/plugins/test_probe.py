@@ -126,7 +126,7 @@ def test_probe_report_on_a_tiny_random_model(kind, tasks, tmp_path, corpus_path)
     assert det["baseline"]["accuracy"] == pytest.approx(8 / 14)
     assert 0 <= det["best_head"]["accuracy"] <= 1 and 1 <= det["best_head"]["layer"] <= n_layers
     markdown = (out / "report.md").read_text()
-    pytest.importorskip("matplotlib")
+    # matplotlib is in the dev extras: the figures are part of what is tested
     for png in ("layers_pos.png", "layers_deps.png", "heads.png", "relations.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in markdown
     # the activations are cached: a second run reuses them

@@ -160,11 +160,9 @@ def _probe_task(activations, sentences, train, test, n_layers, d_model, settings
 
 
 def _heads(backbone, sentences, tree_ids, trees, targets, settings, progress) -> dict:
-    """Clark et al.'s statistics on the trees' sentences (or the tasks' when there are none)."""
-    if tree_ids:
-        chosen = list(dict.fromkeys(tree_ids))[:settings.attention_sentences]
-    else:
-        chosen = list(dict.fromkeys(t.sentence for ts in targets.values() for t in ts))[:settings.attention_sentences]
+    """Clark et al.'s statistics on the trees' sentences, then the tasks' up to the limit."""
+    task_sentences = (t.sentence for ts in targets.values() for t in ts)
+    chosen = list(dict.fromkeys([*tree_ids, *task_sentences]))[:settings.attention_sentences]
     tree_of = {}
     for i, tree in zip(tree_ids, trees):
         tree_of.setdefault(i, tree)
