@@ -39,17 +39,20 @@ def layer_plot(plt, name: str, task: dict, path: Path) -> None:
     ax_w.bar(layers, weights, color="#4c72b0")
     ax_w.axhline(1 / len(weights), color="grey", lw=0.8, ls=":", label="uniform")
     ax_w.set_ylabel("mixing weight s")
-    ax_w.axvline(task["centre_of_gravity"], color="#4c72b0", ls="--",
+    ax_w.axvline(task["centre_of_gravity"], color="black", ls="--", zorder=3,
                  label=f"centre of gravity {task['centre_of_gravity']:.2f}")
-    ax_w.legend(loc="upper right", fontsize=8)
+    ax_w.set_ylim(0, max(weights) * 1.45)  # room for the legend above the bars
+    ax_w.legend(loc="upper right", fontsize=8, ncol=2)
     delta = [0.0] + task["delta"]
     ax_d.bar(layers, delta, color=["#c44e52" if d >= 0 else "#8c8c8c" for d in delta])
     ax_d.axhline(0, color="black", lw=0.6)
     ax_d.set_ylabel("Δ score")
     if task["expected_layer"] is not None:
-        ax_d.axvline(task["expected_layer"], color="#c44e52", ls="--",
+        ax_d.axvline(task["expected_layer"], color="black", ls="--", zorder=3,
                      label=f"expected layer {task['expected_layer']:.2f}")
-        ax_d.legend(loc="upper right", fontsize=8)
+    else:
+        ax_d.plot([], [], " ", label="expected layer n/a (Σ Δ ≤ 0)")
+    ax_d.legend(loc="best", fontsize=8)
     ax_d.set_xlabel("layer ℓ (0 = embeddings)")
     ax_d.set_xticks(layers)
     scores = [c["accuracy"] for c in task["cumulative"]]
