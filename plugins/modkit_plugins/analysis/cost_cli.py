@@ -107,4 +107,5 @@ def _print(r: dict, profile) -> None:
     click.echo(f"energy    {r['kwh_pue']:.4g} kWh x PUE {r['pue']}"
                + (f" ({r['power_source']})" if r["power_w"] is None else ""))
     click.echo(f"CO2e      {r['co2e_lb']:.4g} lb = {r['co2e_kg']:.4g} kg (at {r['co2_lb_per_kwh']} lb/kWh)")
-    click.echo(f"price     ${r['price_usd_low']:,.0f} - ${r['price_usd_high']:,.0f}")
+    dollars = lambda x: f"${x:,.0f}" if x >= 100 else f"${x:,.4g}"
+    click.echo(f"price     {dollars(r['price_usd_low'])} - {dollars(r['price_usd_high'])}")
