@@ -29,7 +29,7 @@ class ProbeSettings:
     lr: float = 1e-3
     max_tokens: int = 128
     max_targets: int = 4000  # training targets per task; the test split gets a quarter as many
-    max_span_width: int = 8
+    max_span_width: int = 128  # tokens pooled per span; longer spans keep their first ones
     attention_sentences: int = 300
     min_relation_count: int = 20
     test_fraction: float = 0.2

@@ -68,6 +68,7 @@ class SpanData:
         out = []
         for rows in self.rows:
             r = rows[idx]
+            r = r[:, :max(int((r >= 0).sum(1).max()), 1)]  # no wider than this batch's widest span
             mask = r >= 0
             x = np.asarray(cache[:layers, np.where(mask, r, 0).ravel()], dtype=np.float32)
             out.append((torch.from_numpy(x.reshape(layers, *r.shape, -1)), torch.from_numpy(mask)))
