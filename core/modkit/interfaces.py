@@ -253,21 +253,50 @@ class Objective:
         return {"task": self.task}
 
 
+@runtime_checkable
+class PeftWrapper(Protocol):
+    """A module a PEFT method puts in place of a role-carrying layer (LoRA's ``LoRALinear``).
+
+    It keeps the role (``modkit_role``, so other methods and :func:`modkit.nn.blocks.iter_roles`
+    still find the layer, once) and exposes the layer it wraps as ``.base`` (so methods stack:
+    LoRA follows ``.base`` to the ``nn.Linear``). A mergeable wrapper's ``merge()`` folds its
+    update into ``base``'s weights (its forward then is ``base``'s) and ``unmerge()`` restores
+    them bit for bit.
+    """
+
+    modkit_role: str
+    base: Any
+
+    def merge(self) -> None: ...
+
+    def unmerge(self) -> None: ...
+
+
 class PeftMethod:
     """A parameter-efficient fine-tuning method attached to a model in place."""
+
+    #: a freshly applied method leaves the model's outputs unchanged (LoRA's zero B); prefix
+    #: tuning, whose trained keys change attention from the start, says False
+    identity_at_init: ClassVar[bool] = True
+    #: ``merge`` folds the method into the base weights and leaves no module of it behind
+    #: (LoRA); False for methods that stay in the exported graph (adapters, prefixes)
+    merges: ClassVar[bool] = True
 
     def __init__(self, options: Options):
         self.options = options
 
-    def apply(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        """Insert this method's modules; return the ones holding its own (trainable) weights,
-        not the frozen layers they wrap."""
+    def apply(self, backbone: torch.nn.Module) -> list[torch.nn.Module]:
+        """Insert this method's modules into ``backbone`` (the stage's backbone, not the whole
+        model: task heads are not targets) and return the ones holding its own trainable
+        weights, never the frozen layers they wrap. ``modkit build`` calls it when the stage
+        starts, after seeding, then trains only these modules and the task head."""
         raise NotImplementedError
 
     def merge(self, model: torch.nn.Module) -> None:
-        """Fold the method into the base weights and remove its modules, where it can."""
-
-
+        """Fold the method into the base weights and remove its modules, where it can
+        (``merges``); otherwise leave them, and the outputs, as they are. ``modkit build``
+        calls it once after the last stage with the whole model (backbone and heads), before
+        the export, and checks the outputs did not change."""
 class Task:
     """How ``modkit run`` and ``modkit serve`` serve one task, without torch (numpy + onnxruntime).
 
@@ -307,4 +336,5 @@ class Task:
         return {}
 
 
-__all__ = ["Tokenizer", "Backbone", "CachedDecoder", "EncoderDecoder", "Objective", "PeftMethod", "Task"]
+__all__ = ["Tokenizer", "Backbone", "CachedDecoder", "EncoderDecoder", "Objective", "PeftMethod", "PeftWrapper",
+           "Task"]

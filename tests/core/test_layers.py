@@ -18,23 +18,24 @@ def test_import_contracts_are_kept(monkeypatch):
     assert _lint(ROOT / "pyproject.toml") == 0, "an import contract is broken: run `lint-imports` for the chain"
 
 
-@pytest.mark.parametrize("body, broken", [("def serve():\n    import torch\n", True),
+@pytest.mark.parametrize("body, broken", [("def serve():\n    import heavy\n", True),
                                           ("def serve():\n    import json\n", False)])
 def test_an_import_inside_a_function_counts(tmp_path, monkeypatch, body, broken):
     """The contract sees imports inside functions, not only at the top of a module (the
     passing variant shows the broken one fails for the import, not for a bad config)."""
-    for name, text in {"modkit/__init__.py": "", "modkit/runtime/__init__.py": body, "torch/__init__.py": ""}.items():
+    # a package of its own name: grimp would find the installed modkit before one named modkit here
+    for name, text in {"fakekit/__init__.py": "", "fakekit/runtime/__init__.py": body, "heavy/__init__.py": ""}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     (tmp_path / "pyproject.toml").write_text('''
 [tool.importlinter]
-root_packages = ["modkit"]
+root_packages = ["fakekit"]
 include_external_packages = true
 [[tool.importlinter.contracts]]
-name = "serving without torch"
+name = "serving without heavy"
 type = "forbidden"
-source_modules = ["modkit.runtime"]
-forbidden_modules = ["torch"]
+source_modules = ["fakekit.runtime"]
+forbidden_modules = ["heavy"]
 ''')
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
