@@ -8,7 +8,7 @@ import click
 from modkit.errors import UserError
 
 
-@click.command("export-hf")
+@click.command("export-hf", short_help="Write an artifact as a Hugging Face folder.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export_hf(out: str, dest: str) -> None:
