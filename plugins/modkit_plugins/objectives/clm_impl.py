@@ -77,5 +77,8 @@ class CausalLM(nn.Module, Objective):
         prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
         return {**figures, **exporter.cached_decoder(model.backbone, prompt)}
 
+    def hf_head(self, backbone):
+        return {"kind": "causal-lm"}
+
     def describe(self):
         return {"task": self.task, "eos_token_id": self.tokenizer.special_id("eos")}
