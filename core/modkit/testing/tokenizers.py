@@ -23,12 +23,15 @@ def check_tokenizer(tokenizer, texts: Sequence[str] = SAMPLE_TEXTS, *, foreign_f
     special token has an id; ``save`` -> ``from_file`` gives the same ids and specials; and
     ``from_file`` answers None (without raising) for files in other formats: a few built in
     plus ``foreign_files`` (e.g. what other tokenizers save)."""
+    unk = tokenizer.special_id("unk")
     for text in texts:
         ids = tokenizer.encode(text)
         assert all(isinstance(i, int) and 0 <= i < tokenizer.vocab_size for i in ids), \
             f"encode({text!r}) gave ids outside [0, {tokenizer.vocab_size})"
         decoded = tokenizer.decode(ids)
         assert isinstance(decoded, str), f"decode gave {type(decoded).__name__}, not str"
+        if unk is not None and unk in ids:
+            continue  # an unk stands for text the vocabulary lost: nothing to round-trip
         assert tokenizer.encode(decoded) == ids, \
             f"round trip: encode(decode(encode({text!r}))) != encode({text!r}) (decoded {decoded!r})"
     assert tokenizer.encode_batch(list(texts)) == [tokenizer.encode(t) for t in texts], "encode_batch != encode"
