@@ -113,3 +113,76 @@ def test_a_clash_between_methods_is_a_spec_error_before_training(tmp_path):
     with pytest.raises(SpecError, match=r"stages\[1\]\.peft\[0\]: adapter: attn.o already has an adapter"):
         quiet_build(spec, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+PREFIX = '[{ use = "prefix", length = 3, projection = 8 }]'
+ALL_THREE = ('[{ use = "lora", r = 2, targets = ["attn.q", "attn.v", "attn.o"] }, '
+             '{ use = "adapter", bottleneck = 4 }, { use = "prefix", length = 3 }]')
+
+
+def check_onnx_batches(out: Path) -> None:
+    """model.onnx agrees with the rebuilt torch model at batch sizes other than the traced one."""
+    from modkit.runtime import make_session
+
+    model = modkit.load_model(out)
+    session = make_session(out / "model.onnx", "cpu")
+    for batch in (1, 5):
+        ids = torch.randint(3, 200, (batch, 7))
+        mask = torch.ones_like(ids)
+        mask[0, 5:] = 0
+        got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        expected = model(ids, mask).logits.detach().numpy()
+        diff = abs(got - expected)
+        diff = diff[mask.numpy().astype(bool)] if diff.ndim == 3 else diff
+        assert diff.max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "bart", "t5"])
+@pytest.mark.parametrize("peft", [PREFIX, ALL_THREE], ids=["prefix", "lora+adapter+prefix"])
+def test_prefix_and_all_three_build_export_and_serve(tmp_path, family, peft):
+    quiet_build(write_spec(tmp_path, family, peft), tmp_path / "out")
+    m = read_manifest(tmp_path / "out")
+    assert m["parity"]["max_abs_diff"] < 1e-4
+    if family == "gpt":  # cached generation with prefixes gives torch's greedy tokens
+        assert m["parity"]["with_past_greedy_tokens_equal"]
+    if family in ("bart", "t5"):
+        assert m["parity"]["greedy_tokens_equal"]
+    else:
+        check_onnx_batches(tmp_path / "out")
+    records = {r["name"]: r for r in m["components"]["stages"][0]["peft"]}
+    assert records["prefix"]["kept"] and records["prefix"]["merged"]  # constants in the artifact
+    if "lora" in records:
+        assert not records["lora"]["kept"]  # folded into the base weights
+    figures = {f["name"]: f for f in m["stages"][0]["peft_parameters"]}
+    assert set(figures) == set(records)
+    kv = 2 * 2 * (16 if family == "t5" else 32)  # 2 layers x (key, value) x heads * head size
+    assert figures["prefix"]["trainable_parameters"] == (3 * 32 + 32 * 8 + 8 + (8 + 1) * kv
+                                                          if peft == PREFIX else 3 * kv)
+    assert sum(f["trainable_parameters"] for f in figures.values()) <= m["stages"][0]["trainable_parameters"]
+    check_served(tmp_path / "out", family)
+
+
+def test_an_unmerged_prefix_artifact_keeps_its_encoder(tmp_path):
+    quiet_build(write_spec(tmp_path, "bert", PREFIX, merge=False), tmp_path / "out")
+    m = read_manifest(tmp_path / "out")
+    (record,) = m["components"]["stages"][0]["peft"]
+    assert record["kept"] and not record["merged"]
+    assert any("prefix_encoder.transform" in k for k in modkit.load_model(tmp_path / "out").state_dict())
+    check_served(tmp_path / "out", "bert")
+
+
+def test_a_later_stage_adds_methods_on_top_of_merged_ones(tmp_path):
+    # stage 1: LoRA on attn.q/v + prefix; stage 2: LoRA again on the same layers + adapters
+    spec = write_spec(tmp_path, "bert", '[{ use = "lora", r = 2 }, { use = "prefix", length = 2 }]', stages=2)
+    text = spec.read_text()
+    first = text.index("peft = ")
+    second = text.index("peft = ", first + 1)
+    spec.write_text(text[:second] + text[second:].replace(
+        text[second:].splitlines()[0], 'peft = [{ use = "lora", r = 2 }, { use = "adapter", bottleneck = 4 }]', 1))
+    quiet_build(spec, tmp_path / "out")
+    m = read_manifest(tmp_path / "out")
+    stages = m["components"]["stages"]
+    assert [r["name"] for r in stages[0]["peft"]] == ["lora", "prefix"]
+    assert [(r["kept"], r["merged"]) for r in stages[0]["peft"]] == [(False, True), (True, True)]
+    assert [r["name"] for r in stages[1]["peft"]] == ["lora", "adapter"]
+    check_served(tmp_path / "out", "bert")
