@@ -17,7 +17,7 @@ from modkit.errors import (
     UnknownComponentError,
     UserError,
 )
-from modkit.interfaces import Backbone, Objective, PeftMethod, Tokenizer
+from modkit.interfaces import Backbone, Objective, PeftMethod, Task, Tokenizer
 from modkit.options import Options
 from modkit.registry import get_registry, load_registry
 from modkit.tokenization import load_tokenizer
@@ -47,7 +47,7 @@ def build(spec: str | Path, out: str | Path, **kwargs: Any):
 
 __all__ = [
     "ArtifactError", "Backbone", "DuplicateComponentError", "ModkitError", "Objective",
-    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Tokenizer",
+    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
     "UnknownComponentError", "UserError", "build", "get_registry", "hookimpl",
     "load_model", "load_registry", "load_tokenizer",
 ]

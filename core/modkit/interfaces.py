@@ -152,6 +152,14 @@ class Objective:
         """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
 
+    def hf_head(self, backbone: Backbone) -> dict[str, Any] | None:
+        """The task head in family-neutral terms, for ``modkit export-hf``; None if it has no
+        counterpart in transformers. ``{"kind": "causal-lm"}``, ``{"kind": "masked-lm"}``, or
+        ``{"kind": "sequence-classification" | "token-classification", "weight": W, "bias": b,
+        "labels": [...], "pooling": "pooler" | "first" | "last"}``. The backbone's checkpoint
+        format decides whether its transformers classes can carry it (``with_head``)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records of the task: at least ``{"task": ...}``, plus what the
         runtime needs to prepare inputs (e.g. ``append_ids``) and read outputs (``labels``)."""
@@ -173,4 +181,43 @@ class PeftMethod:
         """Fold the method into the base weights and remove its modules, where it can."""
 
 
-__all__ = ["Tokenizer", "Backbone", "Objective", "PeftMethod"]
+class Task:
+    """How ``modkit run`` and ``modkit serve`` serve one task, without torch (numpy + onnxruntime).
+
+    Registered through ``modkit_register_tasks`` under the name an objective's ``describe()``
+    gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
+    ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
+    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest``, ``.folder``,
+    ``.max_positions`` (None without learned positions), ``.session(file)`` (the onnxruntime
+    session of one of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
+    """
+
+    #: fields an input record must have; ``modkit run --text T`` gives ``{"text": T}``
+    input_fields: ClassVar[tuple[str, ...]] = ("text",)
+    #: the artifact's ONNX files this task runs; the runtime opens them when it loads
+    graphs: ClassVar[tuple[str, ...]] = ("model.onnx",)
+
+    def __init__(self, artifact: Any):
+        self.artifact = artifact
+
+    def check(self, record: dict[str, Any]) -> str | None:
+        """What is wrong with one input record, or None; by default, a missing input field."""
+        missing = [f for f in self.input_fields if f not in record]
+        return f"missing field {missing[0]!r}" if missing else None
+
+    def run(self, records: list[dict[str, Any]], options: Options) -> list[dict[str, Any]]:
+        """One JSON-ready result per record (``modkit run --json`` prints them as they are).
+        ``options`` is the task's registered options model, validated."""
+        raise NotImplementedError
+
+    def format(self, result: dict[str, Any]) -> str:
+        """One result as a line of text for ``modkit run`` without ``--json``."""
+        return json.dumps(result, ensure_ascii=False)
+
+    def score(self, records: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, float]:
+        """Figures against gold fields of the records (``label``, ``target``...), or {} when
+        the records carry none; ``modkit run --file`` reports them."""
+        return {}
+
+
+__all__ = ["Tokenizer", "Backbone", "Objective", "PeftMethod", "Task"]
