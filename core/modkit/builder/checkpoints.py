@@ -211,13 +211,22 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
     return config
 
 
-def load_model(path: str | Path, **kwargs: Any):
-    """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder."""
+def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
+    """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder, with the
+    Hugging Face PEFT adapter folders ``peft`` applied in order."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
     if (path / "manifest.json").exists():
         from modkit.builder.build import load_torch_model
 
-        return load_torch_model(path, **kwargs)
-    return load_hf(path, **kwargs)
+        model = load_torch_model(path, **kwargs)
+    else:
+        model = load_hf(path, **kwargs)
+    if peft:
+        from modkit.builder.peft_folders import apply_peft_folder
+
+        for folder in peft:
+            apply_peft_folder(model, folder, registry=kwargs.get("registry"))
+        model.eval().requires_grad_(False)
+    return model

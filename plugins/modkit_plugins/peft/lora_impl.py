@@ -6,6 +6,7 @@ both go through it.
 """
 from __future__ import annotations
 
+import math
 from fnmatch import fnmatchcase
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from modkit.nn.blocks import iter_roles
 from modkit.errors import ModkitError, UserError
 from modkit.interfaces import PeftMethod
+from modkit_plugins.peft.lora import LoRAOptions
 
 
 class LoRAUpdate(nn.Module):
@@ -105,3 +107,36 @@ class LoRA(PeftMethod):
                 if isinstance(child, LoRALinear):
                     child.merge()
                     setattr(owner, attr, child.base)
+
+    @classmethod
+    def from_hf_peft(cls, config: dict, weights: dict, model: nn.Module):
+        """A Hugging Face PEFT LoRA folder: each PEFT module becomes the modkit layer(s) it is
+        (a fused projection such as GPT-2's c_attn splits B's rows over q, k and v, with one A)."""
+        from modkit.builder.peft_folders import match_hf_modules
+
+        if config.get("peft_type") != "LORA":
+            return None
+        unsupported = [k for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save")
+                       if config.get(k)]
+        if unsupported:
+            raise UserError(f"LoRA adapter: {', '.join(unsupported)} is not supported by modkit's lora")
+        names = sorted({k.split(".lora_A.")[0] for k in weights if ".lora_A." in k})
+        if not names:
+            raise UserError("LoRA adapter: no lora_A weights in adapter_model.safetensors")
+        slices = match_hf_modules(model, names)
+        r = int(config["r"])
+        scaling = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+        roles = sorted({s.role for group in slices.values() for s in group})
+        method = cls(LoRAOptions(r=r, alpha=scaling * r, targets=roles, dropout=config.get("lora_dropout", 0.0)))
+        modules = method.apply(model)
+        wrappers = {id(m.base): m for m in model.modules() if isinstance(m, LoRALinear)}
+        with torch.no_grad():
+            for m in modules:  # layers of a targeted role that the folder leaves out stay exact
+                m.B.zero_()
+            for name, group in slices.items():
+                a, b = weights[name + ".lora_A.weight"], weights[name + ".lora_B.weight"]
+                for s in group:
+                    update = wrappers[id(s.linear)].update
+                    update.A.copy_(a)
+                    update.B.copy_(b[s.rows])
+        return method, modules
