@@ -187,6 +187,13 @@ class PeftMethod:
         would, or None when ``config["peft_type"]`` is not this method's."""
         return None
 
+    @classmethod
+    def to_hf_peft(cls, model: torch.nn.Module, hf_weights: dict):
+        """This method's modules on ``model`` as a Hugging Face PEFT adapter: ``(config,
+        weights)`` named after ``hf_weights`` (the base checkpoint ``export-hf`` writes), or None
+        when the model has none. Raise UserError if peft cannot express them."""
+        return None
+
 
 class Task:
     """How ``modkit run`` and ``modkit serve`` serve one task, without torch (numpy + onnxruntime).

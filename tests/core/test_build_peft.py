@@ -169,6 +169,11 @@ def test_an_unmerged_prefix_artifact_keeps_its_encoder(tmp_path):
     assert record["kept"] and not record["merged"]
     assert any("prefix_encoder.transform" in k for k in modkit.load_model(tmp_path / "out").state_dict())
     check_served(tmp_path / "out", "bert")
+    # export-hf writes the base and says what it left out; export-peft names the alternative
+    r = CliRunner().invoke(main, ["export-hf", str(tmp_path / "out"), str(tmp_path / "hf")])
+    assert r.exit_code == 0 and "PEFT modules that did not merge" in r.output, r.output
+    r = CliRunner().invoke(main, ["export-peft", str(tmp_path / "out"), str(tmp_path / "peft")])
+    assert r.exit_code == 2 and "shifts every token's position" in r.output and "Use `lora`" in r.output
 
 
 def test_a_later_stage_adds_methods_on_top_of_merged_ones(tmp_path):

@@ -97,3 +97,107 @@ def test_dora_is_refused_by_name(tmp_path):
     get_peft_model(_bert(), LoraConfig(r=2, target_modules=["query"], use_dora=True)).save_pretrained(tmp_path / "a")
     with pytest.raises(UserError, match="use_dora is not supported"):
         modkit.load_model(tmp_path / "base", peft=[tmp_path / "a"])
+
+
+def test_a_stage_starts_from_a_lora_folder(tmp_path, corpus_path):
+    from pathlib import Path
+
+    from modkit.runtime.artifact import read_manifest
+
+    comp = modkit.get_registry().get("tokenizer", "wordpiece")
+    tok = comp.load().train([corpus_path], comp.options(vocab_size=200))
+    config = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(tmp_path / "base", safe_serialization=True)
+    tok.save(tmp_path / "base" / "tokenizer.json")
+    get_peft_model(transformers.BertModel(config), LoraConfig(r=3, lora_alpha=6, target_modules=["query", "value"],
+                                                              init_lora_weights=False)).save_pretrained(tmp_path / "a")
+    rows = (Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt" / "modules.jsonl").read_text().splitlines()
+    (tmp_path / "data.jsonl").write_text("\n".join(rows[:40]) + "\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text('''
+name = "from-lora"
+[backbone]
+from = "base"
+[[stages]]
+objective = { use = "classify", labels = ["argparse", "datetime", "socket", "sqlite3", "unittest"] }
+peft = [{ use = "lora", from = "a" }]
+data = "data.jsonl"
+steps = 2
+batch_size = 4
+seq_len = 32
+[export]
+merge = false
+''')
+    modkit.build(spec, tmp_path / "out", progress=False, echo=lambda _: None)
+    (record,) = read_manifest(tmp_path / "out")["components"]["stages"][0]["peft"]
+    assert record["options"]["r"] == 3 and record["options"]["alpha"] == 6
+    assert record["options"]["targets"] == ["attn.q", "attn.v"] and record["kept"]
+    # the unmerged LoRA goes back out as a PEFT folder over the export-hf base, with the same logits
+    from click.testing import CliRunner
+
+    from modkit.cli import main
+
+    for command in (["export-hf", "out", "back"], ["export-peft", "out", "peft"]):
+        r = CliRunner().invoke(main, [command[0], str(tmp_path / command[1]), str(tmp_path / command[2])])
+        assert r.exit_code == 0, r.output
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
+    theirs = PeftModel.from_pretrained(hf, tmp_path / "peft" / "lora").eval()
+    ours = modkit.load_model(tmp_path / "out")
+    ids = torch.tensor([tok.encode_plus("The socket module", max_length=32).ids])
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        assert (ours(ids, torch.ones_like(ids)).logits - expected).abs().max() < 1e-5
+    # options beside `from` are a spec error naming the key
+    spec.write_text(spec.read_text().replace('from = "a" }', 'from = "a", r = 4 }'))
+    with pytest.raises(modkit.SpecError, match=r"stages\[0\]\.peft\[0\]: options \['r'\] cannot be combined"):
+        modkit.build(spec, tmp_path / "out2", progress=False, echo=lambda _: None)
+
+
+def _train_like(model, seed=4):
+    from modkit_plugins.peft.lora_impl import LoRALinear
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.update.B.copy_(torch.randn(m.update.B.shape, generator=g) * 0.2)
+
+
+HF_CLASS = {"gpt2": transformers.GPT2LMHeadModel, "bert": transformers.BertModel,
+            "bart": transformers.BartForConditionalGeneration, "t5": transformers.T5ForConditionalGeneration}
+
+
+@pytest.mark.parametrize("family, targets", [
+    ("gpt2", ["attn.q", "attn.v", "ffn.down"]),  # q and v of the fused c_attn, k left at zero
+    ("bert", ["attn.*"]), ("bart", ["attn.q", "cross.v", "ffn.up"]), ("t5", ["attn.q", "attn.v"]),
+])
+def test_export_peft_writes_folders_peftmodel_loads_over_the_base(tmp_path, family, targets):
+    from modkit.builder.checkpoints import hf_model, save_hf
+    from modkit.builder.peft_folders import export_peft
+    from modkit_plugins.peft.lora import LoRAOptions
+    from modkit_plugins.peft.lora_impl import LoRA
+
+    hf_base(tmp_path, family, 2)
+    ours = modkit.load_model(tmp_path / "base")
+    LoRA(LoRAOptions(r=2, alpha=5, targets=targets)).apply(ours)
+    _train_like(ours)
+    save_hf(hf_model(ours), tmp_path / "back")  # what `modkit export-hf` writes: the base without LoRA
+    (folder,) = export_peft(ours, tmp_path / "peft")
+    theirs = PeftModel.from_pretrained(HF_CLASS[family].from_pretrained(tmp_path / "back").eval(), folder).eval()
+    expected, got = outputs(theirs, family, hf=True), outputs(ours, family, hf=False)
+    # within 1e-5 of the outputs' scale: the scale is folded into B, a rounding step PEFT orders differently
+    assert (expected - got).abs().max() < 1e-5 * max(1.0, float(expected.abs().max()))
+
+
+def test_export_peft_names_the_alternative_for_adapters(tmp_path):
+    from modkit.builder.peft_folders import export_peft
+    from modkit_plugins.peft.adapter import AdapterOptions
+    from modkit_plugins.peft.adapter_impl import Adapters
+
+    hf_base(tmp_path, "bert", 0)
+    model = modkit.load_model(tmp_path / "base")
+    Adapters(AdapterOptions(bottleneck=4)).apply(model)
+    with pytest.raises(UserError, match="no Houlsby bottleneck adapters; train with `lora`"):
+        export_peft(model, tmp_path / "peft")

@@ -57,9 +57,18 @@ def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: li
     obj = model.add_objective(comp.name, fresh)
     new_modules = [obj] if obj is fresh else []
     methods = []
-    for pcomp, poptions in peft:
-        method = pcomp.load()(poptions)
-        modules = method.apply(model.backbone)
+    for pcomp, poptions, *source in peft:
+        if source and source[0] is not None:  # started from a Hugging Face PEFT folder
+            from modkit.builder.peft_folders import read_peft_folder
+
+            config, weights = read_peft_folder(source[0])
+            found = pcomp.load().from_hf_peft(config, weights, model.backbone)
+            if found is None:
+                raise UserError(f"{source[0]}: a {config.get('peft_type')!r} adapter, not one {pcomp.name!r} reads")
+            method, modules = found
+        else:
+            method = pcomp.load()(poptions)
+            modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
     return obj, methods, new_modules
@@ -89,6 +98,12 @@ def _method_figures(methods, total: int) -> list[dict[str, Any]]:
     return figures
 
 
+def _peft_source(spec: Spec, stage: int, index: int) -> Path | None:
+    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
+    source = spec.model.stages[stage].peft[index].option_values().get("from")
+    return spec.path(source) if source else None
+
+
 def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
     """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
     (on the meta device), so a clash (one method twice on a layer, targets that match
@@ -99,6 +114,8 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
     for i, resolved in enumerate(spec.peft):
         applied = []
         for j, res in enumerate(resolved):
+            if _peft_source(spec, i, j):
+                continue  # a folder's layers are found from the real weights, when it is attached
             method = res.component.load()(res.options)
             try:
                 method.apply(shadow)
@@ -259,7 +276,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         res_obj: Resolved = spec.objectives[i]
         objective, methods, new_modules = _attach_stage(
             model, (res_obj.component, res_obj.options),
-            [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
+            [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
+            tokenizer, seed, i)
         all_methods += methods
         trainable, total = _set_trainable(model, objective, methods)
         stage_records.append((res_obj, methods))

@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from modkit.builder.checkpoints import format_for
+from modkit.builder.checkpoints import format_for, hf_model, load_model
 from modkit.errors import ArtifactError, UserError
+from modkit.fileio import atomic_dir
 from modkit.nn.blocks import iter_roles
 from modkit.registry import Registry, get_registry
 
@@ -105,3 +106,47 @@ def match_hf_modules(model: nn.Module, names: list[str], *, registry: Registry |
                             "only role-carrying projections can be adapted")
         found[name] = slices
     return found
+
+
+def find_in_hf_weights(hf_weights: dict[str, torch.Tensor], linear: nn.Linear) -> tuple[str, slice, bool]:
+    """The Hugging Face module holding ``linear``'s weight: (module name, rows, Conv1D layout?)."""
+    found = []
+    n = linear.weight.shape[0]
+    for key, weight in hf_weights.items():
+        if not key.endswith(".weight"):
+            continue
+        for rows in _layouts(weight, linear):
+            found += [(key[: -len(".weight")], slice(start, start + n), rows is not weight)
+                      for start in range(0, rows.shape[0], n) if torch.equal(rows[start:start + n], linear.weight.detach())]
+    if len(found) != 1:
+        raise UserError(f"a {linear.in_features}->{linear.out_features} layer is {'in no' if not found else 'in several'} "
+                        "Hugging Face weights of this model; cannot name it for PEFT")
+    return found[0]
+
+
+def export_peft(model: nn.Module | str | Path, dest: str | Path, *, registry: Registry | None = None) -> list[Path]:
+    """Write each PEFT method on ``model`` (or the artifact folder it names) as a Hugging Face
+    PEFT folder ``dest/<method>``, over the base that ``modkit export-hf`` writes. A method
+    that peft cannot express raises a UserError naming the alternative."""
+    registry = registry or get_registry()
+    if not isinstance(model, nn.Module):
+        model = load_model(model, registry=registry)
+    _, hf_weights = format_for(base := hf_model(model, registry=registry), registry=registry).to_hf(base)
+    written = []
+    for name in registry.names("peft"):
+        writer = getattr(registry.get("peft", name).load(), "to_hf_peft", None)
+        found = writer(model, hf_weights) if writer is not None else None
+        if found is None:
+            continue
+        config, weights = found
+        with atomic_dir(Path(dest) / name) as tmp:
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS),
+                      metadata={"format": "pt"})
+        written.append(Path(dest) / name)
+    if not written:
+        raise UserError("no PEFT modules to export (a merged LoRA is in the base weights: build with "
+                        "[export] merge = false to keep it apart)")
+    return written

@@ -90,3 +90,10 @@ class Adapters(PeftMethod):
 
     def merge(self, model: nn.Module) -> None:
         """Nothing folds: an adapter's nonlinearity keeps it a module of its own."""
+
+    @classmethod
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
+        if any(isinstance(m, AdapterLayer) for m in model.modules()):
+            raise UserError("adapter: Hugging Face PEFT has no Houlsby bottleneck adapters; train with "
+                            "`lora` (which export-peft writes) or serve the modkit artifact itself")
+        return None

@@ -7,6 +7,7 @@ both go through it.
 from __future__ import annotations
 
 import math
+import re
 from fnmatch import fnmatchcase
 
 import torch
@@ -140,3 +141,44 @@ class LoRA(PeftMethod):
                     update.A.copy_(a)
                     update.B.copy_(b[s.rows])
         return method, modules
+
+    @classmethod
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
+        """LoRA layers as one PEFT LoRA folder. The scale goes into B (lora_alpha = r); a fused
+        Hugging Face projection (c_attn) gets block-diagonal factors of rank sum(r), which is
+        exactly the q, k and v updates side by side."""
+        from modkit.builder.peft_folders import PEFT_PREFIX, find_in_hf_weights
+
+        wrappers = [m for m in model.modules() if isinstance(m, LoRALinear) and not m.merged]
+        if not wrappers:
+            return None
+        modules: dict[str, list] = {}
+        conv1d = set()
+        for w in wrappers:
+            name, rows, transposed = find_in_hf_weights(hf_weights, w.base)
+            modules.setdefault(name, []).append((rows, w))
+            if transposed:
+                conv1d.add(name)
+        weights, ranks = {}, {}
+        for name, parts in modules.items():
+            parts.sort(key=lambda p: p[0].start)
+            weight = hf_weights[name + ".weight"]  # (out, in), or Conv1D's (in, out)
+            width = weight.shape[1] if name in conv1d else weight.shape[0]
+            a = torch.cat([w.update.A.detach() for _, w in parts])
+            b = torch.zeros(width, a.shape[0], dtype=a.dtype)
+            col = 0
+            for rows, w in parts:
+                r = w.update.A.shape[0]
+                b[rows, col:col + r] = w.update.B.detach() * w.scaling
+                col += r
+            weights[f"{PEFT_PREFIX}{name}.lora_A.weight"] = a
+            weights[f"{PEFT_PREFIX}{name}.lora_B.weight"] = b
+            ranks[name] = a.shape[0]
+        r = min(ranks.values())
+        pattern = {re.escape(n): k for n, k in ranks.items() if k != r}
+        config = {"peft_type": "LORA", "task_type": None, "r": r, "lora_alpha": r, "lora_dropout": 0.0,
+                  "target_modules": sorted(modules), "rank_pattern": pattern, "alpha_pattern": pattern,
+                  "fan_in_fan_out": bool(conv1d), "bias": "none", "use_rslora": False, "use_dora": False,
+                  "modules_to_save": None, "init_lora_weights": True, "inference_mode": True}
+        return config, weights
+

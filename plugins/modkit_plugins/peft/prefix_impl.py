@@ -119,3 +119,12 @@ class PrefixTuning(PeftMethod):
             if isinstance(m, PrefixSlot) and m._encoder:
                 m.freeze()
         delattr(model, ENCODER_ATTRIBUTE)
+
+    @classmethod
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
+        if any(isinstance(m, PrefixSlot) for m in model.modules()):
+            raise UserError("prefix: Hugging Face PEFT's PREFIX_TUNING puts the prefix in the KV cache, which "
+                            "shifts every token's position by its length; modkit's prefixes have no position, so "
+                            "a PEFT folder would not compute the same. Use `lora` for export-peft, or serve the "
+                            "modkit artifact itself")
+        return None
