@@ -201,3 +201,23 @@ def test_export_peft_names_the_alternative_for_adapters(tmp_path):
     Adapters(AdapterOptions(bottleneck=4)).apply(model)
     with pytest.raises(UserError, match="no Houlsby bottleneck adapters; train with `lora`"):
         export_peft(model, tmp_path / "peft")
+
+
+PREFIX_MODELS = {"gpt2": "CAUSAL_LM", "bart": "SEQ_2_SEQ_LM", "t5": "SEQ_2_SEQ_LM"}
+
+
+@pytest.mark.parametrize("family", PREFIX_MODELS)
+@pytest.mark.parametrize("projection", [False, True])
+def test_prefix_tuning_folder_gives_peftmodel_outputs(tmp_path, family, projection):
+    from peft import PrefixTuningConfig
+
+    base = hf_base(tmp_path, family, 0)
+    config = PrefixTuningConfig(task_type=PREFIX_MODELS[family], num_virtual_tokens=3,
+                                prefix_projection=projection, encoder_hidden_size=16)
+    torch.manual_seed(7)
+    get_peft_model(MODELS[family]().eval(), config).save_pretrained(tmp_path / "adapter")
+    theirs = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    ours = modkit.load_model(tmp_path / "base", peft=[tmp_path / "adapter"])
+    expected, got = outputs(theirs, family, hf=True), outputs(ours, family, hf=False)
+    assert (got - outputs(modkit.load_model(tmp_path / "base"), family, hf=False)).abs().max() > 1e-3
+    assert (got - expected).abs().max() < 1e-5

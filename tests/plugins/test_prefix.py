@@ -67,9 +67,9 @@ def test_padding_is_masked_with_a_prefix(family):
     assert (a - b)[keep].abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("projection", [0, 16])
-def test_gpt_cache_with_a_prefix_equals_the_full_forward(projection):
-    model, _, _ = prefixed("gpt", length=3, projection=projection)
+@pytest.mark.parametrize("projection, positions", [(0, "none"), (16, "none"), (0, "peft")])
+def test_gpt_cache_with_a_prefix_equals_the_full_forward(projection, positions):
+    model, _, _ = prefixed("gpt", length=3, projection=projection, positions=positions)
     ids = torch.randint(3, 97, (2, 8))
     full = model.lm_logits(model(ids).last_hidden_state)
     out = model(ids[:, :5], use_cache=True)
@@ -104,8 +104,9 @@ def test_gpt_beam_search_with_cache_equals_without():
 @pytest.mark.parametrize("family", ["bart", "t5"])
 @pytest.mark.parametrize("placement", ["peft", "all"])
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_seq2seq_generation_with_cache_equals_without(family, placement, num_beams):
-    model, _, _ = prefixed(family, length=3, projection=8, placement=placement)
+@pytest.mark.parametrize("positions", ["none", "peft"])
+def test_seq2seq_generation_with_cache_equals_without(family, placement, num_beams, positions):
+    model, _, _ = prefixed(family, length=3, projection=8, placement=placement, positions=positions)
     batch = inputs(model)
     kwargs = dict(max_new_tokens=6, decoder_start_token_id=0, num_beams=num_beams)
     cached = generate_seq2seq(model, batch["input_ids"], batch["attention_mask"], **kwargs)
@@ -137,6 +138,15 @@ def test_a_second_prefix_on_the_same_layers_is_a_user_error():
     method.merge(model)  # frozen, the slot is still taken
     with pytest.raises(UserError, match="already have a prefix"):
         PrefixTuning(PrefixOptions()).apply(model)
+
+
+def test_positions_peft_moves_the_tokens_after_the_prefix():
+    from modkit.nn.blocks import prefix_positions
+
+    model, _, _ = prefixed("gpt", length=4, positions="peft")
+    assert prefix_positions(model.blocks) == 4
+    model, _, _ = prefixed("gpt", length=4)
+    assert prefix_positions(model.blocks) == 0
 
 
 def test_prefix_is_registered_with_its_options():

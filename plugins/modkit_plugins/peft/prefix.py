@@ -15,6 +15,9 @@ class PrefixOptions(modkit.Options):
     placement: Literal["peft", "all"] = Field(
         "peft", description="peft: every self-attention, but only the decoder's in an encoder-decoder (where "
                             "Hugging Face PEFT puts them); all: every self- and cross-attention (Li & Liang).")
+    positions: Literal["none", "peft"] = Field(
+        "none", description="none: the prefix has no position and tokens keep theirs; peft: the prefix takes the "
+                            "first `length` positions, as in Hugging Face PEFT (whose folders need it).")
 
 
 @modkit.hookimpl

@@ -51,10 +51,11 @@ class PrefixSlot(nn.Module):
     """What an attention's ``prefix`` calls: ``(keys, values)`` of shape (batch, heads, length,
     head_dim), from the encoder while training, from constants once frozen."""
 
-    def __init__(self, encoder: PrefixEncoder, layer: int, n_heads: int, d_head: int):
+    def __init__(self, encoder: PrefixEncoder, layer: int, n_heads: int, d_head: int, positions: int = 0):
         super().__init__()
         self._encoder = (encoder,)  # a tuple, so the shared encoder is registered once, on the backbone
         self.layer, self.n_heads, self.d_head = layer, n_heads, d_head
+        self.positions = positions  # read by the backbone (modkit.nn.blocks.prefix_positions)
         self.register_buffer("key", None)
         self.register_buffer("value", None)
 
@@ -107,7 +108,8 @@ class PrefixTuning(PeftMethod):
         model.add_module(ENCODER_ATTRIBUTE, encoder)
         slots = []
         for i, attention in enumerate(attentions):
-            attention.prefix = PrefixSlot(encoder, i, attention.n_heads, attention.d_head)
+            attention.prefix = PrefixSlot(encoder, i, attention.n_heads, attention.d_head,
+                                          o.length if o.positions == "peft" else 0)
             slots.append(attention.prefix)
         return [encoder, *slots]
 
@@ -128,3 +130,33 @@ class PrefixTuning(PeftMethod):
                             "a PEFT folder would not compute the same. Use `lora` for export-peft, or serve the "
                             "modkit artifact itself")
         return None
+
+    @classmethod
+    def from_hf_peft(cls, config: dict, weights: dict, model: nn.Module):
+        """A Hugging Face PEFT PREFIX_TUNING folder: its saved keys/values (``prompt_embeddings``,
+        the MLP already evaluated), in the layers and positions PEFT gives them."""
+        from modkit_plugins.peft.prefix import PrefixOptions
+
+        if config.get("peft_type") != "PREFIX_TUNING":
+            return None
+        kv = weights.get("prompt_embeddings")
+        if kv is None:
+            raise UserError("PREFIX_TUNING adapter: no prompt_embeddings in adapter_model.safetensors")
+        length, hf_layers = int(config["num_virtual_tokens"]), int(config["num_layers"])
+        method = cls(PrefixOptions(length=length, projection=0, placement="peft", positions="peft"))
+        modules = method.apply(model)
+        encoder, slots = modules[0], modules[1:]
+        block = 2 * encoder.inner
+        if kv.shape != (length, hf_layers * block):
+            raise UserError(f"PREFIX_TUNING adapter: prompt_embeddings {tuple(kv.shape)} do not fit {hf_layers} layers "
+                            f"of width {encoder.inner} (expected {(length, hf_layers * block)})")
+        seq2seq = config.get("num_transformer_submodules") == 2
+        if len(slots) > hf_layers:
+            raise UserError(f"PREFIX_TUNING adapter: {hf_layers} layers of prefixes for {len(slots)} attention layers")
+        with torch.no_grad():
+            for i in range(len(slots)):
+                # PEFT doubles an encoder-decoder's prefixes and hands each decoder layer four
+                # entries of the doubled list: layer i reads the keys/values of entry 2i mod layers
+                source = (2 * i) % hf_layers if seq2seq else i
+                encoder.embedding.weight[:, i * block:(i + 1) * block] = kv[:, source * block:(source + 1) * block]
+        return method, modules
