@@ -24,10 +24,10 @@ def _wrappers(backbone) -> list:
 
 
 def check_peft(method, backbone, *, seed: int = 0, move: float = 0.1) -> None:
-    """``apply`` returns the method's own new modules (not the layers they wrap) and they get
-    gradients; a fresh method changes nothing (``identity_at_init``); once its weights have
+    """``apply`` returns modules it inserted, with new weights, never the layers they wrap (it
+    may add existing ones it trains, as Houlsby's layer norms), and they get gradients; a fresh method changes nothing (``identity_at_init``); once its weights have
     moved from their initial values (by ``move``-sized noise) it changes the outputs, every
-    wrapper keeps its role and exposes ``.base``, ``wrapper.merge()`` computes what the
+    wrapper keeps its role and exposes ``.base``; for a method that ``merges``, ``wrapper.merge()`` computes what the
     unmerged wrapper did and ``unmerge()`` restores the base weights bit for bit; and
     ``method.merge(model)`` keeps the outputs and (``merges``) leaves no module of the method
     behind."""
@@ -43,8 +43,9 @@ def check_peft(method, backbone, *, seed: int = 0, move: float = 0.1) -> None:
     inside = {id(m) for m in backbone.modules()}
     assert all(id(m) in inside for m in modules), f"{name}.apply returned modules it did not insert into the backbone"
     own = [p for m in modules for p in m.parameters()]
-    assert own and not any(id(p) in base_params for p in own), \
-        f"{name}.apply must return only the method's new modules, not the layers they wrap"
+    wrapped = {id(w.base) for w in _wrappers(backbone)}
+    assert not any(id(m) in wrapped for m in modules) and any(id(p) not in base_params for p in own), \
+        f"{name}.apply must return the method's new modules, not the layers they wrap"
     out = _run(backbone, ids)
     if type(method).identity_at_init:
         assert _diff(out, before) <= 1e-6, f"{name}: a freshly applied method changes the outputs by {_diff(out, before):.3g}"
@@ -57,10 +58,12 @@ def check_peft(method, backbone, *, seed: int = 0, move: float = 0.1) -> None:
         moved = _run(backbone, ids)
         assert _diff(moved, before) > 1e-4, f"{name}: moving the method's weights does not change the outputs"
         for wrapper in _wrappers(backbone):
-            assert isinstance(wrapper, PeftWrapper), f"{type(wrapper).__name__} has .base but is no PeftWrapper " \
-                "(modkit_role, base, merge, unmerge)"
             base_role = getattr(wrapper.base, "modkit_role", wrapper.modkit_role)
             assert wrapper.modkit_role == base_role, f"{type(wrapper).__name__} changed the role {base_role!r}"
+            if not type(method).merges:
+                continue  # its wrappers stay in the graph: nothing to fold
+            assert isinstance(wrapper, PeftWrapper), f"{type(wrapper).__name__} has .base but is no PeftWrapper " \
+                "(modkit_role, base, merge, unmerge)"
             saved = {k: v.clone() for k, v in wrapper.base.state_dict().items()}
             wrapper.merge()
             merged = _run(backbone, ids)
