@@ -142,7 +142,7 @@ def test_parity_check_fails_on_a_perturbed_graph(artifact, tmp_path):
 
 def test_runtime_labels_match_the_torch_model(artifact):
     texts = [json.loads(line)["text"] for line in (EXAMPLE / "modules.jsonl").read_text().splitlines()[::25]]
-    onnx_labels = [r["label"] for r in Runtime(artifact).classify(texts)]
+    onnx_labels = [r["label"] for r in Runtime(artifact).run(texts)]
     model, tok = modkit.load_model(artifact), modkit.load_tokenizer(artifact)
     eos = tok.special_id("eos")
     torch_labels = []
@@ -206,9 +206,9 @@ def test_language_model_artifact_generates(tmp_path):
     m = read_manifest(tmp_path / "lm")
     assert "model_with_past.onnx" in m["files"] and m["parity"]["with_past_greedy_tokens_equal"]
     runtime = Runtime(tmp_path / "lm")
-    cached = runtime.generate(["The module"], max_new_tokens=5)
-    runtime.with_past = None  # the same tokens when every step recomputes the whole window
-    assert runtime.generate(["The module"], max_new_tokens=5) == cached == [out]
+    cached = runtime.run(["The module"], max_new_tokens=5)
+    runtime.has_graph = lambda name: False  # the same tokens when every step recomputes the whole window
+    assert runtime.run(["The module"], max_new_tokens=5) == cached == [out]
     # the same tokens as greedy decoding with the torch model
     model, tok = modkit.load_model(tmp_path / "lm"), modkit.load_tokenizer(tmp_path / "lm")
     ids = tok.encode("The module")
@@ -216,6 +216,22 @@ def test_language_model_artifact_generates(tmp_path):
         logits = model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).logits
         assert int(logits[0, -1].argmax()) == expected
         ids.append(expected)
+    # export-hf keeps the LM head: AutoModelForCausalLM computes modkit's logits
+    transformers = pytest.importorskip("transformers")
+    r = CliRunner().invoke(main, ["export-hf", str(tmp_path / "lm"), str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    batch = torch.tensor([ids])
+    with torch.no_grad():
+        assert (hf(input_ids=batch).logits - model(batch).logits).abs().max() < 1e-5
+
+
+def test_export_hf_says_when_a_task_head_has_no_transformers_class(artifact, tmp_path):
+    # the GPT classifier of the example: transformers' GPT2ForSequenceClassification has no bias
+    r = CliRunner().invoke(main, ["export-hf", str(artifact), str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    assert "note: transformers' GPT classes have no sequence-classification head like this one" in r.output
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["GPT2Model"]
 
 
 def test_example_spec_builds_at_reduced_steps(tmp_path):

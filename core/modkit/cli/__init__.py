@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from modkit.cli.export_hf import export_hf
+from modkit.cli.export_hf import export_hf, export_peft
 from modkit.cli.tokenize import tokenize
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
@@ -72,7 +72,7 @@ def _registry(ctx: click.Context):
     return get_registry(ctx.obj["registry_path"])
 
 
-@main.command("list")
+@main.command("list", short_help="Every component and preset, and plugins that failed.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.pass_context
@@ -86,21 +86,22 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
         click.echo(json.dumps({
             "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}
                            for c in comps],
-            "presets": [{"name": p.name, "kind": p.kind, "use": p.use} for p in presets],
+            "presets": [{"name": p.name, "kind": p.kind, "use": p.use, "doc": p.doc} for p in presets],
             "failed_plugins": [{"plugin": f.plugin, "error": f.error} for f in reg.failures],
             "conflicts": conflicts}, indent=2))
         return
+    click.echo(f"{'KIND':<10} {'NAME':<16} {'FROM':<24} DOC")
     for c in comps:
         click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
     for p in presets:
-        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24}")
+        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24} {p.doc}")
     for name, plugins in conflicts.items():
         click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
     for f in reg.failures:
         click.echo(f"failed     {f.plugin}: {f.error}")
 
 
-@main.command()
+@main.command(short_help="A component's options: types, defaults, docs.")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Which kind, if the name is in several.")
 @click.pass_context
@@ -129,70 +130,110 @@ def _type_name(annotation) -> str:
     return str(annotation).replace("typing.", "")
 
 
-@main.command()
+@main.command(short_help="Train a spec's stages and write the artifact.")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. stages[0].steps=50.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
+              help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.pass_context
-def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
+          max_steps: int | None) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
     from modkit.builder.build import build as run_build
 
-    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet)
+    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet,
+              max_steps=max_steps)
 
 
-@main.command()
+@main.command(short_help="Run an artifact with onnxruntime, without torch.")
 @click.argument("artifact", type=click.Path())
 @click.option("--text", "texts", multiple=True, help="An input text (repeatable).")
 @click.option("--file", "file_", type=click.Path(dir_okay=False),
-              help="Input texts, one per line; a .jsonl file's \"text\" fields (with \"label\" fields, accuracy is reported).")
+              help="Inputs: a .jsonl file of records (with gold fields such as \"label\", figures are reported), "
+                   "else one text per line. Without --text or --file, standard input is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=32, help="For generation.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=None,
+              help="For generating tasks; default the artifact's own setting.")
+@click.option("-O", "--option", "task_options", multiple=True, metavar="KEY=VALUE",
+              help="Another option of the artifact's task (see `modkit info TASK --kind task`).")
 @click.pass_context
 def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | None, as_json: bool,
-        provider: str, max_new_tokens: int) -> None:
-    """Run an artifact with onnxruntime (no torch): classify, generate..."""
+        provider: str, max_new_tokens: int | None, task_options: tuple[str, ...]) -> None:
+    """Run an artifact with onnxruntime (no torch), as its task's plugin serves it."""
     from modkit.runtime import Runtime
 
-    inputs, gold = list(texts), []
-    if file_ and file_.endswith(".jsonl"):
-        from modkit.data import read_jsonl
-
-        records = read_jsonl(Path(file_), [])
-        field = next((f for f in ("text", "source") if f in records[0]), None)
-        if field is None:
-            raise UserError(f"{file_}:1: expected a \"text\" (or seq2seq \"source\") field")
-        inputs += [str(r.get(field, "")) for r in records]
-        gold = [r.get("label", r.get("target")) for r in records]
-    elif file_:
-        try:
-            inputs += [line for line in Path(file_).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except OSError as e:
-            raise UserError(f"{file_}: cannot read ({e.strerror})") from None
-    if not inputs:
-        inputs = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    records: list = list(texts)
+    source = file_
+    if file_:
+        records += _read_inputs(Path(file_))
+    elif not texts:
+        if sys.stdin.isatty():
+            raise UserError("no inputs: give --text T, --file F, or texts on standard input (one per line, "
+                            "or JSON lines)")
+        records += _parse_inputs(sys.stdin.read(), "<stdin>")
+        source = "standard input"
+    if not records:
+        raise UserError(f"no inputs in {source}")
     runtime = Runtime(artifact, provider=provider, registry=_registry(ctx))
-    results = runtime.run(inputs, max_new_tokens=max_new_tokens)
+    results = runtime.run(records, max_new_tokens=max_new_tokens, **_parse_options(task_options))
+    task = runtime.task_impl
     for result in results:
-        if as_json:
-            click.echo(json.dumps(result, ensure_ascii=False))
-        elif "label" in result:
-            probs = " ".join(f"{k}={v:.3f}" for k, v in result["probabilities"].items())
-            click.echo(f"{result['label']}\t{probs}\t{result['text']}")
-        elif runtime.task["task"] == "seq2seq":
-            click.echo(result["generated"])
-        else:  # a continuation
-            click.echo(result["text"] + result["generated"])
-    if gold and all(g is not None for g in gold):
-        key = "label" if "label" in results[0] else "generated"
-        right = sum(str(g).strip() == r[key].strip() for g, r in zip(gold, results))
-        name = "accuracy" if key == "label" else "exact match"
-        click.echo(f"{name} {right / len(gold):.4f} ({right}/{len(gold)} labelled lines of {file_})", err=True)
+        click.echo(json.dumps(result, ensure_ascii=False) if as_json else task.format(result))
+    figures = task.score(runtime.records(records), results)
+    if figures:
+        click.echo(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+                   + f" ({source})", err=True)
+
+
+def _read_inputs(path: Path) -> list:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return _parse_inputs(text, str(path), jsonl=path.suffix == ".jsonl")
+
+
+def _parse_inputs(text: str, source: str, jsonl: bool | None = None) -> list:
+    """Lines -> texts, or JSON objects when the input is JSON lines."""
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if jsonl is None:  # standard input: JSON lines if the first line is an object
+        jsonl = bool(lines) and lines[0][1].lstrip().startswith("{")
+    if not jsonl:
+        return [line for _, line in lines]
+    records = []
+    for n, line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{source}:{n}: not valid JSON ({e})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{source}:{n}: expected a JSON object")
+        records.append(record)
+    return records
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
 main.add_command(tokenize)
 main.add_command(export_hf)
+main.add_command(export_peft)
 
 if __name__ == "__main__":
     main()

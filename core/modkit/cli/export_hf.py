@@ -8,20 +8,42 @@ import click
 from modkit.errors import UserError
 
 
-@click.command("export-hf")
+@click.command("export-hf", short_help="Write an artifact as a Hugging Face folder.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export_hf(out: str, dest: str) -> None:
-    """Write the model of artifact OUT as a Hugging Face folder DEST.
+    """Write artifact OUT as a Hugging Face folder DEST, with its task head.
 
-    DEST gets config.json, model.safetensors and the tokenizer files, which
-    transformers' from_pretrained loads. OUT may also be a Hugging Face folder.
+    DEST gets config.json, model.safetensors and the tokenizer files, which transformers'
+    from_pretrained (AutoModelFor...) loads: a classifier as *ForSequenceClassification with
+    its labels, a language model as *LMHeadModel. OUT may also be a Hugging Face folder.
     """
     from modkit.builder.checkpoints import export_hf as export
 
     try:
-        path = export(out, dest)
+        path = export(out, dest, echo=lambda msg: click.echo(msg, err=True))
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     click.echo(f"wrote {path}")
+
+
+@click.command("export-peft", short_help="Write an artifact's PEFT methods as Hugging Face PEFT folders.")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+def export_peft(out: str, dest: str) -> None:
+    """Write each PEFT method of artifact OUT as a folder DEST/<method> that peft's
+    PeftModel.from_pretrained loads over the base `modkit export-hf OUT` writes.
+
+    Only unmerged methods can be written (build with `[export] merge = false`); a method
+    peft cannot express (Houlsby adapters) is an error that names the alternative.
+    """
+    from modkit.builder.peft_folders import export_peft as export
+
+    try:
+        paths = export(out, dest)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    for path in paths:
+        click.echo(f"wrote {path}")

@@ -25,3 +25,9 @@ class ClassifyOptions(modkit.Options):
 def modkit_register_objectives(register):
     register("classify", "modkit_plugins.objectives.classify_impl:Classify", options=ClassifyOptions,
              doc="Sequence classification (GPT's extract token or BERT's [CLS]), optionally with GPT's auxiliary LM loss.")
+
+
+@modkit.hookimpl
+def modkit_register_tasks(register):
+    register("classify", "modkit_plugins.objectives.classify_task:ClassifyTask",
+             doc="A label and class probabilities per text.")

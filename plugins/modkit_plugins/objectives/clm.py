@@ -10,7 +10,17 @@ class CLMOptions(modkit.Options):
     holdout: float = Field(0.05, ge=0, lt=1, description="Fraction of the text (its end) held back for evaluation.")
 
 
+class GenerateOptions(modkit.Options):
+    max_new_tokens: int = Field(32, gt=0, description="How many tokens to add at most.")
+
+
 @modkit.hookimpl
 def modkit_register_objectives(register):
     register("clm", "modkit_plugins.objectives.clm_impl:CausalLM", options=CLMOptions,
              doc="Next-token prediction over random windows of a text file.")
+
+
+@modkit.hookimpl
+def modkit_register_tasks(register):
+    register("generate", "modkit_plugins.objectives.clm_task:GenerateTask", options=GenerateOptions,
+             doc="Greedy continuation of each text (cached step graph where the build wrote one).")

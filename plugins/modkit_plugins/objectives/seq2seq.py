@@ -16,7 +16,17 @@ class Seq2SeqOptions(modkit.Options):
     max_new_tokens: int = Field(64, gt=0, description="Generation length recorded for `modkit run`.")
 
 
+class Seq2SeqRunOptions(modkit.Options):
+    max_new_tokens: int | None = Field(None, gt=0, description="Longest output; default the build's max_new_tokens.")
+
+
 @modkit.hookimpl
 def modkit_register_objectives(register):
-    register("seq2seq", "modkit_plugins.objectives.seq2seq_task:Seq2Seq", options=Seq2SeqOptions,
+    register("seq2seq", "modkit_plugins.objectives.seq2seq_impl:Seq2Seq", options=Seq2SeqOptions,
              doc="Sequence to sequence: cross-entropy on the target given the source (JSONL source/target).")
+
+
+@modkit.hookimpl
+def modkit_register_tasks(register):
+    register("seq2seq", "modkit_plugins.objectives.seq2seq_task:Seq2SeqTask", options=Seq2SeqRunOptions,
+             doc="The generated target text per source text (encoder once, cached greedy decoding).")

@@ -1,142 +1,35 @@
-"""Seq2seq training: JSONL {"source", "target"} pairs -> teacher-forced cross-entropy.
-
-The encoder reads ``source + eos``; the decoder reads ``start + target`` and is trained to
-produce ``target + eos``. The start id is the backbone's ``decoder_start_token_id``.
-"""
+"""Serving seq2seq artifacts: the encoder once, then cached greedy decoding (torch-free)."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from modkit.data import split_holdout
-from modkit.errors import ArtifactError, UserError
-from modkit.interfaces import Objective
-
-IGNORE = -100  # label of padding positions, skipped by the loss
+from modkit.interfaces import Task
+from modkit.runtime import pad_ids
+from modkit.runtime.seq2seq import Seq2SeqSession, strip_after_eos
 
 
-@dataclass
-class Seq2SeqData:
-    sources: list[list[int]]
-    targets: list[list[int]]  # each ends with the eos
-    heldout: "Seq2SeqData | None" = None  # every k-th pair, kept out of training for evaluate
+class Seq2SeqTask(Task):
+    graphs = ("encoder.onnx", "decoder.onnx")
 
+    def check(self, record):  # the source text, under the training data's name or the usual one
+        return None if "source" in record or "text" in record else "missing field 'text' (or 'source')"
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+    def run(self, records, options):
+        art, task = self.artifact, self.artifact.task
+        eos, pad = task["eos_token_id"], task.get("pad_token_id", 0)
+        limit = (task.get("max_length") or 10**9) - 1
+        texts = [str(r.get("source", r.get("text"))) for r in records]
+        ids, mask = pad_ids([art.tokenizer.encode(t)[:limit] + [eos] for t in texts], pad)  # as seq2seq trained
+        session = Seq2SeqSession(art.session("encoder.onnx"), art.session("decoder.onnx"))
+        tokens, _ = session.greedy(ids, mask, max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32),
+                                   decoder_start_token_id=task["decoder_start_token_id"], eos_token_id=eos)
+        return [{"text": t, "generated": art.tokenizer.decode(row), "ids": row}
+                for t, row in zip(texts, strip_after_eos(tokens, eos))]
 
+    def format(self, result):
+        return result["generated"]
 
-class Seq2Seq(nn.Module, Objective):
-    task = "seq2seq"
-
-    def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        if not getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"seq2seq needs an encoder-decoder backbone, not {type(backbone).__name__}")
-        self.tokenizer = tokenizer
-        cfg = backbone.config
-        self.eos = tokenizer.special_id("eos")
-        self.eos = cfg.eos_token_id if self.eos is None else self.eos
-        pad = tokenizer.special_id("pad")
-        self.pad = cfg.pad_token_id if pad is None else pad
-        self.start = cfg.decoder_start_token_id
-        self.max_length: int | None = None  # source length, set by load_data for the runtime
-
-    def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
-        opts = self.options
-        target_len = opts.max_target_len or seq_len
-        self.max_length = seq_len
-        sources, targets = [], []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    source, target = row[opts.source_key], row[opts.target_key]
-                except (ValueError, KeyError, TypeError):
-                    raise ArtifactError(
-                        f"{path}:{n}: expected a JSON object with {opts.source_key!r} and "
-                        f"{opts.target_key!r}") from None
-                sources.append(self.tokenizer.encode(source)[:seq_len - 1] + [self.eos])
-                targets.append(self.tokenizer.encode(target)[:target_len - 1] + [self.eos])
-        if not sources:
-            raise ArtifactError(f"{path}: no examples")
-        train, heldout = split_holdout(list(zip(sources, targets)), opts.holdout)
-        if not train:
-            raise ArtifactError(f"{path}: too few examples to hold some back")
-        held = Seq2SeqData([s for s, _ in heldout], [t for _, t in heldout]) if heldout else None
-        return Seq2SeqData([s for s, _ in train], [t for _, t in train], held)
-
-    def collate(self, data: Seq2SeqData, index: list[int]) -> dict[str, torch.Tensor]:
-        sources = [data.sources[i] for i in index]
-        targets = [data.targets[i] for i in index]
-        input_ids = _pad(sources, self.pad)
-        labels = _pad(targets, IGNORE)
-        decoder_input_ids = _pad([[self.start] + t[:-1] for t in targets], self.pad)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": _pad([[1] * len(s) for s in sources], 0),
-            "decoder_input_ids": decoder_input_ids,
-            "decoder_attention_mask": (labels != IGNORE).long(),
-            "labels": labels,
-        }
-
-    def batch(self, data: Seq2SeqData, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        index = torch.randint(len(data.sources), (batch_size,), generator=generator).tolist()
-        return self.collate(data, index)
-
-    def loss(self, backbone, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = backbone(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
-                          batch["decoder_attention_mask"]).logits
-        labels = batch["labels"]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
-                               label_smoothing=self.options.label_smoothing)
-        with torch.no_grad():
-            real = labels != IGNORE
-            accuracy = ((logits.argmax(-1) == labels) & real).sum() / real.sum()
-        return loss, {"loss": float(loss.detach()), "token_accuracy": float(accuracy)}
-
-    @torch.no_grad()
-    def evaluate(self, backbone, data: Seq2SeqData) -> dict[str, float]:
-        """Teacher-forced loss and token accuracy, and greedy exact match, on held-back pairs
-        (on the first training pairs when none are held back)."""
-        prefix = "heldout_" if data.heldout else "train_"
-        data = data.heldout or data
-        n = min(self.options.eval_examples, len(data.sources))
-        if n == 0:
+    def score(self, records, results):
+        gold = [r.get("target") for r in records]
+        if any(g is None for g in gold):
             return {}
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            batch = self.collate(data, list(range(n)))
-            _, figures = self.loss(backbone, batch)
-            width = batch["labels"].shape[1]
-            out = backbone.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=width,
-                                    eos_token_id=self.eos, pad_token_id=self.eos,
-                                    decoder_start_token_id=self.start)[:, 1:]
-            exact = sum(out[i, :len(t)].tolist() == t for i, t in enumerate(data.targets[:n]))
-        finally:
-            backbone.train(was_training)
-        figures = {**figures, "exact_match": exact / n, "examples": n}
-        return {prefix + k: v for k, v in figures.items()}
-
-    def logits(self, backbone, output, attention_mask) -> torch.Tensor:
-        return output.logits
-
-    def export_inputs(self, data: Seq2SeqData) -> dict[str, torch.Tensor]:
-        batch = self.collate(data, list(range(min(4, len(data.sources)))))
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
-    def describe(self) -> dict[str, Any]:
-        return {"task": self.task, "decoder_start_token_id": self.start, "eos_token_id": self.eos,
-                "pad_token_id": self.pad, "max_new_tokens": self.options.max_new_tokens,
-                "max_length": self.max_length}
+        right = sum(str(g).strip() == r["generated"].strip() for g, r in zip(gold, results))
+        return {"exact_match": right / len(gold), "labelled": len(gold)}
