@@ -58,7 +58,7 @@ class Stage(_Strict):
     objective: ComponentSection
     peft: list[ComponentSection] = Field(default_factory=list)
     data: str
-    steps: int = Field(gt=0)
+    steps: int = Field(ge=0, description="Training steps; 0 attaches the objective untrained (serve a checkpoint as it is).")
     lr: float = Field(3e-4, gt=0, description="Peak learning rate (AdamW).")
     batch_size: int = Field(16, gt=0)
     seq_len: int = Field(128, gt=1)

@@ -58,7 +58,7 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
     ("stages[1].peft[0].r=0", "stages[1].peft[0].r", "greater than 0"),
     ("stages[1].peft[0].r='x'", "stages[1].peft[0].r", "valid integer"),
     ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank", "unknown option of peft 'lora'"),
-    ("stages[0].steps=0", "stages[0].steps", "greater than 0"),
+    ("stages[0].steps=-1", "stages[0].steps", "greater than or equal to 0"),
     ("stages[0].stepz=3", "stages[0].stepz", "Extra inputs are not permitted"),
     ("backbone.use=gtp", "backbone.use", "did you mean 'gpt', 'gpt2'?"),
     ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'?"),

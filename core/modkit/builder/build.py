@@ -195,6 +195,10 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
             "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           registry: Registry | None = None, progress: bool = True,
           echo: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -243,9 +247,9 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
-            "loss_first_10": sum(losses[:10]) / len(losses[:10]),
-            "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures})
-        echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+            "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures})
+        echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+                             if losses else "no training steps")
              + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
         save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
         done_path.write_text(json.dumps(reports))

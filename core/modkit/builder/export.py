@@ -23,9 +23,9 @@ def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path
     graph = ExportGraph(model).eval()
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "logits": {0: "batch"}}
-    if model.head is not None and getattr(model.head, "task", "") == "generate":
-        axes["logits"][1] = "sequence"
     with torch.no_grad(), warnings.catch_warnings():
+        if graph(*(example[k] for k in INPUTS)).dim() == 3:  # per-position outputs (LM, fill-mask, tags)
+            axes["logits"][1] = "sequence"
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         # The TorchScript exporter: fast (well under a second here) and exact for these graphs.
         torch.onnx.export(graph, tuple(example[k] for k in INPUTS), str(path), input_names=list(INPUTS),
