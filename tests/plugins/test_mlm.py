@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import modkit
 from modkit import load_tokenizer
 from modkit.builder.build import build
 from modkit.runtime import Runtime
@@ -140,3 +141,33 @@ lr = 3e-3
     tok = load_tokenizer(tmp_path / "out")
     assert all(f["sequence"] == tok.decode(tok.encode("the") + [f["token"]] + tok.encode("module"),
                                            skip_special_tokens=True) for f in fills)
+
+
+@pytest.mark.parity
+def test_export_hf_writes_a_bert_for_masked_lm(tmp_path, bert_mlm_checkpoint):
+    """A fill-mask artifact goes back to transformers as BertForMaskedLM with the same logits."""
+    transformers = pytest.importorskip("transformers")
+    from modkit.builder.checkpoints import export_hf
+
+    folder, model, _ = bert_mlm_checkpoint
+    (tmp_path / "corpus.txt").write_text(" ".join(WORDS * 40))
+    (tmp_path / "spec.toml").write_text(f"""
+name = "fill"
+[backbone]
+from = "{folder}"
+[[stages]]
+objective = {{ use = "mlm" }}
+data = "corpus.txt"
+steps = 3
+seq_len = 16
+""")
+    build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    export_hf(tmp_path / "out", tmp_path / "hf")
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(theirs).__name__ == "BertForMaskedLM"
+    ids = torch.randint(5, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(3))
+    ours = modkit.load_model(tmp_path / "out")
+    with torch.no_grad():
+        diff = (ours(ids).logits - theirs(ids).logits).abs().max().item()
+    trained = (theirs(ids).logits - model(ids).logits).abs().max().item()
+    assert diff < 1e-5 and trained > 1e-4  # the trained weights, not the starting checkpoint

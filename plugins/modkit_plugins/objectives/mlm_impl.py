@@ -136,6 +136,9 @@ class MaskedLM(nn.Module, Objective):
         mask[1, ids.shape[1] * 3 // 4:] = 0  # one padded row, so the check covers masking
         return {"input_ids": batch["input_ids"], "attention_mask": mask}
 
+    def hf_head(self, backbone):
+        return {"kind": "masked-lm"} if self.head is None else None
+
     def describe(self):
         return {"task": self.task, "mask_token_id": self.mask_id, "pad_token_id": self.pad_id,
                 "top_k": self.options.top_k, "max_length": self.max_length}
