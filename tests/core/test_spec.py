@@ -61,7 +61,7 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
     ("stages[0].steps=-1", "stages[0].steps", "greater than or equal to 0"),
     ("stages[0].stepz=3", "stages[0].stepz", "Extra inputs are not permitted"),
     ("backbone.use=gtp", "backbone.use", "did you mean 'gpt', 'gpt2'?"),
-    ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'?"),
+    ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'"),
     ("stages[0].data='missing.txt'", "stages[0].data", "no such file or folder: 'missing.txt'"),
     ("backbone.variant='gpt3'", "backbone.variant", "'gpt1' or 'gpt2'"),
     ("stages[1].objective.labels=['a']", "stages[1].objective.labels", "at least 2 items"),

@@ -23,6 +23,7 @@ from modkit.runtime.artifact import read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
 from modkit.builder.progress import StageProgress
+from modkit.builder.multi import WeightedObjectives
 from modkit.builder.train import (load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint, step_seed,
                                  train_stage)
 
@@ -48,28 +49,32 @@ def _seed_stage(seed: int, index: int) -> None:
     torch.manual_seed(step_seed(seed, index, 2**31))
 
 
-def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: list[tuple[Component, Any]],
-                  tokenizer, seed: int, index: int) -> tuple[Any, list, list[torch.nn.Module]]:
-    """Add one stage's objective and PEFT methods; return (objective, methods, new modules)."""
+def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[tuple[Component, Any]],
+                  tokenizer, seed: int, index: int) -> tuple[list, list, list[torch.nn.Module]]:
+    """Add one stage's objectives (the first is the task) and PEFT methods; return
+    (objectives, methods, new modules)."""
     _seed_stage(seed, index)
-    comp, options = objective
-    fresh = comp.load()(options, model.backbone, tokenizer)
-    obj = model.add_objective(comp.name, fresh)
-    new_modules = [obj] if obj is fresh else []
+    objs, new_modules = [], []
+    for comp, options in objectives:
+        fresh = comp.load()(options, model.backbone, tokenizer)
+        objs.append(model.add_objective(comp.name, fresh))
+        new_modules += [fresh] if objs[-1] is fresh else []
+    model.task = objectives[0][0].name
     methods = []
     for pcomp, poptions in peft:
         method = pcomp.load()(poptions)
         modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
-    return obj, methods, new_modules
+    return objs, methods, new_modules
 
 
-def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
-    """With PEFT, train only its modules and the head; otherwise everything."""
+def _set_trainable(model: ModkitModel, objectives, methods) -> tuple[int, int]:
+    """With PEFT, train only its modules and the heads; otherwise everything."""
     if methods:
         model.requires_grad_(False)
-        objective.requires_grad_(True)
+        for objective in objectives:
+            objective.requires_grad_(True)
         for _, _, modules in methods:
             for m in modules:
                 m.requires_grad_(True)
@@ -86,9 +91,12 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
     model = ModkitModel(backbone)
     for i, stage in enumerate(comps["stages"]):
-        ocomp = registry.get("objective", stage["objective"]["name"])
+        objectives = []
+        for record in stage.get("objectives") or [stage["objective"]]:
+            ocomp = registry.get("objective", record["name"])
+            objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
         kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
-        _attach_stage(model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
+        _attach_stage(model, objectives,
                       [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer,
                       manifest["seed"], i)
     return model.eval()
@@ -215,30 +223,41 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         reports = []  # stage reports without weights cannot be trusted
     all_methods, stage_records, data = [], [], None
     for i, stage in enumerate(spec.model.stages):
-        res_obj: Resolved = spec.objectives[i]
-        objective, methods, new_modules = _attach_stage(
-            model, (res_obj.component, res_obj.options),
+        resolved: list[Resolved] = spec.objectives[i]
+        objs, methods, new_modules = _attach_stage(
+            model, [(r.component, r.options) for r in resolved],
             [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
+        objective = objs[0]  # the stage's task
         all_methods += methods
-        trainable, total = _set_trainable(model, objective, methods)
-        stage_records.append((res_obj, methods))
+        trainable, total = _set_trainable(model, objs, methods)
+        stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
         if position is not None and position["stage"] == i and position["step"] == 0:
             load_checkpoint(work, model, None, new_modules)
-        data = objective.load_data(spec.path(stage.data), stage.seq_len)
-        label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
+        datas = [obj.load_data(spec.path(stage.data), stage.seq_len) for obj in objs]
+        data = datas[0]
+        names = [r.component.name for r in resolved]
+        trainer, train_data = (objective, data) if len(objs) == 1 else (
+            WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
+        label = f"stage {i + 1}/{len(spec.model.stages)} {' + '.join(names)}"
         start = position["step"] if position is not None and position["stage"] == i else 0
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress) as tick:
-            losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
+            losses = train_stage(model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work,
                                  resume=resume, on_step=tick)
-        figures = objective.evaluate(model.backbone, data)
+        figures = {}
+        for name, obj, d in zip(names, objs, datas):
+            figures.update({(f"{name}.{k}" if len(objs) > 1 else k): v for k, v in obj.evaluate(model.backbone, d).items()})
         reports.append({
-            "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
+            "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures})
+        if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
+            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
+                                         "loss_last_10": _mean(trainer.history[n][-10:])}
+                                     for n, r in zip(names, resolved)}
         echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
                              if losses else "no training steps")
              + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
@@ -260,9 +279,10 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                           **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
-            "stages": [{"objective": _component_record(r.component, r.options),
+            "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
+                        "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods)}
-                                 for c, m, mods in methods]} for r, methods in stage_records],
+                                 for c, m, mods in methods]} for rs, methods in stage_records],
         },
         "task": objective.describe(),
         "stages": reports,

@@ -11,7 +11,12 @@ from modkit.errors import ModkitError
 from modkit.nn.model import ExportGraph, ModkitModel
 from modkit.runtime import make_session
 
-INPUTS = ("input_ids", "attention_mask")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _inputs(example: dict) -> list[str]:
+    """The graph's inputs: ids and mask, and segment ids where the example has them."""
+    return [k for k in INPUTS if k in example]
 
 
 class ParityError(ModkitError):
@@ -21,14 +26,14 @@ class ParityError(ModkitError):
 def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17) -> None:
     """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes."""
     graph = ExportGraph(model).eval()
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"}}
+    names = _inputs(example)
+    axes = {**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
-        if graph(*(example[k] for k in INPUTS)).dim() == 3:  # per-position outputs (LM, fill-mask, tags)
+        if graph(*(example[k] for k in names)).dim() == 3:  # per-position outputs (LM, fill-mask, tags)
             axes["logits"][1] = "sequence"
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         # The TorchScript exporter: fast (well under a second here) and exact for these graphs.
-        torch.onnx.export(graph, tuple(example[k] for k in INPUTS), str(path), input_names=list(INPUTS),
+        torch.onnx.export(graph, tuple(example[k] for k in names), str(path), input_names=names,
                           output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
 
 
@@ -40,8 +45,8 @@ def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor]
     """
     model.eval()
     with torch.no_grad():
-        expected = model(inputs["input_ids"], inputs["attention_mask"]).logits.float().numpy()
-    got = make_session(path, "cpu").run(["logits"], {k: inputs[k].numpy() for k in INPUTS})[0]
+        expected = ExportGraph(model)(*(inputs[k] for k in _inputs(inputs))).float().numpy()
+    got = make_session(path, "cpu").run(["logits"], {k: inputs[k].numpy() for k in _inputs(inputs)})[0]
     if got.shape != expected.shape:
         raise ParityError(f"{path}: ONNX output shape {got.shape} != torch {expected.shape}")
     diff = np.abs(got - expected)
@@ -49,7 +54,7 @@ def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor]
         diff = diff[inputs["attention_mask"].numpy().astype(bool)]
     max_diff = float(diff.max()) if diff.size else 0.0
     figures = {"max_abs_diff": max_diff, "tolerance": tolerance,
-               "inputs": {k: list(inputs[k].shape) for k in INPUTS}}
+               "inputs": {k: list(inputs[k].shape) for k in _inputs(inputs)}}
     if not max_diff <= tolerance:
         raise ParityError(f"ONNX parity check failed: max abs difference {max_diff:.3g} > {tolerance:g} "
                           f"between onnxruntime and torch on {path.name}")
