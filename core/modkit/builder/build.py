@@ -59,7 +59,10 @@ def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], p
     for comp, options in objectives:
         fresh = comp.load()(options, model.backbone, tokenizer)
         objs.append(model.add_objective(comp.name, fresh))
-        new_modules += [fresh] if objs[-1] is fresh else []
+        if objs[-1] is fresh:
+            new_modules.append(fresh)
+        else:  # an earlier stage's objective: its heads carry on, under this stage's options
+            objs[-1].options = options
     model.task = objectives[0][0].name
     methods = []
     for pcomp, poptions in peft:
