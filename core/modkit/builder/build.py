@@ -152,13 +152,16 @@ _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "b
 
 
 def options_from_tokenizer(options, tokenizer):
-    """Fill what the spec left unset from the tokenizer: vocab_size (when 0) and the special
-    token ids. A family's ``decoder_start_token_id`` follows the role its default shares
-    (BART starts with the eos, T5 with the pad)."""
+    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus ``extra_ids``
+    sentinel ids where the family has them and the tokenizer does not) and the special token
+    ids. A family's ``decoder_start_token_id`` follows the role its default shares (BART starts
+    with the eos, T5 with the pad)."""
     fields, given = type(options).model_fields, options.model_fields_set
     update = {}
     if "vocab_size" in fields and not options.vocab_size:
         update["vocab_size"] = tokenizer.vocab_size
+        if getattr(options, "extra_ids", 0) and tokenizer.token_to_id("<extra_id_0>") is None:
+            update["vocab_size"] += options.extra_ids  # T5's sentinels, past the tokenizer's tokens
     for field, role in _ROLE_FIELDS.items():
         if field in fields and field not in given and tokenizer.special_id(role) is not None:
             update[field] = tokenizer.special_id(role)

@@ -57,10 +57,11 @@ def _records(parts, batch_size: int, seed: int, stage: int, n: int, tokenizer) -
                 if done[name] == n:
                     break
                 row = {"objective": name, "step": step, **row}
-                if tokenizer is not None:
+                if tokenizer is not None:  # an objective with ids of its own (T5's sentinels) decodes them
+                    decode = getattr(obj, "decode", tokenizer.decode)
                     for field, key in TEXTS.items():
                         if field in row:
-                            row[key] = tokenizer.decode([t for t in row[field] if t != IGNORE])
+                            row[key] = decode([t for t in row[field] if t != IGNORE])
                 done[name] += 1
                 yield row
         step += 1
