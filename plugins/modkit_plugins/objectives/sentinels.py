@@ -22,11 +22,12 @@ def decode_with_sentinels(tokenizer, ids: Sequence[int], sentinel_base: int | No
     return "".join(parts + [tokenizer.decode(run, **options)])
 
 
-def encode_with_sentinels(tokenizer, text: str, sentinel_base: int | None) -> list[int]:
+def encode_with_sentinels(tokenizer, text: str, sentinel_base: int | None, *, allow_special: bool = False) -> list[int]:
     """``tokenizer.encode``, with each ``<extra_id_k>`` in the text as its sentinel id."""
     if sentinel_base is None:
-        return tokenizer.encode(text)
+        return tokenizer.encode(text, allow_special=allow_special)
     ids: list[int] = []
     for n, piece in enumerate(_SENTINEL.split(text)):
-        ids += [sentinel_base - int(piece)] if n % 2 else tokenizer.encode(piece) if piece else []
+        ids += ([sentinel_base - int(piece)] if n % 2 else
+                tokenizer.encode(piece, allow_special=allow_special) if piece else [])
     return ids

@@ -20,7 +20,9 @@ class Seq2SeqTask(Task):
         limit = (task.get("max_length") or 10**9) - 1
         texts = [str(r.get("source", r.get("text"))) for r in records]
         base = task.get("sentinel_base")  # span-corruption artifacts read and write T5's sentinels
-        rows = [encode_with_sentinels(art.tokenizer, t, base)[:limit] + [eos] for t in texts]  # as seq2seq trained
+        special = task.get("allow_special", False)  # denoise artifacts read the mask token in the text
+        rows = [encode_with_sentinels(art.tokenizer, t, base, allow_special=special)[:limit] + [eos]
+                for t in texts]  # as seq2seq trained
         ids, mask = pad_ids(rows, pad)
         session = Seq2SeqSession(art.session("encoder.onnx"), art.session("decoder.onnx"))
         tokens, _ = session.greedy(ids, mask, max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32),
