@@ -95,3 +95,18 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"parity test skipped in CI: {reason}"
+
+
+def import_or_skip(module: str, install: str):
+    """Import ``module`` or skip the test, except in CI (``CI=true``), where a skip would hide
+    that the test command failed to install it: there it fails."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"{module} is not installed: {install}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
