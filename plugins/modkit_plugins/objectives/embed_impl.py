@@ -37,14 +37,18 @@ class Embed(nn.Module, Objective):
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
-        if getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"embed needs an encoder or a decoder, not the encoder-decoder {type(backbone).__name__}")
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.special_id("pad") or 0
         self.max_length: int | None = None
 
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"embed needs an encoder or a decoder, not the encoder-decoder {type(backbone).__name__}")
+
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode_plus(text, max_length=self.max_length).ids
+        """The template's ids (``[CLS] text [SEP]``); an empty text without a template is one pad."""
+        return self.tokenizer.encode_plus(text, max_length=self.max_length).ids or [self.pad_id]
 
     def load_data(self, path, seq_len):
         o = self.options

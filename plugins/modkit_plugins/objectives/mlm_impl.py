@@ -43,8 +43,6 @@ class MaskedLM(nn.Module, Objective):
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
-        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"mlm needs an encoder (it sees both sides of each mask); {type(backbone).__name__} is not one")
         self.tokenizer = tokenizer
         self.mask_id = tokenizer.special_id("mask")
         if self.mask_id is None:
@@ -56,6 +54,11 @@ class MaskedLM(nn.Module, Objective):
                              persistent=False)
         self.head = None if self._has_lm_head(backbone) else nn.Linear(backbone.d_model, backbone.vocab_size)
         self.max_length: int | None = None
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"mlm needs an encoder (it sees both sides of each mask); {type(backbone).__name__} is not one")
 
     @staticmethod
     def _has_lm_head(backbone) -> bool:

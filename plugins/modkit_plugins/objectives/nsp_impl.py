@@ -36,8 +36,6 @@ class NextSentence(nn.Module, Objective):
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
-        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"nsp needs an encoder; {type(backbone).__name__} is not one")
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.special_id("pad") or 0
         self.segments = takes_segments(backbone)
@@ -45,6 +43,11 @@ class NextSentence(nn.Module, Objective):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.max_length: int | None = None
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"nsp needs an encoder; {type(backbone).__name__} is not one")
 
     def load_data(self, path, seq_len):
         self.max_length = seq_len

@@ -10,9 +10,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
 
 def documents(text: str) -> list[list[str]]:
-    """Blank-line separated documents, each a list of sentences (split after . ! ?)."""
+    """Blank-line separated documents (one per line in a file without blank lines), each a
+    list of sentences (split after . ! ?)."""
     docs = []
-    for block in re.split(r"\n\s*\n", text):
+    blocks = re.split(r"\n\s*\n", text.strip())
+    for block in blocks if len(blocks) > 1 else text.splitlines():
         flat = " ".join(block.split())
         sentences = [s for s in _SENTENCE_END.split(flat) if s]
         if sentences:

@@ -33,6 +33,13 @@ class SpanCorruption(Seq2Seq):
         self.vocab_end = backbone.vocab_size
         self.named_sentinels = tokenizer.token_to_id("<extra_id_0>") is not None
 
+    @classmethod
+    def check_backbone(cls, backbone):
+        super().check_backbone(backbone)
+        if not getattr(backbone.config, "extra_ids", 0):
+            raise UserError(f"span-corruption needs sentinel ids: a backbone with extra_ids (T5), not "
+                            f"{type(backbone).__name__}")
+
     def sentinel(self, k: int) -> int:
         if self.named_sentinels:
             found = self.tokenizer.token_to_id(f"<extra_id_{k}>")
