@@ -70,18 +70,22 @@ def _records(parts, batch_size: int, seed: int, stage: int, n: int, tokenizer) -
 def _rows(batch: dict[str, torch.Tensor]) -> Iterator[dict[str, Any]]:
     """Per-example lists with padding cut: each field by the mask of its sequence
     (``decoder_*`` and seq2seq ``labels`` by ``decoder_attention_mask``, ``pair_*`` by
-    ``pair_attention_mask``, the rest by ``attention_mask``)."""
+    ``pair_attention_mask``, ``original_*`` by ``original_attention_mask`` where the objective
+    gives one, the rest by ``attention_mask`` when it has that width)."""
     batch = dict(batch)
     batch.setdefault("original_ids", batch["input_ids"])  # nothing corrupted
-    masks = {k[: -len("attention_mask")]: v.sum(1).tolist() for k, v in batch.items() if k.endswith("attention_mask")}
+    masks = {k[: -len("attention_mask")]: v for k, v in batch.items() if k.endswith("attention_mask")}
 
     def mask_of(key: str) -> list[int] | None:
-        if key == "labels" and "decoder_" in masks:
-            return masks["decoder_"]
-        prefix = max((p for p in masks if p and key.startswith(p)), key=len, default="")
-        return masks.get(prefix)
+        prefix = "decoder_" if key == "labels" and "decoder_" in masks else \
+            max((p for p in masks if p and key.startswith(p)), key=len, default="")
+        mask = masks.get(prefix)
+        if mask is None or mask.shape[1] != batch[key].shape[1]:
+            return None  # no mask of its width: nothing to cut
+        return mask.sum(1).tolist()
 
     columns = {k: (v.tolist(), mask_of(k) if v.dim() == 2 else None)
                for k, v in batch.items() if isinstance(v, torch.Tensor) and not k.endswith("attention_mask")}
     for i in range(len(batch["input_ids"])):
         yield {k: (values[i][: lengths[i]] if lengths is not None else values[i]) for k, (values, lengths) in columns.items()}
+

@@ -82,14 +82,15 @@ class Denoise(Seq2Seq):
         return {"input_ids": _pad(sources, self.pad), "attention_mask": _pad([[1] * len(s) for s in sources], 0),
                 "decoder_input_ids": _pad([[self.start] + t[:-1] for t in targets], self.pad),
                 "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
-                "original_ids": _pad(originals, self.pad)}
+                "original_ids": _pad(originals, self.pad),  # before corruption, for modkit preview
+                "original_attention_mask": _pad([[1] * len(w) for w in originals], 0)}
 
     def batch(self, data, batch_size, generator):
         picks = torch.randint(len(data.train), (batch_size,), generator=generator).tolist()
         return self.noised_batch([data.train[i] for i in picks], generator)
 
     def loss(self, backbone, batch):
-        return super().loss(backbone, {k: v for k, v in batch.items() if k != "original_ids"})
+        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
 
     @torch.no_grad()
     def evaluate(self, backbone, data):
