@@ -1,8 +1,9 @@
 """A cached decoder step for decoder-only language models, so `modkit run` generates in O(n).
 
-``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value
-(B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value (B, H, P+T, Dh)``.
-The first step passes a past of length 0. The backbone's cache must be the core
+``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), position_ids (B, T),
+past.{i}.key/value (B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value
+(B, H, P+T, Dh)``. The first step passes a past of length 0. Positions are inputs so that
+left-padded prompts of different lengths share a batch (each row counts its real tokens). The backbone's cache must be the core
 :class:`~modkit.nn.blocks.Block`'s: one ``((keys, values), None)`` per layer.
 """
 from __future__ import annotations
@@ -26,9 +27,11 @@ class CachedStep(nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                *past: torch.Tensor):
         cache = [((past[i], past[i + 1]), None) for i in range(0, len(past), 2)]
-        out = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True)
+        out = self.backbone(input_ids, attention_mask, position_ids=position_ids, past_key_values=cache,
+                            use_cache=True)
         presents = [t for self_kv, _ in out.past_key_values for t in self_kv]
         return (self.backbone.lm_logits(out.last_hidden_state[:, -1]), *presents)
 
@@ -47,10 +50,11 @@ def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> P
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
-            CachedStep(backbone).eval(), (step, torch.ones((1, 3), dtype=torch.long), *past), str(path),
-            input_names=["input_ids", "attention_mask", *past_names], output_names=["logits", *present_names],
-            opset_version=opset, dynamo=False,
+            CachedStep(backbone).eval(), (step, torch.ones((1, 3), dtype=torch.long), torch.full((1, 1), 2), *past),
+            str(path), input_names=["input_ids", "attention_mask", "position_ids", *past_names],
+            output_names=["logits", *present_names], opset_version=opset, dynamo=False,
             dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
+                          "position_ids": {0: "batch", 1: "new"},
                           "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
                           **{k: {0: "batch", 2: "total"} for k in present_names}})
     return path

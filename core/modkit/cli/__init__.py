@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from modkit.cli.export_hf import export_hf
 from modkit.cli.tokenize import tokenize
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
+from modkit.runtime import DEFAULT_BATCH_SIZE
 
 
 class _Group(click.Group):
@@ -152,13 +154,25 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
                    "else one text per line. Without --text or --file, standard input is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Inputs per graph call; inputs are sorted by length first, so a batch pads little.")
+@click.option("--stats", is_flag=True, help="Report texts/s and tokens/s on standard error.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None,
               help="For generating tasks; default the artifact's own setting.")
+@click.option("--sample/--greedy", "do_sample", default=None,
+              help="Generating tasks: sample, or decode greedily (default: sample when --temperature, "
+                   "--top-k or --top-p is given).")
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (default 1).")
+@click.option("--top-k", type=click.IntRange(0), default=None, help="Sample among the k most likely tokens.")
+@click.option("--top-p", type=float, default=None, help="Nucleus sampling: the fewest tokens reaching probability p.")
+@click.option("--seed", type=int, default=None,
+              help="Sampling seed of every text (the tokens torch's generate gives that text with this seed).")
+@click.option("--num-beams", type=click.IntRange(1), default=None, help="Beam search with this many beams.")
 @click.option("-O", "--option", "task_options", multiple=True, metavar="KEY=VALUE",
               help="Another option of the artifact's task (see `modkit info TASK --kind task`).")
 @click.pass_context
 def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | None, as_json: bool,
-        provider: str, max_new_tokens: int | None, task_options: tuple[str, ...]) -> None:
+        provider: str, batch_size: int, stats: bool, task_options: tuple[str, ...], **generation) -> None:
     """Run an artifact with onnxruntime (no torch), as its task's plugin serves it."""
     from modkit.runtime import Runtime
 
@@ -175,7 +189,9 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
     if not records:
         raise UserError(f"no inputs in {source}")
     runtime = Runtime(artifact, provider=provider, registry=_registry(ctx))
-    results = runtime.run(records, max_new_tokens=max_new_tokens, **_parse_options(task_options))
+    started = time.perf_counter()
+    results = runtime.run(records, batch_size=batch_size, **generation, **_parse_options(task_options))
+    seconds = time.perf_counter() - started
     task = runtime.task_impl
     for result in results:
         click.echo(json.dumps(result, ensure_ascii=False) if as_json else task.format(result))
@@ -183,6 +199,47 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
     if figures:
         click.echo(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
                    + f" ({source})", err=True)
+    if stats:
+        click.echo(_throughput(runtime, records, results, seconds), err=True)
+
+
+@main.command(short_help="Serve an artifact over HTTP, with dynamic batching.")
+@click.argument("artifact", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes, each with the artifact loaded.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="onnxruntime threads per worker (default: the cores shared among the workers).")
+@click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,
+              help="Inputs per graph call, gathered across requests.")
+@click.option("--max-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="How long a request waits for others to share its batch; 0 = no dynamic batching.")
+@click.option("--max-inputs", type=click.IntRange(1), default=256, show_default=True, help="Inputs per request.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=1 << 20, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
+              help="Seconds a request may take, queueing included (504 after).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info")
+@click.pass_context
+def serve(ctx: click.Context, artifact: str, **settings) -> None:
+    """Serve ARTIFACT over HTTP: POST /v1/run {"inputs": [...], options...} -> {"results": [...]},
+    GET /v1/info, GET /healthz. See docs/deploy.md."""
+    from modkit.serve import serve as run_server
+
+    run_server(artifact, registry_path=ctx.obj["registry_path"], **settings)
+
+
+def _throughput(runtime, records: list, results: list, seconds: float) -> str:
+    """Texts/s, and tokens/s: tokens generated where the task generates, else tokens read."""
+    if all("ids" in r for r in results):
+        tokens, kind = sum(len(r["ids"]) for r in results), "generated"
+    else:
+        texts = [str(r.get("text", r.get("source", ""))) for r in runtime.records(records)]
+        tokens, kind = sum(len(ids) for ids in runtime.tokenizer.encode_batch(texts)), "input"
+    seconds = max(seconds, 1e-9)
+    return (f"{len(results)} texts in {seconds:.3f} s: {len(results) / seconds:.1f} texts/s, "
+            f"{tokens / seconds:.1f} {kind} tokens/s")
 
 
 def _read_inputs(path: Path) -> list:

@@ -20,14 +20,17 @@ from modkit.runtime.sessions import PROVIDERS, greedy_with_past, make_session, p
 from modkit.tokenization import load_tokenizer
 
 
+DEFAULT_BATCH_SIZE = 32
+
+
 class Runtime:
     """An artifact loaded for inference: its manifest, tokenizer, task and ONNX sessions."""
 
-    def __init__(self, folder: str | Path, *, provider: str = "cpu", registry=None):
+    def __init__(self, folder: str | Path, *, provider: str = "cpu", threads: int | None = None, registry=None):
         from modkit.registry import get_registry
 
         self.folder = Path(folder)
-        self.provider = provider
+        self.provider, self.threads = provider, threads
         self.manifest = read_manifest(self.folder)
         #: the objective's describe(): the task name and what serving it needs
         self.task: dict[str, Any] = self.manifest["task"]
@@ -44,7 +47,7 @@ class Runtime:
     def session(self, name: str):
         """The onnxruntime session of the artifact's ONNX file ``name``, opened once."""
         if name not in self._sessions:
-            self._sessions[name] = make_session(self.folder / name, self.provider)
+            self._sessions[name] = make_session(self.folder / name, self.provider, threads=self.threads)
         return self._sessions[name]
 
     def has_graph(self, name: str) -> bool:
@@ -69,12 +72,25 @@ class Runtime:
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors())
             raise UserError(f"options for task {self.task['task']!r}: {problems}") from None
 
-    def run(self, inputs: Sequence[str | dict[str, Any]], **options: Any) -> list[dict[str, Any]]:
-        """One result per input (a text, or a record with the task's fields)."""
-        records = self.records(inputs)
-        if not records:
-            return []
-        return self.task_impl.run(records, self.options(**options))
+    def run(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = DEFAULT_BATCH_SIZE,
+            **options: Any) -> list[dict[str, Any]]:
+        """One result per input (a text, or a record with the task's fields), in input order.
+
+        Inputs are sorted by size and run ``batch_size`` at a time, so each batch pads little."""
+        return self.run_validated(self.records(inputs), self.options(**options), batch_size=batch_size)
+
+    def run_validated(self, records: list[dict[str, Any]], options, *,
+                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+        """:meth:`run` for records checked by :meth:`records` and options made by :meth:`options`."""
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        order = sorted(range(len(records)), key=lambda i: self.task_impl.size(records[i]))
+        results: list[Any] = [None] * len(records)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            for i, result in zip(batch, self.task_impl.run([records[i] for i in batch], options)):
+                results[i] = result
+        return results
 
 
 def _task_component(registry, manifest: dict[str, Any], folder: Path):
