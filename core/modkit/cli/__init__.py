@@ -138,12 +138,16 @@ def _type_name(annotation) -> str:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. stages[0].steps=50.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
+              help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.pass_context
-def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
+          max_steps: int | None) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
     from modkit.builder.build import build as run_build
 
-    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet)
+    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet,
+              max_steps=max_steps)
 
 
 @main.command(short_help="Run an artifact with onnxruntime, without torch.")
