@@ -10,7 +10,7 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -73,6 +73,10 @@ class Export(_Strict):
     onnx: bool = True
     opset: int = Field(17, ge=17)
     parity_tolerance: float = Field(1e-4, gt=0)
+    #: "auto": the fastest of transformer, basic, none whose graphs pass the parity check
+    optimize: Literal["auto", "none", "basic", "transformer"] = "auto"
+    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones
+    quantize: Literal["none", "int8"] = "none"
 
 
 class SpecModel(_Strict):

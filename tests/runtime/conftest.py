@@ -1,4 +1,5 @@
-"""Tiny artifacts built once per test session for the runtime and serving tests."""
+"""Tiny artifacts built once per test session for the runtime and serving tests (default
+optimisation, int8 graphs too)."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,8 @@ steps = 30
 batch_size = 8
 seq_len = 32
 lr = 3e-3
+[export]
+quantize = "int8"
 ''')
 
 
@@ -73,6 +76,8 @@ steps = 30
 batch_size = 8
 seq_len = 24
 lr = 3e-3
+[export]
+quantize = "int8"
 ''')
 
 
@@ -104,4 +109,6 @@ steps = 20
 batch_size = 8
 seq_len = 48
 lr = 3e-3
+[export]
+quantize = "int8"
 ''')

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.export import ParityError, check_parity, export_onnx
+from modkit.builder.optimize import AUTO, fused_operators, quantize_graph
 from modkit.errors import ArtifactError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -158,15 +159,52 @@ def options_from_tokenizer(options, tokenizer):
 
 
 def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
-    """Write the ONNX graph(s) into ``folder`` and return the parity figures."""
+    """Write the ONNX graph(s) into ``folder``, optimised, and return the parity figures: the
+    check runs on the graphs that ship. ``optimize = "auto"`` keeps the fastest level that passes."""
+    levels = AUTO if export.optimize == "auto" else (export.optimize,)
     inputs = objective.export_inputs(data)
+    for n, level in enumerate(levels):
+        try:
+            figures = _export_at(model, objective, inputs, folder, export, level)
+            break
+        except ParityError:
+            if n == len(levels) - 1:
+                raise
+    graphs = sorted(folder.glob("*.onnx"))
+    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs}}
+    if export.quantize == "int8":
+        figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
+    return figures
+
+
+def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs."""
+    from modkit.builder import int8_check
+
+    for path in graphs:
+        quantize_graph(path)
+    folder, figures = graphs[0].parent, {}
+    if (folder / "model.onnx").exists():
+        figures["model.onnx"] = int8_check.compare_logits(folder / "model.onnx", inputs)
+    if (folder / "model_with_past.onnx").exists():
+        prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
+        figures["model_with_past.onnx"] = int8_check.compare_cached_lm(folder / "model_with_past.onnx", prompts, 16)
+    if (folder / "encoder.onnx").exists():
+        figures["encoder.onnx+decoder.onnx"] = int8_check.compare_seq2seq(
+            folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
+            start_id=task["decoder_start_token_id"], eos_token_id=task.get("eos_token_id"),
+            max_new_tokens=task.get("max_new_tokens", 16))
+    return figures
+
+
+def _export_at(model: ModkitModel, objective, inputs, folder: Path, export, level: str) -> dict[str, Any]:
     if not getattr(model.backbone, "is_encoder_decoder", False):
-        export_onnx(model, inputs, folder / "model.onnx", opset=export.opset)
+        export_onnx(model, inputs, folder / "model.onnx", opset=export.opset, optimize=level)
         figures = check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
         if objective.task == "generate":  # plus a cached step graph for fast generation
             from modkit.builder.export_cached import check_with_past, export_with_past
 
-            path = export_with_past(model.backbone, folder, opset=export.opset)
+            path = export_with_past(model.backbone, folder, opset=export.opset, optimize=level)
             prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
             figures.update(check_with_past(model.backbone, path, prompt, max_new_tokens=16,
                                            tolerance=export.parity_tolerance))
@@ -176,7 +214,7 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
     task = objective.describe()
     figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),
                              decoder_start_token_id=task.get("decoder_start_token_id"),
-                             eos_token_id=task.get("eos_token_id"))
+                             eos_token_id=task.get("eos_token_id"), optimize=level)
     worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
     if not worst <= export.parity_tolerance or not figures["greedy_tokens_equal"]:
         raise ParityError(f"ONNX parity check failed: max abs difference {worst:.3g} (tolerance "

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from modkit.errors import ModkitError
+from modkit.builder.optimize import optimize_graph
 from modkit.nn.model import ExportGraph, ModkitModel
 from modkit.runtime import make_session
 
@@ -18,8 +19,10 @@ class ParityError(ModkitError):
     """The ONNX graph does not compute what the torch model does."""
 
 
-def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17) -> None:
-    """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes."""
+def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17,
+                optimize: str = "none") -> None:
+    """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes,
+    optimised at level ``optimize`` (see :mod:`modkit.builder.optimize`)."""
     graph = ExportGraph(model).eval()
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "logits": {0: "batch"}}
@@ -30,6 +33,7 @@ def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path
         # The TorchScript exporter: fast (well under a second here) and exact for these graphs.
         torch.onnx.export(graph, tuple(example[k] for k in INPUTS), str(path), input_names=list(INPUTS),
                           output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    optimize_graph(path, optimize)
 
 
 def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor], *,

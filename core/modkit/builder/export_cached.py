@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from modkit.builder.optimize import optimize_graph
 from modkit.nn.generation import generate
 from modkit.runtime import greedy_with_past, make_session
 
@@ -36,8 +37,9 @@ class CachedStep(nn.Module):
         return (self.backbone.lm_logits(out.last_hidden_state[:, -1]), *presents)
 
 
-def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> Path:
-    """Trace one step with a non-empty past (so no shape is frozen) and write the graph."""
+def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17, optimize: str = "none") -> Path:
+    """Trace one step with a non-empty past (so no shape is frozen), write the graph and
+    optimise it at level ``optimize``."""
     backbone.eval()
     with torch.no_grad():
         ids = torch.zeros((1, 2), dtype=torch.long)
@@ -57,6 +59,7 @@ def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> P
                           "position_ids": {0: "batch", 1: "new"},
                           "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
                           **{k: {0: "batch", 2: "total"} for k in present_names}})
+    optimize_graph(path, optimize)
     return path
 
 

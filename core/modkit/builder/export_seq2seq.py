@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modkit.builder.optimize import optimize_graph
 from modkit.fileio import atomic_path
 from modkit.runtime import make_session
 from modkit.runtime.seq2seq import Seq2SeqSession
@@ -100,8 +101,9 @@ def export_seq2seq(
     max_new_tokens: int = 16,
     decoder_start_token_id: int | None = None,
     eos_token_id: int | None = None,
+    optimize: str = "none",
 ) -> dict[str, Any]:
-    """Export both graphs, then compare onnxruntime with torch on ``sample_inputs``
+    """Export both graphs, optimise them at level ``optimize``, then compare onnxruntime with torch on ``sample_inputs``
     (``input_ids``, ``attention_mask``): the encoder output, the logits of every greedy step,
     and the greedy tokens. Returns the parity figures for the manifest.
 
@@ -117,13 +119,15 @@ def export_seq2seq(
     was_training = model.training
     model.eval()
     try:
-        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos)
+        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, optimize)
     finally:
         model.train(was_training)
 
 
-def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos) -> dict[str, Any]:
+def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, optimize) -> dict[str, Any]:
     encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask)
+    for path in (encoder_path, decoder_path):
+        optimize_graph(path, optimize)
 
     session = Seq2SeqSession(make_session(encoder_path, "cpu"), make_session(decoder_path, "cpu"))
     onnx_tokens, onnx_logits = session.greedy(ids.numpy(), mask.numpy(), max_new_tokens=max_new_tokens,

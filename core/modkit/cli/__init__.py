@@ -158,6 +158,8 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
                    "else one text per line. Without --text or --file, standard input is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Which graphs to run: int8 needs an artifact built with [export] quantize = \"int8\".")
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Inputs per graph call; inputs are sorted by length first, so a batch pads little.")
 @click.option("--stats", is_flag=True, help="Report texts/s and tokens/s on standard error.")
@@ -176,7 +178,8 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
               help="Another option of the artifact's task (see `modkit info TASK --kind task`).")
 @click.pass_context
 def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | None, as_json: bool,
-        provider: str, batch_size: int, stats: bool, task_options: tuple[str, ...], **generation) -> None:
+        provider: str, precision: str, batch_size: int, stats: bool, task_options: tuple[str, ...],
+        **generation) -> None:
     """Run an artifact with onnxruntime (no torch), as its task's plugin serves it."""
     from modkit.runtime import Runtime
 
@@ -192,7 +195,7 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
         source = "standard input"
     if not records:
         raise UserError(f"no inputs in {source}")
-    runtime = Runtime(artifact, provider=provider, registry=_registry(ctx))
+    runtime = Runtime(artifact, provider=provider, precision=precision, registry=_registry(ctx))
     started = time.perf_counter()
     results = runtime.run(records, batch_size=batch_size, **generation, **_parse_options(task_options))
     seconds = time.perf_counter() - started
@@ -214,6 +217,8 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes, each with the artifact loaded.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Which graphs to serve (int8: built with [export] quantize = \"int8\").")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="onnxruntime threads per worker (default: the cores shared among the workers).")
 @click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import pydantic
 
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
-from modkit.runtime.artifact import read_manifest
+from modkit.runtime.artifact import PRECISIONS, graph_file, read_manifest
 from modkit.runtime.sessions import PROVIDERS, greedy_with_past, make_session, pad_ids, softmax
 from modkit.tokenization import load_tokenizer
 
@@ -26,11 +26,15 @@ DEFAULT_BATCH_SIZE = 32
 class Runtime:
     """An artifact loaded for inference: its manifest, tokenizer, task and ONNX sessions."""
 
-    def __init__(self, folder: str | Path, *, provider: str = "cpu", threads: int | None = None, registry=None):
+    def __init__(self, folder: str | Path, *, provider: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None, registry=None):
         from modkit.registry import get_registry
 
         self.folder = Path(folder)
         self.provider, self.threads = provider, threads
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.manifest = read_manifest(self.folder)
         #: the objective's describe(): the task name and what serving it needs
         self.task: dict[str, Any] = self.manifest["task"]
@@ -45,13 +49,18 @@ class Runtime:
             self.session(graph)
 
     def session(self, name: str):
-        """The onnxruntime session of the artifact's ONNX file ``name``, opened once."""
+        """The onnxruntime session of the artifact's ONNX file ``name`` (in the runtime's
+        precision: ``model.int8.onnx`` for ``model.onnx`` in int8), opened once."""
         if name not in self._sessions:
-            self._sessions[name] = make_session(self.folder / name, self.provider, threads=self.threads)
+            path = self.folder / graph_file(name, self.precision)
+            if self.precision != "fp32" and not path.exists() and (self.folder / name).exists():
+                raise ArtifactError(f"{path}: missing; this artifact has no {self.precision} graphs (build it "
+                                    f'with [export] quantize = "{self.precision}")')
+            self._sessions[name] = make_session(path, self.provider, threads=self.threads)
         return self._sessions[name]
 
     def has_graph(self, name: str) -> bool:
-        return (self.folder / name).exists()
+        return (self.folder / graph_file(name, self.precision)).exists()
 
     def records(self, inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
         """Texts become ``{"text": ...}``; every record must hold the task's input fields."""

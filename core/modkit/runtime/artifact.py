@@ -9,6 +9,13 @@ from modkit.errors import ArtifactError
 from modkit.fileio import sha256_file
 
 MANIFEST_VERSION = 1
+#: the precisions a graph can ship in; fp32 is the exported graph itself
+PRECISIONS = ("fp32", "int8")
+
+
+def graph_file(name: str, precision: str = "fp32") -> str:
+    """The file of graph ``name`` (``model.onnx``) in ``precision``: ``model.int8.onnx`` for int8."""
+    return name if precision == "fp32" else name[: -len(".onnx")] + f".{precision}.onnx"
 
 
 def read_manifest(folder: Path, *, verify: bool = True) -> dict[str, Any]:

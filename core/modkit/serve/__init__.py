@@ -25,7 +25,7 @@ def _need_server():
 
 
 def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          provider: str = "cpu", threads: int | None = None, registry_path: str | None = None,
+          provider: str = "cpu", precision: str = "fp32", threads: int | None = None, registry_path: str | None = None,
           log_level: str = "info", **limits) -> None:
     """Load the artifact (so a bad one fails here, exit 2), then serve it until SIGINT/SIGTERM;
     requests in flight finish first."""
@@ -34,9 +34,11 @@ def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8000, wo
     from modkit.serve.app import Limits, create_app
 
     uvicorn = _need_server()
-    settings = {"artifact": str(artifact), "provider": provider, "registry_path": registry_path,
+    settings = {"artifact": str(artifact), "provider": provider, "precision": precision,
+                "registry_path": registry_path,
                 "threads": threads or max(1, (os.cpu_count() or 1) // workers), "limits": asdict(Limits(**limits))}
-    runtime = Runtime(artifact, provider=provider, threads=settings["threads"], registry=get_registry(registry_path))
+    runtime = Runtime(artifact, provider=provider, precision=precision, threads=settings["threads"],
+                      registry=get_registry(registry_path))
     common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings["limits"]["timeout_s"]) + 5)
     if workers == 1:
         uvicorn.run(create_app(runtime, Limits(**settings["limits"])), **common)
@@ -52,6 +54,6 @@ def app_from_environment():
     from modkit.serve.app import Limits, create_app
 
     s = json.loads(os.environ[ENV])
-    runtime = Runtime(s["artifact"], provider=s["provider"], threads=s["threads"],
+    runtime = Runtime(s["artifact"], provider=s["provider"], precision=s["precision"], threads=s["threads"],
                       registry=get_registry(s["registry_path"]))
     return create_app(runtime, Limits(**s["limits"]))
