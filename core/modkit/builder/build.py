@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,9 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
-from modkit.builder.export import ParityError, check_parity, export_onnx
+from modkit.builder.export import ParityError
+from modkit.builder.exporter import Exporter
 from modkit.builder.optimize import AUTO, fused_operators, quantize_graph
-from modkit.errors import ArtifactError, SpecError, UserError
+from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
@@ -218,38 +218,45 @@ def options_from_tokenizer(options, tokenizer):
     return options.model_copy(update=update)
 
 
-def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
-    """Write the ONNX graph(s) into ``folder``, optimised, and return the parity figures: the
-    check runs on the graphs that ship. ``optimize = "auto"`` keeps the fastest level that passes."""
-    levels = AUTO if export.optimize == "auto" else (export.optimize,)
+def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
+    """The objective writes its task's graph(s) into ``folder``; return (parity figures, files).
+    The graphs the serving task opens must be among them."""
     inputs = objective.export_inputs(data)
-    for n, level in enumerate(levels):
+    levels = AUTO if export.optimize == "auto" else (export.optimize,)
+    for n, level in enumerate(levels):  # "auto": the fastest level whose graphs pass parity
+        exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance, optimize=level)
         try:
-            figures = _export_at(model, objective, inputs, folder, export, level)
+            figures = objective.export(model, exporter, inputs)
             break
         except ParityError:
             if n == len(levels) - 1:
                 raise
-    graphs = sorted(folder.glob("*.onnx"))
+    missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
+    if missing:
+        raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
+                          f"{objective.task!r} is served from {missing}")
+    graphs = [folder / name for name in exporter.written]
     figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs}}
     if export.quantize == "int8":
         figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
-    return figures
+    return figures, exporter.written
 
 
 def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs."""
+    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs
+    (for the graphs whose inputs modkit knows: the logits, cached-step and seq2seq graphs)."""
     from modkit.builder import int8_check
 
     for path in graphs:
         quantize_graph(path)
     folder, figures = graphs[0].parent, {}
-    if (folder / "model.onnx").exists():
+    names = {p.name for p in graphs}
+    if "model.onnx" in names:
         figures["model.onnx"] = int8_check.compare_logits(folder / "model.onnx", inputs)
-    if (folder / "model_with_past.onnx").exists():
+    if "model_with_past.onnx" in names:
         prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
         figures["model_with_past.onnx"] = int8_check.compare_cached_lm(folder / "model_with_past.onnx", prompts, 16)
-    if (folder / "encoder.onnx").exists():
+    if {"encoder.onnx", "decoder.onnx"} <= names:
         figures["encoder.onnx+decoder.onnx"] = int8_check.compare_seq2seq(
             folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
             start_id=task["decoder_start_token_id"], eos_token_id=task.get("eos_token_id"),
@@ -257,30 +264,21 @@ def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) 
     return figures
 
 
-def _export_at(model: ModkitModel, objective, inputs, folder: Path, export, level: str) -> dict[str, Any]:
-    if not getattr(model.backbone, "is_encoder_decoder", False):
-        export_onnx(model, inputs, folder / "model.onnx", opset=export.opset, optimize=level)
-        figures = check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
-        if objective.task == "generate":  # plus a cached step graph for fast generation
-            from modkit.builder.export_cached import check_with_past, export_with_past
-
-            path = export_with_past(model.backbone, folder, opset=export.opset, optimize=level)
-            prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
-            figures.update(check_with_past(model.backbone, path, prompt, max_new_tokens=16,
-                                           tolerance=export.parity_tolerance))
-        return figures
-    from modkit.builder.export_seq2seq import export_seq2seq
-
-    task = objective.describe()
-    figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),
-                             decoder_start_token_id=task.get("decoder_start_token_id"),
-                             eos_token_id=task.get("eos_token_id"), optimize=level)
-    worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
-    if not worst <= export.parity_tolerance or not figures["greedy_tokens_equal"]:
-        raise ParityError(f"ONNX parity check failed: max abs difference {worst:.3g} (tolerance "
-                          f"{export.parity_tolerance:g}), greedy tokens equal: {figures['greedy_tokens_equal']}")
-    return {"max_abs_diff": worst, "tolerance": export.parity_tolerance,
-            "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
+def check_stages(spec: Spec, backbone, registry: Registry) -> None:
+    """Before any training: every stage's objective accepts the backbone, and the last one's
+    task is served by an installed task component (else the artifact could not be run)."""
+    for i, res in enumerate(spec.objectives):
+        where = f"{spec.source}: stages[{i}].objective ({res.component.name!r})"
+        cls = res.component.load()
+        try:
+            cls.check_backbone(backbone)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    last = spec.objectives[-1].component
+    task = last.load().task
+    if task not in registry.names("task"):
+        raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
+                        f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
 
 
 def _env_max_steps() -> int | None:
@@ -319,6 +317,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     tokenizer = _tokenizer(spec, work, echo)
     _seed_stage(seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
+    check_stages(spec, backbone, registry)
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
     done_path = work / "stages.json"
@@ -388,7 +387,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         tokenizer.save(tmp / "tokenizer.json")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
-            manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
+            manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -1,14 +1,16 @@
 """A cached decoder step for decoder-only language models, so `modkit run` generates in O(n).
 
-``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), position_ids (B, T),
+``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T)[, position_ids (B, T)],
 past.{i}.key/value (B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value
-(B, H, P+T, Dh)``. The first step passes a past of length 0. Positions are inputs so that
-left-padded prompts of different lengths share a batch (each row counts its real tokens). The backbone's cache must be the core
-:class:`~modkit.nn.blocks.Block`'s: one ``((keys, values), None)`` per layer.
+(B, H, P+T, Dh)``. The first step passes a past of length 0. When the backbone's forward takes
+``position_ids`` the graph does too, so left-padded prompts of different lengths share a batch
+(each row counts its own real tokens); otherwise positions run from P. The backbone must meet
+:class:`modkit.interfaces.CachedDecoder`: its cache is one ``((keys, values), None)`` per layer,
+as the core :class:`~modkit.nn.blocks.Block` returns, but any layers may produce it.
 """
 from __future__ import annotations
 
-import warnings
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modkit.builder.optimize import optimize_graph
+from modkit.builder.export import ParityError, onnx_export
 from modkit.nn.generation import generate
 from modkit.runtime import greedy_with_past, make_session
 
@@ -28,13 +30,17 @@ class CachedStep(nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                *past: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *rest: torch.Tensor):
+        positions, past = (rest[0], rest[1:]) if takes_positions(self.backbone) else (None, rest)
         cache = [((past[i], past[i + 1]), None) for i in range(0, len(past), 2)]
-        out = self.backbone(input_ids, attention_mask, position_ids=position_ids, past_key_values=cache,
-                            use_cache=True)
+        extra = {"position_ids": positions} if positions is not None else {}
+        out = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True, **extra)
         presents = [t for self_kv, _ in out.past_key_values for t in self_kv]
         return (self.backbone.lm_logits(out.last_hidden_state[:, -1]), *presents)
+
+
+def takes_positions(backbone: nn.Module) -> bool:
+    return "position_ids" in inspect.signature(backbone.forward).parameters
 
 
 def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17, optimize: str = "none") -> Path:
@@ -48,26 +54,20 @@ def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17, opti
     past_names = [f"past.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
     present_names = [f"present.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
     step = torch.ones((1, 1), dtype=torch.long)
-    path = folder / FILE
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(
-            CachedStep(backbone).eval(), (step, torch.ones((1, 3), dtype=torch.long), torch.full((1, 1), 2), *past),
-            str(path), input_names=["input_ids", "attention_mask", "position_ids", *past_names],
-            output_names=["logits", *present_names], opset_version=opset, dynamo=False,
-            dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
-                          "position_ids": {0: "batch", 1: "new"},
-                          "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
-                          **{k: {0: "batch", 2: "total"} for k in present_names}})
-    optimize_graph(path, optimize)
-    return path
+    positions = [torch.full((1, 1), 2)] if takes_positions(backbone) else []
+    return onnx_export(
+        CachedStep(backbone), (step, torch.ones((1, 3), dtype=torch.long), *positions, *past), folder / FILE,
+        input_names=["input_ids", "attention_mask", *(["position_ids"] if positions else []), *past_names],
+        output_names=["logits", *present_names], opset=opset, optimize=optimize,
+        dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
+                      "position_ids": {0: "batch", 1: "new"},
+                      "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
+                      **{k: {0: "batch", 2: "total"} for k in present_names}})
 
 
 def check_with_past(backbone: nn.Module, path: Path, prompt: list[int], *, max_new_tokens: int,
                     tolerance: float) -> dict[str, Any]:
     """Greedy tokens from the ONNX step loop must equal torch's; logits within ``tolerance``."""
-    from modkit.builder.export import ParityError
-
     def step(tokens, cache):
         seen = 0 if cache is None else cache[0][0][0].shape[2]
         mask = torch.ones((tokens.shape[0], seen + tokens.shape[1]), dtype=torch.long)

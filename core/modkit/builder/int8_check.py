@@ -27,7 +27,7 @@ def _sessions(path: Path):
 
 
 def compare_logits(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    fp32, int8 = (s.run(["logits"], inputs)[0] for s in _sessions(path))
+    fp32, int8 = (s.run(["logits"], {i.name: inputs[i.name] for i in s.get_inputs()})[0] for s in _sessions(path))
     if fp32.ndim == 3:  # per position: the real ones only
         keep = inputs["attention_mask"].astype(bool)
         fp32, int8 = fp32[keep], int8[keep]
