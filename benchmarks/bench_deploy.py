@@ -38,6 +38,7 @@ import torch
 import transformers
 
 import modkit
+from modkit.builder.export import onnx_export
 from modkit.builder.export_cached import export_with_past
 from modkit.builder.optimize import optimize_graph, quantize_graph
 from modkit.runtime.decoders import CachedLM
@@ -64,12 +65,12 @@ def median_seconds(*fns, repeats: int) -> list[float]:
 class Output(torch.nn.Module):
     """What the graph returns: an encoder's last hidden state or a decoder's logits."""
 
-    def __init__(self, fn):
+    def __init__(self, model, fn):
         super().__init__()
-        self.fn = fn
+        self.model, self.fn = model, fn  # a submodule, so its weights are the graph's weights
 
     def forward(self, input_ids, attention_mask):
-        return self.fn(input_ids, attention_mask)
+        return self.fn(self.model, input_ids, attention_mask)
 
 
 def session(path: Path, threads: int):
@@ -83,9 +84,8 @@ def graphs(module: torch.nn.Module, folder: Path, name: str) -> dict[str, Path]:
     """fp32 as exported, fp32 optimised, int8 (from the optimised graph)."""
     ids = torch.randint(5, 1000, (2, 16))
     plain = folder / f"{name}.onnx"
-    torch.onnx.export(module.eval(), (ids, torch.ones_like(ids)), str(plain), opset_version=17, dynamo=False,
-                      input_names=["input_ids", "attention_mask"], output_names=["output"],
-                      dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
+    onnx_export(module, (ids, torch.ones_like(ids)), plain, opset=17, input_names=["input_ids", "attention_mask"],
+                output_names=["output"], dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
     optimised = folder / f"{name}.opt.onnx"
     shutil.copy(plain, optimised)
     optimize_graph(optimised, "transformer")
@@ -111,13 +111,13 @@ def encoder_cases(folder: Path):
     ):
         saved = folder / name.replace(" ", "-")
         ref.save_pretrained(saved, safe_serialization=True)
-        ours = modkit.load_model(saved).eval()
+        ours = modkit.load_model(saved).eval().requires_grad_(False)
         if name.startswith("GPT"):
-            ours_fn = lambda i, a, m=ours: m(i, a).logits  # noqa: E731
+            ours_fn = lambda m, i, a: m(i, a).logits  # noqa: E731
         elif "encoder" in name:
-            ours_fn = lambda i, a, m=ours: m.backbone.encode(i, a) if hasattr(m, "backbone") else m.encode(i, a)  # noqa: E731
+            ours_fn = lambda m, i, a: m.encode(i, a)  # noqa: E731
         else:
-            ours_fn = lambda i, a, m=ours: m(i, a).last_hidden_state  # noqa: E731
+            ours_fn = lambda m, i, a: m(i, a).last_hidden_state  # noqa: E731
         cases.append((name, ref, ref_fn, ours_fn, ref.config.vocab_size, batches, ours))
     return cases
 
@@ -125,7 +125,7 @@ def encoder_cases(folder: Path):
 def bench_graphs(folder: Path, threads: int, repeats: int) -> list[tuple]:
     rows = []
     for name, ref, ref_fn, ours_fn, vocab, batches, ours in encoder_cases(folder):
-        files = graphs(Output(ours_fn), folder, name.replace(" ", "-"))
+        files = graphs(Output(ours, ours_fn), folder, name.replace(" ", "-"))
         sessions = {k: session(p, threads) for k, p in files.items()}
         for batch in batches:
             ids = torch.randint(5, vocab, (batch, SEQ))
