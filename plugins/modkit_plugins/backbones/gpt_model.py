@@ -1,12 +1,14 @@
 """GPT: token + learned position embeddings, a stack of causal blocks, a tied LM head."""
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights
-from modkit.nn.generation import generate as generate_tokens
+from modkit.nn.generation import decode
 from modkit.interfaces import Backbone
 from modkit.nn.outputs import ModelOutput
 
@@ -99,16 +101,27 @@ class GPT(nn.Module, Backbone):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+        early_stopping: bool | Literal["never"] = False,
+        num_return_sequences: int = 1,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        **constraints: Any,
     ) -> torch.Tensor:
-        """The prompt followed by up to ``max_new_tokens`` new tokens (B, T + n), as
-        transformers' ``generate`` returns. With an ``attention_mask`` (left padding), positions
-        count real tokens only, as transformers' generation computes them."""
+        """The prompt followed by up to ``max_new_tokens`` new tokens (B * num_return_sequences,
+        T + n), as transformers' ``generate`` returns. With an ``attention_mask`` (left padding),
+        positions count real tokens only, as transformers' generation computes them.
+        ``constraints``: :func:`modkit.nn.generation.constrain`'s."""
+        if num_beams > 1:  # each row's beams start from the same prompt
+            input_ids = input_ids.repeat_interleave(num_beams, dim=0)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
         positions = None
         if attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        # beams only move within their prompt row, whose mask and positions they share
         state = {"mask": attention_mask, "positions": positions}
 
         def step(tokens: torch.Tensor, cache):
@@ -120,11 +133,13 @@ class GPT(nn.Module, Backbone):
                        past_key_values=cache, use_cache=True)
             return self.lm_logits(out.last_hidden_state[:, -1]), out.past_key_values
 
-        new = generate_tokens(step, input_ids, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                              temperature=temperature, top_k=top_k, top_p=top_p,
-                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                              generator=generator)
-        return torch.cat([input_ids, new], dim=1)
+        new = decode(step, input_ids, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                     length_penalty=length_penalty, early_stopping=early_stopping,
+                     num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
+                     pad_token_id=pad_token_id, generator=generator, **constraints)
+        prompt = input_ids[::num_beams].repeat_interleave(num_return_sequences, dim=0)
+        return torch.cat([prompt, new], dim=1)
 
 
 class GPTLMHeadModel(nn.Module):
