@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +23,9 @@ from modkit.registry import Component, Registry, get_registry
 from modkit.runtime.artifact import read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
-from modkit.builder.train import load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed, train_stage
+from modkit.builder.progress import StageProgress
+from modkit.builder.train import (load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint, step_seed,
+                                 train_stage)
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -155,18 +157,6 @@ def options_from_tokenizer(options, tokenizer):
     return options.model_copy(update=update)
 
 
-@contextmanager
-def _progress_bar(enabled: bool, label: str, total: int, done: int):
-    """Yield ``tick(loss)``: a click progress bar on stderr with the running loss, or nothing."""
-    if not enabled:
-        yield lambda loss: None
-        return
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
-                           item_show_func=lambda loss: f"loss {loss:.3f}" if loss is not None else "") as bar:
-        bar.update(done)
-        yield lambda loss: bar.update(1, loss)
-
-
 def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
     """Write the ONNX graph(s) into ``folder`` and return the parity figures."""
     inputs = objective.export_inputs(data)
@@ -195,13 +185,30 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
             "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
 
 
+def _env_max_steps() -> int | None:
+    value = os.environ.get("MODKIT_MAX_STEPS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"MODKIT_MAX_STEPS={value!r}: expected a whole number of steps >= 1")
+    return int(value)
+
+
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           registry: Registry | None = None, progress: bool = True,
-          echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build ``spec_path`` into the artifact folder ``out``; return the manifest."""
+          echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
+
+    ``max_steps`` (default: the environment variable ``MODKIT_MAX_STEPS``) caps every stage's
+    steps, for a quick smoke run of a spec; the manifest records the capped spec."""
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     spec = load_spec(spec_path, list(overrides), registry=registry)
+    max_steps = max_steps or _env_max_steps()
+    if max_steps:
+        echo(f"smoke run: every stage capped at {max_steps} steps")
+        for stage in spec.model.stages:
+            stage.steps = min(stage.steps, max_steps)
     out = Path(out)
     work = out.parent / f".{out.name}.work"
     if not resume:
@@ -236,9 +243,11 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         data = objective.load_data(spec.path(stage.data), stage.seq_len)
         label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
         start = position["step"] if position is not None and position["stage"] == i else 0
-        with _progress_bar(progress, label, stage.steps, start) as tick:
+        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.seq_len,
+                           lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
+                           quiet=not progress) as tick:
             losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, on_step=lambda n, loss: tick(loss))
+                                 resume=resume, on_step=tick)
         figures = objective.evaluate(model.backbone, data)
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
