@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import modkit
+from encdec_reference import hf_generate
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -88,7 +89,7 @@ def _draw(family: str, seed: int, tmp_path):
     # decoder generates only uncached there
     hf_cache = family != "t5" or hf.config.num_layers == hf.config.num_decoder_layers
     # mostly an eos the model produces in its first steps (for BART, 2 is also its start token)
-    greedy = _hf_generate(hf, ids, mask, max_new_tokens=3, use_cache=hf_cache, **ids_args)
+    greedy = hf_generate(hf, ids, mask, max_new_tokens=3, use_cache=hf_cache, **ids_args)
     new = greedy[:, ids.shape[1] if family == "gpt2" else 1:]
     eos = int(new[r.randrange(new.shape[0]), r.randrange(new.shape[1])]) if r.random() < 0.85 else 2
     num_beams = r.randint(2, 5)
@@ -96,16 +97,8 @@ def _draw(family: str, seed: int, tmp_path):
                 length_penalty=r.choice([-1.0, 0.0, 0.5, 1.0, 2.0]),
                 early_stopping=r.choice([True, False, "never"]),
                 num_return_sequences=r.randint(1, num_beams), min_new_tokens=r.choice([0, 0, 1, 2]), **ids_args)
-    theirs = _hf_generate(hf, ids, mask, use_cache=hf_cache, **args)
+    theirs = hf_generate(hf, ids, mask, use_cache=hf_cache, **args)
     return hf, ours, ids, mask, args, theirs
-
-
-def _hf_generate(model, ids, mask, *, use_cache: bool = True, **kwargs):
-    """transformers' generate with the given arguments; what they leave unset comes from the
-    model's own generation config, as for any user (BART's forced tokens)."""
-    config = transformers.GenerationConfig(do_sample=False, use_cache=use_cache, **kwargs)
-    with torch.no_grad():
-        return model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
 
 
 @pytest.mark.filterwarnings("ignore:Unfeasible length constraints")  # min_new_tokens > max is drawn too

@@ -11,7 +11,8 @@ Encoder-decoders take part through two methods (see :func:`generate_seq2seq`):
 ``encode(input_ids, attention_mask) -> encoder_hidden (B, S, D)`` and
 ``decode_step(decoder_input_ids, encoder_hidden, attention_mask, past, use_cache)
 -> (logits (B, V) of the last position, cache)``. :class:`Seq2SeqGenerationMixin` then
-gives such a model transformers' ``generate``.
+gives such a model transformers' ``generate``; any other model gets the same signature from
+:class:`GenerationMixin` by writing ``_generate`` (GPT does).
 """
 from __future__ import annotations
 
@@ -278,17 +279,14 @@ def generate_seq2seq(
     return torch.cat([start[:new.shape[0]], new], dim=1)
 
 
-def config_defaults(config: Any, **given: Any) -> dict[str, Any]:
-    """``given`` with each None replaced by the model config's attribute of that name (if any),
-    as transformers' ``generate`` fills what the call leaves unset from the model's config."""
-    return {k: getattr(config, k, None) if v is None else v for k, v in given.items()}
+class GenerationMixin:
+    """transformers' ``generate`` arguments for any model whose class implements
+    ``_generate(input_ids, attention_mask, **options)`` (options: :func:`decode`'s, plus the
+    model's own, such as ``use_cache``). Token ids the call leaves None come from
+    ``self.config`` where it has them, as transformers fills them from the model's config.
+    Unlike transformers, ``top_k`` defaults to 0 (off)."""
 
-
-class Seq2SeqGenerationMixin:
-    """``generate`` with transformers' argument names, for a model with ``encode`` and
-    ``decode_step`` whose ``config`` has eos/pad/decoder-start (and optionally forced
-    bos/eos) token ids."""
-
+    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -306,24 +304,32 @@ class Seq2SeqGenerationMixin:
         num_return_sequences: int = 1,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
-        decoder_start_token_id: int | None = None,
         forced_bos_token_id: int | None = None,
         forced_eos_token_id: int | None = None,
-        use_cache: bool = True,
         generator: torch.Generator | None = None,
+        **model_options: Any,
     ) -> torch.Tensor:
-        """Decoder sequences (B * num_return_sequences, 1 + new), starting with the decoder
-        start token.
+        given = dict(eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                     forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id)
+        ids = {k: getattr(self.config, k, None) if v is None else v for k, v in given.items()}
+        return self._generate(
+            input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+            num_return_sequences=num_return_sequences, generator=generator, **ids, **model_options)
 
-        Ids default to the model's config. Unlike transformers, ``top_k`` defaults to 0 (off).
-        """
-        ids = config_defaults(self.config, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                              decoder_start_token_id=decoder_start_token_id,
-                              forced_bos_token_id=forced_bos_token_id,
-                              forced_eos_token_id=forced_eos_token_id)
-        return generate_seq2seq(
-            self, input_ids, attention_mask, max_new_tokens=max_new_tokens, num_beams=num_beams,
-            min_new_tokens=min_new_tokens, length_penalty=length_penalty,
-            early_stopping=early_stopping, num_return_sequences=num_return_sequences,
-            use_cache=use_cache, do_sample=do_sample, temperature=temperature, top_k=top_k,
-            top_p=top_p, generator=generator, **ids)
+    def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **options: Any):
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+
+class Seq2SeqGenerationMixin(GenerationMixin):
+    """``generate`` for a model with ``encode`` and ``decode_step``: returns decoder sequences
+    (B * num_return_sequences, 1 + new) starting with the decoder start token (default: the
+    config's ``decoder_start_token_id``); ``use_cache=False`` reruns the decoder on the whole
+    prefix at every step."""
+
+    def _generate(self, input_ids, attention_mask, *, decoder_start_token_id: int | None = None,
+                  use_cache: bool = True, **options):
+        start = self.config.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
+        return generate_seq2seq(self, input_ids, attention_mask, decoder_start_token_id=start,
+                                use_cache=use_cache, **options)
