@@ -1,10 +1,10 @@
 """What every encoder-decoder backbone does the same way: ``encode``, ``decode_step``,
 ``forward`` and ``generate``, from a family's two stacks.
 
-A family subclasses :class:`EncoderDecoder` and gives ``run_encoder`` and ``run_decoder``
-(each returning :func:`modkit.nn.blocks.run_blocks`' tuple), ``lm_logits``, and, if its
-decoder inputs can default to something, ``default_decoder_inputs``. Embeddings, positions,
-masks and norms stay the family's own.
+A family subclasses :class:`EncoderDecoderModel` and gives ``run_encoder`` and
+``run_decoder`` (each returning :func:`modkit.nn.blocks.run_blocks`' tuple) and
+``lm_logits``; the base then meets :class:`modkit.interfaces.EncoderDecoder`. Embeddings,
+positions, masks and norms stay the family's own.
 """
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.nn.outputs import ModelOutput
 
 
-class EncoderDecoder(nn.Module, Seq2SeqGenerationMixin, Backbone):
+def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
+    """Decoder inputs from targets: the start token, then the targets minus their last token."""
+    shifted = ids.new_full(ids.shape, start_token_id)
+    shifted[:, 1:] = ids[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)  # -100 marks ignored labels
+
+
+class EncoderDecoderModel(nn.Module, Seq2SeqGenerationMixin, Backbone):
+    """An encoder-decoder made of :class:`modkit.nn.blocks.Block` stacks (the decoder's in
+    ``self.decoder_blocks``, with cross-attention)."""
+
     is_decoder = True
     is_encoder_decoder = True
 
@@ -34,12 +44,17 @@ class EncoderDecoder(nn.Module, Seq2SeqGenerationMixin, Backbone):
         raise NotImplementedError
 
     def default_decoder_inputs(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The decoder's inputs when ``forward`` is given none."""
-        raise ValueError(f"{type(self).__name__}: decoder_input_ids are required (the targets shifted right)")
+        """The decoder's inputs when ``forward`` is given none: ``input_ids`` shifted right (so
+        a classifier can read the decoder, as BART's does)."""
+        return shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's last hidden state (B, S, D)."""
         return self.run_encoder(input_ids, attention_mask)[0]
+
+    def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
+        """Every decoder layer's cross-attention (keys, values) of the encoder output."""
+        return [block.cross.project_kv(encoder_hidden) for block in self.decoder_blocks]
 
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
                     use_cache: bool = True):

@@ -11,17 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, run_blocks
-from modkit.nn.encoder_decoder import EncoderDecoder
+from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions, run_blocks
+from modkit.nn.encoder_decoder import EncoderDecoderModel
 
 BART_POSITION_OFFSET = 2  # fairseq reserved the first two position ids
-
-
-def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
-    """Decoder inputs from targets: the start token, then the targets minus their last token."""
-    shifted = ids.new_full(ids.shape, start_token_id)
-    shifted[:, 1:] = ids[:, :-1]
-    return shifted.masked_fill(shifted == -100, pad_token_id)  # -100 marks ignored labels
 
 
 class ClassificationHead(nn.Module):
@@ -37,7 +30,7 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
 
 
-class BART(EncoderDecoder):
+class BART(EncoderDecoderModel):
     def __init__(self, config):
         super().__init__()
         if config.vocab_size <= 0:
@@ -69,7 +62,8 @@ class BART(EncoderDecoder):
         return self.drop(norm(self.embed(ids) * self.embed_scale + positions(pos)))  # (B, T, D)
 
     def run_encoder(self, input_ids, attention_mask, **outputs):
-        x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm, 0)
+        x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm,
+                        prefix_positions(self.encoder_blocks))
         t = input_ids.shape[1]
         bias = None if attention_mask is None else attention_bias(
             attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
@@ -78,7 +72,8 @@ class BART(EncoderDecoder):
     def run_decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
                     decoder_attention_mask=None, past=None, **outputs):
         past_len = past[0][0][0].shape[2] if past else 0
-        x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm, past_len)
+        x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm,
+                        past_len + prefix_positions(self.decoder_blocks))
         t = decoder_input_ids.shape[1]
         self_bias = None if decoder_attention_mask is None else attention_bias(
             decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
@@ -89,10 +84,6 @@ class BART(EncoderDecoder):
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.embed.weight, self.final_logits_bias)  # tied head
-
-    def default_decoder_inputs(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``input_ids`` shifted right, as BART's denoising pretraining reads them."""
-        return shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, num_labels) from the decoder state at each row's last eos."""

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import Block, RMSNorm, attention_bias, run_blocks
-from modkit.nn.encoder_decoder import EncoderDecoder
+from modkit.nn.blocks import Block, RMSNorm, attention_bias, prefix_positions, run_blocks
+from modkit.nn.encoder_decoder import EncoderDecoderModel
 
 from .t5_positions import RelativePositionBias
 
@@ -36,7 +36,7 @@ def parse_feed_forward(proj: str) -> tuple[str, bool]:
     return ("gelu_new" if proj == "gated-gelu" else parts[-1]), gated
 
 
-class T5(EncoderDecoder):
+class T5(EncoderDecoderModel):
     def __init__(self, config):
         super().__init__()
         if config.vocab_size <= 0:
@@ -88,8 +88,10 @@ class T5(EncoderDecoder):
         past_len = past[0][0][0].shape[2] if past else 0
         t = decoder_input_ids.shape[1]
         x = self.drop(self.embed(decoder_input_ids))  # (B, T, D)
-        self_bias = self.decoder_bias(t, past_len + t) + attention_bias(
-            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
+        # a prefix holding positions is relatively biased like earlier tokens (as in its KV cache)
+        p = prefix_positions(self.decoder_blocks)
+        self_bias = self.decoder_bias(t, p + past_len + t) + F.pad(attention_bias(
+            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device), (p, 0))
         cross_bias = None if attention_mask is None else attention_bias(
             attention_mask, t, attention_mask.shape[1], causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.decoder_blocks, x, bias=self_bias, source=encoder_hidden,
