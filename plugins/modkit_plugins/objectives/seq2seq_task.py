@@ -6,6 +6,8 @@ from modkit.runtime import pad_ids
 from modkit.runtime.decoders import CachedSeq2Seq
 from modkit.runtime.generation import decode
 
+from .sentinels import decode_with_sentinels, encode_with_sentinels
+
 
 class Seq2SeqTask(Task):
     optional_fields = ("source", "target")
@@ -22,12 +24,17 @@ class Seq2SeqTask(Task):
         eos, pad = task["eos_token_id"], task.get("pad_token_id", 0)
         limit = (task.get("max_length") or 10**9) - 1
         texts = [str(r.get("source", r.get("text"))) for r in records]
-        ids, mask = pad_ids([art.tokenizer.encode(t)[:limit] + [eos] for t in texts], pad)  # as seq2seq trained
+        base = task.get("sentinel_base")  # span-corruption artifacts read and write T5's sentinels
+        special = task.get("allow_special", False)  # denoise artifacts read the mask token in the text
+        rows = [encode_with_sentinels(art.tokenizer, t, base, allow_special=special)[:limit] + [eos]
+                for t in texts]  # as seq2seq trained
+        ids, mask = pad_ids(rows, pad)
         decoder = CachedSeq2Seq(art.session("encoder.onnx"), art.session("decoder.onnx"), ids, mask,
                                 task["decoder_start_token_id"])
-        rows = decode(decoder, len(texts), options, eos_token_id=eos,
-                      max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32))
-        return [{"text": t, "generated": art.tokenizer.decode(row), "ids": row} for t, row in zip(texts, rows)]
+        new = decode(decoder, len(texts), options, eos_token_id=eos,
+                     max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32))
+        return [{"text": t, "generated": decode_with_sentinels(art.tokenizer, row, base), "ids": row}
+                for t, row in zip(texts, new)]
 
     def format(self, result):
         return result["generated"]
