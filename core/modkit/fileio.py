@@ -5,9 +5,21 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+_umask_lock = threading.Lock()
+
+
+def _normal_mode(directory: bool) -> int:
+    """The mode ``open``/``mkdir`` would give under the current umask: mkstemp's 0600 and
+    mkdtemp's 0700 would hide an artifact from a service running as another user."""
+    with _umask_lock:  # the umask can only be read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 @contextmanager
@@ -16,6 +28,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _normal_mode(directory=False))
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -35,6 +48,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, _normal_mode(directory=True))
     try:
         yield tmp
         if path.exists():
