@@ -59,7 +59,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.option("--registry", "registry_path", type=click.Path(dir_okay=False), default=None,
-              help="A registry.toml adding plugins and presets (default: ./registry.toml if present).")
+              help="A registry.toml adding plugins and presets (default: $MODKIT_REGISTRY; "
+                   "a registry.toml in the working directory is never read by itself).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="modkit")
 @click.pass_context
