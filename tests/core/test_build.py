@@ -89,6 +89,17 @@ def test_artifact_files_and_manifest(artifact):
     assert m["components"]["backbone"]["options"]["vocab_size"] == 300
 
 
+def test_artifact_is_readable_by_other_users_as_the_umask_allows(artifact):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(artifact.stat().st_mode) == 0o777 & ~umask
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in artifact.iterdir()} == \
+        {p.name: 0o666 & ~umask for p in artifact.iterdir()}
+
+
 def test_no_work_folder_left_behind(artifact):
     assert [p.name for p in artifact.parent.iterdir() if p.name.startswith(".")] == []
 
@@ -183,6 +194,30 @@ def test_cli_run_json_and_corrupt_artifact(artifact, tmp_path):
     assert r.exit_code == 2 and "model.onnx: sha256 does not match" in r.output
     r = CliRunner().invoke(main, ["run", str(tmp_path), "--text", "x"])
     assert r.exit_code == 2 and "not a modkit artifact" in r.output
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("files"), "'files' must map every file"),
+    (lambda m: m.update(files={}), "'files' must map every file"),
+    (lambda m: m["files"].pop("model.onnx"), "model.onnx not listed in the manifest's files"),
+    (lambda m: m["files"].update({"../model.onnx": "0" * 64}), "'files' must map every file"),
+    (lambda m: m.pop("version"), "no valid format 'version'"),
+    (lambda m: m.update(version=2, modkit_version="9.0"),
+     "format version 2 \\(written by modkit 9.0\\); this modkit reads up to version 1: upgrade modkit"),
+])
+def test_manifest_must_list_files_and_a_known_version(artifact, tmp_path, edit, message):
+    import re
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    edit(manifest)
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(modkit.ArtifactError, match=message):
+        Runtime(edited)
+    r = CliRunner().invoke(main, ["run", str(edited), "--text", "x"])
+    assert r.exit_code == 2 and re.search(message, r.output), r.output
 
 
 def test_cuda_provider_without_cuda_is_a_clear_error(artifact):

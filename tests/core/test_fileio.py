@@ -5,6 +5,8 @@ import os
 import stat
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from modkit.fileio import atomic_dir, atomic_path, atomic_write_text
 
@@ -23,9 +25,10 @@ def mode(path) -> int:
 def test_atomic_files_and_folders_get_the_umask_modes(tmp_path, umask):
     atomic_write_text(tmp_path / "a.txt", "x")
     with atomic_path(tmp_path / "b.bin") as tmp:
-        tmp.write_bytes(b"y")  # overwrites the placeholder, keeping its mode
+        save_file({"w": torch.zeros(2)}, str(tmp))  # safetensors writes 0600 itself
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "c.txt").write_text("z")
+        save_file({"w": torch.zeros(2)}, str(tmp / "d.safetensors"))
     assert mode(tmp_path / "a.txt") == mode(tmp_path / "b.bin") == 0o666 & ~umask
     assert mode(tmp_path / "out") == 0o777 & ~umask
-    assert mode(tmp_path / "out" / "c.txt") == 0o666 & ~umask
+    assert mode(tmp_path / "out" / "c.txt") == mode(tmp_path / "out" / "d.safetensors") == 0o666 & ~umask

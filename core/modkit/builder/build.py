@@ -20,7 +20,7 @@ from modkit.errors import ArtifactError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
-from modkit.runtime.artifact import read_manifest
+from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
 from modkit.builder.train import load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed, train_stage
@@ -258,7 +258,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     live = set(model.modules())
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
-        "format": "modkit-artifact", "version": 1, "modkit_version": __version__,
+        "format": "modkit-artifact", "version": MANIFEST_VERSION, "modkit_version": __version__,
         "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
         "components": {
             "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
