@@ -272,3 +272,27 @@ def test_build_fails_with_exit_1_and_no_artifact_when_parity_is_off(tmp_path):
     assert "ONNX parity check failed: max abs difference" in r.output and "> 1e-12" in r.output
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.suffix == ".tmp"] == []
+
+
+def test_building_without_torch_says_which_extra_to_install(artifact, tmp_path):
+    spec = tiny_spec(tmp_path)
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+from click.testing import CliRunner
+from modkit.cli import main
+for args in (["build", {str(spec)!r}, "-o", {str(tmp_path / "out")!r}],
+             ["export-hf", {str(artifact)!r}, {str(tmp_path / "hf")!r}]):
+    r = CliRunner().invoke(main, args)
+    print(r.exit_code, r.output.strip())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("2 error: this needs torch") for line in lines), lines
+    assert all("pip install 'modkit[train]'" in line for line in lines)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hf").exists()
