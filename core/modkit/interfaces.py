@@ -152,6 +152,14 @@ class Objective:
         """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
 
+    def hf_head(self, backbone: Backbone) -> dict[str, Any] | None:
+        """The task head in family-neutral terms, for ``modkit export-hf``; None if it has no
+        counterpart in transformers. ``{"kind": "causal-lm"}``, ``{"kind": "masked-lm"}``, or
+        ``{"kind": "sequence-classification" | "token-classification", "weight": W, "bias": b,
+        "labels": [...], "pooling": "pooler" | "first" | "last"}``. The backbone's checkpoint
+        format decides whether its transformers classes can carry it (``with_head``)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records of the task: at least ``{"task": ...}``, plus what the
         runtime needs to prepare inputs (e.g. ``append_ids``) and read outputs (``labels``)."""

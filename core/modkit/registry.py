@@ -74,6 +74,7 @@ class Preset:
     use: str
     values: dict[str, Any]
     source: str
+    doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,8 @@ def _add_presets(registry: Registry, data: dict[str, Any], source: str) -> None:
     for name, body in data.get("presets", {}).items():
         if not isinstance(body, dict) or "kind" not in body or "use" not in body:
             raise UserError(f"{source}: presets.{name}: expected a table with 'kind' and 'use'")
-        values = {k: v for k, v in body.items() if k not in ("kind", "use")}
-        registry.presets[name] = Preset(name, body["kind"], body["use"], values, source)
+        values = {k: v for k, v in body.items() if k not in ("kind", "use", "doc")}
+        registry.presets[name] = Preset(name, body["kind"], body["use"], values, source, str(body.get("doc", "")))
 
 
 def _module_loader(spec: str, base: Path):

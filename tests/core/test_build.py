@@ -251,6 +251,22 @@ def test_language_model_artifact_generates(tmp_path):
         logits = model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).logits
         assert int(logits[0, -1].argmax()) == expected
         ids.append(expected)
+    # export-hf keeps the LM head: AutoModelForCausalLM computes modkit's logits
+    transformers = pytest.importorskip("transformers")
+    r = CliRunner().invoke(main, ["export-hf", str(tmp_path / "lm"), str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    batch = torch.tensor([ids])
+    with torch.no_grad():
+        assert (hf(input_ids=batch).logits - model(batch).logits).abs().max() < 1e-5
+
+
+def test_export_hf_says_when_a_task_head_has_no_transformers_class(artifact, tmp_path):
+    # the GPT classifier of the example: transformers' GPT2ForSequenceClassification has no bias
+    r = CliRunner().invoke(main, ["export-hf", str(artifact), str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    assert "note: transformers' GPT classes have no sequence-classification head like this one" in r.output
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["GPT2Model"]
 
 
 def test_example_spec_builds_at_reduced_steps(tmp_path):

@@ -113,12 +113,16 @@ seq_len = 32
         torch_labels.append(labels[int(model(ids, torch.ones_like(ids)).logits.argmax())])
     assert [r["label"] for r in Runtime(tmp_path / "out").run(texts)] == torch_labels
 
-    # the merged weights go back out as a Hugging Face folder that transformers loads
+    # the merged weights go back out, with the classifier and its labels, as a folder that
+    # transformers' AutoModelForSequenceClassification loads and that computes modkit's logits
     r = CliRunner().invoke(main, ["export-hf", str(tmp_path / "out"), str(tmp_path / "back")])
     assert r.exit_code == 0, r.output
-    hf = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
-    ids = torch.tensor([tok.encode_plus(texts[0], max_length=32).ids])
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
+    assert type(hf).__name__ == "BertForSequenceClassification"
+    assert [hf.config.id2label[i] for i in range(len(labels))] == labels
+    batch = tok.batch_encode(texts, max_length=32)
+    ids, mask = torch.tensor(batch["input_ids"]), torch.tensor(batch["attention_mask"])
     with torch.no_grad():
-        ours = model.backbone(ids, torch.ones_like(ids)).last_hidden_state
-        theirs = hf(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        ours = model(ids, mask).logits
+        theirs = hf(input_ids=ids, attention_mask=mask).logits
     assert (ours - theirs).abs().max() < 1e-5

@@ -5,7 +5,6 @@ import json
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +22,9 @@ from modkit.registry import Component, Registry, get_registry
 from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
-from modkit.builder.train import load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed, train_stage
+from modkit.builder.progress import StageProgress
+from modkit.builder.train import (load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint, step_seed,
+                                 train_stage)
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -155,18 +156,6 @@ def options_from_tokenizer(options, tokenizer):
     return options.model_copy(update=update)
 
 
-@contextmanager
-def _progress_bar(enabled: bool, label: str, total: int, done: int):
-    """Yield ``tick(loss)``: a click progress bar on stderr with the running loss, or nothing."""
-    if not enabled:
-        yield lambda loss: None
-        return
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
-                           item_show_func=lambda loss: f"loss {loss:.3f}" if loss is not None else "") as bar:
-        bar.update(done)
-        yield lambda loss: bar.update(1, loss)
-
-
 def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
     """Write the ONNX graph(s) into ``folder`` and return the parity figures."""
     inputs = objective.export_inputs(data)
@@ -236,9 +225,11 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         data = objective.load_data(spec.path(stage.data), stage.seq_len)
         label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
         start = position["step"] if position is not None and position["stage"] == i else 0
-        with _progress_bar(progress, label, stage.steps, start) as tick:
+        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.seq_len,
+                           lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
+                           quiet=not progress) as tick:
             losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, on_step=lambda n, loss: tick(loss))
+                                 resume=resume, on_step=tick)
         figures = objective.evaluate(model.backbone, data)
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],

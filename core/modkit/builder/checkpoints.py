@@ -158,12 +158,15 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
     return dest
 
 
-def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None = None) -> Path:
+def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None = None,
+              echo: Callable[[str], None] | None = None) -> Path:
     """What ``modkit export-hf`` does: a modkit artifact (or a checkpoint folder) -> a Hugging
     Face folder with its tokenizer files.
 
-    An artifact's model with no format of its own (a backbone plus objective heads) is written
-    through its ``backbone``; a GPT's LM head is part of the backbone, task heads are not.
+    An artifact keeps its task head where transformers has a class for it: the objective
+    describes its head in family-neutral terms (:meth:`~modkit.interfaces.Objective.hf_head`) and
+    the backbone's checkpoint format puts it on (``with_head``). Where either cannot, the
+    backbone alone is written and ``echo`` says why.
     """
     from modkit.tokenization import load_tokenizer
 
@@ -174,7 +177,7 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     except ArtifactError:
         if not hasattr(model, "backbone"):
             raise
-        model = model.backbone
+        model = _with_task_head(model, registry, echo or (lambda msg: None))
     tokenizer = None
     if (source / "tokenizer.json").exists():
         try:
@@ -182,6 +185,22 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
         except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
             tokenizer = source / "tokenizer.json"
     return save_hf(model, dest, tokenizer=tokenizer, registry=registry)
+
+
+def _with_task_head(model, registry: Registry | None, echo: Callable[[str], None]):
+    """The artifact's backbone with its task head in a form the backbone's format writes, or
+    the bare backbone (and a message saying why)."""
+    backbone, objective = model.backbone, model.head
+    fmt = format_for(backbone, registry=registry)
+    head = objective.hf_head(backbone) if objective is not None and hasattr(objective, "hf_head") else None
+    headed = fmt.with_head(backbone, head) if head is not None and hasattr(fmt, "with_head") else None
+    if headed is None:
+        task = getattr(objective, "task", None)
+        why = (f"the {task!r} head has no equivalent in transformers for this backbone" if head is None
+               else f"transformers' {type(backbone).__name__} classes have no {head['kind']} head like this one")
+        echo(f"note: {why}; wrote the backbone without the task head")
+        return backbone
+    return headed
 
 
 def tokenizer_config(tokenizer) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def _registry(ctx: click.Context):
     return get_registry(ctx.obj["registry_path"])
 
 
-@main.command("list")
+@main.command("list", short_help="Every component and preset, and plugins that failed.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.pass_context
@@ -87,21 +87,22 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
         click.echo(json.dumps({
             "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}
                            for c in comps],
-            "presets": [{"name": p.name, "kind": p.kind, "use": p.use} for p in presets],
+            "presets": [{"name": p.name, "kind": p.kind, "use": p.use, "doc": p.doc} for p in presets],
             "failed_plugins": [{"plugin": f.plugin, "error": f.error} for f in reg.failures],
             "conflicts": conflicts}, indent=2))
         return
+    click.echo(f"{'KIND':<10} {'NAME':<16} {'FROM':<24} DOC")
     for c in comps:
         click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
     for p in presets:
-        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24}")
+        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24} {p.doc}")
     for name, plugins in conflicts.items():
         click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
     for f in reg.failures:
         click.echo(f"failed     {f.plugin}: {f.error}")
 
 
-@main.command()
+@main.command(short_help="A component's options: types, defaults, docs.")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Which kind, if the name is in several.")
 @click.pass_context
@@ -130,7 +131,7 @@ def _type_name(annotation) -> str:
     return str(annotation).replace("typing.", "")
 
 
-@main.command()
+@main.command(short_help="Train a spec's stages and write the artifact.")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. stages[0].steps=50.")
@@ -144,7 +145,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
     run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet)
 
 
-@main.command()
+@main.command(short_help="Run an artifact with onnxruntime, without torch.")
 @click.argument("artifact", type=click.Path())
 @click.option("--text", "texts", multiple=True, help="An input text (repeatable).")
 @click.option("--file", "file_", type=click.Path(dir_okay=False),

@@ -8,19 +8,20 @@ import click
 from modkit.errors import UserError
 
 
-@click.command("export-hf")
+@click.command("export-hf", short_help="Write an artifact as a Hugging Face folder.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export_hf(out: str, dest: str) -> None:
-    """Write the model of artifact OUT as a Hugging Face folder DEST.
+    """Write artifact OUT as a Hugging Face folder DEST, with its task head.
 
-    DEST gets config.json, model.safetensors and the tokenizer files, which
-    transformers' from_pretrained loads. OUT may also be a Hugging Face folder.
+    DEST gets config.json, model.safetensors and the tokenizer files, which transformers'
+    from_pretrained (AutoModelFor...) loads: a classifier as *ForSequenceClassification with
+    its labels, a language model as *LMHeadModel. OUT may also be a Hugging Face folder.
     """
     from modkit.builder.checkpoints import export_hf as export
 
     try:
-        path = export(out, dest)
+        path = export(out, dest, echo=lambda msg: click.echo(msg, err=True))
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

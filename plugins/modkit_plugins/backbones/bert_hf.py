@@ -126,6 +126,22 @@ class BertFormat:
     def handles(self, model) -> bool:
         return isinstance(model, (BERT, BertWithHead))
 
+    def with_head(self, backbone: BERT, head: dict):
+        """BertForSequenceClassification / ForTokenClassification / ForMaskedLM from a modkit
+        objective's head (see Objective.hf_head), or None where BERT's classes differ."""
+        if head["kind"] == "masked-lm":
+            return BertWithHead(backbone, "mlm") if backbone.mlm_head is not None else None
+        kind = {"sequence-classification": "sequence", "token-classification": "token"}.get(head["kind"])
+        pooling = {"sequence": "pooler", "token": None}.get(kind)
+        if kind is None or head.get("pooling") != pooling or (kind == "sequence" and backbone.pooler is None):
+            return None  # transformers' BERT classifies the pooled [CLS] state only
+        model = BertWithHead(backbone, kind, num_labels=len(head["labels"]), dropout=head.get("dropout", 0.1))
+        with torch.no_grad():
+            model.classifier.weight.copy_(head["weight"])
+            model.classifier.bias.copy_(head["bias"])
+        model.labels = list(head["labels"])
+        return model.eval()
+
     def to_hf(self, model) -> tuple[dict, dict[str, torch.Tensor]]:
         with_head = isinstance(model, BertWithHead)
         backbone = model.backbone if with_head else model
@@ -151,7 +167,8 @@ class BertFormat:
         }
         if with_head and model.classifier is not None:
             n = model.classifier.out_features
-            config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
-            config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+            labels = getattr(model, "labels", None) or [f"LABEL_{i}" for i in range(n)]
+            config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+            config["label2id"] = {label: i for i, label in enumerate(labels)}
             config["classifier_dropout"] = model.dropout.p
         return config, {k: v.detach().contiguous() for k, v in weights.items()}

@@ -92,6 +92,11 @@ class _GPTFormat:
         backbone = model.backbone if isinstance(model, GPTLMHeadModel) else model
         return isinstance(backbone, GPT) and backbone.config.variant == self.variant
 
+    def with_head(self, backbone: GPT, head: dict):
+        """*LMHeadModel for a language model. transformers' GPT sequence classifiers have no
+        bias and read the last non-pad token, so a modkit classifier has no exact counterpart."""
+        return GPTLMHeadModel(backbone) if head["kind"] == "causal-lm" else None
+
     def to_hf(self, model) -> tuple[dict, dict[str, torch.Tensor]]:
         with_head = isinstance(model, GPTLMHeadModel)
         backbone = model.backbone if with_head else model

@@ -90,6 +90,10 @@ class Classify(nn.Module, Objective):
             state = output.last_hidden_state[:, 0]
         return self.head(self.dropout(state))
 
+    def hf_head(self, backbone):
+        return {"kind": "sequence-classification", "weight": self.head.weight, "bias": self.head.bias,
+                "labels": list(self.options.labels), "pooling": self.pooling, "dropout": self.options.dropout}
+
     def loss(self, backbone, batch):
         out = backbone(batch["input_ids"], batch["attention_mask"])
         logits = self.logits(backbone, out, batch["attention_mask"])

@@ -67,5 +67,8 @@ class CausalLM(nn.Module, Objective):
         mask[1, n * 3 // 4:] = 0  # one padded row, so the check covers masking
         return {"input_ids": ids, "attention_mask": mask}
 
+    def hf_head(self, backbone):
+        return {"kind": "causal-lm"}
+
     def describe(self):
         return {"task": self.task, "eos_token_id": self.tokenizer.special_id("eos")}
