@@ -175,7 +175,7 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
     task = objective.describe()
     figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),
                              decoder_start_token_id=task.get("decoder_start_token_id"),
-                             eos_token_id=task.get("eos_token_id"))
+                             eos_token_id=task.get("eos_token_id"), opset=export.opset)
     worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
     if not worst <= export.parity_tolerance or not figures["greedy_tokens_equal"]:
         raise ParityError(f"ONNX parity check failed: max abs difference {worst:.3g} (tolerance "

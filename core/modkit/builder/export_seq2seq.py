@@ -54,8 +54,8 @@ def _names(prefix: str, n_layers: int) -> list[str]:
 
 
 def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor,
-                  attention_mask: torch.Tensor) -> tuple[Path, Path]:
-    """Write encoder.onnx and decoder.onnx (opset 17, dynamic batch and lengths) to ``out_dir``."""
+                  attention_mask: torch.Tensor, *, opset: int = OPSET) -> tuple[Path, Path]:
+    """Write encoder.onnx and decoder.onnx (dynamic batch and lengths) to ``out_dir``."""
     out_dir = Path(out_dir)
     n = len(model.decoder_blocks)
     past_names, cross_names, present_names = _names("past", n), _names("cross", n), _names("present", n)
@@ -76,13 +76,13 @@ def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             EncoderGraph(model).eval(), (input_ids, attention_mask), str(enc_tmp), dynamo=False,
-            opset_version=OPSET, input_names=["input_ids", "attention_mask"],
+            opset_version=opset, input_names=["input_ids", "attention_mask"],
             output_names=["encoder_hidden_states", *cross_names],
             dynamic_axes={"input_ids": src, "attention_mask": src, "encoder_hidden_states": src,
                           **{name: kv_axes("source") for name in cross_names}})
         torch.onnx.export(
             DecoderGraph(model).eval(), (start, attention_mask, *past, *cross), str(dec_tmp), dynamo=False,
-            opset_version=OPSET,
+            opset_version=opset,
             input_names=["decoder_input_ids", "attention_mask", *past_names, *cross_names],
             output_names=["logits", *present_names],
             dynamic_axes={"decoder_input_ids": {0: "batch", 1: "new"}, "attention_mask": src,
@@ -100,6 +100,7 @@ def export_seq2seq(
     max_new_tokens: int = 16,
     decoder_start_token_id: int | None = None,
     eos_token_id: int | None = None,
+    opset: int = OPSET,
 ) -> dict[str, Any]:
     """Export both graphs, then compare onnxruntime with torch on ``sample_inputs``
     (``input_ids``, ``attention_mask``): the encoder output, the logits of every greedy step,
@@ -117,13 +118,13 @@ def export_seq2seq(
     was_training = model.training
     model.eval()
     try:
-        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos)
+        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset)
     finally:
         model.train(was_training)
 
 
-def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos) -> dict[str, Any]:
-    encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask)
+def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset) -> dict[str, Any]:
+    encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask, opset=opset)
 
     session = Seq2SeqSession(make_session(encoder_path, "cpu"), make_session(decoder_path, "cpu"))
     onnx_tokens, onnx_logits = session.greedy(ids.numpy(), mask.numpy(), max_new_tokens=max_new_tokens,
@@ -140,7 +141,7 @@ def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos) -
     logit_diff = max(float(abs(torch_logits[:, i].numpy() - step).max()) for i, step in enumerate(onnx_logits))
     return {
         "files": [encoder_path.name, decoder_path.name],
-        "opset": OPSET,
+        "opset": opset,
         "encoder_max_abs_diff": float(abs(encoded.numpy() - onnx_encoded).max()),
         "decoder_logits_max_abs_diff": logit_diff,
         "greedy_tokens_equal": onnx_tokens.shape == tuple(torch_tokens.shape)
