@@ -9,6 +9,8 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(Path(__file__).parent))  # so tests can import assets.py
 
+from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401 - hooks
+
 #: hand-written texts that tokenizers get wrong first
 HARD_CASES = [
     "", " ", "   ", "\t\n", "a  b   c", "\r\n", "line one\r\nline two\r\n", "x\x00y",

@@ -220,6 +220,7 @@ def test_manifest_must_list_files_and_a_known_version(artifact, tmp_path, edit, 
     assert r.exit_code == 2 and re.search(message, r.output), r.output
 
 
+@pytest.mark.machine_dependent
 def test_cuda_provider_without_cuda_is_a_clear_error(artifact):
     import onnxruntime as ort
 
