@@ -67,8 +67,10 @@ def check_backbone(backbone, *, batch: int = 2, length: int = 7) -> None:
     assert all(torch.equal(state[k], v) for k, v in backbone.state_dict().items()), "safetensors round trip"
 
 
-def check_peft(method, backbone) -> None:
-    """The method attaches, trains only its own weights, and the model still runs after merge."""
+def check_peft(method, backbone, *, tolerance: float = 1e-4) -> None:
+    """The method attaches, trains only its own weights, and merging keeps the values: once its
+    weights have moved from their initial values, the merged model computes what the unmerged
+    one did (within ``tolerance``, the build's default parity tolerance)."""
     import torch
 
     before = {id(p) for p in backbone.parameters()}
@@ -81,6 +83,13 @@ def check_peft(method, backbone) -> None:
     out = backbone(ids, **seq2seq).last_hidden_state
     out.sum().backward()
     assert all(p.grad is not None for p in own), "some of the method's weights get no gradient"
-    method.merge(backbone)
+    backbone.eval()  # no dropout in the comparison
     with torch.no_grad():
-        assert backbone(ids, **seq2seq).last_hidden_state.shape == out.shape
+        for p in own:  # as training would: an update still at its initial value (LoRA's B = 0) hides a bad merge
+            p.add_(torch.randn_like(p) * 0.05)
+        unmerged = backbone(ids, **seq2seq).last_hidden_state
+        method.merge(backbone)
+        merged = backbone(ids, **seq2seq).last_hidden_state
+    assert merged.shape == unmerged.shape, "merge changed the output shape"
+    diff = float((merged - unmerged).abs().max())
+    assert diff <= tolerance, f"merged outputs differ from the unmerged ones by {diff:.3g} (> {tolerance:g})"

@@ -86,6 +86,7 @@ def test_artifact_files_and_manifest(artifact):
     assert fine["trainable_parameters"] == lora + head
     assert fine["peft"] == ["lora"] and "heldout_accuracy" in fine["eval"]
     assert m["components"]["stages"][1]["peft"][0]["kept"] is False  # merged away
+    assert m["merge"]["methods"] == ["lora"] and m["merge"]["max_abs_diff"] < m["merge"]["tolerance"] == 1e-4
     assert m["components"]["backbone"]["options"]["vocab_size"] == 300
 
 
@@ -313,3 +314,28 @@ for args in (["build", {str(spec)!r}, "-o", {str(tmp_path / "out")!r}],
     assert len(lines) == 2 and all(line.startswith("2 error: this needs torch") for line in lines), lines
     assert all("pip install 'modkit[train]'" in line for line in lines)
     assert not (tmp_path / "out").exists() and not (tmp_path / "hf").exists()
+
+
+def test_a_merge_that_changes_the_outputs_fails_the_build(tmp_path, monkeypatch):
+    from modkit.builder.merge import MergeError
+    from modkit_plugins.peft.lora_impl import LoRALinear
+
+    def wrong_axis(self):  # B·A transposed into a square weight: the classic broken merge
+        weight = self.base.weight
+        weight.data += self.delta_weight().T
+
+    monkeypatch.setattr(LoRALinear, "merge", wrong_axis)
+    with pytest.raises(MergeError, match="merging lora changed the model's outputs: max abs difference"):
+        quiet_build(tiny_spec(tmp_path, steps=(2, 3)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_loras_on_one_layer_build_and_merge(tmp_path):
+    spec = tiny_spec(tmp_path, steps=(2, 3))
+    spec.write_text(spec.read_text().replace(
+        'peft = [{ use = "lora", r = 4, alpha = 8, targets = ["attn.q", "attn.v"] }]',
+        'peft = [{ use = "lora", r = 4, alpha = 8, targets = ["attn.q", "attn.v"] }, '
+        '{ use = "lora", r = 2, targets = ["attn.*"] }]'))
+    m = quiet_build(spec, tmp_path / "out")
+    assert m["merge"]["methods"] == ["lora", "lora"] and m["merge"]["max_abs_diff"] < 1e-4
+    assert m["stages"][1]["trainable_parameters"] == 2 * 2 * 4 * 64 + 2 * 4 * 2 * 64 + 32 * 5 + 5

@@ -107,3 +107,12 @@ def test_targets_must_look_like_roles():
 def test_lora_is_registered_with_its_options():
     comp = load_registry().get("peft", "lora")
     assert comp.load() is LoRA and comp.options is LoRAOptions
+
+
+def test_check_peft_compares_merged_values_not_shapes(monkeypatch):
+    from modkit.testing import check_peft
+
+    check_peft(LoRA(LoRAOptions(targets=["attn.*"])), tiny_gpt())
+    monkeypatch.setattr(LoRALinear, "merge", lambda self: None)  # a merge that drops the update
+    with pytest.raises(AssertionError, match="merged outputs differ from the unmerged ones"):
+        check_peft(LoRA(LoRAOptions(targets=["attn.*"])), tiny_gpt())

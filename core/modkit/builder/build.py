@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.export import ParityError, check_parity, export_onnx
+from modkit.builder.merge import merge_checked
 from modkit.errors import ArtifactError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -243,9 +244,10 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if data is None:  # every stage had finished before a resume; the export needs inputs
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
-    if spec.model.export.merge:
-        for _, method, _ in all_methods:
-            method.merge(model)
+    merge_figures = None
+    if spec.model.export.merge and all_methods:
+        merge_figures = merge_checked(model, [(c.name, m) for c, m, _ in all_methods], objective.export_inputs(data),
+                                      tolerance=spec.model.export.parity_tolerance)
     live = set(model.modules())
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
@@ -262,6 +264,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         },
         "task": objective.describe(),
         "stages": reports,
+        **({"merge": merge_figures} if merge_figures else {}),
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
