@@ -114,7 +114,8 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stage, step", [(0, 6), (1, 5)])
+# (1, 2): in the LoRA stage before its first in-stage checkpoint (checkpoint_every = 3)
+@pytest.mark.parametrize("stage, step", [(0, 6), (1, 2), (1, 5)])
 def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, stage, step):
     spec, out = tiny_spec(tmp_path), tmp_path / "out"
     real = build_module.train_stage
@@ -131,6 +132,42 @@ def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, sta
         quiet_build(spec, out)
     assert not out.exists()  # nothing half-written
     monkeypatch.setattr(build_module, "train_stage", real)
+    quiet_build(spec, out, resume=True)
+    assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
+
+
+def test_resume_after_every_stage_finished_exports_the_trained_weights(artifact, tmp_path, monkeypatch):
+    spec, out = tiny_spec(tmp_path), tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise Interrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "_export", interrupted)
+        with pytest.raises(Interrupt):
+            quiet_build(spec, out)
+    quiet_build(spec, out, resume=True)
+    assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
+
+
+# checkpoint.json writes: 1, 2 in stage 0 (steps 4, 8); 3 at its end; 4, 5 in stage 1 (steps 3, 6); 6 at its end
+@pytest.mark.parametrize("crash_at", [3, 4])  # new weights written, the json that commits them not
+def test_a_checkpoint_is_committed_whole_or_not_at_all(artifact, tmp_path, monkeypatch, crash_at):
+    import modkit.builder.train as train_module
+
+    spec, out = tiny_spec(tmp_path), tmp_path / "out"
+    real, calls = train_module.atomic_write_text, []
+
+    def crashing(path, text):
+        calls.append(path)
+        if len(calls) == crash_at:
+            raise Interrupt
+        real(path, text)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "atomic_write_text", crashing)
+        with pytest.raises(Interrupt):
+            quiet_build(spec, out)
     quiet_build(spec, out, resume=True)
     assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
 

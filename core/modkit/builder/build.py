@@ -50,20 +50,16 @@ def _seed_stage(seed: int, index: int) -> None:
 
 
 def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: list[tuple[Component, Any]],
-                  tokenizer, seed: int, index: int) -> tuple[Any, list, list[torch.nn.Module]]:
-    """Add one stage's objective and PEFT methods; return (objective, methods, new modules)."""
+                  tokenizer, seed: int, index: int) -> tuple[Any, list]:
+    """Add one stage's objective and PEFT methods; return (objective, [(component, method, modules)])."""
     _seed_stage(seed, index)
     comp, options = objective
-    fresh = comp.load()(options, model.backbone, tokenizer)
-    obj = model.add_objective(comp.name, fresh)
-    new_modules = [obj] if obj is fresh else []
+    obj = model.add_objective(comp.name, comp.load()(options, model.backbone, tokenizer))
     methods = []
     for pcomp, poptions in peft:
         method = pcomp.load()(poptions)
-        modules = method.apply(model.backbone)
-        methods.append((pcomp, method, modules))
-        new_modules += modules
-    return obj, methods, new_modules
+        methods.append((pcomp, method, method.apply(model.backbone)))
+    return obj, methods
 
 
 def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
@@ -206,14 +202,14 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
-    done_path = work / "stages.json"
-    reports: list[dict] = json.loads(done_path.read_text()) if resume and done_path.exists() else []
-    if position is None and reports:
-        reports = []  # stage reports without weights cannot be trusted
+    reports: list[dict] = list(position["reports"]) if position else []
+    at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data = [], [], None
     for i, stage in enumerate(spec.model.stages):
+        if at_boundary == i:  # saved after stage i-1, before stage i added its modules
+            load_checkpoint(work, model, None)
         res_obj: Resolved = spec.objectives[i]
-        objective, methods, new_modules = _attach_stage(
+        objective, methods = _attach_stage(
             model, (res_obj.component, res_obj.options),
             [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
         all_methods += methods
@@ -221,8 +217,6 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         stage_records.append((res_obj, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
-        if position is not None and position["stage"] == i and position["step"] == 0:
-            load_checkpoint(work, model, None, new_modules)
         data = objective.load_data(spec.path(stage.data), stage.seq_len)
         label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
         start = position["step"] if position is not None and position["stage"] == i else 0
@@ -230,7 +224,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress) as tick:
             losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, on_step=tick)
+                                 resume=resume, on_step=tick, reports=reports)
         figures = objective.evaluate(model.backbone, data)
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
@@ -239,8 +233,9 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures})
         echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
              + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
-        save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
-        done_path.write_text(json.dumps(reports))
+        save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[], reports=reports)
+    if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
+        load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
