@@ -16,6 +16,7 @@ from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.export import ParityError, check_parity, export_onnx
 from modkit.builder.merge import merge_checked
+from modkit.builder.preflight import preflight
 from modkit.errors import ArtifactError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -107,30 +108,31 @@ def load_torch_model(folder: str | Path, *, registry=None):
 
 
 def _tokenizer(spec: Spec, work: Path, echo):
+    """(tokenizer, whether it was trained now): loaded with ``from``, from an interrupted build's
+    work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.path(spec.model.tokenizer.from_))
+        return load_tokenizer(spec.path(spec.model.tokenizer.from_)), False
     if saved.exists():
-        return load_tokenizer(saved)
+        return load_tokenizer(saved), False
     res = spec.tokenizer
     files = [spec.path(f) for f in spec.model.tokenizer.train_on]
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
-    tokenizer = res.component.load().train(files, res.options)
-    tokenizer.save(saved)
-    return tokenizer
+    return res.component.load().train(files, res.options), True
 
 
-def _backbone(spec: Spec, tokenizer, registry: Registry):
+def _backbone_plan(spec: Spec, tokenizer, registry: Registry) -> tuple[Component, Any, Any]:
+    """(component, options, loaded backbone or None): what the build's backbone will be."""
     if spec.model.backbone.from_:
         loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
         backbone = getattr(loaded, "backbone", loaded)
-        return backbone, component_of("backbone", backbone, registry)
+        return component_of("backbone", backbone, registry), backbone.config, backbone
     res = spec.backbone
     options = options_from_tokenizer(res.options, tokenizer)
     if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
         raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
-    return res.component.load()(options), res.component
+    return res.component, options, None
 
 
 _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "bos"}
@@ -182,25 +184,61 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
-          registry: Registry | None = None, progress: bool = True,
+          overwrite: bool = False, registry: Registry | None = None, progress: bool = True,
           echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build ``spec_path`` into the artifact folder ``out``; return the manifest."""
+    """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
+
+    Everything that needs only the spec, its files and the backbone's shape is checked first
+    (:func:`modkit.builder.preflight.preflight`); a failed check leaves no work folder. An
+    existing ``out`` is replaced only with ``overwrite``. A build that fails or is interrupted
+    later says whether its work folder can be resumed, and where it is.
+    """
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     spec = load_spec(spec_path, list(overrides), registry=registry)
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it with the new build")
     work = out.parent / f".{out.name}.work"
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    seed = spec.model.seed
-    torch.manual_seed(seed)
+    torch.manual_seed(spec.model.seed)
+    tokenizer, trained = _tokenizer(spec, work, echo)
+    bcomp, options, loaded = _backbone_plan(spec, tokenizer, registry)
+    preflight(spec, tokenizer, bcomp, options)
+    work.mkdir(parents=True, exist_ok=True)
+    if trained:
+        tokenizer.save(work / "tokenizer.json")
+    try:
+        manifest = _build_in(work, spec, out, tokenizer, bcomp, options, loaded, resume=resume, registry=registry,
+                             progress=progress, echo=echo, started=started)
+    except BaseException:
+        echo(_resume_hint(work, spec_path, out, overrides))
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
 
-    tokenizer = _tokenizer(spec, work, echo)
+
+def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
+    """What a failed or interrupted build leaves: a work folder to resume, or nothing."""
+    position = read_checkpoint_position(work)
+    if position is None:
+        shutil.rmtree(work, ignore_errors=True)
+        return "the build stopped before its first checkpoint: nothing to resume"
+    done = f"{len(position['reports'])} stage(s) finished" + (
+        f", the next one at step {position['step']}" if position["step"] else "")
+    sets = "".join(f" --set {o!r}" for o in overrides)
+    return (f"the build's work folder {work} holds a checkpoint ({done}); continue from it with: "
+            f"modkit build {spec_path} -o {out}{sets} --resume")
+
+
+def _build_in(work: Path, spec: Spec, out: Path, tokenizer, bcomp: Component, options, loaded, *, resume: bool,
+              registry: Registry, progress: bool, echo, started: float) -> dict[str, Any]:
+    """Train the stages (checkpointing into ``work``), merge, export and write ``out``."""
+    seed = spec.model.seed
     _seed_stage(seed, -1)
-    backbone, bcomp = _backbone(spec, tokenizer, registry)
-    model = ModkitModel(backbone)
+    model = ModkitModel(loaded if loaded is not None else bcomp.load()(options))
     position = read_checkpoint_position(work) if resume else None
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
@@ -269,7 +307,6 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")

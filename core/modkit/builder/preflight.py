@@ -1,0 +1,44 @@
+"""What a build checks before any work: everything that needs only the spec, its files and the
+backbone's shape.
+
+The backbone is built on the meta device (shapes only: no memory, no initialisation), each
+stage's objective and PEFT methods are attached to it as the build will attach them, and each
+stage's data is read. So a LoRA target that matches no layer, an objective the backbone cannot
+serve, or an empty or malformed data file of the last stage is reported at once, not after the
+earlier stages have trained.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from modkit.errors import UserError
+from modkit.nn.model import ModkitModel
+from modkit.registry import Component
+
+
+def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
+    """Raise :class:`UserError` naming the spec key of the first problem found."""
+    with torch.device("meta"):
+        model = ModkitModel(backbone.load()(options))
+    for i, stage in enumerate(spec.model.stages):
+        res = spec.objectives[i]
+        with _at(spec, f"stages[{i}].objective"), torch.device("meta"):
+            objective = model.add_objective(res.component.name, res.component.load()(res.options, model.backbone,
+                                                                                     tokenizer))
+        for j, peft in enumerate(spec.peft[i]):
+            with _at(spec, f"stages[{i}].peft[{j}]"), torch.device("meta"):
+                peft.component.load()(peft.options).apply(model.backbone)
+        with _at(spec, f"stages[{i}].data"):  # outside the meta device: objectives may look at the values
+            objective.load_data(spec.path(stage.data), stage.seq_len)
+
+
+@contextmanager
+def _at(spec, key: str):
+    """Name the spec file and key path in a UserError raised inside."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"{spec.source}: {key}: {e}") from None
