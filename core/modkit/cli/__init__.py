@@ -141,9 +141,11 @@ def _type_name(annotation) -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (by default an existing OUT is an error).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
+              help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-          quiet: bool) -> None:
+          quiet: bool, max_steps: int | None) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT.
 
     Every check that needs only the spec, its files and the backbone's shape runs before any
@@ -153,7 +155,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
     from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, overwrite=overwrite, registry=_registry(ctx),
-              progress=not quiet)
+              progress=not quiet, max_steps=max_steps)
 
 
 @main.command(short_help="Run an artifact with onnxruntime, without torch.")
