@@ -93,3 +93,17 @@ def test_an_existing_artifact_is_replaced_only_with_overwrite(tmp_path):
     r = build_cli(spec, out, "--set", "seed=4", "--overwrite")
     assert r.exit_code == 0, r.output
     assert sha256_file(out / "model.safetensors") != before
+
+
+def test_a_plugin_that_cannot_run_on_the_meta_device_is_checked_when_its_stage_starts(tmp_path, monkeypatch):
+    from modkit_plugins.peft.lora_impl import LoRA
+
+    real = LoRA.apply
+
+    def reads_values(self, model):
+        float(next(model.parameters()).sum())  # fine on real weights, impossible on meta ones
+        return real(self, model)
+
+    monkeypatch.setattr(LoRA, "apply", reads_values)
+    m = quiet_build(tiny_spec(tmp_path, steps=(2, 1)), tmp_path / "out")
+    assert m["stages"][1]["peft"] == ["lora"]

@@ -10,7 +10,7 @@ earlier stages have trained.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -21,18 +21,33 @@ from modkit.registry import Component
 
 def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
     """Raise :class:`UserError` naming the spec key of the first problem found."""
-    with torch.device("meta"):
-        model = ModkitModel(backbone.load()(options))
+    with _at(spec, "backbone"):
+        model = _on_meta(lambda: ModkitModel(backbone.load()(options)))
+    if model is None:
+        return  # a backbone that cannot be built on the meta device is checked when the build makes it
     for i, stage in enumerate(spec.model.stages):
         res = spec.objectives[i]
-        with _at(spec, f"stages[{i}].objective"), torch.device("meta"):
-            objective = model.add_objective(res.component.name, res.component.load()(res.options, model.backbone,
-                                                                                     tokenizer))
+        with _at(spec, f"stages[{i}].objective"):
+            objective = _on_meta(lambda: model.add_objective(
+                res.component.name, res.component.load()(res.options, model.backbone, tokenizer)))
         for j, peft in enumerate(spec.peft[i]):
-            with _at(spec, f"stages[{i}].peft[{j}]"), torch.device("meta"):
-                peft.component.load()(peft.options).apply(model.backbone)
-        with _at(spec, f"stages[{i}].data"):  # outside the meta device: objectives may look at the values
-            objective.load_data(spec.path(stage.data), stage.seq_len)
+            with _at(spec, f"stages[{i}].peft[{j}]"):
+                _on_meta(lambda: peft.component.load()(peft.options).apply(model.backbone))
+        if objective is not None:
+            with _at(spec, f"stages[{i}].data"):  # off the meta device: objectives may look at the values
+                objective.load_data(spec.path(stage.data), stage.seq_len)
+
+
+def _on_meta(make: Callable[[], Any]) -> Any:
+    """``make()`` on the meta device; None when a plugin's code cannot run there (it reads
+    values, say): that part is then checked when the build reaches it, as before."""
+    try:
+        with torch.device("meta"):
+            return make()
+    except UserError:
+        raise
+    except Exception:
+        return None
 
 
 @contextmanager
