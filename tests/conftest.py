@@ -84,3 +84,18 @@ def open_clip_reference(clip_merges_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.SimpleTokenizer(bpe_path=str(clip_merges_path))
+
+
+def import_or_skip(module: str, install: str):
+    """Import ``module`` or skip the test, except in CI (``CI=true``), where a skip would hide
+    that the test command failed to install it: there it fails."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"{module} is not installed: {install}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,10 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
-from modkit.builder.export import ParityError, check_parity, export_onnx
+from modkit.builder.exporter import Exporter
 from modkit.builder.merge import merge_checked
 from modkit.builder.preflight import preflight
-from modkit.errors import ArtifactError, UserError
+from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
@@ -58,9 +57,19 @@ def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: li
     comp, options = objective
     obj = model.add_objective(comp.name, comp.load()(options, model.backbone, tokenizer))
     methods = []
-    for pcomp, poptions in peft:
-        method = pcomp.load()(poptions)
-        methods.append((pcomp, method, method.apply(model.backbone)))
+    for pcomp, poptions, *source in peft:
+        if source and source[0] is not None:  # started from a Hugging Face PEFT folder
+            from modkit.builder.peft_folders import read_peft_folder
+
+            config, weights = read_peft_folder(source[0])
+            found = pcomp.load().from_hf_peft(config, weights, model.backbone)
+            if found is None:
+                raise UserError(f"{source[0]}: a {config.get('peft_type')!r} adapter, not one {pcomp.name!r} reads")
+            method, modules = found
+        else:
+            method = pcomp.load()(poptions)
+            modules = method.apply(model.backbone)
+        methods.append((pcomp, method, modules))
     return obj, methods
 
 
@@ -78,6 +87,61 @@ def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+def _method_figures(methods, total: int) -> list[dict[str, Any]]:
+    """Each PEFT method's own trainable parameters and their fraction of the model's total."""
+    figures = []
+    for comp, _, modules in methods:
+        params = {id(p): p.numel() for m in modules for p in m.parameters()}  # shared ones once
+        n = sum(params.values())
+        figures.append({"name": comp.name, "trainable_parameters": n, "fraction": n / total})
+    return figures
+
+
+def _peft_source(spec: Spec, stage: int, index: int) -> Path | None:
+    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
+    source = spec.model.stages[stage].peft[index].option_values().get("from")
+    return spec.path(source) if source else None
+
+
+def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
+    """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
+    (on the meta device), so a clash (one method twice on a layer, targets that match
+    nothing) is a spec error before any training, not after the first stage."""
+    with torch.device("meta"):
+        shadow = bcomp.load()(backbone.config)
+    problems: list[tuple[str, str]] = []
+    for i, resolved in enumerate(spec.peft):
+        applied = []
+        for j, res in enumerate(resolved):
+            if _peft_source(spec, i, j):
+                continue  # a folder's layers are found from the real weights, when it is attached
+            method = res.component.load()(res.options)
+            try:
+                method.apply(shadow)
+            except UserError as e:
+                problems.append((f"stages[{i}].peft[{j}]", str(e)))
+            applied.append(method)
+        for method in applied:  # as the build does at the stage boundary
+            method.merge(shadow)
+    if problems:
+        raise SpecError(str(spec.source), problems)
+
+
+def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance: float = 0.0) -> dict | None:
+    """Merge the methods not merged yet (LoRA folds away; adapters stay; prefixes freeze). With
+    ``inputs``, checked: the outputs must not move by more than ``tolerance``; return the figures.
+    (Without, on a resume: untrained methods of finished stages, before the checkpoint loads.)"""
+    todo = [(comp.name, method) for comp, method, _ in methods if id(method) not in merged]
+    merged.update(id(method) for _, method in todo)
+    if not todo:
+        return None
+    if inputs is None:
+        for _, method in todo:
+            method.merge(model.backbone)
+        return None
+    return merge_checked(model, todo, inputs, tolerance=tolerance)
+
+
 def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
     """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
     comps = manifest["components"]
@@ -87,9 +151,12 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     for i, stage in enumerate(comps["stages"]):
         ocomp = registry.get("objective", stage["objective"]["name"])
         kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
-        _attach_stage(model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
-                      [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer,
-                      manifest["seed"], i)
+        _, methods = _attach_stage(
+            model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
+            [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
+        for (_, method, _), (_, record) in zip(methods, kept):
+            if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
+                method.merge(model.backbone)
     return model.eval()
 
 
@@ -122,18 +189,17 @@ def _tokenizer(spec: Spec, work: Path, echo):
     return res.component.load().train(files, res.options), True
 
 
-def _backbone_plan(spec: Spec, tokenizer, registry: Registry) -> tuple[Component, Any, Any]:
-    """(component, options, loaded backbone or None): what the build's backbone will be."""
+def _backbone(spec: Spec, tokenizer, registry: Registry):
     if spec.model.backbone.from_:
         loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
         backbone = getattr(loaded, "backbone", loaded)
-        return component_of("backbone", backbone, registry), backbone.config, backbone
+        return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
     options = options_from_tokenizer(res.options, tokenizer)
     if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
         raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
-    return res.component, options, None
+    return res.component.load()(options), res.component
 
 
 _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "bos"}
@@ -156,32 +222,33 @@ def options_from_tokenizer(options, tokenizer):
     return options.model_copy(update=update)
 
 
-def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
-    """Write the ONNX graph(s) into ``folder`` and return the parity figures."""
-    inputs = objective.export_inputs(data)
-    if not getattr(model.backbone, "is_encoder_decoder", False):
-        export_onnx(model, inputs, folder / "model.onnx", opset=export.opset)
-        figures = check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
-        if objective.task == "generate":  # plus a cached step graph for fast generation
-            from modkit.builder.export_cached import check_with_past, export_with_past
+def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
+    """The objective writes its task's graph(s) into ``folder``; return (parity figures, files).
+    The graphs the serving task opens must be among them."""
+    exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance)
+    figures = objective.export(model, exporter, objective.export_inputs(data))
+    missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
+    if missing:
+        raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
+                          f"{objective.task!r} is served from {missing}")
+    return figures, exporter.written
 
-            path = export_with_past(model.backbone, folder, opset=export.opset)
-            prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
-            figures.update(check_with_past(model.backbone, path, prompt, max_new_tokens=16,
-                                           tolerance=export.parity_tolerance))
-        return figures
-    from modkit.builder.export_seq2seq import export_seq2seq
 
-    task = objective.describe()
-    figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),
-                             decoder_start_token_id=task.get("decoder_start_token_id"),
-                             eos_token_id=task.get("eos_token_id"), opset=export.opset)
-    worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
-    if not worst <= export.parity_tolerance or not figures["greedy_tokens_equal"]:
-        raise ParityError(f"ONNX parity check failed: max abs difference {worst:.3g} (tolerance "
-                          f"{export.parity_tolerance:g}), greedy tokens equal: {figures['greedy_tokens_equal']}")
-    return {"max_abs_diff": worst, "tolerance": export.parity_tolerance,
-            "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
+def check_stages(spec: Spec, backbone, registry: Registry) -> None:
+    """Before any training: every stage's objective accepts the backbone, and the last one's
+    task is served by an installed task component (else the artifact could not be run)."""
+    for i, res in enumerate(spec.objectives):
+        where = f"{spec.source}: stages[{i}].objective ({res.component.name!r})"
+        cls = res.component.load()
+        try:
+            cls.check_backbone(backbone)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    last = spec.objectives[-1].component
+    task = last.load().task
+    if task not in registry.names("task"):
+        raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
+                        f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
 
 
 def _env_max_steps() -> int | None:
@@ -199,7 +266,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
 
     Everything that needs only the spec, its files and the backbone's shape is checked first
-    (:func:`modkit.builder.preflight.preflight`); a failed check leaves no work folder. An
+    (stages against the backbone, the PEFT plan on a meta copy, every stage's data:
+    :func:`modkit.builder.preflight.preflight`); a failed check leaves no work folder. An
     existing ``out`` is replaced only with ``overwrite``. A build that fails or is interrupted
     later says whether its work folder can be resumed, and where it is.
 
@@ -223,13 +291,16 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     started = time.perf_counter()
     torch.manual_seed(spec.model.seed)
     tokenizer, trained = _tokenizer(spec, work, echo)
-    bcomp, options, loaded = _backbone_plan(spec, tokenizer, registry)
-    preflight(spec, tokenizer, bcomp, options)
+    _seed_stage(spec.model.seed, -1)
+    backbone, bcomp = _backbone(spec, tokenizer, registry)
+    check_stages(spec, backbone, registry)
+    check_peft_plan(spec, backbone, bcomp)
+    preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
     if trained:
         tokenizer.save(work / "tokenizer.json")
     try:
-        manifest = _build_in(work, spec, out, tokenizer, bcomp, options, loaded, resume=resume, registry=registry,
+        manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
                              progress=progress, echo=echo, started=started)
     except BaseException:
         echo(_resume_hint(work, spec_path, out, overrides))
@@ -251,23 +322,25 @@ def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
             f"modkit build {spec_path} -o {out}{sets} --resume")
 
 
-def _build_in(work: Path, spec: Spec, out: Path, tokenizer, bcomp: Component, options, loaded, *, resume: bool,
+def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
               registry: Registry, progress: bool, echo, started: float) -> dict[str, Any]:
     """Train the stages (checkpointing into ``work``), merge, export and write ``out``."""
     seed = spec.model.seed
-    _seed_stage(seed, -1)
-    model = ModkitModel(loaded if loaded is not None else bcomp.load()(options))
+    model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
-    all_methods, stage_records, data = [], [], None
+    all_methods, stage_records, data, merged = [], [], None, set()
+    tolerance = spec.model.export.parity_tolerance
     for i, stage in enumerate(spec.model.stages):
+        _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
         if at_boundary == i:  # saved after stage i-1, before stage i added its modules
             load_checkpoint(work, model, None)
         res_obj: Resolved = spec.objectives[i]
         objective, methods = _attach_stage(
             model, (res_obj.component, res_obj.options),
-            [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
+            [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
+            tokenizer, seed, i)
         all_methods += methods
         trainable, total = _set_trainable(model, objective, methods)
         stage_records.append((res_obj, methods))
@@ -285,10 +358,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, bcomp: Component, op
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
+            "peft_parameters": _method_figures(methods, total),
             "loss_first_10": sum(losses[:10]) / len(losses[:10]),
             "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures})
         echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
              + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
+        if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
+            checked = _merge(all_methods, merged, model, objective.export_inputs(data), tolerance)
+            if checked:
+                reports[-1]["merge"] = checked
         save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[], reports=reports)
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
         load_checkpoint(work, model, None)
@@ -296,9 +374,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, bcomp: Component, op
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
     merge_figures = None
-    if spec.model.export.merge and all_methods:
-        merge_figures = merge_checked(model, [(c.name, m) for c, m, _ in all_methods], objective.export_inputs(data),
-                                      tolerance=spec.model.export.parity_tolerance)
+    if spec.model.export.merge:
+        merge_figures = _merge(all_methods, merged, model, objective.export_inputs(data), tolerance)
     live = set(model.modules())
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
@@ -310,8 +387,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, bcomp: Component, op
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
             "stages": [{"objective": _component_record(r.component, r.options),
-                        "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods)}
-                                 for c, m, mods in methods]} for r, methods in stage_records],
+                        "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
+                                  "merged": id(m) in merged} for c, m, mods in methods]} for r, methods in stage_records],
         },
         "task": objective.describe(),
         "stages": reports,
@@ -321,7 +398,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, bcomp: Component, op
         tokenizer.save(tmp / "tokenizer.json")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
-            manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
+            manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -31,7 +31,7 @@ def merge_checked(model, methods: list[tuple[str, Any]], inputs: dict[str, torch
     try:
         before = _outputs(model, inputs)
         for _, method in methods:
-            method.merge(model)
+            method.merge(model.backbone)
         after = _outputs(model, inputs)
     finally:
         model.train(was_training)

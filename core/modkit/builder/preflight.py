@@ -2,10 +2,10 @@
 backbone's shape.
 
 The backbone is built on the meta device (shapes only: no memory, no initialisation), each
-stage's objective and PEFT methods are attached to it as the build will attach them, and each
-stage's data is read. So a LoRA target that matches no layer, an objective the backbone cannot
-serve, or an empty or malformed data file of the last stage is reported at once, not after the
-earlier stages have trained.
+stage's objective is attached to it as the build will attach it, and each stage's data is read
+by it. So an empty or malformed data file of the last stage is reported at once, not after the
+earlier stages have trained. (The PEFT plan and the objective/backbone pairs are checked by
+``build.check_peft_plan`` and ``build.check_stages`` just before.)
 """
 from __future__ import annotations
 
@@ -30,9 +30,6 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
         with _at(spec, f"stages[{i}].objective"):
             objective = _on_meta(lambda: model.add_objective(
                 res.component.name, res.component.load()(res.options, model.backbone, tokenizer)))
-        for j, peft in enumerate(spec.peft[i]):
-            with _at(spec, f"stages[{i}].peft[{j}]"):
-                _on_meta(lambda: peft.component.load()(peft.options).apply(model.backbone))
         if objective is not None:
             with _at(spec, f"stages[{i}].data"):  # off the meta device: objectives may look at the values
                 objective.load_data(spec.path(stage.data), stage.seq_len)

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from modkit.interfaces import Backbone
-from modkit.nn.blocks import Block, RMSNorm, attention_bias, run_blocks
+from modkit.nn.blocks import Block, RMSNorm, attention_bias, prefix_positions, run_blocks
 from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.nn.outputs import ModelOutput
 
+from .bart_model import shift_tokens_right
 from .t5_positions import RelativePositionBias
 
 
@@ -93,8 +94,10 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
         past_len = past[0][0][0].shape[2] if past else 0
         t = decoder_input_ids.shape[1]
         x = self.drop(self.embed(decoder_input_ids))  # (B, T, D)
-        self_bias = self.decoder_bias(t, past_len + t) + attention_bias(
-            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
+        # a prefix holding positions is relatively biased like earlier tokens (as in its KV cache)
+        p = prefix_positions(self.decoder_blocks)
+        self_bias = self.decoder_bias(t, p + past_len + t) + F.pad(attention_bias(
+            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device), (p, 0))
         cross_bias = None if attention_mask is None else attention_bias(
             attention_mask, t, attention_mask.shape[1], causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.decoder_blocks, x, bias=self_bias, source=encoder_hidden,
@@ -104,6 +107,10 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's last hidden state (B, S, D)."""
         return self._encoder(input_ids, attention_mask)[0]
+
+    def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
+        """Every decoder layer's cross-attention (keys, values) of the encoder output."""
+        return [block.cross.project_kv(encoder_hidden) for block in self.decoder_blocks]
 
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
                     use_cache: bool = True):
@@ -130,9 +137,12 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
-        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder."""
-        if decoder_input_ids is None:
-            raise ValueError("t5: decoder_input_ids are required (the targets shifted right)")
+        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder.
+
+        Without ``decoder_input_ids`` the decoder reads ``input_ids`` shifted right."""
+        if decoder_input_ids is None:  # as BART does, so a classifier can read the decoder
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
         flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         enc_hidden = enc_attn = None
         if encoder_outputs is None:
