@@ -36,7 +36,7 @@ def leftovers(folder):
     (lambda s: s.replace('data = "modules.jsonl"', 'data = "broken.jsonl"'),
      "stages[1].data: {folder}/broken.jsonl:2: not valid JSON"),
     (lambda s: s.replace('use = "gpt"', 'use = "bert"'),
-     "stages[0].objective: clm needs a decoder-only backbone; BERT is not one"),
+     "stages[0].objective ('clm'): clm needs a decoder-only backbone"),
 ])
 def test_problems_of_a_later_stage_are_found_before_any_training(tmp_path, no_training, edit, message):
     spec = tiny_spec(tmp_path)
