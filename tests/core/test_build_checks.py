@@ -96,14 +96,14 @@ def test_an_existing_artifact_is_replaced_only_with_overwrite(tmp_path):
 
 
 def test_a_plugin_that_cannot_run_on_the_meta_device_is_checked_when_its_stage_starts(tmp_path, monkeypatch):
-    from modkit_plugins.peft.lora_impl import LoRA
+    from modkit_plugins.objectives.classify_impl import Classify
 
-    real = LoRA.apply
+    real = Classify.__init__
 
-    def reads_values(self, model):
-        float(next(model.parameters()).detach().sum())  # fine on real weights, impossible on meta ones
-        return real(self, model)
+    def reads_values(self, options, backbone, tokenizer):
+        float(next(backbone.parameters()).detach().sum())  # fine on real weights, impossible on meta ones
+        real(self, options, backbone, tokenizer)
 
-    monkeypatch.setattr(LoRA, "apply", reads_values)
+    monkeypatch.setattr(Classify, "__init__", reads_values)
     m = quiet_build(tiny_spec(tmp_path, steps=(2, 1)), tmp_path / "out")
-    assert m["stages"][1]["peft"] == ["lora"]
+    assert m["task"]["task"] == "classify"
