@@ -26,13 +26,13 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
     if model is None:
         return  # a backbone that cannot be built on the meta device is checked when the build makes it
     for i, stage in enumerate(spec.model.stages):
-        res = spec.objectives[i]
-        with _at(spec, f"stages[{i}].objective"):
-            objective = _on_meta(lambda: model.add_objective(
-                res.component.name, res.component.load()(res.options, model.backbone, tokenizer)))
-        if objective is not None:
-            with _at(spec, f"stages[{i}].data"):  # off the meta device: objectives may look at the values
-                objective.load_data(spec.path(stage.data), stage.seq_len)
+        for res in spec.objectives[i]:  # a stage's objectives all read its data
+            with _at(spec, f"stages[{i}].objective"):
+                objective = _on_meta(lambda: model.add_objective(
+                    res.component.name, res.component.load()(res.options, model.backbone, tokenizer)))
+            if objective is not None:
+                with _at(spec, f"stages[{i}].data"):  # off the meta device: objectives may look at the values
+                    objective.load_data(spec.path(stage.data), stage.seq_len)
 
 
 def _on_meta(make: Callable[[], Any]) -> Any:
