@@ -98,7 +98,8 @@ def sample_data(paragraphs, tmp_path_factory):
     """One JSONL file with the fields objectives commonly read (text, label, source, target,
     value), so any objective's load_data finds its own."""
     path = tmp_path_factory.mktemp("objective-data") / "sample.jsonl"
-    rows = [{"text": p[:300], "label": "ab"[i % 2], "source": p[:120], "target": p[:60], "value": len(p) / 100}
+    rows = [{"text": p[:300], "text_pair": p[100:300], "label": "ab"[i % 2], "source": p[:120], "target": p[:60],
+             "value": len(p) / 100}
             for i, p in enumerate(paragraphs[:40])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

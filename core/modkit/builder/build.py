@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.exporter import Exporter
+from modkit.builder.resources import ResourceMeter
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -23,6 +24,7 @@ from modkit.runtime.artifact import read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
 from modkit.builder.progress import StageProgress
+from modkit.builder.multi import WeightedObjectives
 from modkit.builder.train import (load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint, step_seed,
                                  train_stage)
 
@@ -48,14 +50,20 @@ def _seed_stage(seed: int, index: int) -> None:
     torch.manual_seed(step_seed(seed, index, 2**31))
 
 
-def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: list[tuple[Component, Any]],
-                  tokenizer, seed: int, index: int) -> tuple[Any, list, list[torch.nn.Module]]:
-    """Add one stage's objective and PEFT methods; return (objective, methods, new modules)."""
+def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[tuple[Component, Any]],
+                  tokenizer, seed: int, index: int) -> tuple[list, list, list[torch.nn.Module]]:
+    """Add one stage's objectives (the first is the task) and PEFT methods; return
+    (objectives, methods, new modules)."""
     _seed_stage(seed, index)
-    comp, options = objective
-    fresh = comp.load()(options, model.backbone, tokenizer)
-    obj = model.add_objective(comp.name, fresh)
-    new_modules = [obj] if obj is fresh else []
+    objs, new_modules = [], []
+    for comp, options in objectives:
+        fresh = comp.load()(options, model.backbone, tokenizer)
+        objs.append(model.add_objective(comp.name, fresh))
+        if objs[-1] is fresh:
+            new_modules.append(fresh)
+        else:  # an earlier stage's objective: its heads carry on, under this stage's options
+            objs[-1].options = options
+    model.task = objectives[0][0].name
     methods = []
     for pcomp, poptions, *source in peft:
         if source and source[0] is not None:  # started from a Hugging Face PEFT folder
@@ -71,14 +79,15 @@ def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: li
             modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
-    return obj, methods, new_modules
+    return objs, methods, new_modules
 
 
-def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
-    """With PEFT, train only its modules and the head; otherwise everything."""
+def _set_trainable(model: ModkitModel, objectives, methods) -> tuple[int, int]:
+    """With PEFT, train only its modules and the heads; otherwise everything."""
     if methods:
         model.requires_grad_(False)
-        objective.requires_grad_(True)
+        for objective in objectives:
+            objective.requires_grad_(True)
         for _, _, modules in methods:
             for m in modules:
                 m.requires_grad_(True)
@@ -143,10 +152,13 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
     model = ModkitModel(backbone)
     for i, stage in enumerate(comps["stages"]):
-        ocomp = registry.get("objective", stage["objective"]["name"])
+        objectives = []
+        for record in stage.get("objectives") or [stage["objective"]]:
+            ocomp = registry.get("objective", record["name"])
+            objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
         kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
         _, methods, _ = _attach_stage(
-            model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
+            model, objectives,
             [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
         for (_, method, _), (_, record) in zip(methods, kept):
             if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
@@ -200,13 +212,16 @@ _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "b
 
 
 def options_from_tokenizer(options, tokenizer):
-    """Fill what the spec left unset from the tokenizer: vocab_size (when 0) and the special
-    token ids. A family's ``decoder_start_token_id`` follows the role its default shares
-    (BART starts with the eos, T5 with the pad)."""
+    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus ``extra_ids``
+    sentinel ids where the family has them and the tokenizer does not) and the special token
+    ids. A family's ``decoder_start_token_id`` follows the role its default shares (BART starts
+    with the eos, T5 with the pad)."""
     fields, given = type(options).model_fields, options.model_fields_set
     update = {}
     if "vocab_size" in fields and not options.vocab_size:
         update["vocab_size"] = tokenizer.vocab_size
+        if getattr(options, "extra_ids", 0) and tokenizer.token_to_id("<extra_id_0>") is None:
+            update["vocab_size"] += options.extra_ids  # T5's sentinels, past the tokenizer's tokens
     for field, role in _ROLE_FIELDS.items():
         if field in fields and field not in given and tokenizer.special_id(role) is not None:
             update[field] = tokenizer.special_id(role)
@@ -231,14 +246,15 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
     """Before any training: every stage's objective accepts the backbone, and the last one's
     task is served by an installed task component (else the artifact could not be run)."""
-    for i, res in enumerate(spec.objectives):
-        where = f"{spec.source}: stages[{i}].objective ({res.component.name!r})"
-        cls = res.component.load()
-        try:
-            cls.check_backbone(backbone)
-        except UserError as e:
-            raise UserError(f"{where}: {e}") from None
-    last = spec.objectives[-1].component
+    for stage in spec.objectives:
+        for res in stage:
+            where = f"{spec.source}: {res.section} ({res.component.name!r})"
+            cls = res.component.load()
+            try:
+                cls.check_backbone(backbone)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
+    last = spec.objectives[-1][0].component
     task = last.load().task
     if task not in registry.names("task"):
         raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
@@ -252,6 +268,10 @@ def _env_max_steps() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise UserError(f"MODKIT_MAX_STEPS={value!r}: expected a whole number of steps >= 1")
     return int(value)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
@@ -275,6 +295,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    meter = ResourceMeter.start()
     seed = spec.model.seed
     torch.manual_seed(seed)
 
@@ -292,34 +313,45 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     all_methods, stage_records, data, merged = [], [], None, set()
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # a stage adds its methods on top of merged earlier ones
-        res_obj: Resolved = spec.objectives[i]
-        objective, methods, new_modules = _attach_stage(
-            model, (res_obj.component, res_obj.options),
+        resolved: list[Resolved] = spec.objectives[i]
+        objs, methods, new_modules = _attach_stage(
+            model, [(r.component, r.options) for r in resolved],
             [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
             tokenizer, seed, i)
+        objective = objs[0]  # the stage's task
         all_methods += methods
-        trainable, total = _set_trainable(model, objective, methods)
-        stage_records.append((res_obj, methods))
+        trainable, total = _set_trainable(model, objs, methods)
+        stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
         if position is not None and position["stage"] == i and position["step"] == 0:
             load_checkpoint(work, model, None, new_modules)
-        data = objective.load_data(spec.path(stage.data), stage.seq_len)
-        label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
+        datas = [obj.load_data(spec.path(stage.data), stage.seq_len) for obj in objs]
+        data = datas[0]
+        names = [r.component.name for r in resolved]
+        trainer, train_data = (objective, data) if len(objs) == 1 else (
+            WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
+        label = f"stage {i + 1}/{len(spec.model.stages)} {' + '.join(names)}"
         start = position["step"] if position is not None and position["stage"] == i else 0
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress) as tick:
-            losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
+            losses = train_stage(model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work,
                                  resume=resume, on_step=tick)
-        figures = objective.evaluate(model.backbone, data)
+        figures = {}
+        for name, obj, d in zip(names, objs, datas):
+            figures.update({(f"{name}.{k}" if len(objs) > 1 else k): v for k, v in obj.evaluate(model.backbone, d).items()})
         reports.append({
-            "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
+            "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
-            "loss_first_10": sum(losses[:10]) / len(losses[:10]),
-            "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures})
-        echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+            "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures})
+        if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
+            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
+                                         "loss_last_10": _mean(trainer.history[n][-10:])}
+                                     for n, r in zip(names, resolved)}
+        echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+                             if losses else "no training steps")
              + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
             _merge(all_methods, merged, model)
@@ -340,9 +372,10 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                           **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
-            "stages": [{"objective": _component_record(r.component, r.options),
+            "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
+                        "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods]} for r, methods in stage_records],
+                                  "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
         },
         "task": objective.describe(),
         "stages": reports,
@@ -354,6 +387,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+        manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     if "parity" in manifest:
