@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.exporter import Exporter
+from modkit.builder.resources import ResourceMeter
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -294,6 +295,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    meter = ResourceMeter.start()
     seed = spec.model.seed
     torch.manual_seed(seed)
 
@@ -385,6 +387,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+        manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     if "parity" in manifest:
