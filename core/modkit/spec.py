@@ -259,6 +259,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
         if not tok.get("train_on"):
             problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+    elif isinstance(tok, dict) and set(tok) - {"from", "use"}:
+        problems.append(("tokenizer", f"options {sorted(set(tok) - {'from', 'use'})} cannot be combined with "
+                                      "'from' (a loaded tokenizer is used as it is, not trained)"))
     if isinstance(bb, dict):
         if "from" not in bb:
             resolved_bb = _resolve(registry, "backbone", bb, "gpt", "backbone", problems)

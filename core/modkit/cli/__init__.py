@@ -25,6 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: the command has said what it leaves behind
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except BrokenPipeError:  # the reader went away (`modkit list | head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(0)
@@ -61,7 +64,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.option("--registry", "registry_path", type=click.Path(dir_okay=False), default=None,
-              help="A registry.toml adding plugins and presets (default: ./registry.toml if present).")
+              help="A registry.toml adding plugins and presets (default: $MODKIT_REGISTRY; "
+                   "a registry.toml in the working directory is never read by itself).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="modkit")
 @click.pass_context
@@ -137,17 +141,23 @@ def _type_name(annotation) -> str:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. stages[0].steps=50.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (by default an existing OUT is an error).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
               help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.pass_context
-def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
-          max_steps: int | None) -> None:
-    """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
+def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
+          quiet: bool, max_steps: int | None) -> None:
+    """Train the spec's stages, merge, export ONNX, check parity, write OUT.
+
+    Every check that needs only the spec, its files and the backbone's shape runs before any
+    training. A build that fails or is interrupted (Ctrl-C exits 130) says whether its work
+    folder can be continued with --resume.
+    """
     from modkit.builder.build import build as run_build
 
-    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet,
-              max_steps=max_steps)
+    run_build(spec, out, overrides=list(overrides), resume=resume, overwrite=overwrite, registry=_registry(ctx),
+              progress=not quiet, max_steps=max_steps)
 
 
 @main.command(short_help="Run an artifact with onnxruntime, without torch.")
