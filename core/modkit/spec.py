@@ -10,7 +10,7 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -75,6 +75,10 @@ class Export(_Strict):
     onnx: bool = True
     opset: int = Field(17, ge=17)
     parity_tolerance: float = Field(1e-4, gt=0)
+    #: "auto": the fastest of transformer, basic, none whose graphs pass the parity check
+    optimize: Literal["auto", "none", "basic", "transformer"] = "auto"
+    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones
+    quantize: Literal["none", "int8"] = "none"
 
 
 class SpecModel(_Strict):
@@ -255,6 +259,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
         if not tok.get("train_on"):
             problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+    elif isinstance(tok, dict) and set(tok) - {"from", "use"}:
+        problems.append(("tokenizer", f"options {sorted(set(tok) - {'from', 'use'})} cannot be combined with "
+                                      "'from' (a loaded tokenizer is used as it is, not trained)"))
     if isinstance(bb, dict):
         if "from" not in bb:
             resolved_bb = _resolve(registry, "backbone", bb, "gpt", "backbone", problems)
