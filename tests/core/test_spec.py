@@ -122,7 +122,3 @@ def test_options_next_to_tokenizer_from_are_rejected(spec_file, sets, words):
     spec_file.write_text(GOOD.replace('use = "bpe"\nvocab_size = 300\ntrain_on = ["corpus.txt"]', 'from = "tok.json"'))
     assert load_spec(spec_file).model.tokenizer.from_ == "tok.json"
 
-
-def test_t5_extra_ids_is_not_an_option_that_would_be_ignored(spec_file):
-    result = build_errors(spec_file, "backbone.use=t5", "backbone.extra_ids=10")
-    assert result.exit_code == 2 and "backbone.extra_ids: unknown option of backbone 't5'" in result.output

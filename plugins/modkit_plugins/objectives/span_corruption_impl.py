@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from modkit.data import read_text
+from modkit.data import pad_batch, read_text
 from modkit.errors import UserError
 
 from .sentinels import decode_with_sentinels
-from .seq2seq_impl import IGNORE, Seq2Seq, _pad
+from .seq2seq_impl import IGNORE, Seq2Seq
 from .spans import corrupt, input_and_target_lengths, random_spans_noise_mask, span_lengths
 
 
@@ -67,12 +67,12 @@ class SpanCorruption(Seq2Seq):
         pairs = [corrupt(w, random_spans_noise_mask(len(w), o.noise_density, o.mean_noise_span_length, generator),
                          self.sentinel, self.eos) for w in windows]
         sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
-        labels = _pad(targets, IGNORE)
-        return {"input_ids": _pad(sources, self.pad), "attention_mask": _pad([[1] * len(s) for s in sources], 0),
-                "decoder_input_ids": _pad([[self.start] + t[:-1] for t in targets], self.pad),
+        labels = pad_batch(targets, IGNORE)[0]
+        return {"input_ids": pad_batch(sources, self.pad)[0], "attention_mask": pad_batch(sources, self.pad)[1],
+                "decoder_input_ids": pad_batch([[self.start] + t[:-1] for t in targets], self.pad)[0],
                 "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
-                "original_ids": _pad(windows, self.pad),  # before corruption, for modkit preview
-                "original_attention_mask": _pad([[1] * len(w) for w in windows], 0)}
+                "original_ids": pad_batch(windows, self.pad)[0],  # before corruption, for modkit preview
+                "original_attention_mask": pad_batch([[1] * len(w) for w in windows], 0)[0]}
 
     def batch(self, data, batch_size, generator):
         starts = torch.randint(0, len(data.train) - data.width + 1, (batch_size,), generator=generator).tolist()
