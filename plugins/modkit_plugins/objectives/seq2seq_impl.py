@@ -146,4 +146,5 @@ class Seq2Seq(nn.Module, Objective):
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "decoder_start_token_id": self.start, "eos_token_id": self.eos,
                 "pad_token_id": self.pad, "max_new_tokens": self.options.max_new_tokens,
-                "max_length": self.max_length, "sentinel_base": self.past_vocab_base}
+                "max_length": self.max_length,
+                **({"sentinel_base": self.past_vocab_base} if self.past_vocab_base is not None else {})}
