@@ -19,6 +19,12 @@ def read_text(path: Path) -> str:
 
 def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; a bad line is an error naming the file and line."""
+    return [record for _, record in numbered_jsonl(path, required)]
+
+
+def numbered_jsonl(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a JSON-lines file, so a caller checking values can name
+    the line too."""
     records = []
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
@@ -30,7 +36,7 @@ def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
         missing = [k for k in required if not isinstance(record, dict) or k not in record]
         if missing:
             raise UserError(f"{path}:{n}: missing field {missing[0]!r}")
-        records.append(record)
+        records.append((n, record))
     if not records:
         raise UserError(f"{path}: no records")
     return records
