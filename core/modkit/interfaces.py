@@ -309,9 +309,10 @@ class PeftMethod:
 
     @classmethod
     def from_hf_peft(cls, config: dict, weights: dict, model: torch.nn.Module):
-        """Attach a Hugging Face PEFT adapter (``adapter_config.json`` as ``config``, its
-        safetensors as ``weights``) to ``model``; return ``(method, modules)`` as ``apply``
-        would, or None when ``config["peft_type"]`` is not this method's."""
+        """Attach an adapter folder (Hugging Face PEFT's or AdapterHub's: ``adapter_config.json``
+        as ``config``, its safetensors as ``weights``) to ``model``; return ``(method,
+        modules)`` as ``apply`` would, or None when the folder is not this method's (PEFT's
+        ``config["peft_type"]``, AdapterHub's ``config["config"]``)."""
         return None
 
     @classmethod
