@@ -10,7 +10,7 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -66,6 +66,7 @@ class Stage(_Strict):
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
+    accumulate: int = Field(1, gt=0, description="Micro-batches of batch_size per optimizer step (gradient accumulation).")
 
 
 class Export(_Strict):
@@ -75,9 +76,17 @@ class Export(_Strict):
     parity_tolerance: float = Field(1e-4, gt=0)
 
 
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+
+
 class SpecModel(_Strict):
     name: str
     seed: int = 0
+    device: str = Field("auto", pattern=DEVICE_PATTERN,
+                        description='Where to train: "auto" (cuda, else mps, else cpu), "cpu", "cuda", "cuda:N", "mps".')
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast dtype of forward passes; weights and the artifact stay fp32.")
+    compile: bool = Field(False, description="Train through torch.compile.")
     tokenizer: TokenizerSection = Field(default_factory=lambda: TokenizerSection(use="bpe"))
     backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
     stages: list[Stage] = Field(min_length=1)

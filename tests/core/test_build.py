@@ -108,9 +108,9 @@ def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, sta
     real = build_module.train_stage
 
     def crashing(model, objective, data, stage_cfg, *, index, on_step, **kw):
-        def boom(n, loss):
-            on_step(n, loss)
-            if index == stage and n == step:
+        def boom(record):
+            on_step(record)
+            if index == stage and record.step == step:
                 raise Interrupt
         return real(model, objective, data, stage_cfg, index=index, on_step=boom, **kw)
 

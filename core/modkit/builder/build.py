@@ -23,8 +23,9 @@ from modkit.runtime.artifact import read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
 from modkit.builder.progress import StageProgress
-from modkit.builder.train import (load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint, step_seed,
-                                 train_stage)
+from modkit.builder.device import check_device, cpu_state, resolve_device
+from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
+                                  step_seed, train_stage)
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -185,12 +186,16 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
-          registry: Registry | None = None, progress: bool = True,
+          registry: Registry | None = None, progress: bool = True, device: str | None = None,
           echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest."""
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
+    if device is not None:  # --device: validated with the spec's own key
+        overrides = [*overrides, f'device="{device}"']
     spec = load_spec(spec_path, list(overrides), registry=registry)
+    engine = Engine(resolve_device(spec.model.device), spec.model.precision, spec.model.compile)
+    check_device(engine.device, engine.precision, str(spec.source))
     out = Path(out)
     work = out.parent / f".{out.name}.work"
     if not resume:
@@ -216,6 +221,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             model, (res_obj.component, res_obj.options),
             [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
         all_methods += methods
+        model.to(engine.device)  # the stage's new head and PEFT modules join the rest
         trainable, total = _set_trainable(model, objective, methods)
         stage_records.append((res_obj, methods))
         if i < len(reports):
@@ -229,7 +235,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress) as tick:
             losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, on_step=tick)
+                                 resume=resume, engine=engine, on_step=lambda r: tick(r.step, r.loss))
         figures = objective.evaluate(model.backbone, data)
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
@@ -243,6 +249,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if data is None:  # every stage had finished before a resume; the export needs inputs
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
+    model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     if spec.model.export.merge:
         for _, method, _ in all_methods:
             method.merge(model)
@@ -265,7 +272,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
             manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}

@@ -2,19 +2,30 @@
 
 Every step draws its batch and its dropout from generators seeded by (seed, stage, step),
 so a run resumed from a checkpoint takes exactly the steps an uninterrupted one would.
-Checkpoints are safetensors (weights and optimizer state) plus JSON: no pickle.
+
+One step draws ``batch_size * accumulate`` examples from that stream. The examples are cut
+into ``accumulate`` micro-batches of ``batch_size``, and each micro-batch into one slice per
+process (DDP): every process sees different examples of the same seeded stream, and a step
+sums the same gradients whether it runs as one batch, as micro-batches, or over processes.
+
+Checkpoints are safetensors (weights and optimizer state) plus JSON: no pickle. They are
+written from CPU copies, so they do not depend on the training device.
 """
 from __future__ import annotations
 
 import json
 import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from modkit.builder.device import Precision, cpu_state, to_device
 from modkit.fileio import atomic_path, atomic_write_text
 
 
@@ -38,22 +49,89 @@ def make_optimizer(params: list[nn.Parameter], stage) -> torch.optim.Optimizer:
         lr=stage.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
+@dataclass
+class Engine:
+    """How a stage trains: device and precision, torch.compile, and the process group."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    compile: bool = False
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp(self) -> Precision:
+        return Precision(self.device, self.precision)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` as it trains: in DDP over the process group, compiled if asked."""
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Heads of earlier stages stay in the model without taking part in this stage's loss.
+            module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+        return torch.compile(module) if self.compile else module
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of ``value`` over the processes (for the logged loss)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
+
+
+class _StageLoss(nn.Module):
+    """The objective's loss as a module's forward, so DDP and torch.compile can wrap it."""
+
+    def __init__(self, model: nn.Module, objective):
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_objective", objective)  # already a submodule of model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._objective.loss(self.model.backbone, batch)[0]
+
+
+def micro_batches(batch: dict[str, Any], size: int, count: int, rank: int, world: int) -> list[dict[str, Any]]:
+    """Cut one drawn batch (``size * count`` rows) into ``count`` micro-batches of ``size``,
+    and keep this process's slice of each."""
+    per_rank = size // world
+    out = []
+    for j in range(count):
+        lo = j * size + rank * per_rank
+        out.append({k: v[lo: lo + per_rank] if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    return out
+
+
+def tokens_in(batch: dict[str, Any]) -> int:
+    """Tokens a batch feeds the model (padding included: it costs compute too)."""
+    return sum(batch[k].numel() for k in ("input_ids", "decoder_input_ids") if isinstance(batch.get(k), torch.Tensor))
+
+
 # --- checkpoints -----------------------------------------------------------------------
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    *, stage: int, step: int, losses: list[float]) -> None:
-    """Weights + optimizer state + RNG state + position, written atomically.
+                    *, stage: int, step: int, losses: list[float], extra: dict | None = None) -> None:
+    """Weights + optimizer state + RNG state + position, written atomically from CPU copies.
 
     At a stage boundary (``step == 0``) there is no optimizer state to keep.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in cpu_state(model).items()}
     opt = optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []}
     for pid, state in opt["state"].items():
         for key, value in state.items():
-            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).contiguous()
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"stage": stage, "step": step, "losses": losses,
+    meta = {"stage": stage, "step": step, "losses": losses, **(extra or {}),
             "param_groups": [{k: v for k, v in g.items()} for g in opt["param_groups"]]}
     with atomic_path(folder / "checkpoint.safetensors") as tmp:
         save_file(tensors, str(tmp))
@@ -67,8 +145,8 @@ def read_checkpoint_position(folder: Path) -> dict | None:
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     new_modules: list[nn.Module] = ()) -> dict:
-    """Restore a checkpoint. ``new_modules`` were added after it was written (a new stage's
-    PEFT modules and head); they keep their freshly seeded initial weights."""
+    """Restore a checkpoint onto the model's device. ``new_modules`` were added after it was
+    written (a new stage's PEFT modules and head); they keep their freshly seeded weights."""
     meta = json.loads((folder / "checkpoint.json").read_text())
     tensors = load_file(str(folder / "checkpoint.safetensors"))
     fresh = {id(p) for m in new_modules for p in m.parameters()}
@@ -85,12 +163,24 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         if key.startswith("optim."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
+    # load_state_dict moves the moments onto each parameter's device
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
     return meta
 
 
 # --- the loop --------------------------------------------------------------------------
+
+@dataclass
+class StepRecord:
+    """What one optimizer step reports to the progress display and metrics.jsonl."""
+
+    step: int
+    loss: float
+    lr: float
+    tokens: int  # over all processes
+    seconds: float
+
 
 def train_stage(
     model: nn.Module,
@@ -102,36 +192,66 @@ def train_stage(
     index: int,
     checkpoint_dir: Path,
     resume: bool,
-    on_step: Callable[[int, float], None] | None = None,
+    engine: Engine | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Train ``model`` on one stage and return the loss of every step.
+    """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
     The trainable parameters are those with requires_grad. With ``resume``, a checkpoint
-    written inside this stage is restored first.
+    written inside this stage is restored first. Only the main process writes checkpoints.
     """
+    engine = engine or Engine()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, stage)
+    amp = engine.amp
+    scaler = amp.scaler()
     losses: list[float] = []
     start = 0
     position = read_checkpoint_position(checkpoint_dir) if resume else None
     if position is not None and position["stage"] == index and position["step"] > 0:
         meta = load_checkpoint(checkpoint_dir, model, optimizer)
         start, losses = meta["step"], meta["losses"]
+    step_loss = engine.wrap(_StageLoss(model, objective))
+    ddp = engine.world > 1
     model.train()
     for step in range(start, stage.steps):
-        torch.manual_seed(step_seed(seed, index, step))
-        batch = objective.batch(data, stage.batch_size, torch.Generator().manual_seed(step_seed(seed, index, step)))
+        began = time.perf_counter()
+        generator = torch.Generator().manual_seed(step_seed(seed, index, step))
+        drawn = objective.batch(data, stage.batch_size * stage.accumulate, generator)
+        lr = lr_at(step, stage.steps, stage.lr, stage.warmup_steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, stage.steps, stage.lr, stage.warmup_steps)
-        loss, _ = objective.loss(model.backbone, batch)
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = torch.zeros((), device=engine.device)
+        micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
+        for j, micro in enumerate(micros):
+            # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in
+            # one process, as before accumulation existed).
+            torch.manual_seed(step_seed(seed, index, step) + 7919 * (engine.rank * stage.accumulate + j))
+            last = j == len(micros) - 1
+            sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
+            with sync:
+                with amp.autocast():
+                    loss = step_loss(to_device(micro, engine.device))
+                scaled = loss.float() / stage.accumulate
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            total += loss.detach().float()
+        if scaler:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        value = engine.mean(total / stage.accumulate).item()
+        losses.append(value)
         if on_step:
-            on_step(step + 1, loss.item())
-        if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
+            on_step(StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began))
+        if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps and engine.is_main:
             save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses)
+            if on_checkpoint:
+                on_checkpoint(step + 1)
     model.eval()
     return losses

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import pad_batch, read_jsonl, split_holdout
+from modkit.data import device_of, pad_batch, read_jsonl, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective
 from modkit.nn.losses import lm_loss
@@ -109,9 +109,9 @@ class Classify(nn.Module, Objective):
     def evaluate(self, backbone, data):
         if not data.heldout:
             return {}
-        correct = 0
+        correct, device = 0, device_of(backbone)
         for i in range(0, len(data.heldout), 32):
-            ids, mask, labels = self._tensors(data.heldout[i: i + 32])
+            ids, mask, labels = (t.to(device) for t in self._tensors(data.heldout[i: i + 32]))
             pred = self.logits(backbone, backbone(ids, mask), mask).argmax(-1)
             correct += int((pred == labels).sum())
         majority = Counter(label for _, label in data.train).most_common(1)[0][0]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from modkit.data import read_text
+from modkit.data import device_of, read_text
 from modkit.errors import UserError
 from modkit.interfaces import Objective
 from modkit.nn.losses import lm_loss
@@ -52,7 +52,7 @@ class CausalLM(nn.Module, Objective):
         n = len(data.heldout) // data.seq_len
         if n == 0:
             return {}
-        windows = data.heldout[: n * data.seq_len].view(n, data.seq_len)[:64]
+        windows = data.heldout[: n * data.seq_len].view(n, data.seq_len)[:64].to(device_of(backbone))
         loss = lm_loss(backbone, backbone(windows).last_hidden_state, windows).item()
         return {"heldout_lm_loss": loss, "heldout_perplexity": float(torch.tensor(loss).exp())}
 

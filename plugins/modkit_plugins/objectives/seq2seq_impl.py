@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import split_holdout
+from modkit.data import device_of, split_holdout
 from modkit.errors import ArtifactError, UserError
 from modkit.interfaces import Objective
 
@@ -117,7 +117,7 @@ class Seq2Seq(nn.Module, Objective):
         was_training = backbone.training
         backbone.eval()
         try:
-            batch = self.collate(data, list(range(n)))
+            batch = {k: v.to(device_of(backbone)) for k, v in self.collate(data, list(range(n))).items()}
             _, figures = self.loss(backbone, batch)
             width = batch["labels"].shape[1]
             out = backbone.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=width,
