@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -185,10 +186,22 @@ def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[s
             "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
 
 
+def _env_max_steps() -> int | None:
+    value = os.environ.get("MODKIT_MAX_STEPS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"MODKIT_MAX_STEPS={value!r}: expected a whole number of steps >= 1")
+    return int(value)
+
+
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           registry: Registry | None = None, progress: bool = True, device: str | None = None,
-          echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build ``spec_path`` into the artifact folder ``out``; return the manifest."""
+          echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
+
+    ``max_steps`` (default: the environment variable ``MODKIT_MAX_STEPS``) caps every stage's
+    steps, for a quick smoke run of a spec; the manifest records the capped spec."""
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     if device is not None:  # --device: validated with the spec's own key
@@ -196,6 +209,11 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     spec = load_spec(spec_path, list(overrides), registry=registry)
     engine = Engine(resolve_device(spec.model.device), spec.model.precision, spec.model.compile)
     check_device(engine.device, engine.precision, str(spec.source))
+    max_steps = max_steps or _env_max_steps()
+    if max_steps:
+        echo(f"smoke run: every stage capped at {max_steps} steps")
+        for stage in spec.model.stages:
+            stage.steps = min(stage.steps, max_steps)
     out = Path(out)
     work = out.parent / f".{out.name}.work"
     if not resume:

@@ -138,14 +138,16 @@ def _type_name(annotation) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--device", default=None, metavar="DEVICE",
               help="Where to train: auto, cpu, cuda, cuda:N or mps (overrides the spec's device).")
+@click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
+              help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
-          device: str | None) -> None:
+          device: str | None, max_steps: int | None) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
     from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet,
-              device=device)
+              device=device, max_steps=max_steps)
 
 
 @main.command(short_help="Run an artifact with onnxruntime, without torch.")

@@ -1,0 +1,73 @@
+"""Every shell and Python snippet of README.md, docs/ and the examples' READMEs runs as written.
+
+Fenced blocks marked ``sh`` (or bash, shell, console) and ``python`` are run, in order, one
+document per test, in a scratch folder where ``examples``, ``tests`` and ``benchmarks`` point at
+the repository's, so later snippets see what earlier ones wrote (``out/`` say). Builds are capped
+at a few steps (MODKIT_MAX_STEPS). Not run: installs (``pip install``: .ci/run runs those), the
+test suite and its asset fetcher, and benchmarks (minutes of CPU each). Listings that are not meant to run
+(signatures, output, layouts) are fenced ``text``; TOML blocks are read by tomllib.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").glob("*/README.md")])
+SHELL, PYTHON = {"sh", "bash", "shell", "console"}, {"python"}
+FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.S | re.M)
+NOT_RUN = re.compile(r"(?:pip install|python -m pytest|pytest|bash \.ci/run|python benchmarks/|python tests/assets\.py)[^&|\n]*")
+
+
+def blocks(doc: Path) -> list[tuple[str, str, int]]:
+    """(language, code, first line) of every fenced block."""
+    text = doc.read_text(encoding="utf-8")
+    return [(m.group(1).lower(), m.group(2), text[: m.start()].count("\n") + 2) for m in FENCE.finditer(text)]
+
+
+def runnable(doc: Path) -> bool:
+    return any(lang in SHELL | PYTHON for lang, _, _ in blocks(doc))
+
+
+def scratch(tmp_path: Path) -> Path:
+    for name in ("examples", "tests", "benchmarks"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCUMENTS if runnable(d)], ids=lambda d: str(d.relative_to(ROOT)))
+def test_snippets_run_as_written(doc, tmp_path):
+    cwd = scratch(tmp_path)
+    env = {**os.environ, "MODKIT_MAX_STEPS": "3", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for lang, code, line in blocks(doc):
+        where = f"{doc.relative_to(ROOT)}:{line}"
+        if lang in SHELL:
+            script = NOT_RUN.sub("true", "\n".join(l[2:] if l.startswith("$ ") else l for l in code.splitlines()))
+            cmd = ["bash", "-euo", "pipefail", "-c", script]
+        elif lang in PYTHON:
+            cmd = [sys.executable, "-c", code]
+        else:
+            continue
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{where}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))
+def test_toml_snippets_parse(doc):
+    for lang, code, line in blocks(doc):
+        if lang == "toml":
+            try:
+                tomllib.loads(code)
+            except tomllib.TOMLDecodeError as e:
+                pytest.fail(f"{doc.relative_to(ROOT)}:{line}: {e}")
+
+
+def test_every_example_has_a_readme():
+    missing = [p.name for p in (ROOT / "examples").iterdir() if p.is_dir() and not (p / "README.md").exists()]
+    assert missing == []
