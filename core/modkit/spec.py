@@ -67,6 +67,9 @@ class Stage(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
     accumulate: int = Field(1, gt=0, description="Micro-batches of batch_size per optimizer step (gradient accumulation).")
+    eval_every: int = Field(0, ge=0, description="Steps between evaluations on held-back data (0: at the stage's end only).")
+    eval_data: str | None = Field(None, description="A file to evaluate on instead of the data's held-back part.")
+    eval_examples: int = Field(256, gt=0, description="Held-back examples the evaluation loss averages over, at most.")
 
 
 class Export(_Strict):
@@ -272,3 +275,5 @@ def _paths(model: SpecModel):
         yield "backbone.from", model.backbone.from_
     for i, stage in enumerate(model.stages):
         yield f"stages[{i}].data", stage.data
+        if stage.eval_data:
+            yield f"stages[{i}].eval_data", stage.eval_data

@@ -1,6 +1,8 @@
 """Training engine options: device, gradient accumulation, mixed precision, torch.compile."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,35 @@ def test_compiled_training_stays_within_fp32_noise_of_eager(tmp_path):
     eager = build_weights(lm_spec(tmp_path, steps=5), tmp_path / "eager")
     compiled = build_weights(lm_spec(tmp_path, steps=5, extra_top="compile = true"), tmp_path / "compiled")
     assert max_diff(eager, compiled) < 1e-5  # kernels fuse and reorder sums; nothing else differs
+
+
+def test_metrics_curves_and_evaluation_during_training(tmp_path):
+    (tmp_path / "held.txt").write_text((EXAMPLE / "corpus.txt").read_text(encoding="utf-8")[50_000:56_000])
+    spec = lm_spec(tmp_path, steps=6, extra_stage='eval_every = 2\neval_examples = 8\neval_data = "held.txt"')
+    out = tmp_path / "out"
+    manifest = modkit.build(spec, out, progress=False, echo=lambda _: None)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert all(r["stage"] == 1 and r["objective"] == "clm" and r["tokens_per_second"] > 0 and r["lr"] > 0
+               for r in lines)
+    assert [r["tokens"] for r in lines] == [256 * n for n in range(1, 7)]
+    evals = [r for r in lines if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6]
+    assert all(abs(r["eval_perplexity"] - math.exp(r["eval_loss"])) < 1e-6 * r["eval_perplexity"] for r in evals)
+    stage = manifest["stages"][0]
+    assert stage["eval"] == {k: v for k, v in evals[-1].items() if k.startswith(("eval_", "heldout_"))}
+    assert stage["tokens"] == 6 * 256 and stage["train_seconds"] > 0 and 0 < stage["mfu"] < 1
+    assert manifest["training"]["matmul_peak_flops"] > 1e8 and manifest["training"]["device"] == "cpu"
+    # the held-back figures come from eval_data: 8 windows of 32 tokens from held.txt
+    assert "heldout_lm_loss" in stage["eval"]
+    # curves.png is a PNG; `modkit plot` redraws it (it is not in the manifest's checked files)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curves.png" not in manifest["files"] and "metrics.jsonl" in manifest["files"]
+    (out / "curves.png").unlink()
+    result = CliRunner().invoke(main, ["plot", str(out)])
+    assert result.exit_code == 0 and (out / "curves.png").exists()
+
+
+def test_plot_without_metrics_is_a_user_error(tmp_path):
+    result = CliRunner().invoke(main, ["plot", str(tmp_path)])
+    assert result.exit_code == 2 and "metrics.jsonl: no such file" in result.output

@@ -24,6 +24,9 @@ from modkit.runtime.artifact import read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
 from modkit.builder.progress import StageProgress
+from modkit.builder.curves import draw_curves, have_matplotlib
+from modkit.builder.evaluation import evaluate_stage
+from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.device import check_device, cpu_state, resolve_device
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
                                   step_seed, train_stage)
@@ -233,6 +236,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if position is None and reports:
         reports = []  # stage reports without weights cannot be trusted
     all_methods, stage_records, data = [], [], None
+    metrics = MetricsLog(work / "metrics.jsonl")
+    peak = measure_matmul_peak(engine.device, engine.precision)
     for i, stage in enumerate(spec.model.stages):
         res_obj: Resolved = spec.objectives[i]
         objective, methods, new_modules = _attach_stage(
@@ -247,21 +252,27 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         if position is not None and position["stage"] == i and position["step"] == 0:
             load_checkpoint(work, model, None, new_modules)
         data = objective.load_data(spec.path(stage.data), stage.seq_len)
+        held = objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len) if stage.eval_data else data
         label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
         start = position["step"] if position is not None and position["stage"] == i else 0
-        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.seq_len,
+        metrics.rewind(i + 1, start)
+        meter = StageMeter(i + 1, res_obj.component.name, total, peak, metrics if engine.is_main else None)
+        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
-                           quiet=not progress) as tick:
-            losses = train_stage(model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, engine=engine, on_step=lambda r: tick(r.step, r.loss))
-        figures = objective.evaluate(model.backbone, data)
+                           quiet=not progress or not engine.is_main) as tick:
+            losses = train_stage(
+                model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume, engine=engine,
+                on_step=lambda r: tick(r.step, r.loss, mfu=meter(r)["mfu"]),
+                evaluate=lambda: evaluate_stage(model, objective, held, stage, engine) if engine.is_main else {})
+        figures = meter.last_eval
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "loss_first_10": sum(losses[:10]) / len(losses[:10]),
-            "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures})
+            "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures, **meter.summary()})
         echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
-             + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
+             + "".join(f", {k} {v:.4g}" for k, v in figures.items())
+             + f", {meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, MFU {reports[-1]['mfu']:.1%}")
         save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
         done_path.write_text(json.dumps(reports))
     if data is None:  # every stage had finished before a resume; the export needs inputs
@@ -286,6 +297,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                                  for c, m, mods in methods]} for r, methods in stage_records],
         },
         "task": objective.describe(),
+        "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
+                     "processes": engine.world, "matmul_peak_flops": round(peak)},
         "stages": reports,
     }
     with atomic_dir(out) as tmp:
@@ -293,7 +306,11 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
             manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
+        if metrics.path.exists():
+            shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        if (tmp / "metrics.jsonl").exists() and have_matplotlib():
+            draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(work, ignore_errors=True)

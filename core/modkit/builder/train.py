@@ -180,6 +180,7 @@ class StepRecord:
     lr: float
     tokens: int  # over all processes
     seconds: float
+    eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
 
 
 def train_stage(
@@ -195,11 +196,14 @@ def train_stage(
     engine: Engine | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
 ) -> list[float]:
     """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
     The trainable parameters are those with requires_grad. With ``resume``, a checkpoint
     written inside this stage is restored first. Only the main process writes checkpoints.
+    ``evaluate()`` runs every ``stage.eval_every`` steps and after the last one; its figures
+    go into that step's record.
     """
     engine = engine or Engine()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -247,8 +251,12 @@ def train_stage(
             optimizer.step()
         value = engine.mean(total / stage.accumulate).item()
         losses.append(value)
+        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began)
+        every = getattr(stage, "eval_every", 0)
+        if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
+            record.eval = evaluate()
         if on_step:
-            on_step(StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began))
+            on_step(record)
         if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps and engine.is_main:
             save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses)
             if on_checkpoint:

@@ -150,6 +150,17 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
               device=device, max_steps=max_steps)
 
 
+@main.command(short_help="Redraw an artifact's training curves (OUT/curves.png).")
+@click.argument("artifact", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Image to write (default OUT/curves.png).")
+def plot(artifact: str, output: str | None) -> None:
+    """Draw training and held-back loss and the learning rate per stage from OUT/metrics.jsonl."""
+    from modkit.builder.curves import draw_curves
+
+    folder = Path(artifact)
+    click.echo(str(draw_curves(folder / "metrics.jsonl", Path(output) if output else folder / "curves.png")))
+
+
 @main.command(short_help="Run an artifact with onnxruntime, without torch.")
 @click.argument("artifact", type=click.Path())
 @click.option("--text", "texts", multiple=True, help="An input text (repeatable).")

@@ -37,6 +37,18 @@ class CausalLM(nn.Module, Objective):
             raise UserError(f"{path}: {cut} training tokens, fewer than seq_len + 2 = {seq_len + 2}")
         return TokenStream(ids[:cut], ids[cut:], seq_len)
 
+    def load_eval_data(self, path, seq_len):
+        ids = torch.tensor(self.tokenizer.encode(read_text(path)), dtype=torch.long)
+        if len(ids) < seq_len:
+            raise UserError(f"{path}: {len(ids)} tokens, fewer than seq_len = {seq_len} for one evaluation window")
+        return TokenStream(ids[:0], ids, seq_len)
+
+    def eval_batches(self, data, batch_size, limit):
+        """Consecutive held-back windows, from the start."""
+        n = min(len(data.heldout) // data.seq_len, limit)
+        windows = data.heldout[: n * data.seq_len].view(n, data.seq_len)
+        return [{"input_ids": windows[i: i + batch_size]} for i in range(0, n, batch_size)]
+
     def batch(self, data, batch_size, generator):
         starts = torch.randint(0, len(data.train) - data.seq_len, (batch_size,), generator=generator)
         windows = torch.stack([data.train[s: s + data.seq_len] for s in starts.tolist()])

@@ -90,6 +90,16 @@ class Seq2Seq(nn.Module, Objective):
             "labels": labels,
         }
 
+    def load_eval_data(self, path: Path, seq_len: int) -> Seq2SeqData:
+        data = self.load_data(path, seq_len)
+        held = data.heldout or Seq2SeqData([], [])
+        return Seq2SeqData([], [], Seq2SeqData(data.sources + held.sources, data.targets + held.targets))
+
+    def eval_batches(self, data: Seq2SeqData, batch_size: int, limit: int) -> list[dict[str, torch.Tensor]]:
+        held = data.heldout
+        n = min(limit, len(held.sources)) if held else 0
+        return [self.collate(held, list(range(i, min(i + batch_size, n)))) for i in range(0, n, batch_size)]
+
     def batch(self, data: Seq2SeqData, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         index = torch.randint(len(data.sources), (batch_size,), generator=generator).tolist()
         return self.collate(data, index)
