@@ -82,3 +82,10 @@ def open_clip_reference(clip_merges_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.SimpleTokenizer(bpe_path=str(clip_merges_path))
+
+
+# Token files (modkit.tokenfile) go to a throwaway cache, not the user's ~/.cache.
+import os as _os
+import tempfile as _tempfile
+
+_os.environ.setdefault("MODKIT_CACHE", _tempfile.mkdtemp(prefix="modkit-test-cache-"))

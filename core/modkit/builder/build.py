@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.export import ParityError, check_parity, export_onnx
-from modkit.errors import ArtifactError, UserError
+from modkit.errors import ArtifactError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
@@ -27,6 +27,7 @@ from modkit.builder.progress import StageProgress
 from modkit.builder.curves import draw_curves, have_matplotlib
 from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
 from modkit.builder.device import check_device, cpu_state, resolve_device
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
                                   step_seed, train_stage)
@@ -198,6 +199,14 @@ def _env_max_steps() -> int | None:
     return int(value)
 
 
+def check_batches(spec: Spec, world: int) -> None:
+    """Every process takes an equal slice of each micro-batch."""
+    bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
+           for i, s in enumerate(spec.model.stages) if s.batch_size % world]
+    if bad:
+        raise SpecError(str(spec.source), bad)
+
+
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           registry: Registry | None = None, progress: bool = True, device: str | None = None,
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
@@ -210,8 +219,13 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if device is not None:  # --device: validated with the spec's own key
         overrides = [*overrides, f'device="{device}"']
     spec = load_spec(spec_path, list(overrides), registry=registry)
-    engine = Engine(resolve_device(spec.model.device), spec.model.precision, spec.model.compile)
+    rank, local_rank, world = world_from_environment()
+    engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
+                    spec.model.compile, rank=rank, world=world)
     check_device(engine.device, engine.precision, str(spec.source))
+    check_batches(spec, world)
+    if not engine.is_main:
+        echo = lambda msg: None  # noqa: E731 - one voice: rank 0 reports
     max_steps = max_steps or _env_max_steps()
     if max_steps:
         echo(f"smoke run: every stage capped at {max_steps} steps")
@@ -219,14 +233,16 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             stage.steps = min(stage.steps, max_steps)
     out = Path(out)
     work = out.parent / f".{out.name}.work"
-    if not resume:
+    started_group = start_process_group(engine.device, world)
+    if not resume and engine.is_main:
         shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
+    if engine.is_main:
+        work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     seed = spec.model.seed
     torch.manual_seed(seed)
 
-    tokenizer = _tokenizer(spec, work, echo)
+    tokenizer = main_first(world, rank, lambda: _tokenizer(spec, work, echo))
     _seed_stage(seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     model = ModkitModel(backbone)
@@ -251,11 +267,13 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             continue  # finished before the interruption; its weights are in the checkpoint
         if position is not None and position["stage"] == i and position["step"] == 0:
             load_checkpoint(work, model, None, new_modules)
-        data = objective.load_data(spec.path(stage.data), stage.seq_len)
-        held = objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len) if stage.eval_data else data
+        data = main_first(world, rank, lambda: objective.load_data(spec.path(stage.data), stage.seq_len))
+        held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
+                if stage.eval_data else data)
         label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
         start = position["step"] if position is not None and position["stage"] == i else 0
-        metrics.rewind(i + 1, start)
+        if engine.is_main:
+            metrics.rewind(i + 1, start)
         meter = StageMeter(i + 1, res_obj.component.name, total, peak, metrics if engine.is_main else None)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
@@ -273,8 +291,13 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
              + "".join(f", {k} {v:.4g}" for k, v in figures.items())
              + f", {meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, MFU {reports[-1]['mfu']:.1%}")
-        save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
-        done_path.write_text(json.dumps(reports))
+        if engine.is_main:
+            save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
+            done_path.write_text(json.dumps(reports))
+    if not engine.is_main:  # rank 0 alone merges, exports and writes the artifact
+        if started_group:
+            end_process_group()
+        return {}
     if data is None:  # every stage had finished before a resume; the export needs inputs
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
@@ -317,4 +340,6 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")
+    if started_group:
+        end_process_group()
     return manifest

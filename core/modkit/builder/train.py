@@ -73,7 +73,7 @@ class Engine:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Heads of earlier stages stay in the model without taking part in this stage's loss.
+            # A backbone's parts may sit out a stage (BERT's MLM head while it classifies).
             module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
         return torch.compile(module) if self.compile else module
 
@@ -89,15 +89,16 @@ class Engine:
 
 
 class _StageLoss(nn.Module):
-    """The objective's loss as a module's forward, so DDP and torch.compile can wrap it."""
+    """The objective's loss as a module's forward, so DDP and torch.compile can wrap it. It
+    holds the backbone and this stage's head only: earlier stages' heads take no part."""
 
-    def __init__(self, model: nn.Module, objective):
+    def __init__(self, backbone: nn.Module, objective):
         super().__init__()
-        self.model = model
-        object.__setattr__(self, "_objective", objective)  # already a submodule of model
+        self.backbone = backbone
+        self.objective = objective
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._objective.loss(self.model.backbone, batch)[0]
+        return self.objective.loss(self.backbone, batch)[0]
 
 
 def micro_batches(batch: dict[str, Any], size: int, count: int, rank: int, world: int) -> list[dict[str, Any]]:
@@ -216,7 +217,7 @@ def train_stage(
     if position is not None and position["stage"] == index and position["step"] > 0:
         meta = load_checkpoint(checkpoint_dir, model, optimizer)
         start, losses = meta["step"], meta["losses"]
-    step_loss = engine.wrap(_StageLoss(model, objective))
+    step_loss = engine.wrap(_StageLoss(model.backbone, objective))
     ddp = engine.world > 1
     model.train()
     for step in range(start, stage.steps):

@@ -140,10 +140,29 @@ def _type_name(annotation) -> str:
               help="Where to train: auto, cpu, cuda, cuda:N or mps (overrides the spec's device).")
 @click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
               help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
+@click.option("--nproc", type=click.IntRange(1), default=1,
+              help="Data-parallel processes on this machine (DDP started through torchrun).")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
-          device: str | None, max_steps: int | None) -> None:
+          device: str | None, max_steps: int | None, nproc: int) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from modkit.builder.build import check_batches
+        from modkit.builder.distributed import launch
+        from modkit.spec import load_spec
+
+        check_batches(load_spec(spec, list(overrides), registry=_registry(ctx)), nproc)  # exit 2 before starting
+
+        args = [*(["--registry", ctx.obj["registry_path"]] if ctx.obj["registry_path"] else []),
+                *(["--debug"] if ctx.parent and ctx.parent.params.get("debug") else []),
+                "build", spec, "-o", out, *(f"--set={o}" for o in overrides), *(["--resume"] if resume else []),
+                *(["--quiet"] if quiet else []), *(["--device", device] if device else []),
+                *(["--max-steps", str(max_steps)] if max_steps else [])]
+        code = launch(nproc, args)
+        if code:
+            raise click.ClickException(f"the data-parallel build failed (torchrun exit status {code}); "
+                                       f"`--resume` continues from its last checkpoint")
+        return
     from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet,
