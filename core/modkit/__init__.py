@@ -38,6 +38,14 @@ def load_model(path: str | Path, **kwargs: Any):
     return _load_model(path, **kwargs)
 
 
+def export_peft(model, dest: str | Path, **kwargs: Any):
+    """Write each PEFT method on ``model`` (or artifact folder) as a Hugging Face PEFT folder
+    ``dest/<method>``, as ``modkit export-peft`` does; returns the folders."""
+    from modkit.builder.peft_folders import export_peft as _export_peft
+
+    return _export_peft(model, dest, **kwargs)
+
+
 def build(spec: str | Path, out: str | Path, **kwargs: Any):
     """Run a spec's stages and write the artifact, as ``modkit build`` does."""
     from modkit.builder.build import build as _build
@@ -48,6 +56,6 @@ def build(spec: str | Path, out: str | Path, **kwargs: Any):
 __all__ = [
     "ArtifactError", "Backbone", "DuplicateComponentError", "ModkitError", "Objective",
     "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
-    "UnknownComponentError", "UserError", "build", "get_registry", "hookimpl",
+    "UnknownComponentError", "UserError", "build", "export_peft", "get_registry", "hookimpl",
     "load_model", "load_registry", "load_tokenizer",
 ]

@@ -192,6 +192,20 @@ class PeftMethod:
     def merge(self, model: torch.nn.Module) -> None:
         """Fold the method into the base weights and remove its modules, where it can."""
 
+    @classmethod
+    def from_hf_peft(cls, config: dict, weights: dict, model: torch.nn.Module):
+        """Attach a Hugging Face PEFT adapter (``adapter_config.json`` as ``config``, its
+        safetensors as ``weights``) to ``model``; return ``(method, modules)`` as ``apply``
+        would, or None when ``config["peft_type"]`` is not this method's."""
+        return None
+
+    @classmethod
+    def to_hf_peft(cls, model: torch.nn.Module, hf_weights: dict):
+        """This method's modules on ``model`` as a Hugging Face PEFT adapter: ``(config,
+        weights)`` named after ``hf_weights`` (the base checkpoint ``export-hf`` writes), or None
+        when the model has none. Raise UserError if peft cannot express them."""
+        return None
+
 
 class Task:
     """How ``modkit run`` and ``modkit serve`` serve one task, without torch (numpy + onnxruntime).

@@ -255,8 +255,13 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         objectives.append(_resolve(registry, "objective", stage.get("objective"), None,
                                    f"stages[{i}].objective", problems))
         methods = stage.get("peft", [])
-        peft.append([_resolve(registry, "peft", p, None, f"stages[{i}].peft[{j}]", problems)
-                     for j, p in enumerate(methods if isinstance(methods, list) else [])])
+        resolved = []
+        for j, p in enumerate(methods if isinstance(methods, list) else []):
+            if isinstance(p, dict) and "from" in p and set(p) - {"from", "use"}:
+                problems.append((f"stages[{i}].peft[{j}]", f"options {sorted(set(p) - {'from', 'use'})} cannot be "
+                                 "combined with 'from' (the adapter folder's adapter_config.json sets them)"))
+            resolved.append(_resolve(registry, "peft", p, None, f"stages[{i}].peft[{j}]", problems, ("from",)))
+        peft.append(resolved)
     if model is not None:
         for loc, value in _paths(model):
             if not (path.parent / value).exists():
@@ -277,3 +282,6 @@ def _paths(model: SpecModel):
         yield f"stages[{i}].data", stage.data
         if stage.eval_data:
             yield f"stages[{i}].eval_data", stage.eval_data
+        for j, method in enumerate(stage.peft):
+            if "from" in method.option_values():
+                yield f"stages[{i}].peft[{j}].from", method.option_values()["from"]

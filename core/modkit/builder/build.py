@@ -63,9 +63,18 @@ def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: li
     obj = model.add_objective(comp.name, fresh)
     new_modules = [obj] if obj is fresh else []
     methods = []
-    for pcomp, poptions in peft:
-        method = pcomp.load()(poptions)
-        modules = method.apply(model.backbone)
+    for pcomp, poptions, *source in peft:
+        if source and source[0] is not None:  # started from a Hugging Face PEFT folder
+            from modkit.builder.peft_folders import read_peft_folder
+
+            config, weights = read_peft_folder(source[0])
+            found = pcomp.load().from_hf_peft(config, weights, model.backbone)
+            if found is None:
+                raise UserError(f"{source[0]}: a {config.get('peft_type')!r} adapter, not one {pcomp.name!r} reads")
+            method, modules = found
+        else:
+            method = pcomp.load()(poptions)
+            modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
     return obj, methods, new_modules
@@ -85,6 +94,54 @@ def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+def _method_figures(methods, total: int) -> list[dict[str, Any]]:
+    """Each PEFT method's own trainable parameters and their fraction of the model's total."""
+    figures = []
+    for comp, _, modules in methods:
+        params = {id(p): p.numel() for m in modules for p in m.parameters()}  # shared ones once
+        n = sum(params.values())
+        figures.append({"name": comp.name, "trainable_parameters": n, "fraction": n / total})
+    return figures
+
+
+def _peft_source(spec: Spec, stage: int, index: int) -> Path | None:
+    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
+    source = spec.model.stages[stage].peft[index].option_values().get("from")
+    return spec.path(source) if source else None
+
+
+def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
+    """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
+    (on the meta device), so a clash (one method twice on a layer, targets that match
+    nothing) is a spec error before any training, not after the first stage."""
+    with torch.device("meta"):
+        shadow = bcomp.load()(backbone.config)
+    problems: list[tuple[str, str]] = []
+    for i, resolved in enumerate(spec.peft):
+        applied = []
+        for j, res in enumerate(resolved):
+            if _peft_source(spec, i, j):
+                continue  # a folder's layers are found from the real weights, when it is attached
+            method = res.component.load()(res.options)
+            try:
+                method.apply(shadow)
+            except UserError as e:
+                problems.append((f"stages[{i}].peft[{j}]", str(e)))
+            applied.append(method)
+        for method in applied:  # as the build does at the stage boundary
+            method.merge(shadow)
+    if problems:
+        raise SpecError(str(spec.source), problems)
+
+
+def _merge(methods, merged: set[int], model: ModkitModel) -> None:
+    """Merge the methods not merged yet (LoRA folds away; adapters stay; prefixes freeze)."""
+    for _, method, _ in methods:
+        if id(method) not in merged:
+            method.merge(model.backbone)
+            merged.add(id(method))
+
+
 def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
     """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
     comps = manifest["components"]
@@ -94,9 +151,12 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     for i, stage in enumerate(comps["stages"]):
         ocomp = registry.get("objective", stage["objective"]["name"])
         kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
-        _attach_stage(model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
-                      [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer,
-                      manifest["seed"], i)
+        _, methods, _ = _attach_stage(
+            model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
+            [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
+        for (_, method, _), (_, record) in zip(methods, kept):
+            if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
+                method.merge(model.backbone)
     return model.eval()
 
 
@@ -251,14 +311,17 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     reports: list[dict] = json.loads(done_path.read_text()) if resume and done_path.exists() else []
     if position is None and reports:
         reports = []  # stage reports without weights cannot be trusted
-    all_methods, stage_records, data = [], [], None
+    check_peft_plan(spec, backbone, bcomp)
+    all_methods, stage_records, data, merged = [], [], None, set()
     metrics = MetricsLog(work / "metrics.jsonl")
     peak = measure_matmul_peak(engine.device, engine.precision)
     for i, stage in enumerate(spec.model.stages):
+        _merge(all_methods, merged, model)  # a stage adds its methods on top of merged earlier ones
         res_obj: Resolved = spec.objectives[i]
         objective, methods, new_modules = _attach_stage(
             model, (res_obj.component, res_obj.options),
-            [(r.component, r.options) for r in spec.peft[i]], tokenizer, seed, i)
+            [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
+            tokenizer, seed, i)
         all_methods += methods
         model.to(engine.device)  # the stage's new head and PEFT modules join the rest
         trainable, total = _set_trainable(model, objective, methods)
@@ -286,11 +349,14 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
+            "peft_parameters": _method_figures(methods, total),
             "loss_first_10": sum(losses[:10]) / len(losses[:10]),
             "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures, **meter.summary()})
         echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
              + "".join(f", {k} {v:.4g}" for k, v in figures.items())
              + f", {meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, MFU {reports[-1]['mfu']:.1%}")
+        if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
+            _merge(all_methods, merged, model)
         if engine.is_main:
             save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
             done_path.write_text(json.dumps(reports))
@@ -303,8 +369,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
 
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     if spec.model.export.merge:
-        for _, method, _ in all_methods:
-            method.merge(model)
+        _merge(all_methods, merged, model)
     live = set(model.modules())
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
@@ -316,8 +381,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
             "stages": [{"objective": _component_record(r.component, r.options),
-                        "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods)}
-                                 for c, m, mods in methods]} for r, methods in stage_records],
+                        "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
+                                  "merged": id(m) in merged} for c, m, mods in methods]} for r, methods in stage_records],
         },
         "task": objective.describe(),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,

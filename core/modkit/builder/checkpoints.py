@@ -171,13 +171,7 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     from modkit.tokenization import load_tokenizer
 
     source = Path(source)
-    model = load_model(source)
-    try:
-        format_for(model, registry=registry)
-    except ArtifactError:
-        if not hasattr(model, "backbone"):
-            raise
-        model = _with_task_head(model, registry, echo or (lambda msg: None))
+    model = hf_model(load_model(source), registry=registry, echo=echo or (lambda msg: None))
     tokenizer = None
     if (source / "tokenizer.json").exists():
         try:
@@ -185,6 +179,54 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
         except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
             tokenizer = source / "tokenizer.json"
     return save_hf(model, dest, tokenizer=tokenizer, registry=registry)
+
+
+def without_peft(model):
+    """A copy of ``model`` with its PEFT modules taken out: every role-carrying wrapper replaced by
+    the linear layer inside it (``.base``), every attention prefix removed. None if it has none."""
+    import copy
+
+    from torch import nn
+
+    from modkit.nn.blocks import Attention, iter_roles
+
+    wrapped = [m for _, _, m in _role_layers(model) if not isinstance(m, nn.Linear)]
+    prefixed = [m for m in model.modules() if isinstance(m, Attention) and m.prefix is not None]
+    if not wrapped and not prefixed:
+        return None
+    base = copy.deepcopy(model)
+    for parent, attr, _ in list(iter_roles(base)):
+        layer = getattr(parent, attr)
+        while not isinstance(layer, nn.Linear):
+            layer = layer.base
+        setattr(parent, attr, layer)
+    for m in base.modules():
+        if isinstance(m, Attention):
+            m.prefix = None
+    return base
+
+
+def _role_layers(model):
+    from modkit.nn.blocks import iter_roles
+
+    return [(parent, attr, getattr(parent, attr)) for parent, attr, _ in iter_roles(model)]
+
+
+def hf_model(model, *, registry: Registry | None = None, echo: Callable[[str], None] = lambda msg: None):
+    """What ``export-hf`` writes for a loaded model: its base without PEFT modules (merged LoRA
+    stays in the weights), with the task head where the format can hold it."""
+    base = without_peft(model)
+    if base is not None:
+        echo("note: PEFT modules that did not merge (adapters, prefixes, unmerged LoRA) are left out; "
+             "`modkit export-peft` writes those Hugging Face PEFT can read")
+        model = base
+    try:
+        format_for(model, registry=registry)
+    except ArtifactError:
+        if not hasattr(model, "backbone"):
+            raise
+        model = _with_task_head(model, registry, echo)
+    return model
 
 
 def _with_task_head(model, registry: Registry | None, echo: Callable[[str], None]):
@@ -211,13 +253,22 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
     return config
 
 
-def load_model(path: str | Path, **kwargs: Any):
-    """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder."""
+def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
+    """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder, with the
+    Hugging Face PEFT adapter folders ``peft`` applied in order."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
     if (path / "manifest.json").exists():
         from modkit.builder.build import load_torch_model
 
-        return load_torch_model(path, **kwargs)
-    return load_hf(path, **kwargs)
+        model = load_torch_model(path, **kwargs)
+    else:
+        model = load_hf(path, **kwargs)
+    if peft:
+        from modkit.builder.peft_folders import apply_peft_folder
+
+        for folder in peft:
+            apply_peft_folder(model, folder, registry=kwargs.get("registry"))
+        model.eval().requires_grad_(False)
+    return model

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from modkit.cli.export_hf import export_hf
+from modkit.cli.export_hf import export_hf, export_peft
 from modkit.cli.tokenize import tokenize
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
@@ -265,6 +265,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 
 main.add_command(tokenize)
 main.add_command(export_hf)
+main.add_command(export_peft)
 
 if __name__ == "__main__":
     main()

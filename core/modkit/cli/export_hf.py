@@ -26,3 +26,24 @@ def export_hf(out: str, dest: str) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     click.echo(f"wrote {path}")
+
+
+@click.command("export-peft", short_help="Write an artifact's PEFT methods as Hugging Face PEFT folders.")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+def export_peft(out: str, dest: str) -> None:
+    """Write each PEFT method of artifact OUT as a folder DEST/<method> that peft's
+    PeftModel.from_pretrained loads over the base `modkit export-hf OUT` writes.
+
+    Only unmerged methods can be written (build with `[export] merge = false`); a method
+    peft cannot express (Houlsby adapters) is an error that names the alternative.
+    """
+    from modkit.builder.peft_folders import export_peft as export
+
+    try:
+        paths = export(out, dest)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    for path in paths:
+        click.echo(f"wrote {path}")

@@ -179,7 +179,7 @@ class Attention(nn.Module):
         if self.prefix is not None:  # trained prefix keys/values, visible to every query
             pk, pv = self.prefix(b)
             k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)
-            if bias is not None:
+            if bias is not None and bias.shape[-1] < k.shape[2]:  # a backbone may bias the prefix itself (T5)
                 bias = F.pad(bias, (pk.shape[2], 0), value=0.0)
 
         dropout = self.dropout if self.training else 0.0
@@ -198,6 +198,16 @@ class Attention(nn.Module):
             )
         out = out.transpose(1, 2).reshape(b, tq, self.n_heads * self.d_head)
         return self.o(out), weights, present
+
+
+def prefix_positions(blocks: nn.ModuleList) -> int:
+    """How many positions the self-attention prefixes of ``blocks`` occupy before the tokens.
+
+    A prefix module may say ``positions = n``: the tokens then sit at positions n, n+1, ...,
+    as when a prefix is a KV cache of n earlier tokens (Hugging Face PEFT's prefix tuning).
+    Backbones add it to their position ids (or relative distances); 0 without such a prefix.
+    """
+    return max((getattr(b.attn.prefix, "positions", 0) for b in blocks if b.attn.prefix is not None), default=0)
 
 
 class FeedForward(nn.Module):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, run_blocks
+from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions, run_blocks
 from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.interfaces import Backbone
 from modkit.nn.outputs import ModelOutput
@@ -74,7 +74,8 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
         return self.drop(norm(self.embed(ids) * self.embed_scale + positions(pos)))  # (B, T, D)
 
     def _encoder(self, input_ids, attention_mask, **outputs):
-        x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm, 0)
+        x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm,
+                        prefix_positions(self.encoder_blocks))
         t = input_ids.shape[1]
         bias = None if attention_mask is None else attention_bias(
             attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
@@ -83,7 +84,8 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
     def _decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
                  decoder_attention_mask=None, past=None, **outputs):
         past_len = past[0][0][0].shape[2] if past else 0
-        x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm, past_len)
+        x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm,
+                        past_len + prefix_positions(self.decoder_blocks))
         t = decoder_input_ids.shape[1]
         self_bias = None if decoder_attention_mask is None else attention_bias(
             decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)

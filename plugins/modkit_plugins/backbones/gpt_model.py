@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights
+from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions
 from modkit.nn.generation import generate as generate_tokens
 from modkit.interfaces import Backbone
 from modkit.nn.outputs import ModelOutput
@@ -54,8 +54,10 @@ class GPT(nn.Module, Backbone):
         embedding, as the original GPTs did."""
         b, t = input_ids.shape
         past_len = past_key_values[0][0][0].shape[2] if past_key_values else 0
+        offset = prefix_positions(self.blocks)  # tokens after a prefix that holds positions
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + t, device=input_ids.device)[None]
+        position_ids = position_ids + offset
         x = self.embed(input_ids) + self.positions(position_ids)  # (B, T, D)
         if token_type_ids is not None:
             x = x + self.embed(token_type_ids)

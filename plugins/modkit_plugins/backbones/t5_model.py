@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modkit.interfaces import Backbone
-from modkit.nn.blocks import Block, RMSNorm, attention_bias, run_blocks
+from modkit.nn.blocks import Block, RMSNorm, attention_bias, prefix_positions, run_blocks
 from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.nn.outputs import ModelOutput
 
@@ -93,8 +93,10 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
         past_len = past[0][0][0].shape[2] if past else 0
         t = decoder_input_ids.shape[1]
         x = self.drop(self.embed(decoder_input_ids))  # (B, T, D)
-        self_bias = self.decoder_bias(t, past_len + t) + attention_bias(
-            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device)
+        # a prefix holding positions is relatively biased like earlier tokens (as in its KV cache)
+        p = prefix_positions(self.decoder_blocks)
+        self_bias = self.decoder_bias(t, p + past_len + t) + F.pad(attention_bias(
+            decoder_attention_mask, t, past_len + t, causal=True, dtype=x.dtype, device=x.device), (p, 0))
         cross_bias = None if attention_mask is None else attention_bias(
             attention_mask, t, attention_mask.shape[1], causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.decoder_blocks, x, bias=self_bias, source=encoder_hidden,

@@ -6,6 +6,8 @@ both go through it.
 """
 from __future__ import annotations
 
+import math
+import re
 from fnmatch import fnmatchcase
 
 import torch
@@ -14,6 +16,7 @@ from torch import nn
 from modkit.nn.blocks import iter_roles
 from modkit.errors import ModkitError, UserError
 from modkit.interfaces import PeftMethod
+from modkit_plugins.peft.lora import LoRAOptions
 
 
 class LoRAUpdate(nn.Module):
@@ -54,7 +57,8 @@ class LoRALinear(nn.Module):
         # at least fp32 for the sum: half-precision weights would lose the small update
         dtype = torch.promote_types(self.base.weight.dtype, torch.float32)
         merged = self.base.weight.to(dtype) + self.delta_weight().to(dtype)
-        if not torch.isfinite(merged).all():
+        # (a dry run on the meta device has no values to check)
+        if merged.device.type != "meta" and not torch.isfinite(merged).all():
             raise ModkitError(f"LoRA on {self.modkit_role}: merged weights are not finite; the adapter is broken")
         self._original = self.base.weight.detach().clone()
         self.base.weight.copy_(merged.to(self.base.weight.dtype))
@@ -104,3 +108,77 @@ class LoRA(PeftMethod):
                 if isinstance(child, LoRALinear):
                     child.merge()
                     setattr(owner, attr, child.base)
+
+    @classmethod
+    def from_hf_peft(cls, config: dict, weights: dict, model: nn.Module):
+        """A Hugging Face PEFT LoRA folder: each PEFT module becomes the modkit layer(s) it is
+        (a fused projection such as GPT-2's c_attn splits B's rows over q, k and v, with one A)."""
+        from modkit.builder.peft_folders import match_hf_modules
+
+        if config.get("peft_type") != "LORA":
+            return None
+        unsupported = [k for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save")
+                       if config.get(k)]
+        if unsupported:
+            raise UserError(f"LoRA adapter: {', '.join(unsupported)} is not supported by modkit's lora")
+        names = sorted({k.split(".lora_A.")[0] for k in weights if ".lora_A." in k})
+        if not names:
+            raise UserError("LoRA adapter: no lora_A weights in adapter_model.safetensors")
+        slices = match_hf_modules(model, names)
+        r = int(config["r"])
+        scaling = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+        roles = sorted({s.role for group in slices.values() for s in group})
+        method = cls(LoRAOptions(r=r, alpha=scaling * r, targets=roles, dropout=config.get("lora_dropout", 0.0)))
+        modules = method.apply(model)
+        wrappers = {id(m.base): m for m in model.modules() if isinstance(m, LoRALinear)}
+        with torch.no_grad():
+            for m in modules:  # layers of a targeted role that the folder leaves out stay exact
+                m.B.zero_()
+            for name, group in slices.items():
+                a, b = weights[name + ".lora_A.weight"], weights[name + ".lora_B.weight"]
+                for s in group:
+                    update = wrappers[id(s.linear)].update
+                    update.A.copy_(a)
+                    update.B.copy_(b[s.rows])
+        return method, modules
+
+    @classmethod
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
+        """LoRA layers as one PEFT LoRA folder. The scale goes into B (lora_alpha = r); a fused
+        Hugging Face projection (c_attn) gets block-diagonal factors of rank sum(r), which is
+        exactly the q, k and v updates side by side."""
+        from modkit.builder.peft_folders import PEFT_PREFIX, find_in_hf_weights
+
+        wrappers = [m for m in model.modules() if isinstance(m, LoRALinear) and not m.merged]
+        if not wrappers:
+            return None
+        modules: dict[str, list] = {}
+        conv1d = set()
+        for w in wrappers:
+            name, rows, transposed = find_in_hf_weights(hf_weights, w.base)
+            modules.setdefault(name, []).append((rows, w))
+            if transposed:
+                conv1d.add(name)
+        weights, ranks = {}, {}
+        for name, parts in modules.items():
+            parts.sort(key=lambda p: p[0].start)
+            weight = hf_weights[name + ".weight"]  # (out, in), or Conv1D's (in, out)
+            width = weight.shape[1] if name in conv1d else weight.shape[0]
+            a = torch.cat([w.update.A.detach() for _, w in parts])
+            b = torch.zeros(width, a.shape[0], dtype=a.dtype)
+            col = 0
+            for rows, w in parts:
+                r = w.update.A.shape[0]
+                b[rows, col:col + r] = w.update.B.detach() * w.scaling
+                col += r
+            weights[f"{PEFT_PREFIX}{name}.lora_A.weight"] = a
+            weights[f"{PEFT_PREFIX}{name}.lora_B.weight"] = b
+            ranks[name] = a.shape[0]
+        r = min(ranks.values())
+        pattern = {re.escape(n): k for n, k in ranks.items() if k != r}
+        config = {"peft_type": "LORA", "task_type": None, "r": r, "lora_alpha": r, "lora_dropout": 0.0,
+                  "target_modules": sorted(modules), "rank_pattern": pattern, "alpha_pattern": pattern,
+                  "fan_in_fan_out": bool(conv1d), "bias": "none", "use_rslora": False, "use_dora": False,
+                  "modules_to_save": None, "init_lora_weights": True, "inference_mode": True}
+        return config, weights
+
