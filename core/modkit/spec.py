@@ -70,6 +70,7 @@ class Stage(_Strict):
     eval_every: int = Field(0, ge=0, description="Steps between evaluations on held-back data (0: at the stage's end only).")
     eval_data: str | None = Field(None, description="A file to evaluate on instead of the data's held-back part.")
     eval_examples: int = Field(256, gt=0, description="Held-back examples the evaluation loss averages over, at most.")
+    keep_checkpoints: int = Field(0, ge=0, description="Weight snapshots kept in OUT/checkpoints: the last k evaluations' and the best.")
 
 
 class Export(_Strict):

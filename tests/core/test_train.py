@@ -180,3 +180,31 @@ def test_metrics_curves_and_evaluation_during_training(tmp_path):
 def test_plot_without_metrics_is_a_user_error(tmp_path):
     result = CliRunner().invoke(main, ["plot", str(tmp_path)])
     assert result.exit_code == 2 and "metrics.jsonl: no such file" in result.output
+
+
+def test_keep_checkpoints_keeps_the_last_k_and_the_best(tmp_path):
+    from modkit.builder.kept import KeptCheckpoints
+
+    kept = KeptCheckpoints(tmp_path / "kept", 2)
+    model = torch.nn.Linear(2, 2)
+    for step, loss in [(2, 3.0), (4, 1.0), (6, 2.0), (8, 2.5)]:
+        kept.add(model, 1, step, {"eval_loss": loss})
+    assert [r["step"] for r in kept.records] == [4, 6, 8]  # best (4) + last two
+    assert sorted(p.name for p in (tmp_path / "kept").glob("*.safetensors")) == [
+        "stage1-step000004.safetensors", "stage1-step000006.safetensors", "stage1-step000008.safetensors"]
+    assert [r["best"] for r in kept.manifest()] == [True, False, False]
+    kept.add(model, 2, 3, {})  # another stage: its own last k, no loss to rank
+    assert [(r["stage"], r["step"]) for r in KeptCheckpoints(tmp_path / "kept", 2).records][-1] == (2, 3)
+
+
+def test_a_build_ships_kept_checkpoints_listed_and_hashed(tmp_path):
+    spec = lm_spec(tmp_path, steps=6, extra_stage="eval_every = 2\neval_examples = 8\nkeep_checkpoints = 1")
+    manifest = modkit.build(spec, tmp_path / "out", progress=False, echo=lambda _: None)
+    files = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert len(files) in (1, 2) and "stage1-step000006.safetensors" in files
+    assert [c["file"] for c in manifest["checkpoints"]] == [f"checkpoints/{f}" for f in files]
+    assert all(c["file"] in manifest["files"] for c in manifest["checkpoints"])
+    best = [c for c in manifest["checkpoints"] if c["best"]]
+    assert len(best) == 1 and best[0]["eval_loss"] == min(c["eval_loss"] for c in manifest["checkpoints"])
+    last = load_file(str(tmp_path / "out" / "checkpoints" / "stage1-step000006.safetensors"))
+    assert max_diff(last, load_file(str(tmp_path / "out" / "model.safetensors"))) == 0.0

@@ -26,6 +26,7 @@ from modkit.tokenization import load_tokenizer
 from modkit.builder.progress import StageProgress
 from modkit.builder.curves import draw_curves, have_matplotlib
 from modkit.builder.evaluation import evaluate_stage
+from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
 from modkit.builder.device import check_device, cpu_state, resolve_device
@@ -259,6 +260,17 @@ def _env_max_steps() -> int | None:
     return int(value)
 
 
+def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoints, index: int,
+              step: int) -> dict[str, float]:
+    """Rank 0 evaluates (the others go on to the next step and wait for it there)."""
+    if not engine.is_main:
+        return {}
+    figures = evaluate_stage(model, objective, held, stage, engine)
+    if stage.keep_checkpoints:
+        kept.add(model, index, step, figures)
+    return figures
+
+
 def check_batches(spec: Spec, world: int) -> None:
     """Every process takes an equal slice of each micro-batch."""
     bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
@@ -314,6 +326,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     check_peft_plan(spec, backbone, bcomp)
     all_methods, stage_records, data, merged = [], [], None, set()
     metrics = MetricsLog(work / "metrics.jsonl")
+    kept = KeptCheckpoints(work / "kept", 0)
     peak = measure_matmul_peak(engine.device, engine.precision)
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # a stage adds its methods on top of merged earlier ones
@@ -337,6 +350,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         start = position["step"] if position is not None and position["stage"] == i else 0
         if engine.is_main:
             metrics.rewind(i + 1, start)
+            kept.rewind(i + 1, start)
+        kept.keep = stage.keep_checkpoints
         meter = StageMeter(i + 1, res_obj.component.name, total, peak, metrics if engine.is_main else None)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
@@ -344,7 +359,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             losses = train_stage(
                 model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume, engine=engine,
                 on_step=lambda r: tick(r.step, r.loss, mfu=meter(r)["mfu"]),
-                evaluate=lambda: evaluate_stage(model, objective, held, stage, engine) if engine.is_main else {})
+                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
         figures = meter.last_eval
         reports.append({
             "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
@@ -396,7 +411,10 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
         if metrics.path.exists():
             shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
-        manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        if kept.records:
+            shutil.copytree(kept.folder, tmp / "checkpoints", ignore=shutil.ignore_patterns("kept.json"))
+            manifest["checkpoints"] = kept.manifest()
+        manifest["files"] = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         if (tmp / "metrics.jsonl").exists() and have_matplotlib():
             draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)

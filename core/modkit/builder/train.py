@@ -197,13 +197,13 @@ def train_stage(
     engine: Engine | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
-    evaluate: Callable[[], dict[str, float]] | None = None,
+    evaluate: Callable[[int], dict[str, float]] | None = None,
 ) -> list[float]:
     """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
     The trainable parameters are those with requires_grad. With ``resume``, a checkpoint
     written inside this stage is restored first. Only the main process writes checkpoints.
-    ``evaluate()`` runs every ``stage.eval_every`` steps and after the last one; its figures
+    ``evaluate(step)`` runs every ``stage.eval_every`` steps and after the last one; its figures
     go into that step's record.
     """
     engine = engine or Engine()
@@ -255,7 +255,7 @@ def train_stage(
         record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began)
         every = getattr(stage, "eval_every", 0)
         if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
-            record.eval = evaluate()
+            record.eval = evaluate(step + 1)
         if on_step:
             on_step(record)
         if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps and engine.is_main:
