@@ -78,3 +78,14 @@ def test_a_rank_that_dies_fails_the_build_cleanly_and_it_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = load_file(str(out / "model.safetensors"))
     assert max_diff(resumed, build_weights(spec, tmp_path / "one")) < 1e-5
+
+
+def test_a_pinned_gpu_under_ddp_is_a_spec_error(tmp_path):
+    from modkit.builder.build import check_world
+    from modkit.errors import SpecError
+    from modkit.spec import load_spec
+
+    spec = load_spec(lm_spec(tmp_path, extra_top='device = "cuda:1"'))
+    with pytest.raises(SpecError, match='device: cuda:1 would put all 2 processes on one GPU; use "cuda"'):
+        check_world(spec, 2)
+    check_world(spec, 1)

@@ -271,10 +271,14 @@ def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoin
     return figures
 
 
-def check_batches(spec: Spec, world: int) -> None:
-    """Every process takes an equal slice of each micro-batch."""
+def check_world(spec: Spec, world: int) -> None:
+    """What a data-parallel build needs of the spec: every process takes an equal slice of each
+    micro-batch, and a GPU of its own."""
     bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
            for i, s in enumerate(spec.model.stages) if s.batch_size % world]
+    if world > 1 and spec.model.device.startswith("cuda:"):
+        bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
+                              "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
     if bad:
         raise SpecError(str(spec.source), bad)
 
@@ -295,7 +299,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
                     spec.model.compile, rank=rank, world=world)
     check_device(engine.device, engine.precision, str(spec.source))
-    check_batches(spec, world)
+    check_world(spec, world)
     if not engine.is_main:
         echo = lambda msg: None  # noqa: E731 - one voice: rank 0 reports
     max_steps = max_steps or _env_max_steps()

@@ -147,12 +147,12 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
           device: str | None, max_steps: int | None, nproc: int) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from modkit.builder.build import check_batches
+        from modkit.builder.build import check_world
         from modkit.builder.distributed import launch
         from modkit.spec import load_spec
 
-        check_batches(load_spec(spec, list(overrides), registry=_registry(ctx)), nproc)  # exit 2 before starting
-
+        checked = [*overrides, *([f'device="{device}"'] if device else [])]
+        check_world(load_spec(spec, checked, registry=_registry(ctx)), nproc)  # exit 2 before starting
         args = [*(["--registry", ctx.obj["registry_path"]] if ctx.obj["registry_path"] else []),
                 *(["--debug"] if ctx.parent and ctx.parent.params.get("debug") else []),
                 "build", spec, "-o", out, *(f"--set={o}" for o in overrides), *(["--resume"] if resume else []),
