@@ -84,6 +84,21 @@ def open_clip_reference(clip_merges_path):
     return module.SimpleTokenizer(bpe_path=str(clip_merges_path))
 
 
+def import_or_skip(module: str, install: str):
+    """Import ``module`` or skip the test, except in CI (``CI=true``), where a skip would hide
+    that the test command failed to install it: there it fails."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"{module} is not installed: {install}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 # Token files (modkit.tokenfile) go to a throwaway cache, not the user's ~/.cache.
 import os as _os
 import tempfile as _tempfile

@@ -8,14 +8,20 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence, runtime_checkable
 
 from modkit.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
+    from modkit.builder.exporter import Exporter
+    from modkit.nn.outputs import ModelOutput
     from modkit.options import Options
     from modkit.tokenization import Encoding, Template
+
+    KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, heads, time, head_dim)
+    #: one entry per layer: (self-attention keys/values, cross-attention keys/values or None)
+    Cache = list[tuple[KV, "KV | None"]]
 
 
 class Tokenizer(ABC):
@@ -115,17 +121,94 @@ class Backbone:
         raise NotImplementedError(f"{type(self).__name__} has no language-model head")
 
 
+@runtime_checkable
+class CachedDecoder(Protocol):
+    """What a decoder-only backbone offers for cached generation and the cached step graph
+    (``model_with_past.onnx``, written for the ``generate`` task). Any layers may implement it;
+    the core's :class:`modkit.nn.blocks.Block` stacks do.
+
+    ``forward(input_ids, attention_mask, *, past_key_values, use_cache)``:
+
+    - ``input_ids`` (B, T) are the new tokens; ``attention_mask`` (B, P + T), 1 for real tokens,
+      covers the P cached positions and the T new ones (or is None: all real);
+    - ``past_key_values`` is None or the cache a previous call returned: a list with one entry
+      per layer, ``((keys, values), None)``, keys and values (B, heads, P, head_dim); the
+      ``None`` is the cross-attention slot, which a decoder-only backbone leaves empty;
+    - the new tokens take positions P .. P + T - 1; token t attends to every real cached
+      position and to the new positions up to t (causal);
+    - with ``use_cache=True`` the output's ``past_key_values`` is the cache over all P + T
+      positions in the same layout, so a full pass and a pass split into cached steps give
+      the same ``last_hidden_state`` (``modkit.testing.check_backbone`` checks it).
+
+    ``lm_logits(hidden)``: (..., D) -> (..., V) vocabulary logits.
+    """
+
+    is_decoder: bool
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                past_key_values: Cache | None = None, use_cache: bool = False) -> ModelOutput: ...
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EncoderDecoder(Protocol):
+    """What an encoder-decoder backbone offers for seq2seq training, generation and the
+    ``encoder.onnx`` + ``decoder.onnx`` pair (``is_encoder_decoder = True``).
+
+    - ``encode(input_ids, attention_mask)`` -> the encoder's last hidden state (B, S, D);
+    - ``cross_kv(encoder_hidden)`` -> every decoder layer's cross-attention ``(keys, values)``
+      (B, heads, S, head_dim) of that encoder output: the encoder graph returns them, so the
+      decoder graph never recomputes them;
+    - ``decode_step(decoder_input_ids, encoder_hidden, attention_mask, past, use_cache=True)``
+      -> ``(logits (B, V) of the last new position, cache)``; ``attention_mask`` is the
+      *source* mask (B, S); ``past`` is None on the first step (cross keys/values are then
+      computed from ``encoder_hidden``) or the previous cache, one ``((self keys, self
+      values), (cross keys, cross values))`` per decoder layer; with a past,
+      ``encoder_hidden`` may be None;
+    - ``forward(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)`` ->
+      a ModelOutput with ``logits`` (B, T, V) (teacher forcing); without
+      ``decoder_input_ids`` the decoder reads ``input_ids`` shifted right;
+    - ``generate(input_ids, attention_mask, *, max_new_tokens, ...)`` (subclass
+      :class:`modkit.nn.generation.Seq2SeqGenerationMixin` for it) and ``config`` with
+      ``decoder_start_token_id``, ``eos_token_id`` and ``pad_token_id``.
+    """
+
+    is_encoder_decoder: bool
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def cross_kv(self, encoder_hidden: torch.Tensor) -> list[KV]: ...
+
+    def decode_step(self, decoder_input_ids: torch.Tensor, encoder_hidden: torch.Tensor | None,
+                    attention_mask: torch.Tensor | None = None, past: Cache | None = None,
+                    use_cache: bool = True) -> tuple[torch.Tensor, Cache]: ...
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+
 class Objective:
-    """A training task: turns raw data into batches, owns its heads, computes the loss.
+    """A training task: turns raw data into batches, owns its heads, computes the loss, and
+    exports the graph(s) its task is served from.
 
     Concrete objectives subclass torch.nn.Module too; their parameters are the task heads.
     """
 
-    #: what `modkit run` does with the exported graph: generate, classify, fill-mask, embed, seq2seq
+    #: the name of the task component (registered with ``modkit_register_tasks``) that serves
+    #: this objective's artifacts: generate, classify, seq2seq, ... A build refuses an
+    #: objective whose task no installed plugin serves, before any training.
     task: ClassVar[str]
 
     def __init__(self, options: Options, backbone: Backbone, tokenizer: Tokenizer):
+        type(self).check_backbone(backbone)
         self.options = options
+
+    @classmethod
+    def check_backbone(cls, backbone: Backbone) -> None:
+        """Raise :class:`modkit.errors.UserError` if this objective cannot train or export with
+        ``backbone``. ``modkit build`` calls it for every stage before any training; read only
+        attributes, the config and which methods exist, do not run the backbone (its weights
+        may be on the meta device). The default accepts every backbone."""
 
     def load_data(self, path: Path, seq_len: int) -> Any:
         """Read and tokenize a data file once per stage; the result goes to :meth:`batch`."""
@@ -157,12 +240,24 @@ class Objective:
 
     def logits(self, backbone: Backbone, output: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The task's output from the backbone's: vocabulary logits, class logits... This is
-        what the exported ONNX graph computes and what the parity check compares."""
+        what the default exported graph computes and what its parity check compares."""
         raise NotImplementedError
 
     def export_inputs(self, data: Any) -> dict[str, torch.Tensor]:
         """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
+
+    def export(self, model: torch.nn.Module, exporter: Exporter, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Write the ONNX graph(s) this objective's task is served from and return the parity
+        figures the manifest records (at least ``max_abs_diff``).
+
+        ``modkit build`` calls it once, after merging, with the whole model (a
+        :class:`modkit.nn.model.ModkitModel`: ``.backbone``, and ``model(input_ids,
+        attention_mask).logits`` from :meth:`logits`) and ``inputs = export_inputs(data)``.
+        ``exporter`` (a :class:`modkit.builder.exporter.Exporter`) knows the folder and the
+        ``[export]`` options and writes the standard graphs with their parity checks. The
+        default writes ``model.onnx``, ``(input_ids, attention_mask) -> logits``."""
+        return exporter.logits_graph(model, inputs)
 
     def hf_head(self, backbone: Backbone) -> dict[str, Any] | None:
         """The task head in family-neutral terms, for ``modkit export-hf``; None if it has no
@@ -178,19 +273,51 @@ class Objective:
         return {"task": self.task}
 
 
+@runtime_checkable
+class PeftWrapper(Protocol):
+    """A module a PEFT method puts in place of a role-carrying layer (LoRA's ``LoRALinear``).
+
+    It keeps the role (``modkit_role``, so other methods and :func:`modkit.nn.blocks.iter_roles`
+    still find the layer, once) and exposes the layer it wraps as ``.base`` (so methods stack:
+    LoRA follows ``.base`` to the ``nn.Linear``). A mergeable wrapper's ``merge()`` folds its
+    update into ``base``'s weights (its forward then is ``base``'s) and ``unmerge()`` restores
+    them bit for bit.
+    """
+
+    modkit_role: str
+    base: Any
+
+    def merge(self) -> None: ...
+
+    def unmerge(self) -> None: ...
+
+
 class PeftMethod:
     """A parameter-efficient fine-tuning method attached to a model in place."""
+
+    #: a freshly applied method leaves the model's outputs unchanged (LoRA's zero B); prefix
+    #: tuning, whose trained keys change attention from the start, says False
+    identity_at_init: ClassVar[bool] = True
+    #: ``merge`` folds the method into the base weights and leaves no module of it behind
+    #: (LoRA); False for methods that stay in the exported graph (adapters, prefixes)
+    merges: ClassVar[bool] = True
 
     def __init__(self, options: Options):
         self.options = options
 
-    def apply(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        """Insert this method's modules; return the ones holding its own (trainable) weights,
-        not the frozen layers they wrap."""
+    def apply(self, backbone: torch.nn.Module) -> list[torch.nn.Module]:
+        """Insert this method's modules into ``backbone`` (the stage's backbone, not the whole
+        model: task heads are not targets) and return the ones holding its own trainable
+        weights, never the frozen layers they wrap. ``modkit build`` calls it when the stage
+        starts, after seeding, then trains only these modules and the task head."""
         raise NotImplementedError
 
     def merge(self, model: torch.nn.Module) -> None:
-        """Fold the method into the base weights and remove its modules, where it can."""
+        """Fold the method into the base weights and remove its modules, where it can
+        (``merges``); otherwise leave them in place, computing what they did (adapters stay,
+        prefixes freeze to constants). ``modkit build`` calls it with the backbone when a
+        later stage starts (a stage trains on top of the earlier stages' merged methods) and
+        before the export, then records the method as merged."""
 
     @classmethod
     def from_hf_peft(cls, config: dict, weights: dict, model: torch.nn.Module):
@@ -246,4 +373,5 @@ class Task:
         return {}
 
 
-__all__ = ["Tokenizer", "Backbone", "Objective", "PeftMethod", "Task"]
+__all__ = ["Tokenizer", "Backbone", "CachedDecoder", "EncoderDecoder", "Objective", "PeftMethod", "PeftWrapper",
+           "Task"]

@@ -1,41 +1,123 @@
-"""Every registered component against its kind's contract (modkit.testing)."""
+"""Every registered component against its kind's contract (modkit.testing): the built-in ones
+and every installed plugin's, exactly as a plugin author runs the kit."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from modkit import load_registry
-from modkit.testing import check_backbone, check_peft, check_tokenizer
+from modkit.builder.build import options_from_tokenizer
+from modkit.errors import UserError
+from modkit.testing import check_backbone, check_objective, check_peft, check_tokenizer
 
 REGISTRY = load_registry()
 SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "encoder_layers": 2, "decoder_layers": 2, "n_heads": 4,
-         "d_kv": 8, "d_ff": 64, "dropout": 0.0}
+         "d_kv": 8, "d_ff": 64, "dropout": 0.0, "n_positions": 64}
+#: options an objective cannot do without (its defaults cover the rest)
+REQUIRED = {"labels": ["a", "b"]}
 
 
-def small_options(component, wanted: dict):
+def small_options(component, wanted: dict, **more):
     fields = component.options.model_fields
-    return component.options(**{k: v for k, v in wanted.items() if k in fields})
+    return component.options(**{k: v for k, v in {**wanted, **more}.items() if k in fields})
 
 
-def tiny_backbones():
-    return [pytest.param(REGISTRY.get("backbone", name), id=name) for name in REGISTRY.names("backbone")]
+def make_backbone(name: str, tokenizer=None):
+    comp = REGISTRY.get("backbone", name)
+    options = small_options(comp, SMALL)
+    if tokenizer is not None:
+        options = options_from_tokenizer(options.model_copy(update={"vocab_size": 0}), tokenizer)
+    return comp.load()(options)
+
+
+@pytest.fixture(scope="module")
+def trained_tokenizers(corpus_path, tmp_path_factory):
+    """Each registered tokenizer trained on the corpus slice, and the file it saves."""
+    tmp = tmp_path_factory.mktemp("tokenizers")
+    (tmp / "c.txt").write_text(corpus_path.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    out = {}
+    for name in REGISTRY.names("tokenizer"):
+        comp = REGISTRY.get("tokenizer", name)
+        tokenizer = comp.load().train([tmp / "c.txt"], small_options(comp, {"vocab_size": 400}))
+        tokenizer.save(tmp / f"{name}.json")
+        out[name] = (tokenizer, tmp / f"{name}.json")
+    return out
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("tokenizer"))
-def test_tokenizer_contract(name, corpus_path, tmp_path):
-    comp = REGISTRY.get("tokenizer", name)
-    text = corpus_path.read_text(encoding="utf-8")[:20_000]
-    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
-    tokenizer = comp.load().train([tmp_path / "c.txt"], small_options(comp, {"vocab_size": 400}))
-    check_tokenizer(tokenizer)
+def test_tokenizer_contract(name, trained_tokenizers):
+    tokenizer, _ = trained_tokenizers[name]
+    others = [path for other, (_, path) in trained_tokenizers.items() if other != name]
+    check_tokenizer(tokenizer, foreign_files=others)
 
 
-@pytest.mark.parametrize("comp", tiny_backbones())
-def test_backbone_contract(comp):
-    check_backbone(comp.load()(small_options(comp, SMALL)))
+@pytest.mark.parametrize("name", REGISTRY.names("backbone"))
+def test_backbone_contract(name):
+    check_backbone(make_backbone(name))
 
 
-@pytest.mark.parametrize("peft", REGISTRY.names("peft"))
-@pytest.mark.parametrize("comp", tiny_backbones())
-def test_every_peft_method_on_every_backbone(peft, comp):
+def _peft_pairs():
+    """Every PEFT method with every backbone it attaches to (a UserError from apply says it
+    cannot: prefix tuning needs the core attention layers)."""
+    pairs = []
+    for peft in REGISTRY.names("peft"):
+        pcomp = REGISTRY.get("peft", peft)
+        for backbone in REGISTRY.names("backbone"):
+            try:
+                pcomp.load()(pcomp.options()).apply(make_backbone(backbone))
+            except UserError:
+                continue
+            pairs.append(pytest.param(peft, backbone, id=f"{peft}-{backbone}"))
+    return pairs
+
+
+@pytest.mark.parametrize("peft, backbone", _peft_pairs())
+def test_every_peft_method_on_every_backbone(peft, backbone):
     pcomp = REGISTRY.get("peft", peft)
-    check_peft(pcomp.load()(pcomp.options()), comp.load()(small_options(comp, SMALL)))
+    check_peft(pcomp.load()(pcomp.options()), make_backbone(backbone))
+
+
+def _pairs():
+    """Every objective with every backbone it accepts (check_backbone decides, as a build does)."""
+    pairs = []
+    for objective in REGISTRY.names("objective"):
+        cls = REGISTRY.get("objective", objective).load()
+        for backbone in REGISTRY.names("backbone"):
+            try:
+                cls.check_backbone(make_backbone(backbone))
+            except UserError:
+                continue
+            pairs.append(pytest.param(objective, backbone, id=f"{objective}-{backbone}"))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def sample_data(paragraphs, tmp_path_factory):
+    """One JSONL file with the fields objectives commonly read (text, label, source, target,
+    value), so any objective's load_data finds its own."""
+    path = tmp_path_factory.mktemp("objective-data") / "sample.jsonl"
+    rows = [{"text": p[:300], "label": "ab"[i % 2], "source": p[:120], "target": p[:60], "value": len(p) / 100}
+            for i, p in enumerate(paragraphs[:40])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("objective, backbone", _pairs())
+def test_objective_contract(objective, backbone, trained_tokenizers, sample_data):
+    tokenizer, _ = trained_tokenizers["bpe"]
+    comp = REGISTRY.get("objective", objective)
+    options = small_options(comp, REQUIRED)
+    try:
+        check_objective(comp.load(), options, make_backbone(backbone, tokenizer), tokenizer, sample_data,
+                        registry=REGISTRY)
+    except UserError as e:
+        pytest.fail(f"{objective}: the contract test's sample data or options do not suit it ({e}); "
+                    "extend REQUIRED or sample_data in tests/contracts/test_components.py")
+
+
+def test_every_kind_has_components_to_check():
+    for kind in ("tokenizer", "backbone", "objective", "peft", "task"):
+        assert REGISTRY.names(kind), f"no {kind} registered: the contract tests above would check nothing"
+    assert not REGISTRY.failures, f"plugins failed to load: {REGISTRY.failures}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
-from modkit.builder.export import ParityError, check_parity, export_onnx
-from modkit.errors import ArtifactError, SpecError, UserError
+from modkit.builder.exporter import Exporter
+from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
@@ -223,32 +222,33 @@ def options_from_tokenizer(options, tokenizer):
     return options.model_copy(update=update)
 
 
-def _export(model: ModkitModel, objective, data, folder: Path, export) -> dict[str, Any]:
-    """Write the ONNX graph(s) into ``folder`` and return the parity figures."""
-    inputs = objective.export_inputs(data)
-    if not getattr(model.backbone, "is_encoder_decoder", False):
-        export_onnx(model, inputs, folder / "model.onnx", opset=export.opset)
-        figures = check_parity(model, folder / "model.onnx", inputs, tolerance=export.parity_tolerance)
-        if objective.task == "generate":  # plus a cached step graph for fast generation
-            from modkit.builder.export_cached import check_with_past, export_with_past
+def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
+    """The objective writes its task's graph(s) into ``folder``; return (parity figures, files).
+    The graphs the serving task opens must be among them."""
+    exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance)
+    figures = objective.export(model, exporter, objective.export_inputs(data))
+    missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
+    if missing:
+        raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
+                          f"{objective.task!r} is served from {missing}")
+    return figures, exporter.written
 
-            path = export_with_past(model.backbone, folder, opset=export.opset)
-            prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
-            figures.update(check_with_past(model.backbone, path, prompt, max_new_tokens=16,
-                                           tolerance=export.parity_tolerance))
-        return figures
-    from modkit.builder.export_seq2seq import export_seq2seq
 
-    task = objective.describe()
-    figures = export_seq2seq(model.backbone, folder, inputs, max_new_tokens=task.get("max_new_tokens", 16),
-                             decoder_start_token_id=task.get("decoder_start_token_id"),
-                             eos_token_id=task.get("eos_token_id"))
-    worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
-    if not worst <= export.parity_tolerance or not figures["greedy_tokens_equal"]:
-        raise ParityError(f"ONNX parity check failed: max abs difference {worst:.3g} (tolerance "
-                          f"{export.parity_tolerance:g}), greedy tokens equal: {figures['greedy_tokens_equal']}")
-    return {"max_abs_diff": worst, "tolerance": export.parity_tolerance,
-            "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
+def check_stages(spec: Spec, backbone, registry: Registry) -> None:
+    """Before any training: every stage's objective accepts the backbone, and the last one's
+    task is served by an installed task component (else the artifact could not be run)."""
+    for i, res in enumerate(spec.objectives):
+        where = f"{spec.source}: stages[{i}].objective ({res.component.name!r})"
+        cls = res.component.load()
+        try:
+            cls.check_backbone(backbone)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    last = spec.objectives[-1].component
+    task = last.load().task
+    if task not in registry.names("task"):
+        raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
+                        f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
 
 
 def _env_max_steps() -> int | None:
@@ -321,6 +321,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     tokenizer = main_first(world, rank, lambda: _tokenizer(spec, work, echo))
     _seed_stage(seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
+    check_stages(spec, backbone, registry)
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
     done_path = work / "stages.json"
@@ -412,7 +413,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         tokenizer.save(tmp / "tokenizer.json")
         save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
-            manifest["parity"] = _export(model, objective, data, tmp, spec.model.export)
+            manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
         if metrics.path.exists():
             shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
         if kept.records:

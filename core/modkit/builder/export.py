@@ -1,13 +1,15 @@
-"""ONNX export of a merged model and the parity check against torch."""
+"""ONNX export: the one call into ``torch.onnx``, the default task graph and its parity check."""
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from modkit.errors import ModkitError
+from modkit.fileio import atomic_path
 from modkit.nn.model import ExportGraph, ModkitModel
 from modkit.runtime import make_session
 
@@ -18,18 +20,45 @@ class ParityError(ModkitError):
     """The ONNX graph does not compute what the torch model does."""
 
 
-def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17) -> None:
-    """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes."""
+def onnx_export(module: torch.nn.Module, args: Sequence[torch.Tensor], path: Path, *, input_names: list[str],
+                output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> Path:
+    """Trace ``module`` on ``args`` in eval mode and write the graph to ``path`` atomically;
+    every submodule's mode is as before afterwards.
+
+    Every graph modkit writes goes through here. The TorchScript exporter (``dynamo=False``)
+    is chosen on purpose: well under a second for these graphs, and exact.
+    """
+    modes = {m: m.training for m in module.modules()}  # a fresh wrapper is in training mode
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), atomic_path(Path(path)) as tmp:
+            # the exporter's deprecation notices, and tracer warnings about shape tests whose
+            # traced branch is right for every dynamic size (e.g. the causal-mask path)
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, tuple(args), str(tmp), input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return Path(path)
+
+
+def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17) -> Path:
+    """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes.
+
+    Logits with a per-position axis (``(B, T, ...)``, as a language model's) get a dynamic
+    sequence axis too; any other shape keeps only the batch axis dynamic.
+    """
     graph = ExportGraph(model).eval()
+    args = tuple(example[k] for k in INPUTS)
+    with torch.no_grad():
+        logits = graph(*args)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "logits": {0: "batch"}}
-    if model.head is not None and getattr(model.head, "task", "") == "generate":
+    if logits.ndim >= 2 and logits.shape[1] == args[0].shape[1]:
         axes["logits"][1] = "sequence"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        # The TorchScript exporter: fast (well under a second here) and exact for these graphs.
-        torch.onnx.export(graph, tuple(example[k] for k in INPUTS), str(path), input_names=list(INPUTS),
-                          output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return onnx_export(graph, args, path, input_names=list(INPUTS), output_names=["logits"], dynamic_axes=axes,
+                       opset=opset)
 
 
 def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor], *,
@@ -45,8 +74,8 @@ def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor]
     if got.shape != expected.shape:
         raise ParityError(f"{path}: ONNX output shape {got.shape} != torch {expected.shape}")
     diff = np.abs(got - expected)
-    if diff.ndim == 3:  # per-position outputs: padded positions are not compared
-        diff = diff[inputs["attention_mask"].numpy().astype(bool)]
+    if diff.ndim >= 3 and diff.shape[1] == inputs["attention_mask"].shape[1]:
+        diff = diff[inputs["attention_mask"].numpy().astype(bool)]  # padded positions are not compared
     max_diff = float(diff.max()) if diff.size else 0.0
     figures = {"max_abs_diff": max_diff, "tolerance": tolerance,
                "inputs": {k: list(inputs[k].shape) for k in INPUTS}}

@@ -2,12 +2,12 @@
 
 ``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value
 (B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value (B, H, P+T, Dh)``.
-The first step passes a past of length 0. The backbone's cache must be the core
-:class:`~modkit.nn.blocks.Block`'s: one ``((keys, values), None)`` per layer.
+The first step passes a past of length 0. The backbone must meet
+:class:`modkit.interfaces.CachedDecoder`: its cache is one ``((keys, values), None)`` per layer,
+as the core :class:`~modkit.nn.blocks.Block` returns, but any layers may produce it.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from modkit.builder.export import ParityError, onnx_export
 from modkit.nn.generation import generate
 from modkit.runtime import greedy_with_past, make_session
 
@@ -43,24 +44,18 @@ def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> P
     past_names = [f"past.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
     present_names = [f"present.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
     step = torch.ones((1, 1), dtype=torch.long)
-    path = folder / FILE
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(
-            CachedStep(backbone).eval(), (step, torch.ones((1, 3), dtype=torch.long), *past), str(path),
-            input_names=["input_ids", "attention_mask", *past_names], output_names=["logits", *present_names],
-            opset_version=opset, dynamo=False,
-            dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
-                          "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
-                          **{k: {0: "batch", 2: "total"} for k in present_names}})
-    return path
+    return onnx_export(
+        CachedStep(backbone), (step, torch.ones((1, 3), dtype=torch.long), *past), folder / FILE,
+        input_names=["input_ids", "attention_mask", *past_names], output_names=["logits", *present_names],
+        opset=opset,
+        dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
+                      "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
+                      **{k: {0: "batch", 2: "total"} for k in present_names}})
 
 
 def check_with_past(backbone: nn.Module, path: Path, prompt: list[int], *, max_new_tokens: int,
                     tolerance: float) -> dict[str, Any]:
     """Greedy tokens from the ONNX step loop must equal torch's; logits within ``tolerance``."""
-    from modkit.builder.export import ParityError
-
     def step(tokens, cache):
         seen = 0 if cache is None else cache[0][0][0].shape[2]
         mask = torch.ones((tokens.shape[0], seen + tokens.shape[1]), dtype=torch.long)

@@ -1,20 +1,19 @@
 """Export an encoder-decoder to ``encoder.onnx`` + ``decoder.onnx`` and check parity.
 
-The model must have ``encode``, ``decode_step`` (see :mod:`modkit.nn.generation`) and
-``decoder_blocks`` built from :class:`modkit.nn.blocks.Block`, whose cross-attentions give the
-encoder graph its per-layer keys/values. Graph inputs and outputs are described in
-:mod:`modkit.runtime.seq2seq`, which runs them without torch.
+The model must meet :class:`modkit.interfaces.EncoderDecoder` (``encode``, ``cross_kv``,
+``decode_step`` and its cache layout); it need not be built from :mod:`modkit.nn.blocks`.
+Graph inputs and outputs are described in :mod:`modkit.runtime.seq2seq`, which runs them
+without torch.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from modkit.fileio import atomic_path
+from modkit.builder.export import onnx_export
 from modkit.runtime import make_session
 from modkit.runtime.seq2seq import Seq2SeqSession
 
@@ -30,7 +29,7 @@ class EncoderGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         hidden = self.model.encode(input_ids, attention_mask)
-        cross = [t for block in self.model.decoder_blocks for t in block.cross.project_kv(hidden)]
+        cross = [t for kv in self.model.cross_kv(hidden) for t in kv]
         return (hidden, *cross)
 
 
@@ -40,10 +39,9 @@ class DecoderGraph(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.n_layers = len(model.decoder_blocks)
 
     def forward(self, decoder_input_ids, attention_mask, *kv):
-        n = self.n_layers  # kv: every layer's past key, value, then every layer's cross key, value
+        n = len(kv) // 4  # kv: every layer's past key, value, then every layer's cross key, value
         past = [((kv[2 * i], kv[2 * i + 1]), (kv[2 * n + 2 * i], kv[2 * n + 2 * i + 1])) for i in range(n)]
         logits, cache = self.model.decode_step(decoder_input_ids, None, attention_mask, past)
         return (logits, *[t for self_kv, _ in cache for t in self_kv])
@@ -54,11 +52,9 @@ def _names(prefix: str, n_layers: int) -> list[str]:
 
 
 def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor,
-                  attention_mask: torch.Tensor) -> tuple[Path, Path]:
-    """Write encoder.onnx and decoder.onnx (opset 17, dynamic batch and lengths) to ``out_dir``."""
+                  attention_mask: torch.Tensor, *, opset: int = OPSET) -> tuple[Path, Path]:
+    """Write encoder.onnx and decoder.onnx (dynamic batch and lengths) to ``out_dir``."""
     out_dir = Path(out_dir)
-    n = len(model.decoder_blocks)
-    past_names, cross_names, present_names = _names("past", n), _names("cross", n), _names("present", n)
     with torch.no_grad():
         encoded = EncoderGraph(model)(input_ids, attention_mask)
         cross = list(encoded[1:])
@@ -66,30 +62,24 @@ def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor
         # trace with a past of length 1; the axis is dynamic, and the first real step passes 0
         _, cache = model.decode_step(start, encoded[0], attention_mask, None)
         past = [t for self_kv, _ in cache for t in self_kv]
+    n = len(past) // 2
+    past_names, cross_names, present_names = _names("past", n), _names("cross", n), _names("present", n)
     batch, src = {0: "batch"}, {0: "batch", 1: "source"}
     kv_axes = lambda length: {0: "batch", 2: length}  # noqa: E731 - (B, H, T, Dh)
-    paths = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
-    with warnings.catch_warnings(), atomic_path(paths[0]) as enc_tmp, atomic_path(paths[1]) as dec_tmp:
-        # the tracer warns about the shape test choosing the causal-mask path; the traced path
-        # is right for every past length, and the TorchScript exporter is chosen on purpose
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            EncoderGraph(model).eval(), (input_ids, attention_mask), str(enc_tmp), dynamo=False,
-            opset_version=OPSET, input_names=["input_ids", "attention_mask"],
-            output_names=["encoder_hidden_states", *cross_names],
-            dynamic_axes={"input_ids": src, "attention_mask": src, "encoder_hidden_states": src,
-                          **{name: kv_axes("source") for name in cross_names}})
-        torch.onnx.export(
-            DecoderGraph(model).eval(), (start, attention_mask, *past, *cross), str(dec_tmp), dynamo=False,
-            opset_version=OPSET,
-            input_names=["decoder_input_ids", "attention_mask", *past_names, *cross_names],
-            output_names=["logits", *present_names],
-            dynamic_axes={"decoder_input_ids": {0: "batch", 1: "new"}, "attention_mask": src,
-                          "logits": batch, **{name: kv_axes("past") for name in past_names},
-                          **{name: kv_axes("source") for name in cross_names},
-                          **{name: kv_axes("total") for name in present_names}})
-    return paths
+    encoder = onnx_export(
+        EncoderGraph(model), (input_ids, attention_mask), out_dir / "encoder.onnx", opset=opset,
+        input_names=["input_ids", "attention_mask"], output_names=["encoder_hidden_states", *cross_names],
+        dynamic_axes={"input_ids": src, "attention_mask": src, "encoder_hidden_states": src,
+                      **{name: kv_axes("source") for name in cross_names}})
+    decoder = onnx_export(
+        DecoderGraph(model), (start, attention_mask, *past, *cross), out_dir / "decoder.onnx", opset=opset,
+        input_names=["decoder_input_ids", "attention_mask", *past_names, *cross_names],
+        output_names=["logits", *present_names],
+        dynamic_axes={"decoder_input_ids": {0: "batch", 1: "new"}, "attention_mask": src,
+                      "logits": batch, **{name: kv_axes("past") for name in past_names},
+                      **{name: kv_axes("source") for name in cross_names},
+                      **{name: kv_axes("total") for name in present_names}})
+    return encoder, decoder
 
 
 def export_seq2seq(
@@ -100,6 +90,7 @@ def export_seq2seq(
     max_new_tokens: int = 16,
     decoder_start_token_id: int | None = None,
     eos_token_id: int | None = None,
+    opset: int = OPSET,
 ) -> dict[str, Any]:
     """Export both graphs, then compare onnxruntime with torch on ``sample_inputs``
     (``input_ids``, ``attention_mask``): the encoder output, the logits of every greedy step,
@@ -117,13 +108,13 @@ def export_seq2seq(
     was_training = model.training
     model.eval()
     try:
-        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos)
+        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset)
     finally:
         model.train(was_training)
 
 
-def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos) -> dict[str, Any]:
-    encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask)
+def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset) -> dict[str, Any]:
+    encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask, opset=opset)
 
     session = Seq2SeqSession(make_session(encoder_path, "cpu"), make_session(decoder_path, "cpu"))
     onnx_tokens, onnx_logits = session.greedy(ids.numpy(), mask.numpy(), max_new_tokens=max_new_tokens,
@@ -140,7 +131,7 @@ def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos) -
     logit_diff = max(float(abs(torch_logits[:, i].numpy() - step).max()) for i, step in enumerate(onnx_logits))
     return {
         "files": [encoder_path.name, decoder_path.name],
-        "opset": OPSET,
+        "opset": opset,
         "encoder_max_abs_diff": float(abs(encoded.numpy() - onnx_encoded).max()),
         "decoder_logits_max_abs_diff": logit_diff,
         "greedy_tokens_equal": onnx_tokens.shape == tuple(torch_tokens.shape)

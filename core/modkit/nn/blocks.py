@@ -7,8 +7,9 @@ role (see :func:`iter_roles`), so any backbone built from these blocks gets them
 from __future__ import annotations
 
 import math
+from fnmatch import fnmatchcase
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, heads, time, head_dim)
+#: ``(queries, keys, position_ids) -> (queries, keys)``: queries and keys (B, H, T, Dh) of the
+#: new tokens, before keys join the cache; position_ids (B or 1, T). Rotary embeddings are one.
+PositionTransform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def role_linear(d_in: int, d_out: int, role: str, bias: bool = True) -> nn.Linear:
@@ -57,6 +61,20 @@ def iter_roles(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
             yield model, name, role
         else:
             yield from iter_roles(child)
+
+
+def role_matches(role: str, patterns: Iterable[str]) -> bool:
+    """Whether ``role`` matches one of the shell-style ``patterns`` (``attn.q``, ``attn.*``,
+    ``*.o``, ``*``): the one rule every PEFT method's ``targets`` follow."""
+    return any(fnmatchcase(role, pattern) for pattern in patterns)
+
+
+def match_roles(model: nn.Module, patterns: Iterable[str]) -> list[tuple[nn.Module, str, str]]:
+    """``(parent, attribute, role)`` of every role-carrying module whose role matches
+    ``patterns`` (see :func:`iter_roles` and :func:`role_matches`); ``getattr(parent,
+    attribute)`` is the module, ``setattr`` replaces it."""
+    patterns = list(patterns)
+    return [(parent, name, role) for parent, name, role in iter_roles(model) if role_matches(role, patterns)]
 
 
 class RMSNorm(nn.Module):
@@ -109,6 +127,9 @@ class Attention(nn.Module):
     ``role`` is ``"attn"`` for self-attention or ``"cross"`` for attention over another
     sequence. ``scale=None`` means 1/sqrt(head_dim); T5 passes 1.0. ``prefix`` is set by
     prefix tuning to a module returning extra (keys, values) for a batch size.
+    ``positions`` (self-attention only) transforms the new tokens' queries and keys by their
+    positions before attention and before the keys are cached (see :data:`PositionTransform`);
+    additive position schemes (T5's bias) go through ``bias`` instead.
     """
 
     def __init__(
@@ -122,8 +143,11 @@ class Attention(nn.Module):
         bias: bool = True,
         scale: float | None = None,
         dropout: float = 0.0,
+        positions: PositionTransform | None = None,
     ):
         super().__init__()
+        if positions is not None and role == "cross":
+            raise ValueError("a position transform applies to self-attention, not cross-attention")
         self.n_heads = n_heads
         self.d_head = d_head or d_model // n_heads
         inner = n_heads * self.d_head
@@ -135,6 +159,7 @@ class Attention(nn.Module):
         self.scale = scale
         self.dropout = dropout
         self.is_cross = role == "cross"
+        self.positions = positions
         self.prefix: nn.Module | None = None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,12 +180,14 @@ class Attention(nn.Module):
         past: KVCache | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, KVCache | None]:
         """Attend from ``x`` (B, Tq, D) to itself, or to ``source`` for cross-attention.
 
         ``bias`` is additive, broadcastable to (B, H, Tq, Tk) over the cached + new keys.
         ``causal`` without a bias asks for the fused causal kernel. For cross-attention a
-        ``past`` holds the source's keys and values, computed once.
+        ``past`` holds the source's keys and values, computed once. ``position_ids`` (B or 1,
+        Tq) feed the ``positions`` transform; they default to past + 0..Tq-1.
         Returns (output, attention weights or None, cache or None).
         """
         b, tq, _ = x.shape
@@ -169,6 +196,11 @@ class Attention(nn.Module):
             k, v = past
         else:
             k, v = self.project_kv(source if source is not None else x)
+            if self.positions is not None:
+                if position_ids is None:
+                    start = past[0].shape[2] if past is not None else 0
+                    position_ids = torch.arange(start, start + tq, device=x.device)[None]
+                q, k = self.positions(q, k, position_ids)
             if past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         present = (k, v) if use_cache else None
@@ -252,12 +284,13 @@ class Block(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         ffn_dropout: float = 0.0,
+        positions: PositionTransform | None = None,
     ):
         super().__init__()
         self.pre_norm = pre_norm
         attn = partial(Attention, d_model, n_heads, d_head=d_head, bias=bias, scale=attn_scale,
                        dropout=attn_dropout)
-        self.attn = attn(role="attn")
+        self.attn = attn(role="attn", positions=positions)
         self.attn_norm = make_norm(norm, d_model, eps)
         self.cross = attn(role="cross") if cross else None
         self.cross_norm = make_norm(norm, d_model, eps) if cross else None
@@ -284,15 +317,17 @@ class Block(nn.Module):
         past: tuple[KVCache, KVCache | None] | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
+        position_ids: torch.Tensor | None = None,
     ):
         """Returns (x, self-attention weights, cross-attention weights, cache).
 
         The cache is (self-attention keys/values, cross-attention keys/values or None).
+        ``position_ids`` go to the self-attention's position transform, if it has one.
         """
         self_past, cross_past = past if past is not None else (None, None)
         x, self_w, self_kv = self._sublayer(x, self.attn_norm, lambda h: self.attn(
             h, bias=bias, causal=causal, past=self_past, use_cache=use_cache,
-            output_attentions=output_attentions))
+            output_attentions=output_attentions, position_ids=position_ids))
         cross_w = cross_kv = None
         if self.cross is not None:
             x, cross_w, cross_kv = self._sublayer(x, self.cross_norm, lambda h: self.cross(

@@ -98,6 +98,10 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
         """The encoder's last hidden state (B, S, D)."""
         return self._encoder(input_ids, attention_mask)[0]
 
+    def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
+        """Every decoder layer's cross-attention (keys, values) of the encoder output."""
+        return [block.cross.project_kv(encoder_hidden) for block in self.decoder_blocks]
+
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
                     use_cache: bool = True):
         """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""

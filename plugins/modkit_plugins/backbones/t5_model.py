@@ -16,6 +16,7 @@ from modkit.nn.blocks import Block, RMSNorm, attention_bias, prefix_positions, r
 from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.nn.outputs import ModelOutput
 
+from .bart_model import shift_tokens_right
 from .t5_positions import RelativePositionBias
 
 
@@ -107,6 +108,10 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
         """The encoder's last hidden state (B, S, D)."""
         return self._encoder(input_ids, attention_mask)[0]
 
+    def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
+        """Every decoder layer's cross-attention (keys, values) of the encoder output."""
+        return [block.cross.project_kv(encoder_hidden) for block in self.decoder_blocks]
+
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
                     use_cache: bool = True):
         """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""
@@ -132,9 +137,12 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
-        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder."""
-        if decoder_input_ids is None:
-            raise ValueError("t5: decoder_input_ids are required (the targets shifted right)")
+        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder.
+
+        Without ``decoder_input_ids`` the decoder reads ``input_ids`` shifted right."""
+        if decoder_input_ids is None:  # as BART does, so a classifier can read the decoder
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
         flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         enc_hidden = enc_attn = None
         if encoder_outputs is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from modkit.data import device_of
 from modkit.errors import UserError
-from modkit.interfaces import Objective
+from modkit.interfaces import CachedDecoder, Objective
 from modkit.nn.losses import lm_loss
 from modkit.tokenfile import CHUNK_BYTES, print_progress, token_file, windows
 
@@ -41,10 +41,14 @@ class CausalLM(nn.Module, Objective):
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
-        if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"clm needs a decoder-only backbone; {type(backbone).__name__} is not one "
-                            "(use seq2seq for encoder-decoders)")
         self.tokenizer = tokenizer
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False) \
+                or not isinstance(backbone, CachedDecoder):
+            raise UserError(f"clm needs a decoder-only backbone with a cache (modkit.interfaces.CachedDecoder); "
+                            f"{type(backbone).__name__} is not one (use seq2seq for encoder-decoders)")
 
     def _ids(self, path) -> np.ndarray:
         progress = print_progress(f"tokenizing {Path(path).name}") if _show_progress(path) else None
@@ -100,6 +104,12 @@ class CausalLM(nn.Module, Objective):
         mask = torch.ones_like(ids)
         mask[1, n * 3 // 4:] = 0  # one padded row, so the check covers masking
         return {"input_ids": ids, "attention_mask": mask}
+
+    def export(self, model, exporter, inputs):
+        """model.onnx, plus the cached step graph the generate task decodes with."""
+        figures = exporter.logits_graph(model, inputs)
+        prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
+        return {**figures, **exporter.cached_decoder(model.backbone, prompt)}
 
     def hf_head(self, backbone):
         return {"kind": "causal-lm"}

@@ -16,7 +16,7 @@ from torch import nn
 
 from modkit.data import device_of, split_holdout
 from modkit.errors import ArtifactError, UserError
-from modkit.interfaces import Objective
+from modkit.interfaces import EncoderDecoder, Objective
 
 IGNORE = -100  # label of padding positions, skipped by the loss
 
@@ -39,8 +39,6 @@ class Seq2Seq(nn.Module, Objective):
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
-        if not getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"seq2seq needs an encoder-decoder backbone, not {type(backbone).__name__}")
         self.tokenizer = tokenizer
         cfg = backbone.config
         self.eos = tokenizer.special_id("eos")
@@ -49,6 +47,12 @@ class Seq2Seq(nn.Module, Objective):
         self.pad = cfg.pad_token_id if pad is None else pad
         self.start = cfg.decoder_start_token_id
         self.max_length: int | None = None  # source length, set by load_data for the runtime
+
+    @classmethod
+    def check_backbone(cls, backbone) -> None:
+        if not getattr(backbone, "is_encoder_decoder", False) or not isinstance(backbone, EncoderDecoder):
+            raise UserError(f"seq2seq needs an encoder-decoder backbone (modkit.interfaces.EncoderDecoder), "
+                            f"not {type(backbone).__name__}")
 
     def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
         opts = self.options
@@ -145,6 +149,11 @@ class Seq2Seq(nn.Module, Objective):
     def export_inputs(self, data: Seq2SeqData) -> dict[str, torch.Tensor]:
         batch = self.collate(data, list(range(min(4, len(data.sources)))))
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def export(self, model, exporter, inputs) -> dict[str, Any]:
+        """The encoder/decoder pair the seq2seq task decodes with (no model.onnx)."""
+        return exporter.encoder_decoder(model.backbone, inputs, max_new_tokens=self.options.max_new_tokens,
+                                        decoder_start_token_id=self.start, eos_token_id=self.eos)
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "decoder_start_token_id": self.start, "eos_token_id": self.eos,

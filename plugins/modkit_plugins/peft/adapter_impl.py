@@ -66,6 +66,8 @@ def _has_adapter(layer: nn.Module) -> bool:
 
 
 class Adapters(PeftMethod):
+    merges = False  # the nonlinearity keeps every adapter in the graph
+
     def apply(self, model: nn.Module) -> list[nn.Module]:
         o = self.options
         targets = o.roles()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
 
-from modkit.nn.blocks import iter_roles
+from modkit.nn.blocks import iter_roles, match_roles
 from modkit.errors import ModkitError, UserError
 from modkit.interfaces import PeftMethod
 from modkit_plugins.peft.lora import LoRAOptions
@@ -87,9 +86,7 @@ class LoRA(PeftMethod):
     def apply(self, model: nn.Module) -> list[nn.Module]:
         o = self.options
         added = []
-        for parent, name, role in list(iter_roles(model)):
-            if not any(fnmatchcase(role, pat) for pat in o.targets):
-                continue
+        for parent, name, role in match_roles(model, o.targets):
             inner_parent, inner_attr = _innermost_linear(getattr(parent, name))
             owner, attr = (inner_parent, inner_attr) if inner_parent is not None else (parent, name)
             base = getattr(owner, attr)

@@ -90,6 +90,9 @@ def prefixed_attentions(model: nn.Module, placement: str) -> list[Attention]:
 
 
 class PrefixTuning(PeftMethod):
+    identity_at_init = False  # trained keys/values change every attention from the start
+    merges = False  # merging freezes the prefix to constants; it stays in the graph
+
     def apply(self, model: nn.Module) -> list[nn.Module]:
         o = self.options
         attentions = prefixed_attentions(model, o.placement)

@@ -1,0 +1,81 @@
+"""PEFT contract: own weights only, identity at init, merge == unmerged, unmerge exact."""
+from __future__ import annotations
+
+import torch
+
+from modkit.interfaces import PeftWrapper
+from modkit.nn.blocks import iter_roles
+
+ATOL = 1e-4  # the ONNX parity tolerance: a merge may round, as an export does
+
+
+def _run(backbone, ids) -> torch.Tensor:
+    if getattr(backbone, "is_encoder_decoder", False):
+        return backbone(ids, decoder_input_ids=ids).last_hidden_state
+    return backbone(ids).last_hidden_state
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def _wrappers(backbone) -> list:
+    return [m for parent, name, _ in iter_roles(backbone) if hasattr(m := getattr(parent, name), "base")]
+
+
+def check_peft(method, backbone, *, seed: int = 0, move: float = 0.1) -> None:
+    """``apply`` returns modules it inserted, with new weights, never the layers they wrap (it
+    may add existing ones it trains, as Houlsby's layer norms), and they get gradients; a fresh method changes nothing (``identity_at_init``); once its weights have
+    moved from their initial values (by ``move``-sized noise) it changes the outputs, every
+    wrapper keeps its role and exposes ``.base``; for a method that ``merges``, ``wrapper.merge()`` computes what the
+    unmerged wrapper did and ``unmerge()`` restores the base weights bit for bit; and
+    ``method.merge(model)`` keeps the outputs and (``merges``) leaves no module of the method
+    behind."""
+    torch.manual_seed(seed)
+    backbone.eval()  # no dropout: outputs are compared
+    ids = torch.randint(0, backbone.vocab_size, (2, 6))
+    name = type(method).__name__
+    with torch.no_grad():
+        before = _run(backbone, ids)
+    base_params = {id(p) for p in backbone.parameters()}
+    modules = method.apply(backbone)
+    assert modules, f"{name}.apply returned no modules"
+    inside = {id(m) for m in backbone.modules()}
+    assert all(id(m) in inside for m in modules), f"{name}.apply returned modules it did not insert into the backbone"
+    own = [p for m in modules for p in m.parameters()]
+    wrapped = {id(w.base) for w in _wrappers(backbone)}
+    assert not any(id(m) in wrapped for m in modules) and any(id(p) not in base_params for p in own), \
+        f"{name}.apply must return the method's new modules, not the layers they wrap"
+    out = _run(backbone, ids)
+    if type(method).identity_at_init:
+        assert _diff(out, before) <= 1e-6, f"{name}: a freshly applied method changes the outputs by {_diff(out, before):.3g}"
+    out.float().pow(2).sum().backward()
+    assert all(p.grad is not None for p in own), f"{name}: some of the method's weights get no gradient"
+
+    with torch.no_grad():
+        for p in own:  # as if trained: merging a zero update would prove nothing
+            p.add_(torch.randn_like(p) * move)
+        moved = _run(backbone, ids)
+        assert _diff(moved, before) > 1e-4, f"{name}: moving the method's weights does not change the outputs"
+        for wrapper in _wrappers(backbone):
+            base_role = getattr(wrapper.base, "modkit_role", wrapper.modkit_role)
+            assert wrapper.modkit_role == base_role, f"{type(wrapper).__name__} changed the role {base_role!r}"
+            if not type(method).merges:
+                continue  # its wrappers stay in the graph: nothing to fold
+            assert isinstance(wrapper, PeftWrapper), f"{type(wrapper).__name__} has .base but is no PeftWrapper " \
+                "(modkit_role, base, merge, unmerge)"
+            saved = {k: v.clone() for k, v in wrapper.base.state_dict().items()}
+            wrapper.merge()
+            merged = _run(backbone, ids)
+            assert _diff(merged, moved) <= ATOL, f"{type(wrapper).__name__} on {wrapper.modkit_role}: merged outputs " \
+                f"differ from unmerged ones by {_diff(merged, moved):.3g}"
+            wrapper.unmerge()
+            assert all(torch.equal(saved[k], v) for k, v in wrapper.base.state_dict().items()), \
+                f"{type(wrapper).__name__} on {wrapper.modkit_role}: unmerge does not restore the base weights bit for bit"
+        method.merge(backbone)
+        after = _run(backbone, ids)
+    assert _diff(after, moved) <= ATOL, f"{name}.merge changes the outputs by {_diff(after, moved):.3g}"
+    if type(method).merges:
+        left = {id(m) for m in backbone.modules()}
+        assert not any(id(m) in left for m in modules), f"{name}.merge left the method's modules in the model"
+        assert not _wrappers(backbone), f"{name}.merge left wrappers: {[type(w).__name__ for w in _wrappers(backbone)]}"
