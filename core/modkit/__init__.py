@@ -53,9 +53,17 @@ def build(spec: str | Path, out: str | Path, **kwargs: Any):
     return _build(spec, out, **kwargs)
 
 
+def preview(spec: str | Path, stage: int = 0, n: int = 10, **kwargs: Any):
+    """The training examples of ``stages[stage]``, as ``modkit preview`` prints them (an iterator
+    of dicts: original_ids, input_ids, labels..., and the decoded texts)."""
+    from modkit.builder.preview import preview as _preview
+
+    return _preview(spec, stage=stage, n=n, **kwargs)
+
+
 __all__ = [
     "ArtifactError", "Backbone", "DuplicateComponentError", "ModkitError", "Objective",
     "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
     "UnknownComponentError", "UserError", "build", "export_peft", "get_registry", "hookimpl",
-    "load_model", "load_registry", "load_tokenizer",
+    "load_model", "load_registry", "load_tokenizer", "preview",
 ]

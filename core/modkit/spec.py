@@ -10,7 +10,7 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -55,10 +55,12 @@ class BackboneSection(ComponentSection):
 
 
 class Stage(_Strict):
-    objective: ComponentSection
+    objective: ComponentSection | Annotated[list[ComponentSection], Field(min_length=1)] = Field(
+        description="An objective, or several trained together on summed losses (each may set `weight`, "
+                    "default 1); the first is the stage's task.")
     peft: list[ComponentSection] = Field(default_factory=list)
     data: str
-    steps: int = Field(gt=0)
+    steps: int = Field(ge=0, description="Training steps; 0 attaches the objective untrained (serve a checkpoint as it is).")
     lr: float = Field(3e-4, gt=0, description="Peak learning rate (AdamW).")
     batch_size: int = Field(16, gt=0)
     seq_len: int = Field(128, gt=1)
@@ -104,6 +106,7 @@ class Resolved:
     component: Component
     options: Options
     section: str  # key path in the spec, for messages
+    weight: float = 1.0  # an objective's share of its stage's summed loss
 
 
 @dataclass
@@ -114,7 +117,7 @@ class Spec:
     model: SpecModel
     tokenizer: Resolved | None  # None when loaded with `from`
     backbone: Resolved | None  # None when loaded with `from`
-    objectives: list[Resolved] = field(default_factory=list)  # one per stage
+    objectives: list[list[Resolved]] = field(default_factory=list)  # per stage; the first is the task
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
 
     def path(self, value: str) -> Path:
@@ -127,7 +130,9 @@ class Spec:
             if res is not None:
                 out[key].update(res.options.model_dump(mode="json"))
         for i, stage in enumerate(out["stages"]):
-            stage["objective"].update(self.objectives[i].options.model_dump(mode="json"))
+            sections = stage["objective"] if isinstance(stage["objective"], list) else [stage["objective"]]
+            for section, res in zip(sections, self.objectives[i]):
+                section.update(res.options.model_dump(mode="json"))
             for j, p in enumerate(stage["peft"]):
                 p.update(self.peft[i][j].options.model_dump(mode="json"))
         return out
@@ -212,6 +217,26 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
     return Resolved(component, options, loc)
 
 
+def _resolve_objectives(registry: Registry, sections: Any, loc: str,
+                        problems: list[tuple[str, str]]) -> list[Resolved | None]:
+    """One objective section, or a list of them, each with an optional ``weight``."""
+    if isinstance(sections, dict):
+        sections, locs = [sections], [loc]
+    elif isinstance(sections, list):
+        locs = [f"{loc}[{j}]" for j in range(len(sections))]
+    else:
+        return [None]  # the structural pass reports it
+    out = []
+    for section, where in zip(sections, locs):
+        weight = section.get("weight", 1.0) if isinstance(section, dict) else 1.0
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            problems.append((f"{where}.weight", f"expected a number greater than 0 (got {weight!r})"))
+            weight = 1.0
+        res = _resolve(registry, "objective", section, None, where, problems, ("weight",))
+        out.append(res if res is None else Resolved(res.component, res.options, res.section, float(weight)))
+    return out
+
+
 def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None) -> Spec:
     """Read, override, validate and resolve a spec; raise SpecError listing every problem."""
     path = Path(path)
@@ -253,8 +278,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     stages = data.get("stages")
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
         stage = stage if isinstance(stage, dict) else {}
-        objectives.append(_resolve(registry, "objective", stage.get("objective"), None,
-                                   f"stages[{i}].objective", problems))
+        objectives.append(_resolve_objectives(registry, stage.get("objective"), f"stages[{i}].objective", problems))
         methods = stage.get("peft", [])
         resolved = []
         for j, p in enumerate(methods if isinstance(methods, list) else []):

@@ -170,22 +170,16 @@ def pad_batch(encodings: list[Encoding], pad_id: int, length: int | None = None,
     (and ``offsets`` when present), padded with ``pad_id`` to ``length`` (default: longest)."""
     import numpy as np
 
-    width = max([len(e) for e in encodings] + [length or 0])
-    batch = {
-        "input_ids": np.full((len(encodings), width), pad_id, dtype=np.int64),
-        "attention_mask": np.zeros((len(encodings), width), dtype=np.int64),
-        "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64),
-    }
-    with_offsets = all(e.offsets is not None for e in encodings) and encodings
-    if with_offsets:
-        batch["offsets"] = np.zeros((len(encodings), width, 2), dtype=np.int64)
-    for row, e in enumerate(encodings):
-        span = slice(0, len(e)) if side == "right" else slice(width - len(e), width)
-        batch["input_ids"][row, span] = e.ids
-        batch["attention_mask"][row, span] = 1
-        batch["token_type_ids"][row, span] = e.type_ids
-        if with_offsets and len(e):
-            batch["offsets"][row, span] = e.offsets
+    from modkit.runtime.sessions import pad_ids  # imported here: the runtime imports this module
+
+    ids, mask = pad_ids([e.ids for e in encodings], pad_id, length=length, side=side)
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "token_type_ids": pad_ids([e.type_ids for e in encodings], 0, length=length, side=side)[0]}
+    if encodings and all(e.offsets is not None for e in encodings):
+        offsets = np.zeros(ids.shape + (2,), dtype=np.int64)
+        # the real positions, row by row, are the encodings' offsets one after another
+        offsets[mask == 1] = np.array([o for e in encodings for o in e.offsets], dtype=np.int64).reshape(-1, 2)
+        batch["offsets"] = offsets
     return batch
 
 

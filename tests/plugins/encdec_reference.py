@@ -50,7 +50,8 @@ def padded_batch(vocab_size: int, lengths: list[int], pad: int, *, avoid=(), see
 
 
 def hf_generate(model, input_ids, attention_mask, **kwargs):
-    """transformers' generate with nothing but the given arguments (no config-driven processors)."""
+    """transformers' generate with the given arguments; what they leave unset comes from the
+    model's generation config, as for any user (``hf_bart`` turns BART's forced eos off)."""
     from transformers import GenerationConfig
 
     config = GenerationConfig(do_sample=False, **kwargs)
@@ -97,3 +98,25 @@ GENERATION_CASES = [
     (3, dict(length_penalty=2.0, early_stopping="never")),
     (2, dict(length_penalty=-1.0)),
 ]
+
+
+def assert_cached_steps_match_forward(model, ids, mask, dec_ids):
+    """Decoding one token at a time through the cache gives the full forward's logits."""
+    with torch.no_grad():
+        full = model(ids, mask, dec_ids).logits
+        enc = model.encode(ids, mask)
+        cache, steps = None, []
+        for t in range(dec_ids.shape[1]):
+            logits, cache = model.decode_step(dec_ids[:, t:t + 1], enc, mask, cache)
+            steps.append(logits)
+    assert max_diff(torch.stack(steps, 1), full) < 1e-5
+
+
+def assert_generate_matches(hf, ours, ids, mask, *, num_beams, extra, hf_cache=True, **ids_args):
+    """modkit's generate gives transformers' tokens, with and without its cache, for an eos
+    the model actually produces (so rows and beams finish at different steps)."""
+    eos = int(hf_generate(hf, ids, mask, max_new_tokens=6, use_cache=hf_cache, **ids_args)[0, 4])
+    args = dict(max_new_tokens=10, num_beams=num_beams, eos_token_id=eos, **ids_args, **extra)
+    mine = ours.generate(ids, mask, **args)
+    assert torch.equal(mine, hf_generate(hf, ids, mask, use_cache=hf_cache, **args))
+    assert torch.equal(ours.generate(ids, mask, use_cache=False, **args), mine)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from encdec_reference import (GENERATION_CASES, forward_both, hf_bart, hf_generate, load_with_modkit,
-                              max_diff, padded_batch)
+from encdec_reference import (GENERATION_CASES, assert_cached_steps_match_forward, assert_generate_matches,
+                              forward_both, hf_bart, load_with_modkit, max_diff, padded_batch)
 from modkit.builder.checkpoints import save_hf
 from modkit.errors import ArtifactError
 
@@ -51,28 +51,15 @@ def test_decoder_inputs_default_to_shifted_input_ids(pair):
 def test_cached_decoding_matches_full_forward(pair):
     hf, ours, _ = pair
     ids, mask, dec_ids, _ = batch(hf)
-    with torch.no_grad():
-        full = ours(ids, mask, dec_ids).logits
-        enc = ours.encode(ids, mask)
-        cache, steps = None, []
-        for t in range(dec_ids.shape[1]):
-            logits, cache = ours.decode_step(dec_ids[:, t:t + 1], enc, mask, cache)
-            steps.append(logits)
-    assert max_diff(torch.stack(steps, 1), full) < 1e-5
+    assert_cached_steps_match_forward(ours, ids, mask, dec_ids)
 
 
 @pytest.mark.parametrize("num_beams,extra", GENERATION_CASES)
 def test_generate_matches_transformers_and_cache_changes_nothing(pair, num_beams, extra):
     hf, ours, _ = pair
     ids, mask = padded_batch(hf.config.vocab_size, [7, 4, 6, 5], hf.config.pad_token_id)
-    ids_args = dict(pad_token_id=1, decoder_start_token_id=2)
-    # an eos the model actually produces, so that rows and beams finish at different steps
-    eos = int(hf_generate(hf, ids, mask, max_new_tokens=6, **ids_args)[0, 4])
-    args = dict(max_new_tokens=10, num_beams=num_beams, eos_token_id=eos, **ids_args, **extra)
-    theirs = hf_generate(hf, ids, mask, **args)
-    mine = ours.generate(ids, mask, **args)
-    assert torch.equal(mine, theirs)
-    assert torch.equal(ours.generate(ids, mask, use_cache=False, **args), mine)
+    assert_generate_matches(hf, ours, ids, mask, num_beams=num_beams, extra=extra, pad_token_id=1,
+                            decoder_start_token_id=2)
 
 
 def test_seeded_sampling_is_reproducible(pair):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from encdec_reference import (GENERATION_CASES, forward_both, hf_generate, hf_t5, load_with_modkit,
-                              max_diff, padded_batch)
+from encdec_reference import (GENERATION_CASES, assert_cached_steps_match_forward, assert_generate_matches,
+                              forward_both, hf_t5, load_with_modkit, max_diff, padded_batch)
 from modkit.builder.checkpoints import save_hf
 
 pytest.importorskip("transformers")
@@ -49,14 +49,7 @@ def test_attentions_match_transformers(pair):
 def test_cached_decoding_matches_full_forward(pair):
     hf, ours = pair
     ids, mask, dec_ids, _ = batch(hf)
-    with torch.no_grad():
-        full = ours(ids, mask, dec_ids).logits
-        enc = ours.encode(ids, mask)
-        cache, steps = None, []
-        for t in range(dec_ids.shape[1]):
-            logits, cache = ours.decode_step(dec_ids[:, t:t + 1], enc, mask, cache)
-            steps.append(logits)
-    assert max_diff(torch.stack(steps, 1), full) < 1e-5
+    assert_cached_steps_match_forward(ours, ids, mask, dec_ids)
 
 
 @pytest.mark.parametrize("num_beams,extra", GENERATION_CASES)
@@ -65,13 +58,8 @@ def test_generate_matches_transformers_and_cache_changes_nothing(pair, num_beams
     ids, mask = padded_batch(hf.config.vocab_size, [7, 4, 6, 5], 0)
     # transformers 5.24 sizes T5's generation cache by the encoder's depth, so its cached
     # generate fails with a deeper decoder: the reference runs uncached
-    ids_args = dict(pad_token_id=0, decoder_start_token_id=0)
-    eos = int(hf_generate(hf, ids, mask, max_new_tokens=6, use_cache=False, **ids_args)[0, 4])
-    args = dict(max_new_tokens=10, num_beams=num_beams, eos_token_id=eos, **ids_args, **extra)
-    theirs = hf_generate(hf, ids, mask, use_cache=False, **args)
-    mine = ours.generate(ids, mask, **args)
-    assert torch.equal(mine, theirs)
-    assert torch.equal(ours.generate(ids, mask, use_cache=False, **args), mine)
+    assert_generate_matches(hf, ours, ids, mask, num_beams=num_beams, extra=extra, hf_cache=False,
+                            pad_token_id=0, decoder_start_token_id=0)
 
 
 def test_export_and_reload_is_identical_and_transformers_reads_it(pair, tmp_path):

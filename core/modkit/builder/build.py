@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.exporter import Exporter
+from modkit.builder.resources import ResourceMeter
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -28,6 +29,7 @@ from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
+from modkit.builder.multi import WeightedObjectives
 from modkit.builder.device import check_device, cpu_state, resolve_device
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
                                   step_seed, train_stage)
@@ -54,14 +56,20 @@ def _seed_stage(seed: int, index: int) -> None:
     torch.manual_seed(step_seed(seed, index, 2**31))
 
 
-def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: list[tuple[Component, Any]],
-                  tokenizer, seed: int, index: int) -> tuple[Any, list, list[torch.nn.Module]]:
-    """Add one stage's objective and PEFT methods; return (objective, methods, new modules)."""
+def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[tuple[Component, Any]],
+                  tokenizer, seed: int, index: int) -> tuple[list, list, list[torch.nn.Module]]:
+    """Add one stage's objectives (the first is the task) and PEFT methods; return
+    (objectives, methods, new modules)."""
     _seed_stage(seed, index)
-    comp, options = objective
-    fresh = comp.load()(options, model.backbone, tokenizer)
-    obj = model.add_objective(comp.name, fresh)
-    new_modules = [obj] if obj is fresh else []
+    objs, new_modules = [], []
+    for comp, options in objectives:
+        fresh = comp.load()(options, model.backbone, tokenizer)
+        objs.append(model.add_objective(comp.name, fresh))
+        if objs[-1] is fresh:
+            new_modules.append(fresh)
+        else:  # an earlier stage's objective: its heads carry on, under this stage's options
+            objs[-1].options = options
+    model.task = objectives[0][0].name
     methods = []
     for pcomp, poptions, *source in peft:
         if source and source[0] is not None:  # started from a Hugging Face PEFT folder
@@ -77,14 +85,15 @@ def _attach_stage(model: ModkitModel, objective: tuple[Component, Any], peft: li
             modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
-    return obj, methods, new_modules
+    return objs, methods, new_modules
 
 
-def _set_trainable(model: ModkitModel, objective, methods) -> tuple[int, int]:
-    """With PEFT, train only its modules and the head; otherwise everything."""
+def _set_trainable(model: ModkitModel, objectives, methods) -> tuple[int, int]:
+    """With PEFT, train only its modules and the heads; otherwise everything."""
     if methods:
         model.requires_grad_(False)
-        objective.requires_grad_(True)
+        for objective in objectives:
+            objective.requires_grad_(True)
         for _, _, modules in methods:
             for m in modules:
                 m.requires_grad_(True)
@@ -149,10 +158,13 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
     model = ModkitModel(backbone)
     for i, stage in enumerate(comps["stages"]):
-        ocomp = registry.get("objective", stage["objective"]["name"])
+        objectives = []
+        for record in stage.get("objectives") or [stage["objective"]]:
+            ocomp = registry.get("objective", record["name"])
+            objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
         kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
         _, methods, _ = _attach_stage(
-            model, (ocomp, ocomp.options.model_validate(stage["objective"]["options"])),
+            model, objectives,
             [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
         for (_, method, _), (_, record) in zip(methods, kept):
             if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
@@ -206,13 +218,16 @@ _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "b
 
 
 def options_from_tokenizer(options, tokenizer):
-    """Fill what the spec left unset from the tokenizer: vocab_size (when 0) and the special
-    token ids. A family's ``decoder_start_token_id`` follows the role its default shares
-    (BART starts with the eos, T5 with the pad)."""
+    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus ``extra_ids``
+    sentinel ids where the family has them and the tokenizer does not) and the special token
+    ids. A family's ``decoder_start_token_id`` follows the role its default shares (BART starts
+    with the eos, T5 with the pad)."""
     fields, given = type(options).model_fields, options.model_fields_set
     update = {}
     if "vocab_size" in fields and not options.vocab_size:
         update["vocab_size"] = tokenizer.vocab_size
+        if getattr(options, "extra_ids", 0) and tokenizer.token_to_id("<extra_id_0>") is None:
+            update["vocab_size"] += options.extra_ids  # T5's sentinels, past the tokenizer's tokens
     for field, role in _ROLE_FIELDS.items():
         if field in fields and field not in given and tokenizer.special_id(role) is not None:
             update[field] = tokenizer.special_id(role)
@@ -237,14 +252,15 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
     """Before any training: every stage's objective accepts the backbone, and the last one's
     task is served by an installed task component (else the artifact could not be run)."""
-    for i, res in enumerate(spec.objectives):
-        where = f"{spec.source}: stages[{i}].objective ({res.component.name!r})"
-        cls = res.component.load()
-        try:
-            cls.check_backbone(backbone)
-        except UserError as e:
-            raise UserError(f"{where}: {e}") from None
-    last = spec.objectives[-1].component
+    for stage in spec.objectives:
+        for res in stage:
+            where = f"{spec.source}: {res.section} ({res.component.name!r})"
+            cls = res.component.load()
+            try:
+                cls.check_backbone(backbone)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
+    last = spec.objectives[-1][0].component
     task = last.load().task
     if task not in registry.names("task"):
         raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
@@ -283,6 +299,10 @@ def check_world(spec: Spec, world: int) -> None:
         raise SpecError(str(spec.source), bad)
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           registry: Registry | None = None, progress: bool = True, device: str | None = None,
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
@@ -315,6 +335,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if engine.is_main:
         work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    meter = ResourceMeter.start()
     seed = spec.model.seed
     torch.manual_seed(seed)
 
@@ -335,46 +356,62 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     peak = measure_matmul_peak(engine.device, engine.precision)
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # a stage adds its methods on top of merged earlier ones
-        res_obj: Resolved = spec.objectives[i]
-        objective, methods, new_modules = _attach_stage(
-            model, (res_obj.component, res_obj.options),
+        resolved: list[Resolved] = spec.objectives[i]
+        objs, methods, new_modules = _attach_stage(
+            model, [(r.component, r.options) for r in resolved],
             [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
             tokenizer, seed, i)
+        objective = objs[0]  # the stage's task
         all_methods += methods
-        model.to(engine.device)  # the stage's new head and PEFT modules join the rest
-        trainable, total = _set_trainable(model, objective, methods)
-        stage_records.append((res_obj, methods))
+        model.to(engine.device)  # the stage's new heads and PEFT modules join the rest
+        trainable, total = _set_trainable(model, objs, methods)
+        stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
         if position is not None and position["stage"] == i and position["step"] == 0:
             load_checkpoint(work, model, None, new_modules)
         data = main_first(world, rank, lambda: objective.load_data(spec.path(stage.data), stage.seq_len))
+        datas = [data] + [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
+                          for obj in objs[1:]]
         held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
                 if stage.eval_data else data)
-        label = f"stage {i + 1}/{len(spec.model.stages)} {res_obj.component.name}"
+        names = [r.component.name for r in resolved]
+        trainer, train_data = (objective, data) if len(objs) == 1 else (
+            WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
+        label = f"stage {i + 1}/{len(spec.model.stages)} {' + '.join(names)}"
         start = position["step"] if position is not None and position["stage"] == i else 0
         if engine.is_main:
             metrics.rewind(i + 1, start)
             kept.rewind(i + 1, start)
         kept.keep = stage.keep_checkpoints
-        meter = StageMeter(i + 1, res_obj.component.name, total, peak, metrics if engine.is_main else None)
+        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress or not engine.is_main) as tick:
             losses = train_stage(
-                model, objective, data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume, engine=engine,
-                on_step=lambda r: tick(r.step, r.loss, mfu=meter(r)["mfu"]),
+                model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
+                engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
-        figures = meter.last_eval
+        figures = stage_meter.last_eval
+        if len(objs) > 1:  # every objective's own figures, by name
+            figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
+            for name, obj, d in zip(names[1:], objs[1:], datas[1:]):
+                figures.update({f"{name}.{k}": v for k, v in obj.evaluate(model.backbone, d).items()})
         reports.append({
-            "objective": res_obj.component.name, "peft": [c.name for c, _, _ in methods],
+            "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
-            "loss_first_10": sum(losses[:10]) / len(losses[:10]),
-            "loss_last_10": sum(losses[-10:]) / len(losses[-10:]), "eval": figures, **meter.summary()})
-        echo(f"{label}: loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+            "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
+            **stage_meter.summary()})
+        if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
+            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
+                                         "loss_last_10": _mean(trainer.history[n][-10:])}
+                                     for n, r in zip(names, resolved)}
+        echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
+                             if losses else "no training steps")
              + "".join(f", {k} {v:.4g}" for k, v in figures.items())
-             + f", {meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, MFU {reports[-1]['mfu']:.1%}")
+             + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
+               f"MFU {reports[-1]['mfu']:.1%}")
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
             _merge(all_methods, merged, model)
         if engine.is_main:
@@ -400,9 +437,10 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                           **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
-            "stages": [{"objective": _component_record(r.component, r.options),
+            "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
+                        "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods]} for r, methods in stage_records],
+                                  "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
         },
         "task": objective.describe(),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
@@ -423,6 +461,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         if (tmp / "metrics.jsonl").exists() and have_matplotlib():
             draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+        manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     if "parity" in manifest:

@@ -70,11 +70,22 @@ class Precision:
         return torch.amp.GradScaler(self.device.type) if self.name == "fp16" else None
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def map_tensors(batch: Any, fn) -> Any:
+    """``fn`` applied to every tensor of a batch: a dict of tensors, or lists/dicts of them
+    (a stage with several objectives draws one batch per objective)."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, dict):
+        return {k: map_tensors(v, fn) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(map_tensors(v, fn) for v in batch)
+    return batch
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
     """A batch's tensors on ``device`` (other values as they are)."""
     non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
+    return map_tensors(batch, lambda v: v.to(device, non_blocking=non_blocking))
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -13,7 +13,12 @@ from modkit.fileio import atomic_path
 from modkit.nn.model import ExportGraph, ModkitModel
 from modkit.runtime import make_session
 
-INPUTS = ("input_ids", "attention_mask")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _inputs(example: dict) -> list[str]:
+    """The graph's inputs: ids and mask, and segment ids where the example has them."""
+    return [k for k in INPUTS if k in example]
 
 
 class ParityError(ModkitError):
@@ -50,14 +55,14 @@ def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path
     sequence axis too; any other shape keeps only the batch axis dynamic.
     """
     graph = ExportGraph(model).eval()
-    args = tuple(example[k] for k in INPUTS)
+    names = _inputs(example)
+    args = tuple(example[k] for k in names)
     with torch.no_grad():
         logits = graph(*args)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"}}
+    axes = {**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}}
     if logits.ndim >= 2 and logits.shape[1] == args[0].shape[1]:
         axes["logits"][1] = "sequence"
-    return onnx_export(graph, args, path, input_names=list(INPUTS), output_names=["logits"], dynamic_axes=axes,
+    return onnx_export(graph, args, path, input_names=names, output_names=["logits"], dynamic_axes=axes,
                        opset=opset)
 
 
@@ -69,8 +74,8 @@ def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor]
     """
     model.eval()
     with torch.no_grad():
-        expected = model(inputs["input_ids"], inputs["attention_mask"]).logits.float().numpy()
-    got = make_session(path, "cpu").run(["logits"], {k: inputs[k].numpy() for k in INPUTS})[0]
+        expected = ExportGraph(model)(*(inputs[k] for k in _inputs(inputs))).float().numpy()
+    got = make_session(path, "cpu").run(["logits"], {k: inputs[k].numpy() for k in _inputs(inputs)})[0]
     if got.shape != expected.shape:
         raise ParityError(f"{path}: ONNX output shape {got.shape} != torch {expected.shape}")
     diff = np.abs(got - expected)
@@ -78,7 +83,7 @@ def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor]
         diff = diff[inputs["attention_mask"].numpy().astype(bool)]  # padded positions are not compared
     max_diff = float(diff.max()) if diff.size else 0.0
     figures = {"max_abs_diff": max_diff, "tolerance": tolerance,
-               "inputs": {k: list(inputs[k].shape) for k in INPUTS}}
+               "inputs": {k: list(inputs[k].shape) for k in _inputs(inputs)}}
     if not max_diff <= tolerance:
         raise ParityError(f"ONNX parity check failed: max abs difference {max_diff:.3g} > {tolerance:g} "
                           f"between onnxruntime and torch on {path.name}")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from modkit.builder.export import onnx_export
+from modkit.nn.generation import generate_seq2seq
 from modkit.runtime import make_session
 from modkit.runtime.seq2seq import Seq2SeqSession
 
@@ -121,8 +122,9 @@ def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, o
                                               decoder_start_token_id=start, eos_token_id=eos)
     with torch.no_grad():
         encoded = model.encode(ids, mask)
-        torch_tokens = model.generate(ids, mask, max_new_tokens=max_new_tokens, decoder_start_token_id=start,
-                                      eos_token_id=eos, pad_token_id=eos)[:, 1:]
+        # plain greedy, as the runtime decodes: none of the forced tokens a model's config may ask for
+        torch_tokens = generate_seq2seq(model, ids, mask, max_new_tokens=max_new_tokens, decoder_start_token_id=start,
+                                        eos_token_id=eos, pad_token_id=eos)[:, 1:]
         # torch's logits along the tokens onnxruntime chose, so each step compares like with like
         prefix = torch.cat([torch.full((ids.shape[0], 1), start), torch.from_numpy(onnx_tokens)], 1)
         torch_logits = model(ids, mask, prefix[:, :len(onnx_logits)]).logits

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modkit.builder.device import Precision, cpu_state, to_device
+from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
 from modkit.fileio import atomic_path, atomic_write_text
 
 
@@ -101,19 +101,17 @@ class _StageLoss(nn.Module):
         return self.objective.loss(self.backbone, batch)[0]
 
 
-def micro_batches(batch: dict[str, Any], size: int, count: int, rank: int, world: int) -> list[dict[str, Any]]:
+def micro_batches(batch: Any, size: int, count: int, rank: int, world: int) -> list[Any]:
     """Cut one drawn batch (``size * count`` rows) into ``count`` micro-batches of ``size``,
     and keep this process's slice of each."""
     per_rank = size // world
-    out = []
-    for j in range(count):
-        lo = j * size + rank * per_rank
-        out.append({k: v[lo: lo + per_rank] if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
-    return out
+    return [map_tensors(batch, lambda v, lo=j * size + rank * per_rank: v[lo: lo + per_rank]) for j in range(count)]
 
 
-def tokens_in(batch: dict[str, Any]) -> int:
+def tokens_in(batch: Any) -> int:
     """Tokens a batch feeds the model (padding included: it costs compute too)."""
+    if isinstance(batch, (list, tuple)):
+        return sum(tokens_in(b) for b in batch)
     return sum(batch[k].numel() for k in ("input_ids", "decoder_input_ids") if isinstance(batch.get(k), torch.Tensor))
 
 

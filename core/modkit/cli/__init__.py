@@ -221,6 +221,31 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
                    + f" ({source})", err=True)
 
 
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--stage", type=click.IntRange(0), default=0, show_default=True, help="Which stage: stages[N] of the spec.")
+@click.option("-n", "count", type=click.IntRange(1), default=5, show_default=True, help="Examples per objective.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with every field.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, as for build.")
+@click.pass_context
+def preview(ctx: click.Context, spec: str, stage: int, count: int, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Print the training examples a stage's objectives draw, as the build draws them."""
+    from modkit.builder.preview import TEXTS, preview as run_preview
+
+    for record in run_preview(spec, stage=stage, n=count, overrides=list(overrides), registry=_registry(ctx),
+                              echo=lambda msg: click.echo(msg, err=True)):
+        if as_json:
+            click.echo(json.dumps(record, ensure_ascii=False))
+            continue
+        click.echo(f"[{record['objective']}] step {record['step']}")
+        for key in TEXTS.values():
+            if key in record:
+                click.echo(f"  {key:<20} {record[key]}")
+        for key, value in record.items():
+            if not isinstance(value, list) and key not in ("objective", "step") and key not in TEXTS.values():
+                click.echo(f"  {key:<20} {value}")
+
+
 def _read_inputs(path: Path) -> list:
     try:
         text = path.read_text(encoding="utf-8")

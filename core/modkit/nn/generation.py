@@ -11,7 +11,8 @@ Encoder-decoders take part through two methods (see :func:`generate_seq2seq`):
 ``encode(input_ids, attention_mask) -> encoder_hidden (B, S, D)`` and
 ``decode_step(decoder_input_ids, encoder_hidden, attention_mask, past, use_cache)
 -> (logits (B, V) of the last position, cache)``. :class:`Seq2SeqGenerationMixin` then
-gives such a model transformers' ``generate``.
+gives such a model transformers' ``generate``; any other model gets the same signature from
+:class:`GenerationMixin` by writing ``_generate`` (GPT does).
 """
 from __future__ import annotations
 
@@ -35,6 +36,39 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
     return logits
 
 
+def _only(scores: torch.Tensor, token: int) -> torch.Tensor:
+    forced = torch.full_like(scores, float("-inf"))
+    forced[:, token] = 0.0
+    return forced
+
+
+def constrain(
+    scores: torch.Tensor,
+    t: int,
+    *,
+    prompt_len: int,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    min_new_tokens: int = 0,
+    forced_bos_token_id: int | None = None,
+    forced_eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """transformers' length and forcing logits processors, in its order, for new token ``t``.
+
+    The eos is barred before ``min_new_tokens`` new tokens; ``forced_bos_token_id`` is the only
+    choice when the sequence so far is one token long (an encoder-decoder's first step);
+    ``forced_eos_token_id`` the only choice for the last of ``max_new_tokens``.
+    """
+    if t < min_new_tokens and eos_token_id is not None:
+        scores = scores.clone()
+        scores[:, eos_token_id] = float("-inf")
+    if forced_bos_token_id is not None and prompt_len + t == 1:
+        scores = _only(scores, forced_bos_token_id)
+    if forced_eos_token_id is not None and t == max_new_tokens - 1:
+        scores = _only(scores, forced_eos_token_id)
+    return scores
+
+
 @torch.no_grad()
 def generate(
     step: StepFn,
@@ -48,17 +82,21 @@ def generate(
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
     generator: torch.Generator | None = None,
+    **constraints: Any,
 ) -> torch.Tensor:
     """Greedy or sampled decoding. Returns the new tokens (B, <= max_new_tokens).
 
     Rows that produced ``eos_token_id`` are padded with ``pad_token_id`` (default: the eos)
-    afterwards; decoding stops early once every row has.
+    afterwards; decoding stops early once every row has. ``constraints``: :func:`constrain`'s
+    ``min_new_tokens``, ``forced_bos_token_id``, ``forced_eos_token_id``.
     """
     pad = pad_token_id if pad_token_id is not None else eos_token_id
     logits, cache = step(prompt, None)
     done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
     out = []
     for i in range(max_new_tokens):
+        logits = constrain(logits, i, prompt_len=prompt.shape[1], max_new_tokens=max_new_tokens,
+                           eos_token_id=eos_token_id, **constraints)
         if do_sample:
             scores = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
             token = torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
@@ -99,6 +137,8 @@ def beam_search(
     pad_token_id: int | None = None,
     length_penalty: float = 1.0,
     early_stopping: bool | Literal["never"] = False,
+    num_return_sequences: int = 1,
+    **constraints: Any,
 ) -> torch.Tensor:
     """Beam search, step for step as transformers' ``generate(num_beams=...)`` does it.
 
@@ -107,11 +147,15 @@ def beam_search(
     tokens). ``early_stopping``: True stops a row once it has ``num_beams`` finished
     hypotheses; False stops when the best running beam, at its current length, cannot beat
     the worst finished one; "never" assumes the longest length when the penalty favours it.
-    Returns the best hypothesis' new tokens per row (B, <= max_new_tokens), padded.
+    ``constraints`` are :func:`constrain`'s, applied to the log-probabilities.
+    Returns the ``num_return_sequences`` best hypotheses' new tokens per row, best first
+    (B * num_return_sequences, <= max_new_tokens), padded with the pad id (or the eos).
     """
     flat, device = prompt.shape[0], prompt.device
     if flat % num_beams:
         raise ValueError(f"prompt rows ({flat}) must be a multiple of num_beams ({num_beams})")
+    if not 1 <= num_return_sequences <= num_beams:
+        raise ValueError(f"num_return_sequences ({num_return_sequences}) must be 1..num_beams ({num_beams})")
     batch = flat // num_beams
     keep = 2 * num_beams  # candidates kept per row, so num_beams survive even if all hit eos
     # transformers fills with `pad or eos`, so a pad id of 0 (T5) falls back to the eos
@@ -129,7 +173,8 @@ def beam_search(
 
     logits, cache = step(prompt, None)
     for t in range(max_new_tokens):
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = constrain(torch.log_softmax(logits.float(), dim=-1), t, prompt_len=prompt.shape[1],
+                              max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, **constraints)
         vocab = log_probs.shape[-1]
         scores = (log_probs.view(batch, num_beams, vocab) + running_scores[:, :, None]).view(batch, -1)
         cand_scores, cand_index = torch.topk(scores, keep)
@@ -169,8 +214,27 @@ def beam_search(
             break
         cache = reorder_cache(cache, (source_beam + row_offset).view(-1))
         logits, cache = step(running[:, :, t].reshape(-1, 1), cache)
-    length = int(finished_len[:, 0].max())
-    return finished[:, 0, :length]
+    length = int(finished_len[:, :num_return_sequences].max())
+    return finished[:, :num_return_sequences, :length].reshape(batch * num_return_sequences, length)
+
+
+def decode(step: StepFn, prompt: torch.Tensor, *, num_beams: int = 1, max_new_tokens: int,
+           length_penalty: float = 1.0, early_stopping: bool | Literal["never"] = False,
+           num_return_sequences: int = 1, **options: Any) -> torch.Tensor:
+    """:func:`beam_search` when ``num_beams`` > 1 (``prompt`` holds each row ``num_beams``
+    times), else :func:`generate`; ``options`` are :func:`generate`'s. Returns the new tokens,
+    ``num_return_sequences`` rows per prompt row."""
+    if num_beams == 1:
+        if num_return_sequences != 1:
+            raise ValueError("num_return_sequences > 1 needs beam search (num_beams > 1)")
+        return generate(step, prompt, max_new_tokens=max_new_tokens, **options)
+    if options.pop("do_sample", False):
+        raise ValueError("beam search with sampling is not supported; use num_beams=1")
+    for sampling_only in ("temperature", "top_k", "top_p", "generator"):
+        options.pop(sampling_only, None)  # as in transformers, they only matter when sampling
+    return beam_search(step, prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                       length_penalty=length_penalty, early_stopping=early_stopping,
+                       num_return_sequences=num_return_sequences, **options)
 
 
 @torch.no_grad()
@@ -182,19 +246,16 @@ def generate_seq2seq(
     max_new_tokens: int,
     decoder_start_token_id: int,
     num_beams: int = 1,
-    length_penalty: float = 1.0,
-    early_stopping: bool | Literal["never"] = False,
     use_cache: bool = True,
-    **sampling: Any,
+    **options: Any,
 ) -> torch.Tensor:
     """Generate with an encoder-decoder: the encoder runs once, the decoder step by step.
 
     With ``use_cache`` the decoder keeps its self-attention keys/values and the encoder's
     cross-attention keys/values (computed at the first step); without it every step reruns
-    the decoder on the whole prefix (slow; for checking the cache). ``sampling`` holds
-    :func:`generate`'s options (do_sample, temperature, top_k, top_p, eos_token_id,
-    pad_token_id, generator). Returns (B, 1 + new) starting with ``decoder_start_token_id``,
-    as transformers does.
+    the decoder on the whole prefix (slow; for checking the cache). ``options`` are
+    :func:`decode`'s. Returns (B * num_return_sequences, 1 + new) starting with
+    ``decoder_start_token_id``, as transformers does.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -213,31 +274,26 @@ def generate_seq2seq(
         logits, _ = model.decode_step(prefix, encoder_hidden, attention_mask, None, use_cache=False)
         return logits, prefix
 
-    step = cached_step if use_cache else uncached_step
-    if num_beams > 1:
-        if sampling.get("do_sample"):
-            raise ValueError("beam search with sampling is not supported; use num_beams=1")
-        # as in transformers, temperature/top_k/top_p only matter when sampling
-        new = beam_search(step, start, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                          length_penalty=length_penalty, early_stopping=early_stopping,
-                          eos_token_id=sampling.get("eos_token_id"),
-                          pad_token_id=sampling.get("pad_token_id"))
-        start = start[::num_beams]
-    else:
-        new = generate(step, start, max_new_tokens=max_new_tokens, **sampling)
-    return torch.cat([start, new], dim=1)
+    new = decode(cached_step if use_cache else uncached_step, start, num_beams=num_beams,
+                 max_new_tokens=max_new_tokens, **options)
+    return torch.cat([start[:new.shape[0]], new], dim=1)
 
 
-class Seq2SeqGenerationMixin:
-    """``generate`` with transformers' argument names, for a model with ``encode`` and
-    ``decode_step`` whose ``config`` has eos/pad/decoder-start token ids."""
+class GenerationMixin:
+    """transformers' ``generate`` arguments for any model whose class implements
+    ``_generate(input_ids, attention_mask, **options)`` (options: :func:`decode`'s, plus the
+    model's own, such as ``use_cache``). Token ids the call leaves None come from
+    ``self.config`` where it has them, as transformers fills them from the model's config.
+    Unlike transformers, ``top_k`` defaults to 0 (off)."""
 
+    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         *,
         max_new_tokens: int = 20,
+        min_new_tokens: int = 0,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -245,23 +301,35 @@ class Seq2SeqGenerationMixin:
         num_beams: int = 1,
         length_penalty: float = 1.0,
         early_stopping: bool | Literal["never"] = False,
+        num_return_sequences: int = 1,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
-        decoder_start_token_id: int | None = None,
-        use_cache: bool = True,
+        forced_bos_token_id: int | None = None,
+        forced_eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        **model_options: Any,
     ) -> torch.Tensor:
-        """Decoder sequences (B, 1 + new), starting with the decoder start token.
+        given = dict(eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                     forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id)
+        ids = {k: getattr(self.config, k, None) if v is None else v for k, v in given.items()}
+        return self._generate(
+            input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+            num_return_sequences=num_return_sequences, generator=generator, **ids, **model_options)
 
-        Ids default to the model's config. Unlike transformers, ``top_k`` defaults to 0 (off).
-        """
-        cfg = self.config
-        sampling = dict(eos_token_id=cfg.eos_token_id if eos_token_id is None else eos_token_id,
-                        pad_token_id=cfg.pad_token_id if pad_token_id is None else pad_token_id,
-                        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                        generator=generator)
-        start = cfg.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
-        return generate_seq2seq(
-            self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-            decoder_start_token_id=start, num_beams=num_beams, length_penalty=length_penalty,
-            early_stopping=early_stopping, use_cache=use_cache, **sampling)
+    def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **options: Any):
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+
+class Seq2SeqGenerationMixin(GenerationMixin):
+    """``generate`` for a model with ``encode`` and ``decode_step``: returns decoder sequences
+    (B * num_return_sequences, 1 + new) starting with the decoder start token (default: the
+    config's ``decoder_start_token_id``); ``use_cache=False`` reruns the decoder on the whole
+    prefix at every step."""
+
+    def _generate(self, input_ids, attention_mask, *, decoder_start_token_id: int | None = None,
+                  use_cache: bool = True, **options):
+        start = self.config.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
+        return generate_seq2seq(self, input_ids, attention_mask, decoder_start_token_id=start,
+                                use_cache=use_cache, **options)

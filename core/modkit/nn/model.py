@@ -39,11 +39,14 @@ class ModkitModel(nn.Module):
 
 
 class ExportGraph(nn.Module):
-    """``(input_ids, attention_mask) -> logits``: the signature of every exported model.onnx."""
+    """``(input_ids, attention_mask[, token_type_ids]) -> logits``: the signature of an exported
+    model.onnx; segment ids are an input where the task's export inputs carry them (pairs)."""
 
     def __init__(self, model: ModkitModel):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids, attention_mask).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids, attention_mask, **extra).logits

@@ -16,7 +16,8 @@ import pydantic
 
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
 from modkit.runtime.artifact import read_manifest
-from modkit.runtime.sessions import PROVIDERS, greedy_with_past, make_session, pad_ids, softmax
+from modkit.runtime.sessions import (PROVIDERS, greedy, greedy_with_past, make_session, pad_ids, softmax,
+                                     strip_after_eos)
 from modkit.tokenization import load_tokenizer
 
 
@@ -90,4 +91,5 @@ def _task_component(registry, manifest: dict[str, Any], folder: Path):
             f"the tasks served here.") from None
 
 
-__all__ = ["PROVIDERS", "Runtime", "greedy_with_past", "make_session", "pad_ids", "softmax"]
+__all__ = ["PROVIDERS", "Runtime", "greedy", "greedy_with_past", "make_session", "pad_ids", "softmax",
+           "strip_after_eos"]

@@ -16,6 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from modkit.runtime.sessions import greedy, strip_after_eos
+
+
 class Seq2SeqSession:
     """The two onnxruntime sessions of an encoder-decoder artifact."""
 
@@ -45,31 +48,16 @@ class Seq2SeqSession:
         batch = input_ids.shape[0]
         empty = np.zeros((batch, self.n_heads, 0, self.d_head), dtype=np.float32)
         past = {name: empty for name in self.past_names}
-        tokens = np.full((batch, 1), decoder_start_token_id, dtype=np.int64)
-        done = np.zeros(batch, dtype=bool)
-        out, all_logits = [], []
-        for _ in range(max_new_tokens):
+
+        def step(token):
+            nonlocal past
+            feed = np.full((batch, 1), decoder_start_token_id, dtype=np.int64) if token is None else token
             logits, *present = self.decoder.run(
-                None, {"decoder_input_ids": tokens, "attention_mask": attention_mask, **past, **cross})
-            all_logits.append(logits)
-            token = logits.argmax(-1)
-            if eos_token_id is not None:
-                token = np.where(done, eos_token_id, token)
-                done |= token == eos_token_id
-            out.append(token)
-            if done.all():
-                break
+                None, {"decoder_input_ids": feed, "attention_mask": attention_mask, **past, **cross})
             past = dict(zip(self.past_names, present))
-            tokens = token[:, None].astype(np.int64)
-        return np.stack(out, axis=1), all_logits
+            return logits
 
-
-def strip_after_eos(tokens: np.ndarray, eos_token_id: int | None) -> list[list[int]]:
-    """Each row's tokens up to (not including) its first eos."""
-    rows = []
-    for row in tokens.tolist():
-        rows.append(row[:row.index(eos_token_id)] if eos_token_id in row else row)
-    return rows
+        return greedy(step, batch, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
 
 
 def generate_onnx(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,19 +28,54 @@ def make_session(path: Path, provider: str):
     return ort.InferenceSession(str(path), options, providers=[name])
 
 
-def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad id lists -> (input_ids, attention_mask), both int64 (B, longest row)."""
-    width = max((len(r) for r in rows), default=0)
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int, *, length: int | None = None,
+            side: str = "right") -> tuple[np.ndarray, np.ndarray]:
+    """Pad id lists -> (input_ids, attention_mask), both int64 (B, longest row or ``length``
+    if longer); ``side`` "left" puts the padding first, as decoder prompts want it."""
+    width = max([len(r) for r in rows] + [length or 0])
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+        span = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        ids[i, span], mask[i, span] = row, 1
     return ids, mask
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
+
+
+def greedy(step: Callable[[np.ndarray | None], np.ndarray], batch: int, *, max_new_tokens: int,
+           eos_token_id: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy decoding through ``step(last tokens (B, 1), or None at first) -> logits (B, V)``
+    of the next position; the step keeps its own state (a cache, a growing window).
+
+    Returns the new tokens (B, <= max_new_tokens), rows that produced the eos padded with it
+    afterwards (decoding stops once every row has), and the logits of every step. The numpy
+    twin of :func:`modkit.nn.generation.generate`, which serving cannot import (torch).
+    """
+    done = np.zeros(batch, dtype=bool)
+    token, out, all_logits = None, [], []
+    for _ in range(max_new_tokens):
+        logits = step(None if token is None else token[:, None].astype(np.int64))
+        all_logits.append(logits)
+        token = logits.argmax(-1)
+        if eos_token_id is not None:
+            token = np.where(done, eos_token_id, token)
+            done |= token == eos_token_id
+        out.append(token)
+        if done.all():
+            break
+    return (np.stack(out, axis=1) if out else np.zeros((batch, 0), dtype=np.int64)), all_logits
+
+
+def strip_after_eos(tokens: np.ndarray, eos_token_id: int | None) -> list[list[int]]:
+    """Each row's tokens up to (not including) its first eos."""
+    rows = []
+    for row in tokens.tolist():
+        rows.append(row[:row.index(eos_token_id)] if eos_token_id in row else row)
+    return rows
 
 
 def greedy_with_past(session, prompt: list[int], *, max_new_tokens: int,
@@ -52,15 +87,15 @@ def greedy_with_past(session, prompt: list[int], *, max_new_tokens: int,
     past_inputs = [i for i in session.get_inputs() if i.name.startswith("past.")]
     heads, d_head = past_inputs[0].shape[1], past_inputs[0].shape[3]
     past = {i.name: np.zeros((1, heads, 0, d_head), dtype=np.float32) for i in past_inputs}
-    feed, seen, tokens, all_logits = np.array([prompt], dtype=np.int64), 0, [], []
-    for _ in range(max_new_tokens):
+    seen = 0
+
+    def step(token):
+        nonlocal past, seen
+        feed = np.array([prompt], dtype=np.int64) if token is None else token
         seen += feed.shape[1]
         logits, *present = session.run(None, {"input_ids": feed, "attention_mask": np.ones((1, seen), np.int64), **past})
-        all_logits.append(logits[0])
-        token = int(logits[0].argmax())
-        if token == eos_token_id:
-            break
-        tokens.append(token)
         past = dict(zip(past, present))
-        feed = np.array([[token]], dtype=np.int64)
-    return tokens, all_logits
+        return logits
+
+    tokens, logits = greedy(step, 1, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+    return strip_after_eos(tokens, eos_token_id)[0], [step_logits[0] for step_logits in logits]

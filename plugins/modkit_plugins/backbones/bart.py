@@ -23,6 +23,10 @@ class BARTOptions(modkit.Options):
     pad_token_id: int = Field(1, ge=0, description="Padding id (its embedding row gets no gradient).")
     eos_token_id: int = Field(2, ge=0, description="End of sequence; the classification head reads it.")
     decoder_start_token_id: int = Field(2, ge=0, description="First decoder input (BART uses the eos).")
+    forced_bos_token_id: int | None = Field(
+        None, ge=0, description="generate: the only allowed first new token (transformers' forced_bos_token_id).")
+    forced_eos_token_id: int | None = Field(
+        None, ge=0, description="generate: the only allowed token when max_new_tokens is reached.")
     num_labels: int = Field(0, ge=0, description="Sequence-classification classes; 0 = no head.")
 
 

@@ -66,6 +66,9 @@ def options_from_config(config: dict[str, Any], num_labels: int) -> BARTOptions:
         scale_embedding=bool(config.get("scale_embedding", False)),
         pad_token_id=config.get("pad_token_id", 1), eos_token_id=config.get("eos_token_id", 2),
         decoder_start_token_id=config.get("decoder_start_token_id", 2), num_labels=num_labels,
+        # transformers' BartConfig forces the eos as the last generated token unless told not to
+        forced_bos_token_id=config.get("forced_bos_token_id"),
+        forced_eos_token_id=config.get("forced_eos_token_id", 2),
     )
 
 
@@ -115,7 +118,8 @@ class BartFormat:
             "attention_dropout": c.attention_dropout, "activation_dropout": c.activation_dropout,
             "scale_embedding": c.scale_embedding, "pad_token_id": c.pad_token_id,
             "eos_token_id": c.eos_token_id,
-            "decoder_start_token_id": c.decoder_start_token_id, "forced_eos_token_id": None,
+            "decoder_start_token_id": c.decoder_start_token_id,
+            "forced_bos_token_id": c.forced_bos_token_id, "forced_eos_token_id": c.forced_eos_token_id,
             "is_encoder_decoder": True, "tie_word_embeddings": True,
         }
         if head:

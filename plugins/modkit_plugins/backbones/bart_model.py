@@ -12,18 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions, run_blocks
-from modkit.nn.generation import Seq2SeqGenerationMixin
-from modkit.interfaces import Backbone
-from modkit.nn.outputs import ModelOutput
+from modkit.nn.encoder_decoder import EncoderDecoderModel
 
 BART_POSITION_OFFSET = 2  # fairseq reserved the first two position ids
-
-
-def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
-    """Decoder inputs from targets: the start token, then the targets minus their last token."""
-    shifted = ids.new_full(ids.shape, start_token_id)
-    shifted[:, 1:] = ids[:, :-1]
-    return shifted.masked_fill(shifted == -100, pad_token_id)  # -100 marks ignored labels
 
 
 class ClassificationHead(nn.Module):
@@ -39,10 +30,7 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
 
 
-class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
-    is_decoder = True
-    is_encoder_decoder = True
-
+class BART(EncoderDecoderModel):
     def __init__(self, config):
         super().__init__()
         if config.vocab_size <= 0:
@@ -73,7 +61,7 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
         pos = torch.arange(past_len, past_len + ids.shape[1], device=ids.device)[None]
         return self.drop(norm(self.embed(ids) * self.embed_scale + positions(pos)))  # (B, T, D)
 
-    def _encoder(self, input_ids, attention_mask, **outputs):
+    def run_encoder(self, input_ids, attention_mask, **outputs):
         x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm,
                         prefix_positions(self.encoder_blocks))
         t = input_ids.shape[1]
@@ -81,8 +69,8 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
             attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.encoder_blocks, x, bias=bias, **outputs)
 
-    def _decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
-                 decoder_attention_mask=None, past=None, **outputs):
+    def run_decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
+                    decoder_attention_mask=None, past=None, **outputs):
         past_len = past[0][0][0].shape[2] if past else 0
         x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm,
                         past_len + prefix_positions(self.decoder_blocks))
@@ -94,57 +82,8 @@ class BART(nn.Module, Seq2SeqGenerationMixin, Backbone):
         return run_blocks(self.decoder_blocks, x, bias=self_bias, causal=True, source=encoder_hidden,
                           source_bias=cross_bias, past=past, **outputs)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The encoder's last hidden state (B, S, D)."""
-        return self._encoder(input_ids, attention_mask)[0]
-
-    def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
-        """Every decoder layer's cross-attention (keys, values) of the encoder output."""
-        return [block.cross.project_kv(encoder_hidden) for block in self.decoder_blocks]
-
-    def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
-                    use_cache: bool = True):
-        """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""
-        x, *_, cache = self._decoder(decoder_input_ids, encoder_hidden, attention_mask, past=past,
-                                     use_cache=use_cache)
-        return self.lm_logits(x[:, -1]), cache
-
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.embed.weight, self.final_logits_bias)  # tied head
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        *,
-        encoder_outputs: torch.Tensor | None = None,
-        past_key_values: list | None = None,
-        use_cache: bool = False,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-    ) -> ModelOutput:
-        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder.
-
-        Without ``decoder_input_ids`` the decoder reads ``input_ids`` shifted right, as BART does.
-        """
-        if decoder_input_ids is None:
-            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
-                                                   self.config.decoder_start_token_id)
-        flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        enc_hidden = enc_attn = None
-        if encoder_outputs is None:
-            encoder_outputs, enc_hidden, enc_attn, _, _ = self._encoder(input_ids, attention_mask, **flags)
-        x, dec_hidden, dec_attn, cross_attn, cache = self._decoder(
-            decoder_input_ids, encoder_outputs, attention_mask, decoder_attention_mask,
-            past=past_key_values, use_cache=use_cache, **flags)
-        return ModelOutput(
-            last_hidden_state=x, logits=self.lm_logits(x), past_key_values=cache,
-            encoder_last_hidden_state=encoder_outputs, encoder_hidden_states=enc_hidden,
-            encoder_attentions=enc_attn, decoder_hidden_states=dec_hidden,
-            decoder_attentions=dec_attn, cross_attentions=cross_attn,
-        )
 
     def classify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, num_labels) from the decoder state at each row's last eos."""

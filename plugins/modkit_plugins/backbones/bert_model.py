@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights
+from modkit.nn.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights, run_blocks
 from modkit.interfaces import Backbone
 from modkit.nn.outputs import ModelOutput
 
@@ -74,19 +74,13 @@ class BERT(nn.Module, Backbone):
         bias = None
         if attention_mask is not None:
             bias = attention_bias(attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
-        hidden, attns = [], []
-        for block in self.blocks:
-            if output_hidden_states:
-                hidden.append(x)
-            x, weights, _, _ = block(x, bias=bias, output_attentions=output_attentions)
-            attns.append(weights)
-        if output_hidden_states:
-            hidden.append(x)
+        x, hidden, attns, _, _ = run_blocks(self.blocks, x, bias=bias, output_hidden_states=output_hidden_states,
+                                            output_attentions=output_attentions)
         return ModelOutput(
             last_hidden_state=x,
             pooler_output=torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(attns) if output_attentions else None,
+            hidden_states=hidden,
+            attentions=attns,
         )
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:

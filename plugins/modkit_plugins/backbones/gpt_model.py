@@ -1,17 +1,19 @@
 """GPT: token + learned position embeddings, a stack of causal blocks, a tied LM head."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions
-from modkit.nn.generation import generate as generate_tokens
+from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions, run_blocks
+from modkit.nn.generation import GenerationMixin, decode
 from modkit.interfaces import Backbone
 from modkit.nn.outputs import ModelOutput
 
 
-class GPT(nn.Module, Backbone):
+class GPT(nn.Module, GenerationMixin, Backbone):
     is_decoder = True
 
     def __init__(self, config):
@@ -66,51 +68,29 @@ class GPT(nn.Module, Backbone):
         if attention_mask is not None:  # without a mask, SDPA's fused causal kernel applies
             bias = attention_bias(attention_mask, t, past_len + t, causal=True,
                                   dtype=x.dtype, device=x.device)
-        hidden, attns, cache = [], [], []
-        for i, block in enumerate(self.blocks):
-            if output_hidden_states:
-                hidden.append(x)
-            x, weights, _, kv = block(
-                x, bias=bias, causal=True, past=past_key_values[i] if past_key_values else None,
-                use_cache=use_cache, output_attentions=output_attentions)
-            attns.append(weights)
-            cache.append(kv)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        if output_hidden_states:
-            hidden.append(x)
-        return ModelOutput(
-            last_hidden_state=x,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(attns) if output_attentions else None,
-            past_key_values=cache if use_cache else None,
-        )
+        x, hidden, attns, _, cache = run_blocks(
+            self.blocks, x, bias=bias, causal=True, past=past_key_values, use_cache=use_cache,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+            final=self.final_norm)
+        return ModelOutput(last_hidden_state=x, hidden_states=hidden, attentions=attns, past_key_values=cache)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight)  # (B, T, V)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        *,
-        max_new_tokens: int,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        eos_token_id: int | None = None,
-        pad_token_id: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The prompt followed by up to ``max_new_tokens`` new tokens (B, T + n), as
-        transformers' ``generate`` returns. With an ``attention_mask`` (left padding), positions
-        count real tokens only, as transformers' generation computes them."""
+    def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                  num_beams: int, num_return_sequences: int, **options: Any) -> torch.Tensor:
+        """The prompt followed by the new tokens (B * num_return_sequences, T + n), as
+        transformers' ``generate`` returns. With an ``attention_mask`` (left padding),
+        positions count real tokens only, as transformers' generation computes them."""
+        if num_beams > 1:  # each row's beams start from the same prompt
+            input_ids = input_ids.repeat_interleave(num_beams, dim=0)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
         positions = None
         if attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        # beams only move within their prompt row, whose mask and positions they share
         state = {"mask": attention_mask, "positions": positions}
 
         def step(tokens: torch.Tensor, cache):
@@ -122,11 +102,9 @@ class GPT(nn.Module, Backbone):
                        past_key_values=cache, use_cache=True)
             return self.lm_logits(out.last_hidden_state[:, -1]), out.past_key_values
 
-        new = generate_tokens(step, input_ids, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                              temperature=temperature, top_k=top_k, top_p=top_p,
-                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                              generator=generator)
-        return torch.cat([input_ids, new], dim=1)
+        new = decode(step, input_ids, num_beams=num_beams, num_return_sequences=num_return_sequences, **options)
+        prompt = input_ids[::num_beams].repeat_interleave(num_return_sequences, dim=0)
+        return torch.cat([prompt, new], dim=1)
 
 
 class GPTLMHeadModel(nn.Module):

@@ -11,12 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.interfaces import Backbone
 from modkit.nn.blocks import Block, RMSNorm, attention_bias, prefix_positions, run_blocks
-from modkit.nn.generation import Seq2SeqGenerationMixin
-from modkit.nn.outputs import ModelOutput
+from modkit.nn.encoder_decoder import EncoderDecoderModel
 
-from .bart_model import shift_tokens_right
 from .t5_positions import RelativePositionBias
 
 
@@ -39,10 +36,7 @@ def parse_feed_forward(proj: str) -> tuple[str, bool]:
     return ("gelu_new" if proj == "gated-gelu" else parts[-1]), gated
 
 
-class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
-    is_decoder = True
-    is_encoder_decoder = True
-
+class T5(EncoderDecoderModel):
     def __init__(self, config):
         super().__init__()
         if config.vocab_size <= 0:
@@ -81,7 +75,7 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
     def _final(self, norm: RMSNorm):
         return lambda x: self.drop(norm(x))
 
-    def _encoder(self, input_ids, attention_mask, **outputs):
+    def run_encoder(self, input_ids, attention_mask, **outputs):
         t = input_ids.shape[1]
         x = self.drop(self.embed(input_ids))  # (B, S, D)
         bias = self.encoder_bias(t, t)  # (1, H, S, S), shared by every layer
@@ -89,8 +83,8 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
             bias = bias + attention_bias(attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.encoder_blocks, x, bias=bias, final=self._final(self.encoder_norm), **outputs)
 
-    def _decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
-                 decoder_attention_mask=None, past=None, **outputs):
+    def run_decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
+                    decoder_attention_mask=None, past=None, **outputs):
         past_len = past[0][0][0].shape[2] if past else 0
         t = decoder_input_ids.shape[1]
         x = self.drop(self.embed(decoder_input_ids))  # (B, T, D)
@@ -104,55 +98,8 @@ class T5(nn.Module, Seq2SeqGenerationMixin, Backbone):
                           source_bias=cross_bias, past=past, final=self._final(self.decoder_norm),
                           **outputs)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The encoder's last hidden state (B, S, D)."""
-        return self._encoder(input_ids, attention_mask)[0]
-
-    def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
-        """Every decoder layer's cross-attention (keys, values) of the encoder output."""
-        return [block.cross.project_kv(encoder_hidden) for block in self.decoder_blocks]
-
-    def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
-                    use_cache: bool = True):
-        """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""
-        x, *_, cache = self._decoder(decoder_input_ids, encoder_hidden, attention_mask, past=past,
-                                     use_cache=use_cache)
-        return self.lm_logits(x[:, -1]), cache
-
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.rescale_output:
             hidden = hidden * self.d_model ** -0.5
         return F.linear(hidden, self.embed.weight if self.lm_head is None else self.lm_head.weight)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        *,
-        encoder_outputs: torch.Tensor | None = None,
-        past_key_values: list | None = None,
-        use_cache: bool = False,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-    ) -> ModelOutput:
-        """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder.
-
-        Without ``decoder_input_ids`` the decoder reads ``input_ids`` shifted right."""
-        if decoder_input_ids is None:  # as BART does, so a classifier can read the decoder
-            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
-                                                   self.config.decoder_start_token_id)
-        flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        enc_hidden = enc_attn = None
-        if encoder_outputs is None:
-            encoder_outputs, enc_hidden, enc_attn, _, _ = self._encoder(input_ids, attention_mask, **flags)
-        x, dec_hidden, dec_attn, cross_attn, cache = self._decoder(
-            decoder_input_ids, encoder_outputs, attention_mask, decoder_attention_mask,
-            past=past_key_values, use_cache=use_cache, **flags)
-        return ModelOutput(
-            last_hidden_state=x, logits=self.lm_logits(x), past_key_values=cache,
-            encoder_last_hidden_state=encoder_outputs, encoder_hidden_states=enc_hidden,
-            encoder_attentions=enc_attn, decoder_hidden_states=dec_hidden,
-            decoder_attentions=dec_attn, cross_attentions=cross_attn,
-        )

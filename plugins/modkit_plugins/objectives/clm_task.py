@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from modkit.interfaces import Task
-from modkit.runtime import greedy_with_past, pad_ids
+from modkit.runtime import greedy, greedy_with_past, pad_ids, strip_after_eos
 
 
 class GenerateTask(Task):
@@ -26,16 +26,16 @@ class GenerateTask(Task):
         return results
 
     def _greedy_recompute(self, ids: list[int], max_new_tokens: int, eos: int | None) -> list[int]:
-        limit, new = self.artifact.max_positions, []
-        for _ in range(max_new_tokens):
-            window = (ids + new)[-limit:] if limit else ids + new
-            feed, mask = pad_ids([window], 0)
-            logits = self.artifact.session("model.onnx").run(["logits"], {"input_ids": feed, "attention_mask": mask})[0]
-            token = int(logits[0, -1].argmax())
-            if token == eos:
-                break
-            new.append(token)
-        return new
+        limit, seen = self.artifact.max_positions, list(ids)
+
+        def step(token):
+            if token is not None:
+                seen.append(int(token[0, 0]))
+            feed, mask = pad_ids([seen[-limit:] if limit else seen], 0)
+            return self.artifact.session("model.onnx").run(["logits"], {"input_ids": feed, "attention_mask": mask})[0][:, -1]
+
+        tokens, _ = greedy(step, 1, max_new_tokens=max_new_tokens, eos_token_id=eos)
+        return strip_after_eos(tokens, eos)[0]
 
     def format(self, result):
         return result["text"] + result["generated"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import device_of, split_holdout
+from modkit.data import device_of, pad_batch, split_holdout
 from modkit.errors import ArtifactError, UserError
 from modkit.interfaces import EncoderDecoder, Objective
 
@@ -26,11 +26,6 @@ class Seq2SeqData:
     sources: list[list[int]]
     targets: list[list[int]]  # each ends with the eos
     heldout: "Seq2SeqData | None" = None  # every k-th pair, kept out of training for evaluate
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 class Seq2Seq(nn.Module, Objective):
@@ -83,15 +78,14 @@ class Seq2Seq(nn.Module, Objective):
     def collate(self, data: Seq2SeqData, index: list[int]) -> dict[str, torch.Tensor]:
         sources = [data.sources[i] for i in index]
         targets = [data.targets[i] for i in index]
-        input_ids = _pad(sources, self.pad)
-        labels = _pad(targets, IGNORE)
-        decoder_input_ids = _pad([[self.start] + t[:-1] for t in targets], self.pad)
+        input_ids, attention_mask = pad_batch(sources, self.pad)
+        decoder_input_ids, decoder_attention_mask = pad_batch([[self.start] + t[:-1] for t in targets], self.pad)
         return {
             "input_ids": input_ids,
-            "attention_mask": _pad([[1] * len(s) for s in sources], 0),
+            "attention_mask": attention_mask,
             "decoder_input_ids": decoder_input_ids,
-            "decoder_attention_mask": (labels != IGNORE).long(),
-            "labels": labels,
+            "decoder_attention_mask": decoder_attention_mask,
+            "labels": pad_batch(targets, IGNORE)[0],
         }
 
     def load_eval_data(self, path: Path, seq_len: int) -> Seq2SeqData:

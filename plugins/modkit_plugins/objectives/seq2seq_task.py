@@ -5,6 +5,8 @@ from modkit.interfaces import Task
 from modkit.runtime import pad_ids
 from modkit.runtime.seq2seq import Seq2SeqSession, strip_after_eos
 
+from .sentinels import decode_with_sentinels, encode_with_sentinels
+
 
 class Seq2SeqTask(Task):
     graphs = ("encoder.onnx", "decoder.onnx")
@@ -17,11 +19,15 @@ class Seq2SeqTask(Task):
         eos, pad = task["eos_token_id"], task.get("pad_token_id", 0)
         limit = (task.get("max_length") or 10**9) - 1
         texts = [str(r.get("source", r.get("text"))) for r in records]
-        ids, mask = pad_ids([art.tokenizer.encode(t)[:limit] + [eos] for t in texts], pad)  # as seq2seq trained
+        base = task.get("sentinel_base")  # span-corruption artifacts read and write T5's sentinels
+        special = task.get("allow_special", False)  # denoise artifacts read the mask token in the text
+        rows = [encode_with_sentinels(art.tokenizer, t, base, allow_special=special)[:limit] + [eos]
+                for t in texts]  # as seq2seq trained
+        ids, mask = pad_ids(rows, pad)
         session = Seq2SeqSession(art.session("encoder.onnx"), art.session("decoder.onnx"))
         tokens, _ = session.greedy(ids, mask, max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32),
                                    decoder_start_token_id=task["decoder_start_token_id"], eos_token_id=eos)
-        return [{"text": t, "generated": art.tokenizer.decode(row), "ids": row}
+        return [{"text": t, "generated": decode_with_sentinels(art.tokenizer, row, base), "ids": row}
                 for t, row in zip(texts, strip_after_eos(tokens, eos))]
 
     def format(self, result):

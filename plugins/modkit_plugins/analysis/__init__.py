@@ -1,0 +1,1 @@
+"""Analysis commands: what a model learned (`modkit probe`) and what training it cost (`modkit cost`)."""

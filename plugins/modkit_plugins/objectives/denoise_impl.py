@@ -1,0 +1,108 @@
+"""Denoising on an encoder-decoder, as BART was pretrained: examples of whole consecutive
+sentences of a document (documents at blank lines), noised by the enabled functions in the
+order permutation, infilling, token masking, token deletion, rotation; the target is always
+the original text."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from modkit.data import read_text, split_holdout
+from modkit.errors import UserError
+
+from .noising import permute_sentences, rotate, text_infilling, token_deletion, token_masking
+from .pairs import documents
+from .seq2seq_impl import IGNORE, Seq2Seq, _pad
+
+
+@dataclass
+class Examples:
+    train: list[list[list[int]]]  # example -> sentence -> ids
+    heldout: list[list[list[int]]]
+
+
+def pack(docs: list[list[list[int]]], width: int) -> list[list[list[int]]]:
+    """Consecutive sentences of a document grouped into examples of at most ``width`` tokens
+    (a longer sentence is cut and stands alone)."""
+    examples = []
+    for doc in docs:
+        current, size = [], 0
+        for sentence in doc:
+            sentence = sentence[:width]
+            if current and size + len(sentence) > width:
+                examples.append(current)
+                current, size = [], 0
+            current.append(sentence)
+            size += len(sentence)
+        if current:
+            examples.append(current)
+    return examples
+
+
+class Denoise(Seq2Seq):
+    task = "seq2seq"
+
+    def __init__(self, options, backbone, tokenizer):
+        super().__init__(options, backbone, tokenizer)
+        self.mask_id = tokenizer.special_id("mask")
+        if self.mask_id is None and (options.text_infilling or options.token_masking):
+            raise UserError("denoise: text infilling and token masking need a tokenizer with a 'mask' special token "
+                            "(BART's <mask>)")
+
+    def load_data(self, path, seq_len):
+        self.max_length = seq_len
+        docs = [[self.tokenizer.encode(s) for s in doc] for doc in documents(read_text(path))]
+        examples = [e for e in pack(docs, seq_len - 1) if sum(map(len, e))]
+        train, heldout = split_holdout(examples, self.options.holdout)
+        if not train:
+            raise UserError(f"{path}: no text to denoise")
+        return Examples(train, heldout)
+
+    def noise(self, sentences: list[list[int]], generator: torch.Generator) -> list[int]:
+        o = self.options
+        if o.sentence_permutation:
+            sentences = permute_sentences(sentences, o.sentence_permutation, generator)
+        tokens = [t for s in sentences for t in s]
+        if o.text_infilling:
+            tokens, _ = text_infilling(tokens, o.text_infilling, o.poisson_lambda, self.mask_id, generator)
+        if o.token_masking:
+            tokens = token_masking(tokens, o.token_masking, self.mask_id, generator)
+        if o.token_deletion:
+            tokens = token_deletion(tokens, o.token_deletion, generator)
+        if o.document_rotation and float(torch.rand(1, generator=generator)) < o.document_rotation:
+            tokens = rotate(tokens, generator)
+        return tokens
+
+    def noised_batch(self, examples: list[list[list[int]]], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        originals = [[t for s in e for t in s] for e in examples]
+        sources = [self.noise(e, generator)[: self.max_length - 1] + [self.eos] for e in examples]
+        targets = [o + [self.eos] for o in originals]
+        labels = _pad(targets, IGNORE)
+        return {"input_ids": _pad(sources, self.pad), "attention_mask": _pad([[1] * len(s) for s in sources], 0),
+                "decoder_input_ids": _pad([[self.start] + t[:-1] for t in targets], self.pad),
+                "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
+                "original_ids": _pad(originals, self.pad),  # before corruption, for modkit preview
+                "original_attention_mask": _pad([[1] * len(w) for w in originals], 0)}
+
+    def batch(self, data, batch_size, generator):
+        picks = torch.randint(len(data.train), (batch_size,), generator=generator).tolist()
+        return self.noised_batch([data.train[i] for i in picks], generator)
+
+    def loss(self, backbone, batch):
+        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        held = data.heldout[: self.options.eval_examples]
+        if not held:
+            return {}
+        _, figures = self.loss(backbone, self.noised_batch(held, torch.Generator().manual_seed(0)))
+        return {"heldout_" + k: v for k, v in figures.items()}
+
+    def describe(self):
+        return {**super().describe(), "allow_special": True}
+
+    def export_inputs(self, data):
+        batch = self.noised_batch((data.heldout or data.train)[:3], torch.Generator().manual_seed(0))
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}

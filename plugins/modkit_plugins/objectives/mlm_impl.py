@@ -1,0 +1,147 @@
+"""Masked LM: random windows of the tokenized text, [CLS] window [SEP], BERT's masking.
+
+The vocabulary head is the backbone's own ``lm_logits`` (BERT's MLM head, tied to the input
+embeddings, which Hugging Face ``BertForMaskedLM`` checkpoints load into and export from); an
+encoder without one gets a linear head here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modkit.data import read_text
+from modkit.errors import UserError
+from modkit.interfaces import Objective
+
+from .masking import IGNORE, mask_tokens, word_starts
+
+
+@dataclass
+class MaskedText:
+    train: torch.Tensor  # (N,) ids
+    train_starts: torch.Tensor  # (N,) bool: token begins a word
+    heldout: torch.Tensor
+    heldout_starts: torch.Tensor
+    width: int  # text tokens per window
+
+
+def template_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """Special ids the tokenizer's single-text template puts before and after the text."""
+    if tokenizer.template is None:
+        return [], []
+    pieces = [p for p, _ in tokenizer.template.single]
+    cut = pieces.index("$A")
+    return ([tokenizer.token_to_id(p) for p in pieces[:cut]], [tokenizer.token_to_id(p) for p in pieces[cut + 1:]])
+
+
+class MaskedLM(nn.Module, Objective):
+    task = "fill-mask"
+
+    def __init__(self, options, backbone, tokenizer):
+        nn.Module.__init__(self)
+        Objective.__init__(self, options, backbone, tokenizer)
+        self.tokenizer = tokenizer
+        self.mask_id = tokenizer.special_id("mask")
+        if self.mask_id is None:
+            raise UserError("mlm needs a tokenizer with a 'mask' special token (WordPiece's [MASK])")
+        self.pad_id = tokenizer.special_id("pad") or 0
+        self.prefix, self.suffix = template_ids(tokenizer)
+        specials = {tokenizer.token_to_id(t) for t in tokenizer.special_tokens.values()}
+        self.register_buffer("random_ids", torch.tensor([i for i in range(tokenizer.vocab_size) if i not in specials]),
+                             persistent=False)
+        self.head = None if self._has_lm_head(backbone) else nn.Linear(backbone.d_model, backbone.vocab_size)
+        self.max_length: int | None = None
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"mlm needs an encoder (it sees both sides of each mask); {type(backbone).__name__} is not one")
+
+    @staticmethod
+    def _has_lm_head(backbone) -> bool:
+        try:
+            backbone.lm_logits(torch.zeros(1, backbone.d_model))
+        except NotImplementedError:
+            return False
+        return True
+
+    def vocab_logits(self, backbone, hidden: torch.Tensor) -> torch.Tensor:
+        return backbone.lm_logits(hidden) if self.head is None else self.head(hidden)
+
+    def load_data(self, path, seq_len):
+        width = seq_len - len(self.prefix) - len(self.suffix)
+        self.max_length = seq_len
+        ids, starts = word_starts(self.tokenizer, read_text(path))
+        cut = int(len(ids) * (1 - self.options.holdout))
+        if cut < width + 1:
+            raise UserError(f"{path}: {cut} training tokens, fewer than a window of {width + 1}")
+        ids, starts = torch.tensor(ids), torch.tensor(starts)
+        return MaskedText(ids[:cut], starts[:cut], ids[cut:], starts[cut:], width)
+
+    def windows(self, ids: torch.Tensor, starts: torch.Tensor, begin: list[int], width: int):
+        """Windows at ``begin`` wrapped in the template: (ids, word starts), each (B, T)."""
+        rows = torch.stack([ids[b: b + width] for b in begin])
+        row_starts = torch.stack([starts[b: b + width] for b in begin])
+        row_starts[:, 0] = True  # a window's first token begins its first (maybe cut) word
+        n = len(begin)
+        wrap = lambda pre, mid, post: torch.cat([pre.expand(n, -1), mid, post.expand(n, -1)], 1)  # noqa: E731
+        full = wrap(torch.tensor([self.prefix], dtype=torch.long).reshape(1, -1), rows,
+                    torch.tensor([self.suffix], dtype=torch.long).reshape(1, -1))
+        return full, wrap(torch.ones(1, len(self.prefix), dtype=torch.bool), row_starts,
+                          torch.ones(1, len(self.suffix), dtype=torch.bool))
+
+    def corrupt(self, ids: torch.Tensor, starts: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A training batch from clean windows: masked input_ids, labels, attention_mask."""
+        o = self.options
+        maskable = torch.ones_like(ids, dtype=torch.bool)
+        maskable[:, : len(self.prefix)] = False
+        maskable[:, ids.shape[1] - len(self.suffix):] = False
+        inputs, labels = mask_tokens(ids, maskable, probability=o.mlm_probability, mask_rate=o.mask_replace_prob,
+                                     random_rate=o.random_replace_prob, mask_id=self.mask_id,
+                                     random_ids=self.random_ids, generator=generator,
+                                     word_start=starts if o.whole_word_mask else None)
+        return {"input_ids": inputs, "attention_mask": torch.ones_like(ids), "labels": labels, "original_ids": ids}
+
+    def batch(self, data, batch_size, generator):
+        begin = torch.randint(0, len(data.train) - data.width + 1, (batch_size,), generator=generator).tolist()
+        ids, starts = self.windows(data.train, data.train_starts, begin, data.width)
+        return self.corrupt(ids, starts, generator)
+
+    def loss(self, backbone, batch):
+        out = backbone(batch["input_ids"], batch["attention_mask"])
+        chosen = batch["labels"] != IGNORE
+        logits = self.vocab_logits(backbone, out.last_hidden_state[chosen])  # only where predicted
+        targets = batch["labels"][chosen]
+        loss = F.cross_entropy(logits.float(), targets) if len(targets) else logits.sum() * 0
+        accuracy = (logits.argmax(-1) == targets).float().mean().item() if len(targets) else 0.0
+        return loss, {"mlm_loss": loss.item(), "mlm_accuracy": accuracy}
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        n = min(64, len(data.heldout) // data.width)
+        if n == 0:
+            return {}
+        ids, starts = self.windows(data.heldout, data.heldout_starts, [k * data.width for k in range(n)], data.width)
+        _, figures = self.loss(backbone, self.corrupt(ids, starts, torch.Generator().manual_seed(0)))
+        return {"heldout_" + k: v for k, v in figures.items()}
+
+    def logits(self, backbone, output, attention_mask):
+        return self.vocab_logits(backbone, output.last_hidden_state)
+
+    def export_inputs(self, data):
+        src, starts = (data.heldout, data.heldout_starts) if len(data.heldout) > data.width else (data.train, data.train_starts)
+        ids, row_starts = self.windows(src, starts, [0, min(len(src) - data.width, data.width)], data.width)
+        batch = self.corrupt(ids, row_starts, torch.Generator().manual_seed(0))
+        mask = batch["attention_mask"]
+        mask[1, ids.shape[1] * 3 // 4:] = 0  # one padded row, so the check covers masking
+        return {"input_ids": batch["input_ids"], "attention_mask": mask}
+
+    def hf_head(self, backbone):
+        return {"kind": "masked-lm"} if self.head is None else None
+
+    def describe(self):
+        return {"task": self.task, "mask_token_id": self.mask_id, "pad_token_id": self.pad_id,
+                "top_k": self.options.top_k, "max_length": self.max_length}

@@ -1,0 +1,122 @@
+"""Next-sentence prediction: documents (blank-line separated) -> sentence pairs
+``[CLS] A [SEP] B [SEP]`` with segment ids; B is A's successor (label 0, IsNext, as in
+transformers) or a sentence of another document (label 1, NotNext). The head reads the
+pooled first token, as BertForNextSentencePrediction's does."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modkit.data import pad_batch, read_text, split_holdout
+from modkit.errors import UserError
+from modkit.interfaces import Objective
+
+from .pairs import documents, pair_ids
+
+LABELS = ["IsNext", "NotNext"]
+
+
+@dataclass
+class Documents:
+    train: list[list[list[int]]]  # document -> sentence -> ids
+    heldout: list[list[list[int]]]
+
+
+def takes_segments(backbone) -> bool:
+    return "token_type_ids" in inspect.signature(backbone.forward).parameters
+
+
+class NextSentence(nn.Module, Objective):
+    task = "next-sentence"
+
+    def __init__(self, options, backbone, tokenizer):
+        nn.Module.__init__(self)
+        Objective.__init__(self, options, backbone, tokenizer)
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.special_id("pad") or 0
+        self.segments = takes_segments(backbone)
+        self.head = nn.Linear(backbone.d_model, 2)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        self.max_length: int | None = None
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"nsp needs an encoder; {type(backbone).__name__} is not one")
+
+    def load_data(self, path, seq_len):
+        self.max_length = seq_len
+        docs = [[self.tokenizer.encode(s) for s in doc] for doc in documents(read_text(path))]
+        train, heldout = split_holdout(docs, self.options.holdout)
+        for name, part in (("training", train), ("held-back", heldout)):
+            if part and (len(part) < 2 or not any(len(d) > 1 for d in part)):
+                raise UserError(f"{path}: nsp needs at least two {name} documents (blank-line separated), "
+                                "one with two sentences or more")
+        if not train:
+            raise UserError(f"{path}: no documents")
+        return Documents(train, heldout)
+
+    def draw(self, docs, n: int, generator: torch.Generator) -> list[tuple[list[int], list[int], int]]:
+        """``n`` (A, B, label) triples: A a sentence with a successor, B that successor or a
+        sentence from another document."""
+        starts = [(d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)]
+        pick = torch.randint(len(starts), (n,), generator=generator).tolist()
+        coin = (torch.rand(n, generator=generator) < self.options.not_next_prob).tolist()
+        other_doc = torch.randint(len(docs) - 1, (n,), generator=generator).tolist()
+        other_sentence = torch.rand(n, generator=generator).tolist()
+        out = []
+        for k in range(n):
+            d, i = starts[pick[k]]
+            if coin[k]:
+                e = other_doc[k] + (other_doc[k] >= d)  # any document but d
+                b = docs[e][int(other_sentence[k] * len(docs[e]))]
+            else:
+                b = docs[d][i + 1]
+            out.append((docs[d][i], b, int(coin[k])))
+        return out
+
+    def collate(self, triples) -> dict[str, torch.Tensor]:
+        pairs = [pair_ids(self.tokenizer, a, b, self.max_length) for a, b, _ in triples]
+        ids, mask = pad_batch([p[0] for p in pairs], self.pad_id)
+        types, _ = pad_batch([p[1] for p in pairs], 0)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+                "next_sentence_label": torch.tensor([t[2] for t in triples])}
+
+    def batch(self, data, batch_size, generator):
+        return self.collate(self.draw(data.train, batch_size, generator))
+
+    def forward_logits(self, backbone, batch):
+        extra = {"token_type_ids": batch["token_type_ids"]} if self.segments and "token_type_ids" in batch else {}
+        out = backbone(batch["input_ids"], batch["attention_mask"], **extra)
+        return self.logits(backbone, out, batch["attention_mask"])
+
+    def loss(self, backbone, batch):
+        logits = self.forward_logits(backbone, batch)
+        labels = batch["next_sentence_label"]
+        loss = F.cross_entropy(logits.float(), labels)
+        return loss, {"nsp_loss": loss.item(), "nsp_accuracy": (logits.argmax(-1) == labels).float().mean().item()}
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        if not data.heldout:
+            return {}
+        batch = self.collate(self.draw(data.heldout, 256, torch.Generator().manual_seed(0)))
+        _, figures = self.loss(backbone, batch)
+        return {"heldout_" + k: v for k, v in figures.items()}
+
+    def logits(self, backbone, output, attention_mask):
+        pooled = output.pooler_output if output.pooler_output is not None else output.last_hidden_state[:, 0]
+        return self.head(pooled)
+
+    def export_inputs(self, data):
+        batch = self.collate(self.draw(data.heldout or data.train, 4, torch.Generator().manual_seed(0)))
+        keys = ("input_ids", "attention_mask", "token_type_ids") if self.segments else ("input_ids", "attention_mask")
+        return {k: batch[k] for k in keys}
+
+    def describe(self):
+        return {"task": self.task, "labels": LABELS, "pad_token_id": self.pad_id, "max_length": self.max_length}

@@ -1,0 +1,37 @@
+"""Sentence pairs through a tokenizer's pair template, from ids (torch-free): what `nsp`
+trains on and what pair tasks serve."""
+from __future__ import annotations
+
+import re
+
+from modkit.tokenization import truncate_pair
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def documents(text: str) -> list[list[str]]:
+    """Blank-line separated documents (one per line in a file without blank lines), each a
+    list of sentences (split after . ! ?)."""
+    docs = []
+    blocks = re.split(r"\n\s*\n", text.strip())
+    for block in blocks if len(blocks) > 1 else text.splitlines():
+        flat = " ".join(block.split())
+        sentences = [s for s in _SENTENCE_END.split(flat) if s]
+        if sentences:
+            docs.append(sentences)
+    return docs
+
+
+def pair_ids(tokenizer, a: list[int], b: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """``[CLS] a [SEP] b [SEP]`` (the tokenizer's pair template) and its segment ids, the
+    longer text cut first to fit ``max_length``."""
+    template = tokenizer.template
+    pieces = template.pair if template is not None else (("$A", 0), ("$B", 1))
+    added = sum(p not in ("$A", "$B") for p, _ in pieces)
+    keep_a, keep_b = truncate_pair(a, b, max_length - added)
+    ids, types = [], []
+    for piece, type_id in pieces:
+        part = a[:keep_a] if piece == "$A" else b[:keep_b] if piece == "$B" else [tokenizer.token_to_id(piece)]
+        ids += part
+        types += [type_id] * len(part)
+    return ids, types

@@ -1,0 +1,108 @@
+"""Span corruption on an encoder-decoder: random windows of the tokenized text, noise spans
+replaced by sentinels in the input and spelled out after them in the target.
+
+Sentinels are the tokenizer's ``<extra_id_0>``, ``<extra_id_1>``... when it has them, else the
+ids counted down from the end of the backbone's vocabulary (T5's ``extra_ids``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from modkit.data import read_text
+from modkit.errors import UserError
+
+from .sentinels import decode_with_sentinels
+from .seq2seq_impl import IGNORE, Seq2Seq, _pad
+from .spans import corrupt, input_and_target_lengths, random_spans_noise_mask, span_lengths
+
+
+@dataclass
+class TokenStream:
+    train: torch.Tensor
+    heldout: torch.Tensor
+    width: int  # raw tokens per window
+
+
+class SpanCorruption(Seq2Seq):
+    task = "seq2seq"
+
+    def __init__(self, options, backbone, tokenizer):
+        super().__init__(options, backbone, tokenizer)
+        self.vocab_end = backbone.vocab_size
+        self.named_sentinels = tokenizer.token_to_id("<extra_id_0>") is not None
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        super().check_backbone(backbone)
+        if not getattr(backbone.config, "extra_ids", 0):
+            raise UserError(f"span-corruption needs sentinel ids: a backbone with extra_ids (T5), not "
+                            f"{type(backbone).__name__}")
+
+    def sentinel(self, k: int) -> int:
+        if self.named_sentinels:
+            found = self.tokenizer.token_to_id(f"<extra_id_{k}>")
+            if found is None:
+                raise UserError(f"span-corruption needs sentinel <extra_id_{k}>, which the tokenizer lacks")
+            return found
+        return self.vocab_end - 1 - k
+
+    def load_data(self, path, seq_len):
+        o = self.options
+        self.max_length = seq_len
+        width, _ = input_and_target_lengths(seq_len, o.noise_density, o.mean_noise_span_length)
+        spans = span_lengths(width, o.noise_density, o.mean_noise_span_length)[1]
+        if not self.named_sentinels and self.vocab_end - spans - 1 < self.tokenizer.vocab_size:
+            raise UserError(f"span-corruption needs {spans + 1} sentinel ids past the tokenizer's {self.tokenizer.vocab_size} "
+                            f"tokens; the backbone's vocab_size is {self.vocab_end} (set extra_ids or vocab_size)")
+        ids = torch.tensor(self.tokenizer.encode(read_text(path)), dtype=torch.long)
+        cut = int(len(ids) * (1 - o.holdout))
+        if cut < width + 1:
+            raise UserError(f"{path}: {cut} training tokens, fewer than a window of {width + 1}")
+        return TokenStream(ids[:cut], ids[cut:], width)
+
+    def corrupt_windows(self, windows: list[list[int]], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        o = self.options
+        pairs = [corrupt(w, random_spans_noise_mask(len(w), o.noise_density, o.mean_noise_span_length, generator),
+                         self.sentinel, self.eos) for w in windows]
+        sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+        labels = _pad(targets, IGNORE)
+        return {"input_ids": _pad(sources, self.pad), "attention_mask": _pad([[1] * len(s) for s in sources], 0),
+                "decoder_input_ids": _pad([[self.start] + t[:-1] for t in targets], self.pad),
+                "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
+                "original_ids": _pad(windows, self.pad),  # before corruption, for modkit preview
+                "original_attention_mask": _pad([[1] * len(w) for w in windows], 0)}
+
+    def batch(self, data, batch_size, generator):
+        starts = torch.randint(0, len(data.train) - data.width + 1, (batch_size,), generator=generator).tolist()
+        return self.corrupt_windows([data.train[s: s + data.width].tolist() for s in starts], generator)
+
+    def loss(self, backbone, batch):
+        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        n = min(32, len(data.heldout) // data.width)
+        if n == 0:
+            return {}
+        windows = [data.heldout[k * data.width: (k + 1) * data.width].tolist() for k in range(n)]
+        _, figures = self.loss(backbone, self.corrupt_windows(windows, torch.Generator().manual_seed(0)))
+        return {"heldout_" + k: v for k, v in figures.items()}
+
+    def export_inputs(self, data):
+        src = data.heldout if len(data.heldout) >= data.width else data.train
+        batch = self.corrupt_windows([src[: data.width].tolist(), src[-data.width:].tolist()], torch.Generator().manual_seed(0))
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def decode(self, ids) -> str:
+        """Text of ids, sentinels included (``modkit preview`` shows it)."""
+        return decode_with_sentinels(self.tokenizer, ids, self.sentinel_base)
+
+    @property
+    def sentinel_base(self) -> int | None:
+        """The id of ``<extra_id_0>`` when sentinels lie past the tokenizer's vocabulary."""
+        return None if self.named_sentinels else self.vocab_end - 1
+
+    def describe(self):
+        return {**super().describe(), "sentinel_base": self.sentinel_base}
