@@ -42,3 +42,7 @@ class PluginLoadError(ModkitError):
 
 class ArtifactError(UserError):
     """A file or artifact folder is missing, corrupt or of an unrecognised format."""
+
+
+class MissingExtraError(UserError):
+    """The command needs an optional part of modkit this install lacks (e.g. ``modkit[train]``)."""

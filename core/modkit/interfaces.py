@@ -347,6 +347,9 @@ class Task:
 
     #: fields an input record must have; ``modkit run --text T`` gives ``{"text": T}``
     input_fields: ClassVar[tuple[str, ...]] = ("text",)
+    #: further fields a record may carry (gold fields that ``score`` reads); ``modkit serve``
+    #: refuses any other field
+    optional_fields: ClassVar[tuple[str, ...]] = ()
     #: the artifact's ONNX files this task runs; the runtime opens them when it loads
     graphs: ClassVar[tuple[str, ...]] = ("model.onnx",)
 
@@ -358,8 +361,13 @@ class Task:
         missing = [f for f in self.input_fields if f not in record]
         return f"missing field {missing[0]!r}" if missing else None
 
+    def size(self, record: dict[str, Any]) -> int:
+        """A record's length, to sort by: the runtime batches records of like size together."""
+        return len(str(record.get("text", "")))
+
     def run(self, records: list[dict[str, Any]], options: Options) -> list[dict[str, Any]]:
-        """One JSON-ready result per record (``modkit run --json`` prints them as they are).
+        """One JSON-ready result per record (``modkit run --json`` prints them as they are), all
+        in one batch where the graphs allow (the runtime has already cut the input into batches).
         ``options`` is the task's registered options model, validated."""
         raise NotImplementedError
 

@@ -9,6 +9,7 @@ import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 import threading
@@ -245,17 +246,28 @@ def _module_loader(spec: str, base: Path):
     return lambda: importlib.import_module(spec)
 
 
-def load_registry(user_registry: str | Path | None = None, *, use_entry_points: bool = True) -> Registry:
-    """Build a registry from entry points, the packaged registry.toml and the user's one.
+#: names the user's registry.toml when ``--registry`` does not
+REGISTRY_ENV = "MODKIT_REGISTRY"
 
-    ``user_registry`` defaults to ``./registry.toml`` when that file exists.
+
+def user_registry_path(given: str | Path | None = None) -> Path | None:
+    """The user's registry.toml: ``given`` (``--registry``), else ``$MODKIT_REGISTRY``, else none.
+
+    Never a registry.toml that merely sits in the working directory: its plugin files would
+    run as code, so running modkit in an untrusted folder would run that folder's code.
     """
+    chosen = given or os.environ.get(REGISTRY_ENV) or None
+    return Path(chosen) if chosen else None
+
+
+def load_registry(user_registry: str | Path | None = None, *, use_entry_points: bool = True) -> Registry:
+    """Build a registry from entry points, the packaged registry.toml and the user's one
+    (``user_registry``, else ``$MODKIT_REGISTRY``; see :func:`user_registry_path`)."""
     layers: list[tuple[Path, dict[str, Any]]] = []
     packaged = packaged_registry_path()
     if packaged.exists():
         layers.append((packaged, _read_toml(packaged)))
-    if user_registry is None and Path("registry.toml").resolve() != packaged.resolve():
-        user_registry = Path("registry.toml") if Path("registry.toml").exists() else None
+    user_registry = user_registry_path(user_registry)
     if user_registry is not None:
         path = Path(user_registry)
         if not path.exists():
@@ -285,10 +297,11 @@ _lock = threading.Lock()
 
 def get_registry(user_registry: str | Path | None = None) -> Registry:
     """The registry, loaded once per user registry file and reused."""
-    key = str(Path(user_registry).resolve()) if user_registry else f"cwd:{Path.cwd()}"
+    path = user_registry_path(user_registry)
+    key = str(path.resolve()) if path else ""
     with _lock:
         if key not in _cache:
-            _cache[key] = load_registry(user_registry)
+            _cache[key] = load_registry(path)
         return _cache[key]
 
 
@@ -299,5 +312,5 @@ def clear_registry_cache() -> None:
 
 __all__ = [
     "KINDS", "Component", "Preset", "PluginFailure", "PluginLoadError", "Registry",
-    "load_registry", "get_registry", "clear_registry_cache", "import_object",
+    "REGISTRY_ENV", "load_registry", "get_registry", "user_registry_path", "clear_registry_cache", "import_object",
 ]

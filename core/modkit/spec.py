@@ -80,6 +80,10 @@ class Export(_Strict):
     onnx: bool = True
     opset: int = Field(17, ge=17)
     parity_tolerance: float = Field(1e-4, gt=0)
+    #: "auto": the fastest of transformer, basic, none whose graphs pass the parity check
+    optimize: Literal["auto", "none", "basic", "transformer"] = "auto"
+    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones
+    quantize: Literal["none", "int8"] = "none"
 
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
@@ -268,6 +272,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
         if not tok.get("train_on"):
             problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+    elif isinstance(tok, dict) and set(tok) - {"from", "use"}:
+        problems.append(("tokenizer", f"options {sorted(set(tok) - {'from', 'use'})} cannot be combined with "
+                                      "'from' (a loaded tokenizer is used as it is, not trained)"))
     if isinstance(bb, dict):
         if "from" not in bb:
             resolved_bb = _resolve(registry, "backbone", bb, "gpt", "backbone", problems)

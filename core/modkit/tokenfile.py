@@ -100,6 +100,17 @@ def _encode_chunk(text: str) -> list[int]:
     return _worker_tokenizer.encode(text)
 
 
+def _dtype(tokenizer):
+    return np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+
+
+def token_file_path(tokenizer, corpus: Path, folder: Path | None = None) -> Path:
+    """Where ``corpus``'s token file under ``tokenizer`` lives: named by both sha256s."""
+    tok_hash = hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()
+    suffix = "u16" if _dtype(tokenizer) == np.uint16 else "u32"
+    return Path(folder or default_cache_folder()) / f"tokens-{tok_hash[:16]}-{_digest_file(corpus)[:16]}.{suffix}"
+
+
 def token_file(tokenizer, corpus: str | Path, *, folder: Path | None = None, workers: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> TokenFile:
     """The token file of ``corpus`` under ``tokenizer``: made once (``workers`` processes;
@@ -108,13 +119,10 @@ def token_file(tokenizer, corpus: str | Path, *, folder: Path | None = None, wor
     corpus = Path(corpus)
     if not corpus.is_file():
         raise UserError(f"{corpus}: no such data file")
-    folder = Path(folder or default_cache_folder())
-    tok_hash = hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    suffix = "u16" if dtype == np.uint16 else "u32"
-    path = folder / f"tokens-{tok_hash[:16]}-{_digest_file(corpus)[:16]}.{suffix}"
+    path = token_file_path(tokenizer, corpus, folder)
+    dtype = _dtype(tokenizer)
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write(tokenizer, corpus, path, dtype, workers, progress)
     ids = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype=dtype)
     return TokenFile(path, ids)

@@ -87,7 +87,19 @@ def test_artifact_files_and_manifest(artifact):
     assert fine["trainable_parameters"] == lora + head
     assert fine["peft"] == ["lora"] and "heldout_accuracy" in fine["eval"]
     assert m["components"]["stages"][1]["peft"][0]["kept"] is False  # merged away
+    assert m["merge"]["methods"] == ["lora"] and m["merge"]["max_abs_diff"] < m["merge"]["tolerance"] == 1e-4
     assert m["components"]["backbone"]["options"]["vocab_size"] == 300
+
+
+def test_artifact_is_readable_by_other_users_as_the_umask_allows(artifact):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(artifact.stat().st_mode) == 0o777 & ~umask
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in artifact.iterdir()} == \
+        {p.name: 0o666 & ~umask for p in artifact.iterdir()}
 
 
 def test_no_work_folder_left_behind(artifact):
@@ -103,7 +115,8 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stage, step", [(0, 6), (1, 5)])
+# (1, 2): in the LoRA stage before its first in-stage checkpoint (checkpoint_every = 3)
+@pytest.mark.parametrize("stage, step", [(0, 6), (1, 2), (1, 5)])
 def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, stage, step):
     spec, out = tiny_spec(tmp_path), tmp_path / "out"
     real = build_module.train_stage
@@ -120,6 +133,42 @@ def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, sta
         quiet_build(spec, out)
     assert not out.exists()  # nothing half-written
     monkeypatch.setattr(build_module, "train_stage", real)
+    quiet_build(spec, out, resume=True)
+    assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
+
+
+def test_resume_after_every_stage_finished_exports_the_trained_weights(artifact, tmp_path, monkeypatch):
+    spec, out = tiny_spec(tmp_path), tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise Interrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "_export", interrupted)
+        with pytest.raises(Interrupt):
+            quiet_build(spec, out)
+    quiet_build(spec, out, resume=True)
+    assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
+
+
+# checkpoint.json writes: 1, 2 in stage 0 (steps 4, 8); 3 at its end; 4, 5 in stage 1 (steps 3, 6); 6 at its end
+@pytest.mark.parametrize("crash_at", [3, 4])  # new weights written, the json that commits them not
+def test_a_checkpoint_is_committed_whole_or_not_at_all(artifact, tmp_path, monkeypatch, crash_at):
+    import modkit.builder.train as train_module
+
+    spec, out = tiny_spec(tmp_path), tmp_path / "out"
+    real, calls = train_module.atomic_write_text, []
+
+    def crashing(path, text):
+        calls.append(path)
+        if len(calls) == crash_at:
+            raise Interrupt
+        real(path, text)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "atomic_write_text", crashing)
+        with pytest.raises(Interrupt):
+            quiet_build(spec, out)
     quiet_build(spec, out, resume=True)
     assert sha256_file(out / "model.safetensors") == sha256_file(artifact / "model.safetensors")
 
@@ -186,6 +235,31 @@ def test_cli_run_json_and_corrupt_artifact(artifact, tmp_path):
     assert r.exit_code == 2 and "not a modkit artifact" in r.output
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("files"), "'files' must map every file"),
+    (lambda m: m.update(files={}), "'files' must map every file"),
+    (lambda m: m["files"].pop("model.onnx"), "model.onnx not listed in the manifest's files"),
+    (lambda m: m["files"].update({"../model.onnx": "0" * 64}), "'files' must map every file"),
+    (lambda m: m.pop("version"), "no valid format 'version'"),
+    (lambda m: m.update(version=2, modkit_version="9.0"),
+     "format version 2 \\(written by modkit 9.0\\); this modkit reads up to version 1: upgrade modkit"),
+])
+def test_manifest_must_list_files_and_a_known_version(artifact, tmp_path, edit, message):
+    import re
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(artifact, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    edit(manifest)
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(modkit.ArtifactError, match=message):
+        Runtime(edited)
+    r = CliRunner().invoke(main, ["run", str(edited), "--text", "x"])
+    assert r.exit_code == 2 and re.search(message, r.output), r.output
+
+
+@pytest.mark.machine_dependent
 def test_cuda_provider_without_cuda_is_a_clear_error(artifact):
     import onnxruntime as ort
 
@@ -248,9 +322,58 @@ def test_example_spec_builds_at_reduced_steps(tmp_path):
 
 def test_build_fails_with_exit_1_and_no_artifact_when_parity_is_off(tmp_path):
     spec = tiny_spec(tmp_path, steps=(4, 2))
-    r = CliRunner().invoke(main, ["build", str(spec), "-o", str(tmp_path / "out"), "--quiet",
-                                  "--set", "export.parity_tolerance=1e-12"])
+    r = CliRunner().invoke(main, ["build", str(spec), "-o", str(tmp_path / "out"), "--quiet",  # unmerged LoRA:
+                                  "--set", "export.parity_tolerance=1e-12", "--set", "export.merge=false"])  # no merge check
     assert r.exit_code == 1
     assert "ONNX parity check failed: max abs difference" in r.output and "> 1e-12" in r.output
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.suffix == ".tmp"] == []
+
+
+def test_building_without_torch_says_which_extra_to_install(artifact, tmp_path):
+    spec = tiny_spec(tmp_path)
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+from click.testing import CliRunner
+from modkit.cli import main
+for args in (["build", {str(spec)!r}, "-o", {str(tmp_path / "out")!r}],
+             ["export-hf", {str(artifact)!r}, {str(tmp_path / "hf")!r}]):
+    r = CliRunner().invoke(main, args)
+    print(r.exit_code, r.output.strip())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("2 error: this needs torch") for line in lines), lines
+    assert all("pip install 'modkit[train]'" in line for line in lines)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hf").exists()
+
+
+def test_a_merge_that_changes_the_outputs_fails_the_build(tmp_path, monkeypatch):
+    from modkit.builder.merge import MergeError
+    from modkit_plugins.peft.lora_impl import LoRALinear
+
+    def wrong_axis(self):  # B·A transposed into a square weight: the classic broken merge
+        weight = self.base.weight
+        weight.data += self.delta_weight().T
+
+    monkeypatch.setattr(LoRALinear, "merge", wrong_axis)
+    with pytest.raises(MergeError, match="merging lora changed the model's outputs: max abs difference"):
+        quiet_build(tiny_spec(tmp_path, steps=(2, 3)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_loras_on_one_layer_build_and_merge(tmp_path):
+    spec = tiny_spec(tmp_path, steps=(2, 3))
+    spec.write_text(spec.read_text().replace(
+        'peft = [{ use = "lora", r = 4, alpha = 8, targets = ["attn.q", "attn.v"] }]',
+        'peft = [{ use = "lora", r = 4, alpha = 8, targets = ["attn.q", "attn.v"] }, '
+        '{ use = "lora", r = 2, targets = ["attn.*"] }]'))
+    m = quiet_build(spec, tmp_path / "out")
+    assert m["merge"]["methods"] == ["lora", "lora"] and m["merge"]["max_abs_diff"] < 1e-4
+    assert m["stages"][1]["trainable_parameters"] == 2 * 2 * 4 * 64 + 2 * 4 * 2 * 64 + 32 * 5 + 5

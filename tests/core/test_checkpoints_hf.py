@@ -1,15 +1,15 @@
-"""Hugging Face folder handling in modkit.builder.checkpoints: refusals, dispatch, export-hf."""
+"""Hugging Face folder handling in modkit.builder.checkpoints against transformers: export-hf.
+
+The refusals need no transformers and live in test_checkpoint_refusals.py."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-import modkit
-from modkit.builder.checkpoints import export_hf, save_hf
+from modkit.builder.checkpoints import export_hf
 from modkit.cli.export_hf import export_hf as export_hf_command
 
 transformers = pytest.importorskip("transformers")
@@ -22,28 +22,6 @@ def tiny_bert(tmp_path):
     model = transformers.BertForMaskedLM(config).eval()
     model.save_pretrained(tmp_path / "bert", safe_serialization=True)
     return model, tmp_path / "bert"
-
-
-def test_pickle_only_checkpoint_is_refused_with_the_reason(tmp_path):
-    folder = tmp_path / "old"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    (folder / "pytorch_model.bin").write_bytes(b"not read")
-    with pytest.raises(modkit.ArtifactError, match=r"only pickle weights.*can run code.*safetensors only"):
-        modkit.load_model(folder)
-
-
-def test_unknown_model_type_names_the_supported_ones(tmp_path):
-    folder = tmp_path / "llama"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(modkit.ArtifactError, match=r"'llama' is not supported \(supported: bart, bert, gpt2, openai-gpt, t5\)"):
-        modkit.load_model(folder)
-
-
-def test_save_hf_refuses_a_model_no_format_writes(tmp_path):
-    with pytest.raises(modkit.ArtifactError, match="no checkpoint format can write a Linear"):
-        save_hf(torch.nn.Linear(2, 2), tmp_path / "x")
 
 
 def test_export_hf_writes_what_transformers_loads_with_tokenizer(tmp_path):

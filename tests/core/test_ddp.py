@@ -56,6 +56,7 @@ def _pids_with(tag: str, rank: str) -> list[int]:
     return found
 
 
+@pytest.mark.machine_dependent
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
 def test_a_rank_that_dies_fails_the_build_cleanly_and_it_resumes(tmp_path):
     spec = lm_spec(tmp_path, steps=40, batch_size=8, extra_stage="checkpoint_every = 5")

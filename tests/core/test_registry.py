@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from modkit import DuplicateComponentError, UnknownComponentError, load_registry
+from modkit.registry import REGISTRY_ENV
 
 PLUGIN = textwrap.dedent('''
     import modkit
@@ -123,3 +125,19 @@ def test_third_party_example_plugin_is_listed_and_usable(tmp_path):
                                         '[[stages]]\nobjective = { use = "clm" }\ndata = "c.txt"\nsteps = 1\n')
     spec = load_spec(tmp_path / "spec.toml", registry=load_registry())
     assert spec.tokenizer.component.plugin == "hello" and spec.tokenizer.options.vocab_size == 50
+
+
+def test_registry_toml_in_the_working_directory_never_runs_its_plugins(tmp_path):
+    marker = tmp_path / "ran"
+    write_plugin(tmp_path, "evil.py", body=f"open({str(marker)!r}, 'w').close()\n" + PLUGIN.format(name="evil"))
+    user_registry(tmp_path, ["evil.py"])
+    code = "from modkit.cli import main; main(['list', '--kind', 'tokenizer'])"
+    env = {k: v for k, v in os.environ.items() if k != REGISTRY_ENV}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "evil" not in out.stdout and not marker.exists()
+    # named by the environment variable (or --registry), the same file is used
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, REGISTRY_ENV: "registry.toml"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "evil" in out.stdout and marker.exists()

@@ -106,3 +106,19 @@ def test_exit_code_2_without_traceback_in_a_real_process(spec_file):
                            "--set", "backbone.use=nope"], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "backbone.use: unknown backbone 'nope'" in proc.stderr
+
+
+@pytest.mark.parametrize("sets, words", [
+    ([], "options ['train_on', 'vocab_size'] cannot be combined with 'from'"),
+    (["tokenizer.vocab_sise=10"], "options ['train_on', 'vocab_sise', 'vocab_size'] cannot be combined"),
+])
+def test_options_next_to_tokenizer_from_are_rejected(spec_file, sets, words):
+    (spec_file.parent / "tok.json").write_text("{}")
+    spec_file.write_text(GOOD.replace('train_on = ["corpus.txt"]', 'train_on = ["corpus.txt"]\nfrom = "tok.json"'))
+    result = build_errors(spec_file, *sets)
+    assert result.exit_code == 2, result.output
+    assert f"error: {spec_file}: tokenizer: {words}" in result.output
+    # only `from` (and `use`) may stand beside it
+    spec_file.write_text(GOOD.replace('use = "bpe"\nvocab_size = 300\ntrain_on = ["corpus.txt"]', 'from = "tok.json"'))
+    assert load_spec(spec_file).model.tokenizer.from_ == "tok.json"
+

@@ -111,6 +111,7 @@ def test_a_bad_device_names_the_key(tmp_path, value, message):
     assert result.exit_code == 2 and message in result.output and str(spec) in result.output
 
 
+@pytest.mark.machine_dependent
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_without_a_gpu_says_so():
     with pytest.raises(SpecError, match="device: cuda:0 requested but torch sees no CUDA GPU"):
@@ -132,6 +133,7 @@ def test_device_flag_cpu_gives_the_weights_of_the_default(tmp_path):
         assert max_diff(default, cpu) == 0.0
 
 
+@pytest.mark.machine_dependent
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_gpu_built_artifact_serves_on_cpu(tmp_path):
     spec = lm_spec(tmp_path, steps=10, extra_top='precision = "bf16"')

@@ -126,6 +126,14 @@ def test_unseen_characters_become_unk(trained):
     assert ids == [trained.special_id("unk")]
 
 
+def test_unseen_characters_without_unk_are_an_error_not_dropped(corpus_path):
+    tok = BPETokenizer.train([corpus_path], BPEOptions(vocab_size=300, special_tokens={"eos": "<|endoftext|>"}))
+    assert tok.decode(tok.encode("hello world")) == "hello world"
+    for encode in (tok.encode, tok.encode_with_offsets):
+        with pytest.raises(modkit.UserError, match="'ü' \\(in 'Zürich'\\) is not in the vocabulary"):
+            encode("hello Zürich world")  # used to decode as "hello Zrich world"
+
+
 def test_both_tokenizers_are_registered_with_documented_options():
     registry = modkit.get_registry()
     for name in ("bpe", "wordpiece"):

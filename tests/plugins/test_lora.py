@@ -19,7 +19,7 @@ def tiny_gpt(seed=0):
 
 def trained_lora(model, targets, r=4):
     method = LoRA(LoRAOptions(r=r, alpha=8, targets=targets))
-    modules = [m.to(next(model.parameters()).dtype) for m in method.apply(model)]
+    modules = method.apply(model)
     with torch.no_grad():  # stand-in for training: make B non-zero so the update matters
         for m in modules:
             m.B.normal_(std=0.1)
@@ -56,6 +56,32 @@ def test_merged_equals_unmerged_and_unmerge_is_exact(targets):
     assert (model(ids).last_hidden_state - unmerged).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_lora_weights_take_the_base_layers_dtype_and_device(dtype):
+    model, ids = tiny_gpt().to(dtype), torch.randint(0, 97, (2, 9))
+    before = model(ids).last_hidden_state
+    modules = LoRA(LoRAOptions(targets=["attn.*", "ffn.*"])).apply(model)
+    assert {p.dtype for m in modules for p in m.parameters()} == {dtype}
+    assert torch.equal(model(ids).last_hidden_state, before)  # runs, and is still the identity
+    with torch.device("meta"):  # a backbone built on the meta device (checks before training)
+        meta = GPT(GPTOptions(vocab_size=97, d_model=32, n_layers=2, n_heads=4))
+    assert {p.device.type for m in LoRA(LoRAOptions()).apply(meta) for p in m.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize("first_merged", [0, 1])
+def test_two_loras_on_one_layer_merge_to_what_they_computed(first_merged):
+    model, ids = tiny_gpt(seed=1).double(), torch.randint(0, 97, (3, 11))
+    plain = model(ids).last_hidden_state
+    methods = [trained_lora(model, ["attn.q", "attn.v"])[0], trained_lora(model, ["attn.*"], r=2)[0]]
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == 2 * 2 + 2 * 4  # stacked on q and v
+    unmerged = model(ids).last_hidden_state
+    assert (unmerged - plain).abs().max() > 1e-3  # both updates matter
+    for method in (methods if first_merged == 0 else methods[::-1]):
+        method.merge(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert (model(ids).last_hidden_state - unmerged).abs().max() < 1e-9
+
+
 def test_trainable_count_is_r_times_fan_in_plus_fan_out():
     model = tiny_gpt()
     r = 4
@@ -81,3 +107,12 @@ def test_targets_must_look_like_roles():
 def test_lora_is_registered_with_its_options():
     comp = load_registry().get("peft", "lora")
     assert comp.load() is LoRA and comp.options is LoRAOptions
+
+
+def test_check_peft_compares_merged_values_not_shapes(monkeypatch):
+    from modkit.testing import check_peft
+
+    check_peft(LoRA(LoRAOptions(targets=["attn.*"])), tiny_gpt())
+    monkeypatch.setattr(LoRALinear, "merge", lambda self: None)  # a merge that drops the update
+    with pytest.raises(AssertionError, match="merge changes the outputs by"):
+        check_peft(LoRA(LoRAOptions(targets=["attn.*"])), tiny_gpt())

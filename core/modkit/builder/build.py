@@ -14,25 +14,29 @@ from safetensors.torch import load_file, save_file
 
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
+from modkit.builder.curves import draw_curves, have_matplotlib
+from modkit.builder.device import check_device, cpu_state, resolve_device
+from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
+from modkit.builder.evaluation import evaluate_stage
+from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter
+from modkit.builder.kept import KeptCheckpoints
+from modkit.builder.merge import merge_checked
+from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.builder.multi import WeightedObjectives
+from modkit.builder.optimize import AUTO, fused_operators, quantize_graph
+from modkit.builder.preflight import preflight
+from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
+from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
+                                  step_seed, to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
-from modkit.runtime.artifact import read_manifest
+from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
-from modkit.builder.progress import StageProgress
-from modkit.builder.curves import draw_curves, have_matplotlib
-from modkit.builder.evaluation import evaluate_stage
-from modkit.builder.kept import KeptCheckpoints
-from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
-from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
-from modkit.builder.multi import WeightedObjectives
-from modkit.builder.device import check_device, cpu_state, resolve_device
-from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
-                                  step_seed, train_stage)
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -143,12 +147,19 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
         raise SpecError(str(spec.source), problems)
 
 
-def _merge(methods, merged: set[int], model: ModkitModel) -> None:
-    """Merge the methods not merged yet (LoRA folds away; adapters stay; prefixes freeze)."""
-    for _, method, _ in methods:
-        if id(method) not in merged:
+def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance: float = 0.0) -> dict | None:
+    """Merge the methods not merged yet (LoRA folds away; adapters stay; prefixes freeze). With
+    ``inputs``, checked: the outputs must not move by more than ``tolerance``; return the figures.
+    (Without, on a resume: untrained methods of finished stages, before the checkpoint loads.)"""
+    todo = [(comp.name, method) for comp, method, _ in methods if id(method) not in merged]
+    merged.update(id(method) for _, method in todo)
+    if not todo:
+        return None
+    if inputs is None:
+        for _, method in todo:
             method.merge(model.backbone)
-            merged.add(id(method))
+        return None
+    return merge_checked(model, todo, inputs, tolerance=tolerance)
 
 
 def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
@@ -188,17 +199,17 @@ def load_torch_model(folder: str | Path, *, registry=None):
 
 
 def _tokenizer(spec: Spec, work: Path, echo):
+    """(tokenizer, whether it was trained now): loaded with ``from``, from an interrupted build's
+    work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.path(spec.model.tokenizer.from_))
+        return load_tokenizer(spec.path(spec.model.tokenizer.from_)), False
     if saved.exists():
-        return load_tokenizer(saved)
+        return load_tokenizer(saved), False
     res = spec.tokenizer
     files = [spec.path(f) for f in spec.model.tokenizer.train_on]
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
-    tokenizer = res.component.load().train(files, res.options)
-    tokenizer.save(saved)
-    return tokenizer
+    return res.component.load().train(files, res.options), True
 
 
 def _backbone(spec: Spec, tokenizer, registry: Registry):
@@ -240,13 +251,47 @@ def options_from_tokenizer(options, tokenizer):
 def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
     """The objective writes its task's graph(s) into ``folder``; return (parity figures, files).
     The graphs the serving task opens must be among them."""
-    exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance)
-    figures = objective.export(model, exporter, objective.export_inputs(data))
+    inputs = objective.export_inputs(data)
+    levels = AUTO if export.optimize == "auto" else (export.optimize,)
+    for n, level in enumerate(levels):  # "auto": the fastest level whose graphs pass parity
+        exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance, optimize=level)
+        try:
+            figures = objective.export(model, exporter, inputs)
+            break
+        except ParityError:
+            if n == len(levels) - 1:
+                raise
     missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
     if missing:
         raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
                           f"{objective.task!r} is served from {missing}")
+    graphs = [folder / name for name in exporter.written]
+    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs}}
+    if export.quantize == "int8":
+        figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
     return figures, exporter.written
+
+
+def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs
+    (for the graphs whose inputs modkit knows: the logits, cached-step and seq2seq graphs)."""
+    from modkit.builder import int8_check
+
+    for path in graphs:
+        quantize_graph(path)
+    folder, figures = graphs[0].parent, {}
+    names = {p.name for p in graphs}
+    if "model.onnx" in names:
+        figures["model.onnx"] = int8_check.compare_logits(folder / "model.onnx", inputs)
+    if "model_with_past.onnx" in names:
+        prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
+        figures["model_with_past.onnx"] = int8_check.compare_cached_lm(folder / "model_with_past.onnx", prompts, 16)
+    if {"encoder.onnx", "decoder.onnx"} <= names:
+        figures["encoder.onnx+decoder.onnx"] = int8_check.compare_seq2seq(
+            folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
+            start_id=task["decoder_start_token_id"], eos_token_id=task.get("eos_token_id"),
+            max_new_tokens=task.get("max_new_tokens", 16))
+    return figures
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
@@ -304,12 +349,20 @@ def _mean(values: list[float]) -> float | None:
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
-          registry: Registry | None = None, progress: bool = True, device: str | None = None,
+          overwrite: bool = False, registry: Registry | None = None, progress: bool = True,
+          device: str | None = None,
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
 
+    Everything that needs only the spec, its files and the backbone's shape is checked first
+    (stages against the backbone, the PEFT plan on a meta copy, every stage's data:
+    :func:`modkit.builder.preflight.preflight`); a failed check leaves no work folder. An
+    existing ``out`` is replaced only with ``overwrite``. A build that fails or is interrupted
+    later says whether its work folder can be resumed, and where it is.
+
     ``max_steps`` (default: the environment variable ``MODKIT_MAX_STEPS``) caps every stage's
-    steps, for a quick smoke run of a spec; the manifest records the capped spec."""
+    steps, for a quick smoke run of a spec; the manifest records the capped spec.
+    """
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     if device is not None:  # --device: validated with the spec's own key
@@ -328,36 +381,81 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         for stage in spec.model.stages:
             stage.steps = min(stage.steps, max_steps)
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it with the new build")
     work = out.parent / f".{out.name}.work"
     started_group = start_process_group(engine.device, world)
-    if not resume and engine.is_main:
-        shutil.rmtree(work, ignore_errors=True)
-    if engine.is_main:
-        work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    meter = ResourceMeter.start()
-    seed = spec.model.seed
-    torch.manual_seed(seed)
+    try:
+        if not resume and engine.is_main:
+            shutil.rmtree(work, ignore_errors=True)
+        started = time.perf_counter()
+        meter = ResourceMeter.start()
+        torch.manual_seed(spec.model.seed)
+        # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
+        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        try:
+            manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
+                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine)
+        except BaseException:
+            if engine.is_main:
+                echo(_resume_hint(work, spec_path, out, overrides))
+            raise
+        if engine.is_main:
+            shutil.rmtree(work, ignore_errors=True)
+        return manifest
+    finally:
+        if started_group:
+            end_process_group()
 
-    tokenizer = main_first(world, rank, lambda: _tokenizer(spec, work, echo))
-    _seed_stage(seed, -1)
+
+def _prepare(spec: Spec, work: Path, registry: Registry, echo):
+    """The tokenizer and the untrained backbone, once every check that needs only the spec, its
+    files and the backbone's shape has passed; only then is the work folder made."""
+    tokenizer, trained = _tokenizer(spec, work, echo)
+    _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)
+    check_peft_plan(spec, backbone, bcomp)
+    preflight(spec, tokenizer, bcomp, backbone.config)
+    work.mkdir(parents=True, exist_ok=True)
+    if trained:
+        tokenizer.save(work / "tokenizer.json")
+    return tokenizer, backbone, bcomp
+
+
+def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
+    """What a failed or interrupted build leaves: a work folder to resume, or nothing."""
+    position = read_checkpoint_position(work)
+    if position is None:
+        shutil.rmtree(work, ignore_errors=True)
+        return "the build stopped before its first checkpoint: nothing to resume"
+    done = f"{len(position['reports'])} stage(s) finished" + (
+        f", the next one at step {position['step']}" if position["step"] else "")
+    sets = "".join(f" --set {o!r}" for o in overrides)
+    return (f"the build's work folder {work} holds a checkpoint ({done}); continue from it with: "
+            f"modkit build {spec_path} -o {out}{sets} --resume")
+
+
+def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
+              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine) -> dict[str, Any]:
+    """Train the stages (checkpointing into ``work``), merge, export and write ``out``; in a
+    data-parallel build, every process trains and rank 0 alone writes (the others return {})."""
+    seed, rank, world = spec.model.seed, engine.rank, engine.world
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
-    done_path = work / "stages.json"
-    reports: list[dict] = json.loads(done_path.read_text()) if resume and done_path.exists() else []
-    if position is None and reports:
-        reports = []  # stage reports without weights cannot be trusted
-    check_peft_plan(spec, backbone, bcomp)
+    reports: list[dict] = list(position["reports"]) if position else []
+    at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
     metrics = MetricsLog(work / "metrics.jsonl")
     kept = KeptCheckpoints(work / "kept", 0)
     peak = measure_matmul_peak(engine.device, engine.precision)
+    tolerance = spec.model.export.parity_tolerance
     for i, stage in enumerate(spec.model.stages):
-        _merge(all_methods, merged, model)  # a stage adds its methods on top of merged earlier ones
+        _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
+        if at_boundary == i:  # saved after stage i-1, before stage i added its modules
+            load_checkpoint(work, model, None)
         resolved: list[Resolved] = spec.objectives[i]
-        objs, methods, new_modules = _attach_stage(
+        objs, methods, _ = _attach_stage(
             model, [(r.component, r.options) for r in resolved],
             [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
             tokenizer, seed, i)
@@ -368,11 +466,9 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
-        if position is not None and position["stage"] == i and position["step"] == 0:
-            load_checkpoint(work, model, None, new_modules)
-        data = main_first(world, rank, lambda: objective.load_data(spec.path(stage.data), stage.seq_len))
-        datas = [data] + [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
-                          for obj in objs[1:]]
+        datas = [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
+                 for obj in objs]
+        data = datas[0]
         held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
                 if stage.eval_data else data)
         names = [r.component.name for r in resolved]
@@ -390,7 +486,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
                            quiet=not progress or not engine.is_main) as tick:
             losses = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
-                engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
+                reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
@@ -413,24 +509,27 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
              + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
                f"MFU {reports[-1]['mfu']:.1%}")
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
-            _merge(all_methods, merged, model)
+            checked = _merge(all_methods, merged, model, to_device(objective.export_inputs(data), engine.device),
+                             tolerance)
+            if checked:
+                reports[-1]["merge"] = checked
         if engine.is_main:
-            save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[])
-            done_path.write_text(json.dumps(reports))
+            save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[], reports=reports)
     if not engine.is_main:  # rank 0 alone merges, exports and writes the artifact
-        if started_group:
-            end_process_group()
         return {}
+    if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
+        load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
+    merge_figures = None
     if spec.model.export.merge:
-        _merge(all_methods, merged, model)
+        merge_figures = _merge(all_methods, merged, model, objective.export_inputs(data), tolerance)
     live = set(model.modules())
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
-        "format": "modkit-artifact", "version": 1, "modkit_version": __version__,
+        "format": "modkit-artifact", "version": MANIFEST_VERSION, "modkit_version": __version__,
         "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
         "components": {
             "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
@@ -446,6 +545,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
                      "processes": engine.world, "matmul_peak_flops": round(peak)},
         "stages": reports,
+        **({"merge": merge_figures} if merge_figures else {}),
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
@@ -463,10 +563,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")
-    if started_group:
-        end_process_group()
     return manifest

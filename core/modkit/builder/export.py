@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from modkit.builder.optimize import optimize_graph
 from modkit.errors import ModkitError
 from modkit.fileio import atomic_path
 from modkit.nn.model import ExportGraph, ModkitModel
@@ -26,9 +27,11 @@ class ParityError(ModkitError):
 
 
 def onnx_export(module: torch.nn.Module, args: Sequence[torch.Tensor], path: Path, *, input_names: list[str],
-                output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> Path:
-    """Trace ``module`` on ``args`` in eval mode and write the graph to ``path`` atomically;
-    every submodule's mode is as before afterwards.
+                output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int,
+                optimize: str = "none") -> Path:
+    """Trace ``module`` on ``args`` in eval mode and write the graph to ``path`` atomically,
+    optimised at level ``optimize`` (:mod:`modkit.builder.optimize`); every submodule's mode is
+    as before afterwards.
 
     Every graph modkit writes goes through here. The TorchScript exporter (``dynamo=False``)
     is chosen on purpose: well under a second for these graphs, and exact.
@@ -45,10 +48,12 @@ def onnx_export(module: torch.nn.Module, args: Sequence[torch.Tensor], path: Pat
     finally:
         for m, training in modes.items():
             m.training = training
+    optimize_graph(Path(path), optimize)
     return Path(path)
 
 
-def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17) -> Path:
+def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path, *, opset: int = 17,
+                optimize: str = "none") -> Path:
     """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes.
 
     Logits with a per-position axis (``(B, T, ...)``, as a language model's) get a dynamic
@@ -63,7 +68,7 @@ def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path
     if logits.ndim >= 2 and logits.shape[1] == args[0].shape[1]:
         axes["logits"][1] = "sequence"
     return onnx_export(graph, args, path, input_names=names, output_names=["logits"], dynamic_axes=axes,
-                       opset=opset)
+                       opset=opset, optimize=optimize)
 
 
 def check_parity(model: ModkitModel, path: Path, inputs: dict[str, torch.Tensor], *,

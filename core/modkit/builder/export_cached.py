@@ -1,13 +1,16 @@
 """A cached decoder step for decoder-only language models, so `modkit run` generates in O(n).
 
-``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T), past.{i}.key/value
-(B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value (B, H, P+T, Dh)``.
-The first step passes a past of length 0. The backbone must meet
+``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T)[, position_ids (B, T)],
+past.{i}.key/value (B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value
+(B, H, P+T, Dh)``. The first step passes a past of length 0. When the backbone's forward takes
+``position_ids`` the graph does too, so left-padded prompts of different lengths share a batch
+(each row counts its own real tokens); otherwise positions run from P. The backbone must meet
 :class:`modkit.interfaces.CachedDecoder`: its cache is one ``((keys, values), None)`` per layer,
 as the core :class:`~modkit.nn.blocks.Block` returns, but any layers may produce it.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +30,22 @@ class CachedStep(nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *rest: torch.Tensor):
+        positions, past = (rest[0], rest[1:]) if takes_positions(self.backbone) else (None, rest)
         cache = [((past[i], past[i + 1]), None) for i in range(0, len(past), 2)]
-        out = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True)
+        extra = {"position_ids": positions} if positions is not None else {}
+        out = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True, **extra)
         presents = [t for self_kv, _ in out.past_key_values for t in self_kv]
         return (self.backbone.lm_logits(out.last_hidden_state[:, -1]), *presents)
 
 
-def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> Path:
-    """Trace one step with a non-empty past (so no shape is frozen) and write the graph."""
+def takes_positions(backbone: nn.Module) -> bool:
+    return "position_ids" in inspect.signature(backbone.forward).parameters
+
+
+def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17, optimize: str = "none") -> Path:
+    """Trace one step with a non-empty past (so no shape is frozen), write the graph and
+    optimise it at level ``optimize``."""
     backbone.eval()
     with torch.no_grad():
         ids = torch.zeros((1, 2), dtype=torch.long)
@@ -44,11 +54,13 @@ def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17) -> P
     past_names = [f"past.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
     present_names = [f"present.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
     step = torch.ones((1, 1), dtype=torch.long)
+    positions = [torch.full((1, 1), 2)] if takes_positions(backbone) else []
     return onnx_export(
-        CachedStep(backbone), (step, torch.ones((1, 3), dtype=torch.long), *past), folder / FILE,
-        input_names=["input_ids", "attention_mask", *past_names], output_names=["logits", *present_names],
-        opset=opset,
+        CachedStep(backbone), (step, torch.ones((1, 3), dtype=torch.long), *positions, *past), folder / FILE,
+        input_names=["input_ids", "attention_mask", *(["position_ids"] if positions else []), *past_names],
+        output_names=["logits", *present_names], opset=opset, optimize=optimize,
         dynamic_axes={"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
+                      "position_ids": {0: "batch", 1: "new"},
                       "logits": {0: "batch"}, **{k: {0: "batch", 2: "past"} for k in past_names},
                       **{k: {0: "batch", 2: "total"} for k in present_names}})
 

@@ -53,7 +53,7 @@ def _names(prefix: str, n_layers: int) -> list[str]:
 
 
 def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor,
-                  attention_mask: torch.Tensor, *, opset: int = OPSET) -> tuple[Path, Path]:
+                  attention_mask: torch.Tensor, *, opset: int = OPSET, optimize: str = "none") -> tuple[Path, Path]:
     """Write encoder.onnx and decoder.onnx (dynamic batch and lengths) to ``out_dir``."""
     out_dir = Path(out_dir)
     with torch.no_grad():
@@ -68,12 +68,13 @@ def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor
     batch, src = {0: "batch"}, {0: "batch", 1: "source"}
     kv_axes = lambda length: {0: "batch", 2: length}  # noqa: E731 - (B, H, T, Dh)
     encoder = onnx_export(
-        EncoderGraph(model), (input_ids, attention_mask), out_dir / "encoder.onnx", opset=opset,
+        EncoderGraph(model), (input_ids, attention_mask), out_dir / "encoder.onnx", opset=opset, optimize=optimize,
         input_names=["input_ids", "attention_mask"], output_names=["encoder_hidden_states", *cross_names],
         dynamic_axes={"input_ids": src, "attention_mask": src, "encoder_hidden_states": src,
                       **{name: kv_axes("source") for name in cross_names}})
     decoder = onnx_export(
         DecoderGraph(model), (start, attention_mask, *past, *cross), out_dir / "decoder.onnx", opset=opset,
+        optimize=optimize,
         input_names=["decoder_input_ids", "attention_mask", *past_names, *cross_names],
         output_names=["logits", *present_names],
         dynamic_axes={"decoder_input_ids": {0: "batch", 1: "new"}, "attention_mask": src,
@@ -92,8 +93,9 @@ def export_seq2seq(
     decoder_start_token_id: int | None = None,
     eos_token_id: int | None = None,
     opset: int = OPSET,
+    optimize: str = "none",
 ) -> dict[str, Any]:
-    """Export both graphs, then compare onnxruntime with torch on ``sample_inputs``
+    """Export both graphs (optimised at level ``optimize``), then compare onnxruntime with torch on ``sample_inputs``
     (``input_ids``, ``attention_mask``): the encoder output, the logits of every greedy step,
     and the greedy tokens. Returns the parity figures for the manifest.
 
@@ -109,13 +111,13 @@ def export_seq2seq(
     was_training = model.training
     model.eval()
     try:
-        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset)
+        return _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset, optimize)
     finally:
         model.train(was_training)
 
 
-def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset) -> dict[str, Any]:
-    encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask, opset=opset)
+def _export_and_compare(model, out_dir, ids, mask, max_new_tokens, start, eos, opset, optimize) -> dict[str, Any]:
+    encoder_path, decoder_path = export_graphs(model, out_dir, ids, mask, opset=opset, optimize=optimize)
 
     session = Seq2SeqSession(make_session(encoder_path, "cpu"), make_session(decoder_path, "cpu"))
     onnx_tokens, onnx_logits = session.greedy(ids.numpy(), mask.numpy(), max_new_tokens=max_new_tokens,

@@ -20,6 +20,9 @@ class Exporter:
     opset: int = 17
     #: the largest max abs difference between onnxruntime and torch a graph may show
     tolerance: float = 1e-4
+    #: optimisation level of every graph written (see :mod:`modkit.builder.optimize`); the
+    #: parity checks run on the optimised graphs
+    optimize: str = "none"
     #: the files written so far, in order; the build records them in the manifest
     written: list[str] = field(default_factory=list)
 
@@ -28,7 +31,7 @@ class Exporter:
         """Any other graph: trace ``module(*args)`` into ``folder/file`` (no parity check:
         the caller compares it with torch and raises :class:`ParityError`)."""
         path = onnx_export(module, args, self.folder / file, input_names=input_names, output_names=output_names,
-                           dynamic_axes=dynamic_axes, opset=self.opset)
+                           dynamic_axes=dynamic_axes, opset=self.opset, optimize=self.optimize)
         self.written.append(file)
         return path
 
@@ -36,7 +39,7 @@ class Exporter:
                      file: str = "model.onnx") -> dict[str, Any]:
         """``(input_ids, attention_mask) -> logits`` of ``model(...).logits``, compared with
         torch at every real position of ``inputs``."""
-        export_onnx(model, inputs, self.folder / file, opset=self.opset)
+        export_onnx(model, inputs, self.folder / file, opset=self.opset, optimize=self.optimize)
         self.written.append(file)
         return check_parity(model, self.folder / file, inputs, tolerance=self.tolerance)
 
@@ -45,7 +48,7 @@ class Exporter:
         """``model_with_past.onnx``, one cached step of a
         :class:`~modkit.interfaces.CachedDecoder`; its greedy tokens from ``prompt`` must be
         torch's and its logits within the tolerance."""
-        path = export_with_past(backbone, self.folder, opset=self.opset)
+        path = export_with_past(backbone, self.folder, opset=self.opset, optimize=self.optimize)
         self.written.append(path.name)
         return check_with_past(backbone, path, prompt, max_new_tokens=max_new_tokens, tolerance=self.tolerance)
 
@@ -57,7 +60,7 @@ class Exporter:
         tokens equal to torch's."""
         figures = export_seq2seq(backbone, self.folder, inputs, max_new_tokens=max_new_tokens,
                                  decoder_start_token_id=decoder_start_token_id, eos_token_id=eos_token_id,
-                                 opset=self.opset)
+                                 opset=self.opset, optimize=self.optimize)
         self.written += figures["files"]
         worst = max(figures["encoder_max_abs_diff"], figures["decoder_logits_max_abs_diff"])
         if not worst <= self.tolerance or not figures["greedy_tokens_equal"]:

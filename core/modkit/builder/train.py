@@ -118,10 +118,14 @@ def tokens_in(batch: Any) -> int:
 # --- checkpoints -----------------------------------------------------------------------
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    *, stage: int, step: int, losses: list[float], extra: dict | None = None) -> None:
-    """Weights + optimizer state + RNG state + position, written atomically from CPU copies.
+                    *, stage: int, step: int, losses: list[float], reports: list[dict]) -> None:
+    """Weights + optimizer state + RNG state + position + the finished stages' reports,
+    written from CPU copies.
 
-    At a stage boundary (``step == 0``) there is no optimizer state to keep.
+    One commit point: the tensors go to a new file first, then ``checkpoint.json``, which names
+    that file and holds everything else, replaces the old one in one rename. An interruption
+    anywhere leaves either the old checkpoint or the new one, whole. At a stage boundary
+    (``step == 0``) there is no optimizer state to keep.
     """
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in cpu_state(model).items()}
@@ -130,30 +134,32 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         for key, value in state.items():
             tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"stage": stage, "step": step, "losses": losses, **(extra or {}),
+    weights = f"checkpoint-{stage}-{step}.safetensors"
+    meta = {"stage": stage, "step": step, "losses": losses, "reports": reports, "weights": weights,
             "param_groups": [{k: v for k, v in g.items()} for g in opt["param_groups"]]}
-    with atomic_path(folder / "checkpoint.safetensors") as tmp:
+    with atomic_path(folder / weights) as tmp:
         save_file(tensors, str(tmp))
-    atomic_write_text(folder / "checkpoint.json", json.dumps(meta))
+    atomic_write_text(folder / "checkpoint.json", json.dumps(meta))  # the commit point
+    for old in folder.glob("checkpoint-*.safetensors"):
+        if old.name != weights:
+            old.unlink()
 
 
 def read_checkpoint_position(folder: Path) -> dict | None:
+    """The last committed checkpoint's metadata (stage, step, losses, reports), or None."""
     path = folder / "checkpoint.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    new_modules: list[nn.Module] = ()) -> dict:
-    """Restore a checkpoint onto the model's device. ``new_modules`` were added after it was
-    written (a new stage's PEFT modules and head); they keep their freshly seeded weights."""
+def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    """Restore a checkpoint into a model of the structure it was saved from, on the
+    model's device."""
     meta = json.loads((folder / "checkpoint.json").read_text())
-    tensors = load_file(str(folder / "checkpoint.safetensors"))
-    fresh = {id(p) for m in new_modules for p in m.parameters()}
-    allowed = {k for k, p in model.named_parameters() if id(p) in fresh}
+    tensors = load_file(str(folder / meta["weights"]))
     missing, unexpected = model.load_state_dict(
         {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
-    if unexpected or set(missing) - allowed:
-        raise RuntimeError(f"{folder}: checkpoint does not fit the model (missing {sorted(set(missing) - allowed)[:5]}, "
+    if unexpected or missing:
+        raise RuntimeError(f"{folder}: checkpoint does not fit the model (missing {sorted(missing)[:5]}, "
                            f"unexpected {unexpected[:5]})")
     if optimizer is None:
         return meta
@@ -194,15 +200,16 @@ def train_stage(
     resume: bool,
     engine: Engine | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
-    on_checkpoint: Callable[[int], None] | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,
+    reports: list[dict] = (),
 ) -> list[float]:
     """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
     The trainable parameters are those with requires_grad. With ``resume``, a checkpoint
-    written inside this stage is restored first. Only the main process writes checkpoints.
-    ``evaluate(step)`` runs every ``stage.eval_every`` steps and after the last one; its figures
-    go into that step's record.
+    written inside this stage is restored first. Only the main process writes checkpoints;
+    ``reports`` (of the stages before) go into every checkpoint written. ``evaluate(step)``
+    runs every ``stage.eval_every`` steps and after the last one; its figures go into that
+    step's record.
     """
     engine = engine or Engine()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -257,8 +264,7 @@ def train_stage(
         if on_step:
             on_step(record)
         if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps and engine.is_main:
-            save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses)
-            if on_checkpoint:
-                on_checkpoint(step + 1)
+            save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses,
+                            reports=list(reports))
     model.eval()
     return losses

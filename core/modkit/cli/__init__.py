@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from modkit.cli.export_hf import export_hf, export_peft
 from modkit.cli.tokenize import tokenize
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
+from modkit.runtime import DEFAULT_BATCH_SIZE
 
 
 class _Group(click.Group):
@@ -23,6 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: the command has said what it leaves behind
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except BrokenPipeError:  # the reader went away (`modkit list | head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(0)
@@ -59,7 +64,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.option("--registry", "registry_path", type=click.Path(dir_okay=False), default=None,
-              help="A registry.toml adding plugins and presets (default: ./registry.toml if present).")
+              help="A registry.toml adding plugins and presets (default: $MODKIT_REGISTRY; "
+                   "a registry.toml in the working directory is never read by itself).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="modkit")
 @click.pass_context
@@ -135,6 +141,7 @@ def _type_name(annotation) -> str:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. stages[0].steps=50.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (by default an existing OUT is an error).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--device", default=None, metavar="DEVICE",
               help="Where to train: auto, cpu, cuda, cuda:N or mps (overrides the spec's device).")
@@ -143,9 +150,14 @@ def _type_name(annotation) -> str:
 @click.option("--nproc", type=click.IntRange(1), default=1,
               help="Data-parallel processes on this machine (DDP started through torchrun).")
 @click.pass_context
-def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, quiet: bool,
-          device: str | None, max_steps: int | None, nproc: int) -> None:
-    """Train the spec's stages, merge, export ONNX, check parity, write OUT."""
+def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
+          quiet: bool, device: str | None, max_steps: int | None, nproc: int) -> None:
+    """Train the spec's stages, merge, export ONNX, check parity, write OUT.
+
+    Every check that needs only the spec, its files and the backbone's shape runs before any
+    training. A build that fails or is interrupted (Ctrl-C exits 130) says whether its work
+    folder can be continued with --resume.
+    """
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from modkit.builder.build import check_world
         from modkit.builder.distributed import launch
@@ -156,6 +168,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
         args = [*(["--registry", ctx.obj["registry_path"]] if ctx.obj["registry_path"] else []),
                 *(["--debug"] if ctx.parent and ctx.parent.params.get("debug") else []),
                 "build", spec, "-o", out, *(f"--set={o}" for o in overrides), *(["--resume"] if resume else []),
+                *(["--overwrite"] if overwrite else []),
                 *(["--quiet"] if quiet else []), *(["--device", device] if device else []),
                 *(["--max-steps", str(max_steps)] if max_steps else [])]
         code = launch(nproc, args)
@@ -165,8 +178,8 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
         return
     from modkit.builder.build import build as run_build
 
-    run_build(spec, out, overrides=list(overrides), resume=resume, registry=_registry(ctx), progress=not quiet,
-              device=device, max_steps=max_steps)
+    run_build(spec, out, overrides=list(overrides), resume=resume, overwrite=overwrite, registry=_registry(ctx),
+              progress=not quiet, device=device, max_steps=max_steps)
 
 
 @main.command(short_help="Redraw an artifact's training curves (OUT/curves.png).")
@@ -188,13 +201,28 @@ def plot(artifact: str, output: str | None) -> None:
                    "else one text per line. Without --text or --file, standard input is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Which graphs to run: int8 needs an artifact built with [export] quantize = \"int8\".")
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Inputs per graph call; inputs are sorted by length first, so a batch pads little.")
+@click.option("--stats", is_flag=True, help="Report texts/s and tokens/s on standard error.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None,
               help="For generating tasks; default the artifact's own setting.")
+@click.option("--sample/--greedy", "do_sample", default=None,
+              help="Generating tasks: sample, or decode greedily (default: sample when --temperature, "
+                   "--top-k or --top-p is given).")
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (default 1).")
+@click.option("--top-k", type=click.IntRange(0), default=None, help="Sample among the k most likely tokens.")
+@click.option("--top-p", type=float, default=None, help="Nucleus sampling: the fewest tokens reaching probability p.")
+@click.option("--seed", type=int, default=None,
+              help="Sampling seed of every text (the tokens torch's generate gives that text with this seed).")
+@click.option("--num-beams", type=click.IntRange(1), default=None, help="Beam search with this many beams.")
 @click.option("-O", "--option", "task_options", multiple=True, metavar="KEY=VALUE",
               help="Another option of the artifact's task (see `modkit info TASK --kind task`).")
 @click.pass_context
 def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | None, as_json: bool,
-        provider: str, max_new_tokens: int | None, task_options: tuple[str, ...]) -> None:
+        provider: str, precision: str, batch_size: int, stats: bool, task_options: tuple[str, ...],
+        **generation) -> None:
     """Run an artifact with onnxruntime (no torch), as its task's plugin serves it."""
     from modkit.runtime import Runtime
 
@@ -210,8 +238,10 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
         source = "standard input"
     if not records:
         raise UserError(f"no inputs in {source}")
-    runtime = Runtime(artifact, provider=provider, registry=_registry(ctx))
-    results = runtime.run(records, max_new_tokens=max_new_tokens, **_parse_options(task_options))
+    runtime = Runtime(artifact, provider=provider, precision=precision, registry=_registry(ctx))
+    started = time.perf_counter()
+    results = runtime.run(records, batch_size=batch_size, **generation, **_parse_options(task_options))
+    seconds = time.perf_counter() - started
     task = runtime.task_impl
     for result in results:
         click.echo(json.dumps(result, ensure_ascii=False) if as_json else task.format(result))
@@ -219,6 +249,49 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
     if figures:
         click.echo(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
                    + f" ({source})", err=True)
+    if stats:
+        click.echo(_throughput(runtime, records, results, seconds), err=True)
+
+
+@main.command(short_help="Serve an artifact over HTTP, with dynamic batching.")
+@click.argument("artifact", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes, each with the artifact loaded.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Which graphs to serve (int8: built with [export] quantize = \"int8\").")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="onnxruntime threads per worker (default: the cores shared among the workers).")
+@click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,
+              help="Inputs per graph call, gathered across requests.")
+@click.option("--max-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="How long a request waits for others to share its batch; 0 = no dynamic batching.")
+@click.option("--max-inputs", type=click.IntRange(1), default=256, show_default=True, help="Inputs per request.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=1 << 20, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
+              help="Seconds a request may take, queueing included (504 after).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info")
+@click.pass_context
+def serve(ctx: click.Context, artifact: str, **settings) -> None:
+    """Serve ARTIFACT over HTTP: POST /v1/run {"inputs": [...], options...} -> {"results": [...]},
+    GET /v1/info, GET /healthz. See docs/deploy.md."""
+    from modkit.serve import serve as run_server
+
+    run_server(artifact, registry_path=ctx.obj["registry_path"], **settings)
+
+
+def _throughput(runtime, records: list, results: list, seconds: float) -> str:
+    """Texts/s, and tokens/s: tokens generated where the task generates, else tokens read."""
+    if all("ids" in r for r in results):
+        tokens, kind = sum(len(r["ids"]) for r in results), "generated"
+    else:
+        texts = [str(r.get("text", r.get("source", ""))) for r in runtime.records(records)]
+        tokens, kind = sum(len(ids) for ids in runtime.tokenizer.encode_batch(texts)), "input"
+    seconds = max(seconds, 1e-9)
+    return (f"{len(results)} texts in {seconds:.3f} s: {len(results) / seconds:.1f} texts/s, "
+            f"{tokens / seconds:.1f} {kind} tokens/s")
 
 
 @main.command()

@@ -15,20 +15,27 @@ from typing import Any, Sequence
 import pydantic
 
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
-from modkit.runtime.artifact import read_manifest
+from modkit.runtime.artifact import PRECISIONS, graph_file, read_manifest
 from modkit.runtime.sessions import (PROVIDERS, greedy, greedy_with_past, make_session, pad_ids, softmax,
                                      strip_after_eos)
 from modkit.tokenization import load_tokenizer
 
 
+DEFAULT_BATCH_SIZE = 32
+
+
 class Runtime:
     """An artifact loaded for inference: its manifest, tokenizer, task and ONNX sessions."""
 
-    def __init__(self, folder: str | Path, *, provider: str = "cpu", registry=None):
+    def __init__(self, folder: str | Path, *, provider: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None, registry=None):
         from modkit.registry import get_registry
 
         self.folder = Path(folder)
-        self.provider = provider
+        self.provider, self.threads = provider, threads
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.manifest = read_manifest(self.folder)
         #: the objective's describe(): the task name and what serving it needs
         self.task: dict[str, Any] = self.manifest["task"]
@@ -43,13 +50,18 @@ class Runtime:
             self.session(graph)
 
     def session(self, name: str):
-        """The onnxruntime session of the artifact's ONNX file ``name``, opened once."""
+        """The onnxruntime session of the artifact's ONNX file ``name`` (in the runtime's
+        precision: ``model.int8.onnx`` for ``model.onnx`` in int8), opened once."""
         if name not in self._sessions:
-            self._sessions[name] = make_session(self.folder / name, self.provider)
+            path = self.folder / graph_file(name, self.precision)
+            if self.precision != "fp32" and not path.exists() and (self.folder / name).exists():
+                raise ArtifactError(f"{path}: missing; this artifact has no {self.precision} graphs (build it "
+                                    f'with [export] quantize = "{self.precision}")')
+            self._sessions[name] = make_session(path, self.provider, threads=self.threads)
         return self._sessions[name]
 
     def has_graph(self, name: str) -> bool:
-        return (self.folder / name).exists()
+        return (self.folder / graph_file(name, self.precision)).exists()
 
     def records(self, inputs: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
         """Texts become ``{"text": ...}``; every record must hold the task's input fields."""
@@ -70,12 +82,25 @@ class Runtime:
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors())
             raise UserError(f"options for task {self.task['task']!r}: {problems}") from None
 
-    def run(self, inputs: Sequence[str | dict[str, Any]], **options: Any) -> list[dict[str, Any]]:
-        """One result per input (a text, or a record with the task's fields)."""
-        records = self.records(inputs)
-        if not records:
-            return []
-        return self.task_impl.run(records, self.options(**options))
+    def run(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = DEFAULT_BATCH_SIZE,
+            **options: Any) -> list[dict[str, Any]]:
+        """One result per input (a text, or a record with the task's fields), in input order.
+
+        Inputs are sorted by size and run ``batch_size`` at a time, so each batch pads little."""
+        return self.run_validated(self.records(inputs), self.options(**options), batch_size=batch_size)
+
+    def run_validated(self, records: list[dict[str, Any]], options, *,
+                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+        """:meth:`run` for records checked by :meth:`records` and options made by :meth:`options`."""
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        order = sorted(range(len(records)), key=lambda i: self.task_impl.size(records[i]))
+        results: list[Any] = [None] * len(records)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            for i, result in zip(batch, self.task_impl.run([records[i] for i in batch], options)):
+                results[i] = result
+        return results
 
 
 def _task_component(registry, manifest: dict[str, Any], folder: Path):

@@ -11,8 +11,9 @@ from modkit.errors import ArtifactError, UserError
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def make_session(path: Path, provider: str):
-    """An onnxruntime session for ``path`` on ``provider`` (``"cpu"`` or ``"cuda"``)."""
+def make_session(path: Path, provider: str, *, threads: int | None = None):
+    """An onnxruntime session for ``path`` on ``provider`` (``"cpu"`` or ``"cuda"``); ``threads``
+    caps its intra-op threads (default: onnxruntime's, one per core)."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
@@ -25,6 +26,8 @@ def make_session(path: Path, provider: str):
         raise ArtifactError(f"{path}: missing; was the artifact built with [export] onnx = true?")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=[name])
 
 
@@ -80,22 +83,18 @@ def strip_after_eos(tokens: np.ndarray, eos_token_id: int | None) -> list[list[i
 
 def greedy_with_past(session, prompt: list[int], *, max_new_tokens: int,
                      eos_token_id: int | None = None) -> tuple[list[int], list[np.ndarray]]:
-    """Greedy decoding over a cached step graph (``model_with_past.onnx``: ``input_ids,
-    attention_mask, past.{i}.key/value -> logits of the last position, present.{i}.key/value``).
+    """Greedy decoding of one prompt over a cached step graph (see
+    :class:`modkit.runtime.decoders.CachedLM`): the new tokens (stopping before the eos) and
+    the logits of every step."""
+    from modkit.runtime.decoders import CachedLM
 
-    Returns the new tokens (stopping before the eos) and the logits of every step."""
-    past_inputs = [i for i in session.get_inputs() if i.name.startswith("past.")]
-    heads, d_head = past_inputs[0].shape[1], past_inputs[0].shape[3]
-    past = {i.name: np.zeros((1, heads, 0, d_head), dtype=np.float32) for i in past_inputs}
-    seen = 0
-
-    def step(token):
-        nonlocal past, seen
-        feed = np.array([prompt], dtype=np.int64) if token is None else token
-        seen += feed.shape[1]
-        logits, *present = session.run(None, {"input_ids": feed, "attention_mask": np.ones((1, seen), np.int64), **past})
-        past = dict(zip(past, present))
-        return logits
-
-    tokens, logits = greedy(step, 1, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
-    return strip_after_eos(tokens, eos_token_id)[0], [step_logits[0] for step_logits in logits]
+    decoder, tokens = CachedLM(session, [prompt]), []
+    all_logits = [decoder.start()[0]]
+    for _ in range(max_new_tokens):
+        token = int(all_logits[-1].argmax())
+        if token == eos_token_id:
+            break
+        tokens.append(token)
+        if len(tokens) < max_new_tokens:
+            all_logits.append(decoder.step(np.array([token]))[0])
+    return tokens, all_logits

@@ -97,7 +97,7 @@ def plan_from_spec(path: Path, registry) -> Plan:
             options = options.model_copy(update={"vocab_size": vocab})
         backbone = _meta_backbone(spec.backbone.component, options)
     shape = shape_of(backbone)
-    stages = [_stage(backbone, spec.objectives[i].component.name, spec.objectives[i].options.model_dump(),
+    stages = [_stage(backbone, spec.objectives[i][0].component.name, spec.objectives[i][0].options.model_dump(),
                      [(r.component, r.options) for r in spec.peft[i]], s.steps, s.batch_size, s.seq_len,
                      shape.encoder_decoder)
               for i, s in enumerate(spec.model.stages)]

@@ -8,6 +8,8 @@ from modkit.runtime import pad_ids, softmax
 
 
 class ClassifyTask(Task):
+    optional_fields = ("label",)
+
     def run(self, records, options):
         task, tokenizer = self.artifact.task, self.artifact.tokenizer
         labels, extra = task["labels"], task.get("append_ids", [])

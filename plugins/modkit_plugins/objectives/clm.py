@@ -4,13 +4,14 @@ from __future__ import annotations
 from pydantic import Field
 
 import modkit
+from modkit.runtime.generation import GenerationOptions
 
 
 class CLMOptions(modkit.Options):
     holdout: float = Field(0.05, ge=0, lt=1, description="Fraction of the text (its end) held back for evaluation.")
 
 
-class GenerateOptions(modkit.Options):
+class GenerateOptions(GenerationOptions):
     max_new_tokens: int = Field(32, gt=0, description="How many tokens to add at most.")
 
 
@@ -23,4 +24,4 @@ def modkit_register_objectives(register):
 @modkit.hookimpl
 def modkit_register_tasks(register):
     register("generate", "modkit_plugins.objectives.clm_task:GenerateTask", options=GenerateOptions,
-             doc="Greedy continuation of each text (cached step graph where the build wrote one).")
+             doc="Each text continued: greedy, sampled or beam search, in batches over the cached step graph.")

@@ -1,41 +1,45 @@
-"""Serving language-model artifacts: greedy continuation of each text (torch-free)."""
+"""Serving language-model artifacts: each text continued, in batches (torch-free)."""
 from __future__ import annotations
 
+from itertools import groupby
+
 from modkit.interfaces import Task
-from modkit.runtime import greedy, greedy_with_past, pad_ids, strip_after_eos
+from modkit.runtime.decoders import CachedLM, RecomputeLM, needs_equal_lengths
+from modkit.runtime.generation import decode
+
+CACHED = "model_with_past.onnx"
 
 
 class GenerateTask(Task):
     graphs = ("model.onnx",)  # plus model_with_past.onnx where the build wrote it
 
     def run(self, records, options):
-        tokenizer, art = self.artifact.tokenizer, self.artifact
-        eos = art.task.get("eos_token_id")
-        results = []
-        for record in records:
-            text = str(record["text"])
-            ids = tokenizer.encode(text) or ([eos] if eos is not None else [0])
-            if art.has_graph("model_with_past.onnx"):  # one cached step per token, within the positions
-                limit = art.max_positions or 10**9
-                steps = min(options.max_new_tokens, limit - 1)
-                new, _ = greedy_with_past(art.session("model_with_past.onnx"), ids[-(limit - steps):],
-                                          max_new_tokens=steps, eos_token_id=eos)
-            else:  # no cached graph: run the whole window again for every token
-                new = self._greedy_recompute(ids, options.max_new_tokens, eos)
-            results.append({"text": text, "generated": tokenizer.decode(new), "ids": new})
-        return results
+        art, eos = self.artifact, self.artifact.task.get("eos_token_id")
+        limit = art.max_positions or 10**9
+        steps = min(options.max_new_tokens, limit - 1)
+        texts = [str(r["text"]) for r in records]
+        # an empty text starts from the eos (the separator the model saw between documents)
+        prompts = [(art.tokenizer.encode(t) or [eos if eos is not None else 0])[-(limit - steps):] for t in texts]
+        new = [None] * len(prompts)
+        for rows in self._batches(prompts):
+            decoder = self._decoder([prompts[i] for i in rows])
+            for i, tokens in zip(rows, decode(decoder, len(rows), options, max_new_tokens=steps, eos_token_id=eos)):
+                new[i] = tokens
+        return [{"text": t, "generated": art.tokenizer.decode(ids), "ids": ids} for t, ids in zip(texts, new)]
 
-    def _greedy_recompute(self, ids: list[int], max_new_tokens: int, eos: int | None) -> list[int]:
-        limit, seen = self.artifact.max_positions, list(ids)
+    def _batches(self, prompts):
+        """All rows at once; a cached graph without position inputs takes one prompt length a call."""
+        rows = list(range(len(prompts)))
+        if not (self.artifact.has_graph(CACHED) and needs_equal_lengths(self.artifact.session(CACHED))):
+            return [rows]
+        by_length = sorted(rows, key=lambda i: len(prompts[i]))
+        return [list(g) for _, g in groupby(by_length, key=lambda i: len(prompts[i]))]
 
-        def step(token):
-            if token is not None:
-                seen.append(int(token[0, 0]))
-            feed, mask = pad_ids([seen[-limit:] if limit else seen], 0)
-            return self.artifact.session("model.onnx").run(["logits"], {"input_ids": feed, "attention_mask": mask})[0][:, -1]
-
-        tokens, _ = greedy(step, 1, max_new_tokens=max_new_tokens, eos_token_id=eos)
-        return strip_after_eos(tokens, eos)[0]
+    def _decoder(self, prompts):
+        art = self.artifact
+        if art.has_graph(CACHED):  # one cached step per token
+            return CachedLM(art.session(CACHED), prompts, pad_id=art.task.get("pad_token_id") or 0)
+        return RecomputeLM(art.session("model.onnx"), prompts, art.max_positions)  # the whole window per token
 
     def format(self, result):
         return result["text"] + result["generated"]

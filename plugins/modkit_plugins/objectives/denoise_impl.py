@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from modkit.data import read_text, split_holdout
+from modkit.data import device_of, pad_batch, read_text, split_holdout
 from modkit.errors import UserError
 
 from .noising import permute_sentences, rotate, text_infilling, token_deletion, token_masking
 from .pairs import documents
-from .seq2seq_impl import IGNORE, Seq2Seq, _pad
+from .seq2seq_impl import IGNORE, Seq2Seq
 
 
 @dataclass
@@ -78,12 +78,12 @@ class Denoise(Seq2Seq):
         originals = [[t for s in e for t in s] for e in examples]
         sources = [self.noise(e, generator)[: self.max_length - 1] + [self.eos] for e in examples]
         targets = [o + [self.eos] for o in originals]
-        labels = _pad(targets, IGNORE)
-        return {"input_ids": _pad(sources, self.pad), "attention_mask": _pad([[1] * len(s) for s in sources], 0),
-                "decoder_input_ids": _pad([[self.start] + t[:-1] for t in targets], self.pad),
+        labels = pad_batch(targets, IGNORE)[0]
+        return {"input_ids": pad_batch(sources, self.pad)[0], "attention_mask": pad_batch(sources, self.pad)[1],
+                "decoder_input_ids": pad_batch([[self.start] + t[:-1] for t in targets], self.pad)[0],
                 "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
-                "original_ids": _pad(originals, self.pad),  # before corruption, for modkit preview
-                "original_attention_mask": _pad([[1] * len(w) for w in originals], 0)}
+                "original_ids": pad_batch(originals, self.pad)[0],  # before corruption, for modkit preview
+                "original_attention_mask": pad_batch([[1] * len(w) for w in originals], 0)[0]}
 
     def batch(self, data, batch_size, generator):
         picks = torch.randint(len(data.train), (batch_size,), generator=generator).tolist()
@@ -92,12 +92,22 @@ class Denoise(Seq2Seq):
     def loss(self, backbone, batch):
         return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return Examples([], data.train + data.heldout)
+
+    def eval_batches(self, data, batch_size, limit):
+        held = data.heldout[:limit]
+        generator = torch.Generator().manual_seed(0)  # the same corruption at every evaluation
+        return [self.noised_batch(held[i: i + batch_size], generator) for i in range(0, len(held), batch_size)]
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
         held = data.heldout[: self.options.eval_examples]
         if not held:
             return {}
-        _, figures = self.loss(backbone, self.noised_batch(held, torch.Generator().manual_seed(0)))
+        batch = self.noised_batch(held, torch.Generator().manual_seed(0))
+        _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
         return {"heldout_" + k: v for k, v in figures.items()}
 
     def describe(self):

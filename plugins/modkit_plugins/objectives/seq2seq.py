@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 import modkit
+from modkit.runtime.generation import GenerationOptions
 
 
 class Seq2SeqOptions(modkit.Options):
@@ -16,7 +17,7 @@ class Seq2SeqOptions(modkit.Options):
     max_new_tokens: int = Field(64, gt=0, description="Generation length recorded for `modkit run`.")
 
 
-class Seq2SeqRunOptions(modkit.Options):
+class Seq2SeqRunOptions(GenerationOptions):
     max_new_tokens: int | None = Field(None, gt=0, description="Longest output; default the build's max_new_tokens.")
 
 
@@ -29,4 +30,4 @@ def modkit_register_objectives(register):
 @modkit.hookimpl
 def modkit_register_tasks(register):
     register("seq2seq", "modkit_plugins.objectives.seq2seq_task:Seq2SeqTask", options=Seq2SeqRunOptions,
-             doc="The generated target text per source text (encoder once, cached greedy decoding).")
+             doc="The generated target text per source text: greedy, sampled or beam search over the cached decoder.")

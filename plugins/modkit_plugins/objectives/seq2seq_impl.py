@@ -42,6 +42,10 @@ class Seq2Seq(nn.Module, Objective):
         self.pad = cfg.pad_token_id if pad is None else pad
         self.start = cfg.decoder_start_token_id
         self.max_length: int | None = None  # source length, set by load_data for the runtime
+        # ids past the tokenizer's vocabulary (T5's sentinels after span corruption) may be generated:
+        # the runtime writes them as <extra_id_k>
+        vocab_end = getattr(cfg, "vocab_size", 0) or 0
+        self.past_vocab_base = vocab_end - 1 if vocab_end > tokenizer.vocab_size else None
 
     @classmethod
     def check_backbone(cls, backbone) -> None:
@@ -152,4 +156,5 @@ class Seq2Seq(nn.Module, Objective):
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "decoder_start_token_id": self.start, "eos_token_id": self.eos,
                 "pad_token_id": self.pad, "max_new_tokens": self.options.max_new_tokens,
-                "max_length": self.max_length}
+                "max_length": self.max_length,
+                **({"sentinel_base": self.past_vocab_base} if self.past_vocab_base is not None else {})}

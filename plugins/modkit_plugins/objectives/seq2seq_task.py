@@ -1,18 +1,23 @@
-"""Serving seq2seq artifacts: the encoder once, then cached greedy decoding (torch-free)."""
+"""Serving seq2seq artifacts: the encoder once per batch, then cached decoding (torch-free)."""
 from __future__ import annotations
 
 from modkit.interfaces import Task
 from modkit.runtime import pad_ids
-from modkit.runtime.seq2seq import Seq2SeqSession, strip_after_eos
+from modkit.runtime.decoders import CachedSeq2Seq
+from modkit.runtime.generation import decode
 
 from .sentinels import decode_with_sentinels, encode_with_sentinels
 
 
 class Seq2SeqTask(Task):
+    optional_fields = ("source", "target")
     graphs = ("encoder.onnx", "decoder.onnx")
 
     def check(self, record):  # the source text, under the training data's name or the usual one
         return None if "source" in record or "text" in record else "missing field 'text' (or 'source')"
+
+    def size(self, record):
+        return len(str(record.get("source", record.get("text"))))
 
     def run(self, records, options):
         art, task = self.artifact, self.artifact.task
@@ -24,11 +29,12 @@ class Seq2SeqTask(Task):
         rows = [encode_with_sentinels(art.tokenizer, t, base, allow_special=special)[:limit] + [eos]
                 for t in texts]  # as seq2seq trained
         ids, mask = pad_ids(rows, pad)
-        session = Seq2SeqSession(art.session("encoder.onnx"), art.session("decoder.onnx"))
-        tokens, _ = session.greedy(ids, mask, max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32),
-                                   decoder_start_token_id=task["decoder_start_token_id"], eos_token_id=eos)
+        decoder = CachedSeq2Seq(art.session("encoder.onnx"), art.session("decoder.onnx"), ids, mask,
+                                task["decoder_start_token_id"])
+        new = decode(decoder, len(texts), options, eos_token_id=eos,
+                     max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32))
         return [{"text": t, "generated": decode_with_sentinels(art.tokenizer, row, base), "ids": row}
-                for t, row in zip(texts, strip_after_eos(tokens, eos))]
+                for t, row in zip(texts, new)]
 
     def format(self, result):
         return result["generated"]

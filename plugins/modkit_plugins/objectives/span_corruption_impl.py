@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from modkit.data import read_text
+from modkit.data import device_of, pad_batch, read_text
 from modkit.errors import UserError
 
 from .sentinels import decode_with_sentinels
-from .seq2seq_impl import IGNORE, Seq2Seq, _pad
+from .seq2seq_impl import IGNORE, Seq2Seq
 from .spans import corrupt, input_and_target_lengths, random_spans_noise_mask, span_lengths
 
 
@@ -67,12 +67,12 @@ class SpanCorruption(Seq2Seq):
         pairs = [corrupt(w, random_spans_noise_mask(len(w), o.noise_density, o.mean_noise_span_length, generator),
                          self.sentinel, self.eos) for w in windows]
         sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
-        labels = _pad(targets, IGNORE)
-        return {"input_ids": _pad(sources, self.pad), "attention_mask": _pad([[1] * len(s) for s in sources], 0),
-                "decoder_input_ids": _pad([[self.start] + t[:-1] for t in targets], self.pad),
+        labels = pad_batch(targets, IGNORE)[0]
+        return {"input_ids": pad_batch(sources, self.pad)[0], "attention_mask": pad_batch(sources, self.pad)[1],
+                "decoder_input_ids": pad_batch([[self.start] + t[:-1] for t in targets], self.pad)[0],
                 "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
-                "original_ids": _pad(windows, self.pad),  # before corruption, for modkit preview
-                "original_attention_mask": _pad([[1] * len(w) for w in windows], 0)}
+                "original_ids": pad_batch(windows, self.pad)[0],  # before corruption, for modkit preview
+                "original_attention_mask": pad_batch([[1] * len(w) for w in windows], 0)[0]}
 
     def batch(self, data, batch_size, generator):
         starts = torch.randint(0, len(data.train) - data.width + 1, (batch_size,), generator=generator).tolist()
@@ -81,13 +81,27 @@ class SpanCorruption(Seq2Seq):
     def loss(self, backbone, batch):
         return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return TokenStream(data.train[:0], torch.cat([data.train, data.heldout]), data.width)
+
+    @staticmethod
+    def _heldout_windows(data: TokenStream, limit: int) -> list[list[int]]:
+        n = min(limit, len(data.heldout) // data.width)
+        return [data.heldout[k * data.width: (k + 1) * data.width].tolist() for k in range(n)]
+
+    def eval_batches(self, data, batch_size, limit):
+        windows = self._heldout_windows(data, limit)
+        generator = torch.Generator().manual_seed(0)  # the same corruption at every evaluation
+        return [self.corrupt_windows(windows[i: i + batch_size], generator) for i in range(0, len(windows), batch_size)]
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
-        n = min(32, len(data.heldout) // data.width)
-        if n == 0:
+        windows = self._heldout_windows(data, 32)
+        if not windows:
             return {}
-        windows = [data.heldout[k * data.width: (k + 1) * data.width].tolist() for k in range(n)]
-        _, figures = self.loss(backbone, self.corrupt_windows(windows, torch.Generator().manual_seed(0)))
+        batch = self.corrupt_windows(windows, torch.Generator().manual_seed(0))
+        _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
         return {"heldout_" + k: v for k, v in figures.items()}
 
     def export_inputs(self, data):

@@ -19,12 +19,15 @@ from modkit_plugins.peft.lora import LoRAOptions
 
 
 class LoRAUpdate(nn.Module):
-    """The trainable part: A (r, in) Gaussian, B (out, r) zero."""
+    """The trainable part: A (r, in) Gaussian, B (out, r) zero, in the base layer's dtype and on
+    its device. A is drawn in float32 on the CPU first, so a seed gives the same A everywhere."""
 
-    def __init__(self, d_in: int, d_out: int, r: int):
+    def __init__(self, d_in: int, d_out: int, r: int, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu"):
         super().__init__()
-        self.A = nn.Parameter(torch.randn(r, d_in) / r)
-        self.B = nn.Parameter(torch.zeros(d_out, r))
+        a = torch.randn(r, d_in, device="cpu") / r
+        self.A = nn.Parameter(a.to(dtype=dtype, device=device))
+        self.B = nn.Parameter(torch.zeros(d_out, r, dtype=dtype, device=device))
 
 
 class LoRALinear(nn.Module):
@@ -34,7 +37,8 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.modkit_role = base.modkit_role
-        self.update = LoRAUpdate(base.in_features, base.out_features, r)
+        self.update = LoRAUpdate(base.in_features, base.out_features, r, dtype=base.weight.dtype,
+                                 device=base.weight.device)
         self.scaling = alpha / r
         self.dropout = nn.Dropout(dropout)
         self.merged = False
@@ -51,58 +55,71 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        """Add the update to the weight of the linear layer underneath. With LoRAs stacked on
+        one layer (this one's ``base`` another wrapper), that is the innermost linear: the
+        wrappers in between still add their own updates, so any merge order computes the same.
+        Unmerge in the reverse order of merging."""
         if self.merged:
             return
+        weight = _innermost_linear(self.base).weight
         # at least fp32 for the sum: half-precision weights would lose the small update
-        dtype = torch.promote_types(self.base.weight.dtype, torch.float32)
-        merged = self.base.weight.to(dtype) + self.delta_weight().to(dtype)
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        merged = weight.to(dtype) + self.delta_weight().to(dtype)
         # (a dry run on the meta device has no values to check)
         if merged.device.type != "meta" and not torch.isfinite(merged).all():
             raise ModkitError(f"LoRA on {self.modkit_role}: merged weights are not finite; the adapter is broken")
-        self._original = self.base.weight.detach().clone()
-        self.base.weight.copy_(merged.to(self.base.weight.dtype))
+        self._original = weight.detach().clone()
+        weight.copy_(merged.to(weight.dtype))
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if not self.merged:
             return
-        self.base.weight.copy_(self._original)
+        _innermost_linear(self.base).weight.copy_(self._original)
         self._original = None
         self.merged = False
 
 
-def _innermost_linear(module: nn.Module) -> tuple[nn.Module, str]:
-    """Follow `.base` through other PEFT wrappers to the nn.Linear to wrap."""
-    parent, attr = None, None
+def _checked_wrapper(module: nn.Module) -> nn.Module:
+    if not hasattr(module, "base"):
+        raise UserError(f"LoRA cannot wrap {type(module).__name__} with role {module.modkit_role!r}")
+    return module
+
+
+def _innermost_linear(module: nn.Module) -> nn.Linear:
+    """Follow `.base` through PEFT wrappers (this method's or another's) to the nn.Linear."""
     while not isinstance(module, nn.Linear):
-        if not hasattr(module, "base"):
-            raise UserError(f"LoRA cannot wrap {type(module).__name__} with role {module.modkit_role!r}")
-        parent, attr, module = module, "base", module.base
-    return parent, attr
+        module = _checked_wrapper(module).base
+    return module
 
 
 class LoRA(PeftMethod):
+    """Wraps each role-matched linear layer in a :class:`LoRALinear`, innermost: under another
+    PEFT method's wrapper (an adapter on ``attn.o``), so merging into the weight is exact. A
+    second LoRA on the same layer wraps the linear inside the first; the updates add up."""
+
     def apply(self, model: nn.Module) -> list[nn.Module]:
         o = self.options
-        added = []
+        self._wrapped: list[LoRALinear] = []
         for parent, name, role in match_roles(model, o.targets):
-            inner_parent, inner_attr = _innermost_linear(getattr(parent, name))
-            owner, attr = (inner_parent, inner_attr) if inner_parent is not None else (parent, name)
-            base = getattr(owner, attr)
-            wrapped = LoRALinear(base, o.r, o.alpha, o.dropout).to(base.weight.device)
+            owner, attr = parent, name
+            while not isinstance(getattr(owner, attr), nn.Linear):
+                owner, attr = _checked_wrapper(getattr(owner, attr)), "base"
+            wrapped = LoRALinear(getattr(owner, attr), o.r, o.alpha, o.dropout)
             setattr(owner, attr, wrapped)
-            added.append(wrapped.update)
-        if not added:
+            self._wrapped.append(wrapped)
+        if not self._wrapped:
             roles = sorted({role for _, _, role in iter_roles(model)})
             raise UserError(f"lora: targets {o.targets} match no layer; roles here: {', '.join(roles)}")
-        return added
+        return [w.update for w in self._wrapped]
 
     def merge(self, model: nn.Module) -> None:
-        """Merge every LoRA layer and put the plain linear back in its place."""
+        """Merge this method's LoRA layers and put what each wrapped back in its place."""
+        mine = {id(w) for w in getattr(self, "_wrapped", [])}
         for owner in list(model.modules()):
             for attr, child in list(owner.named_children()):
-                if isinstance(child, LoRALinear):
+                if id(child) in mine:
                     child.merge()
                     setattr(owner, attr, child.base)
 

@@ -105,14 +105,17 @@ class BPETokenizer(SubwordTokenizer):
 
     def _word_ids(self, word: str) -> list[int]:
         vocab = self.vocab
-        ids = []
-        for token in self._word_tokens(word):
-            i = vocab.get(token)
-            if i is None:
-                i = self._unk_id  # a character never seen in training (word-end only)
-            if i is not None:
-                ids.append(i)
-        return ids
+        return [vocab[token] if token in vocab else self._unknown(token, word) for token in self._word_tokens(word)]
+
+    def _unknown(self, token: str, word: str) -> int:
+        """The unk id for a character never seen in training (word-end over characters only);
+        without an unk token, an error: dropping the character would lose text silently."""
+        if self._unk_id is None:
+            raise UserError(
+                f"bpe: {token.removesuffix(WORD_END)!r} (in {word!r}) is not in the vocabulary and this "
+                "word-end tokenizer has no 'unk' special token, so the text cannot be encoded without "
+                "losing it; train with an unk token (special_tokens) or with style = \"byte-level\"")
+        return self._unk_id
 
     def _segment_spans(self, segment: str):
         if self.pre_tokenizer == "clip":
@@ -136,9 +139,8 @@ class BPETokenizer(SubwordTokenizer):
         position = 0
         for token in self._word_tokens(word):
             units = len(token) - (len(WORD_END) if token.endswith(WORD_END) else 0)
-            token_id = self.vocab.get(token, self._unk_id)
-            if token_id is not None:
-                yield token_id, char_at[position], char_at[position + units - 1] + 1
+            token_id = self.vocab[token] if token in self.vocab else self._unknown(token, word)
+            yield token_id, char_at[position], char_at[position + units - 1] + 1
             position += units
 
     def _decode_tokens(self, tokens: list[str]) -> str:

@@ -1,0 +1,85 @@
+"""Optimising and quantising exported ONNX graphs with onnxruntime's own tools.
+
+- ``basic``: onnxruntime's basic graph rewrites (constant folding, redundant nodes), saved;
+- ``transformer``: onnxruntime's transformer optimizer (``onnxruntime.transformers``): layer
+  norms, residual adds + layer norms (SkipLayerNormalization) and GELUs (BiasGelu, FastGelu)
+  fused into single kernels. It runs with the generic (``bert``) fusions, which match every
+  family's blocks here; its attention fusion looks for Hugging Face's attention pattern and
+  does not match modkit's (scaled_dot_product_attention) export, so attention stays unfused.
+
+The graphs keep their inputs and outputs, so the runtime runs them unchanged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from modkit.runtime.artifact import graph_file
+
+LEVELS = ("none", "basic", "transformer")
+#: what ``optimize = "auto"`` tries, fastest first; the build keeps the first that passes parity
+AUTO = ("transformer", "basic", "none")
+
+
+def optimize_graph(path: Path, level: str) -> dict[str, Any]:
+    """Rewrite the ONNX file ``path`` in place at ``level``; the fused operators, counted."""
+    if level == "none":
+        return {}
+    tmp = path.with_name(path.name + ".opt.tmp")
+    try:
+        if level == "basic":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            options.optimized_model_filepath = str(tmp)
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            fused = {}
+        elif level == "transformer":
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            # num_heads/hidden_size 0: read from the graph (they matter to attention fusion only)
+            model = optimize_model(str(path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+            fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+            model.save_model_to_file(str(tmp))
+        else:
+            raise ValueError(f"unknown optimisation level {level!r}; expected one of {LEVELS}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return fused
+
+
+def fused_operators(path: Path) -> dict[str, int]:
+    """How many nodes of each fused (onnxruntime contrib or LayerNormalization) kind the graph has."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.domain == "com.microsoft" or node.op_type == "LayerNormalization":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def quantize_graph(path: Path) -> Path:
+    """Write the dynamically quantised (int8 weights, activations quantised per call) twin of
+    ``path`` beside it and return its path. Matrix multiplications are quantised; embedding
+    lookups stay fp32 (quantising them costs accuracy for little speed)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name(graph_file(path.name, "int8"))
+    tmp = out.with_name(out.name + ".tmp")
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # its advice to pre-process is for static quantisation
+    try:
+        # shape inference does not know the fused contrib ops' output types: they are float
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.replace(tmp, out)
+    finally:
+        root.level = level
+        tmp.unlink(missing_ok=True)
+    return out

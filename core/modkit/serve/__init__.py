@@ -1,0 +1,59 @@
+"""`modkit serve`: an artifact as an HTTP service (uvicorn + Starlette, the optional extra ``serve``).
+
+With ``workers`` > 1 uvicorn starts that many processes, each loading the artifact through
+:func:`app_from_environment` (the settings travel in an environment variable).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from modkit.errors import UserError
+
+ENV = "MODKIT_SERVE_SETTINGS"
+
+
+def _need_server():
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise UserError("modkit serve needs uvicorn and starlette: pip install 'modkit[serve]'") from None
+    return uvicorn
+
+
+def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          provider: str = "cpu", precision: str = "fp32", threads: int | None = None, registry_path: str | None = None,
+          log_level: str = "info", **limits) -> None:
+    """Load the artifact (so a bad one fails here, exit 2), then serve it until SIGINT/SIGTERM;
+    requests in flight finish first."""
+    from modkit.registry import get_registry
+    from modkit.runtime import Runtime
+    from modkit.serve.app import Limits, create_app
+
+    uvicorn = _need_server()
+    settings = {"artifact": str(artifact), "provider": provider, "precision": precision,
+                "registry_path": registry_path,
+                "threads": threads or max(1, (os.cpu_count() or 1) // workers), "limits": asdict(Limits(**limits))}
+    runtime = Runtime(artifact, provider=provider, precision=precision, threads=settings["threads"],
+                      registry=get_registry(registry_path))
+    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings["limits"]["timeout_s"]) + 5)
+    if workers == 1:
+        uvicorn.run(create_app(runtime, Limits(**settings["limits"])), **common)
+    else:
+        os.environ[ENV] = json.dumps(settings)
+        uvicorn.run("modkit.serve:app_from_environment", factory=True, workers=workers, **common)
+
+
+def app_from_environment():
+    """The app of one worker process, from the settings :func:`serve` left in the environment."""
+    from modkit.registry import get_registry
+    from modkit.runtime import Runtime
+    from modkit.serve.app import Limits, create_app
+
+    s = json.loads(os.environ[ENV])
+    runtime = Runtime(s["artifact"], provider=s["provider"], precision=s["precision"], threads=s["threads"],
+                      registry=get_registry(s["registry_path"]))
+    return create_app(runtime, Limits(**s["limits"]))

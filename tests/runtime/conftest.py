@@ -1,0 +1,114 @@
+"""Tiny artifacts built once per test session for the runtime and serving tests (default
+optimisation, int8 graphs too)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import modkit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _build(folder: Path, spec: str) -> Path:
+    (folder / "spec.toml").write_text(spec)
+    modkit.build(folder / "spec.toml", folder / "out", progress=False, echo=lambda _: None)
+    return folder / "out"
+
+
+@pytest.fixture(scope="session")
+def gpt_artifact(tmp_path_factory) -> Path:
+    """A language model: GPT-2 style, 2 layers, byte-level BPE; a few steps of training."""
+    folder = tmp_path_factory.mktemp("gpt")
+    (folder / "corpus.txt").write_text((EXAMPLES / "tiny-gpt" / "corpus.txt").read_text()[:30_000])
+    return _build(folder, '''
+name = "tiny-lm"
+seed = 11
+[tokenizer]
+use = "bpe"
+vocab_size = 300
+train_on = ["corpus.txt"]
+[backbone]
+use = "gpt"
+d_model = 32
+n_layers = 2
+n_heads = 2
+n_positions = 64
+[[stages]]
+objective = { use = "clm" }
+data = "corpus.txt"
+steps = 30
+batch_size = 8
+seq_len = 32
+lr = 3e-3
+[export]
+quantize = "int8"
+''')
+
+
+@pytest.fixture(scope="session")
+def seq2seq_artifact(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bart")
+    rows = (EXAMPLES / "tiny-t5" / "data" / "train.jsonl").read_text().splitlines()[:120]
+    (folder / "train.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / "corpus.txt").write_text("\n".join(json.loads(r)["target"] for r in rows))
+    return _build(folder, '''
+name = "tiny-s2s"
+seed = 5
+[tokenizer]
+use = "bpe"
+vocab_size = 300
+train_on = "corpus.txt"
+[backbone]
+use = "bart"
+d_model = 32
+encoder_layers = 2
+decoder_layers = 2
+n_heads = 2
+d_ff = 64
+n_positions = 64
+[[stages]]
+objective = { use = "seq2seq", max_new_tokens = 10, eval_examples = 4 }
+data = "train.jsonl"
+steps = 30
+batch_size = 8
+seq_len = 24
+lr = 3e-3
+[export]
+quantize = "int8"
+''')
+
+
+@pytest.fixture(scope="session")
+def classifier_artifact(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cls")
+    rows = (EXAMPLES / "tiny-gpt" / "modules.jsonl").read_text().splitlines()[:200]
+    (folder / "data.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / "corpus.txt").write_text("\n".join(json.loads(r)["text"] for r in rows))
+    labels = sorted({json.loads(r)["label"] for r in rows})
+    return _build(folder, f'''
+name = "tiny-cls"
+seed = 2
+[tokenizer]
+use = "wordpiece"
+vocab_size = 300
+train_on = "corpus.txt"
+[backbone]
+use = "bert"
+d_model = 32
+n_layers = 2
+n_heads = 2
+d_ff = 64
+n_positions = 64
+[[stages]]
+objective = {{ use = "classify", labels = {json.dumps(labels)} }}
+data = "data.jsonl"
+steps = 20
+batch_size = 8
+seq_len = 48
+lr = 3e-3
+[export]
+quantize = "int8"
+''')
