@@ -17,7 +17,7 @@ from modkit.builder.checkpoints import load_hf
 from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter
 from modkit.builder.merge import merge_checked
-from modkit.builder.optimize import AUTO, fused_operators, quantize_graph
+from modkit.builder.optimize import AUTO, OptimizeError, fused_operators, quantize_graph
 from modkit.builder.preflight import preflight
 from modkit.builder.resources import ResourceMeter
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
@@ -247,20 +247,23 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     The graphs the serving task opens must be among them."""
     inputs = objective.export_inputs(data)
     levels = AUTO if export.optimize == "auto" else (export.optimize,)
+    fallbacks = []  # "auto": the levels given up, each with why
     for n, level in enumerate(levels):  # "auto": the fastest level whose graphs pass parity
         exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance, optimize=level)
         try:
             figures = objective.export(model, exporter, inputs)
             break
-        except ParityError:
+        except (ParityError, OptimizeError) as e:
             if n == len(levels) - 1:
                 raise
+            fallbacks.append({"level": level, "reason": str(e)})
     missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
     if missing:
         raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
                           f"{objective.task!r} is served from {missing}")
     graphs = [folder / name for name in exporter.written]
-    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs}}
+    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs},
+                           "fallbacks": fallbacks}
     if export.quantize == "int8":
         figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
     return figures, exporter.written
