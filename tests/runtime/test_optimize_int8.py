@@ -153,3 +153,38 @@ def test_auto_falls_back_when_the_optimizer_raises(tmp_path, monkeypatch):
     # asked for by name, the level is not swapped for another: the build fails and says why
     with pytest.raises(optimize.OptimizeError, match="cannot fuse this graph"):
         _build_classifier(tmp_path / "named", optimize="transformer")
+
+
+@pytest.mark.parametrize("fixture, graphs", [
+    ("gpt_artifact", ["model.onnx", "model_with_past.onnx"]),
+    ("classifier_artifact", ["model.onnx"]),
+    ("seq2seq_artifact", ["encoder.onnx", "decoder.onnx"]),
+])
+def test_fp16_twins_are_half_precision_graphs_close_to_fp32(request, fixture, graphs):
+    """fp16 graphs are for GPUs; here they are checked for what a CPU can check: their
+    weights are float16, their inputs and outputs those of fp32, and onnxruntime's CPU
+    provider runs them (the build did, for the figures) close to fp32."""
+    artifact = request.getfixturevalue(fixture)
+    for graph in graphs:
+        fp32, fp16 = (onnx.load(str(artifact / name)) for name in (graph, graph.replace(".onnx", ".fp16.onnx")))
+        assert [(i.name, i.type) for i in fp16.graph.input] == [(i.name, i.type) for i in fp32.graph.input]
+        assert [(o.name, o.type) for o in fp16.graph.output] == [(o.name, o.type) for o in fp32.graph.output]
+        kinds = {t.data_type for t in fp16.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT,
+                                                                                  onnx.TensorProto.FLOAT16)}
+        assert kinds == {onnx.TensorProto.FLOAT16}
+    for name, figures in read_manifest(artifact)["parity"]["fp16"].items():
+        sizes = [figures] if "fp32_bytes" in figures else [figures["encoder"], figures["decoder"]]
+        assert all(s["fp16_bytes"] < s["fp32_bytes"] for s in sizes)  # tiny graphs: not quite half
+        if "max_abs_diff" in figures:
+            assert figures["max_abs_diff"] < 0.05 and figures["top1_agreement"] >= 0.9
+        else:
+            assert 0.0 <= figures["token_agreement"] <= 1.0
+
+
+def test_precision_fp16_runs_on_the_cpu_close_to_fp32(classifier_artifact):
+    texts = ["connect a socket", "parse the command line arguments", "the date today"]
+    fp32 = Runtime(classifier_artifact).run(texts)
+    fp16 = Runtime(classifier_artifact, precision="fp16").run(texts)
+    for a, b in zip(fp32, fp16):
+        assert a["probabilities"].keys() == b["probabilities"].keys()
+        assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 0.01

@@ -17,7 +17,8 @@ from modkit.builder.checkpoints import load_hf
 from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter
 from modkit.builder.merge import merge_checked
-from modkit.builder.optimize import AUTO, OptimizeError, fused_operators, quantize_graph
+from modkit.builder import precision_check
+from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.preflight import preflight
 from modkit.builder.resources import ResourceMeter
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
@@ -264,31 +265,10 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     graphs = [folder / name for name in exporter.written]
     figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs},
                            "fallbacks": fallbacks}
-    if export.quantize == "int8":
-        figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
+    for precision in export.precisions():  # int8 / fp16 twins, checked against fp32
+        figures[precision] = precision_check.write_and_check(graphs, precision, objective.describe(),
+                                                             {k: v.numpy() for k, v in inputs.items()})
     return figures, exporter.written
-
-
-def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs
-    (for the graphs whose inputs modkit knows: the logits, cached-step and seq2seq graphs)."""
-    from modkit.builder import int8_check
-
-    for path in graphs:
-        quantize_graph(path)
-    folder, figures = graphs[0].parent, {}
-    names = {p.name for p in graphs}
-    if "model.onnx" in names:
-        figures["model.onnx"] = int8_check.compare_logits(folder / "model.onnx", inputs)
-    if "model_with_past.onnx" in names:
-        prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
-        figures["model_with_past.onnx"] = int8_check.compare_cached_lm(folder / "model_with_past.onnx", prompts, 16)
-    if {"encoder.onnx", "decoder.onnx"} <= names:
-        figures["encoder.onnx+decoder.onnx"] = int8_check.compare_seq2seq(
-            folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
-            start_id=task["decoder_start_token_id"], eos_token_id=task.get("eos_token_id"),
-            max_new_tokens=task.get("max_new_tokens", 16))
-    return figures
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modkit.errors import ModkitError
+from modkit.fileio import atomic_path
 from modkit.runtime.artifact import graph_file
 
 LEVELS = ("none", "basic", "transformer")
@@ -107,4 +108,19 @@ def quantize_graph(path: Path) -> Path:
     finally:
         root.level = level
         tmp.unlink(missing_ok=True)
+    return out
+
+
+def half_graph(path: Path) -> Path:
+    """Write the fp16 twin of ``path`` beside it (for GPUs) and return its path: weights and
+    activations in float16, the graph's inputs and outputs as they were (casts at its edges),
+    so the runtime feeds and reads the same arrays at either precision."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    out = path.with_name(graph_file(path.name, "fp16"))
+    model = OnnxModel(onnx.load(str(path)))
+    model.convert_float_to_float16(keep_io_types=True)
+    with atomic_path(out) as tmp:
+        model.save_model_to_file(str(tmp))
     return out
