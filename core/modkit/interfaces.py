@@ -327,10 +327,11 @@ class PeftMethod:
         return None
 
     @classmethod
-    def to_hf_peft(cls, model: torch.nn.Module, hf_weights: dict):
+    def to_hf_peft(cls, model: torch.nn.Module, hf_weights: dict, hf_config: dict):
         """This method's modules on ``model`` as a Hugging Face PEFT adapter: ``(config,
-        weights)`` named after ``hf_weights`` (the base checkpoint ``export-hf`` writes), or None
-        when the model has none. Raise UserError if peft cannot express them."""
+        weights)`` named after ``hf_weights`` (the base checkpoint ``export-hf`` writes, whose
+        ``config.json`` is ``hf_config``), or None when the model has none. Raise UserError if
+        peft cannot express them."""
         return None
 
 

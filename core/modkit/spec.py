@@ -82,8 +82,14 @@ class Export(_Strict):
     parity_tolerance: float = Field(1e-4, gt=0)
     #: "auto": the fastest of transformer, basic, none whose graphs pass the parity check
     optimize: Literal["auto", "none", "basic", "transformer"] = "auto"
-    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones
-    quantize: Literal["none", "int8"] = "none"
+    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones;
+    #: "fp16": half-precision graphs for GPUs (model.fp16.onnx...); a list for both
+    quantize: Literal["none", "int8", "fp16"] | list[Literal["int8", "fp16"]] = "none"
+
+    def precisions(self) -> list[str]:
+        """The precisions written beside fp32, in order."""
+        given = [self.quantize] if isinstance(self.quantize, str) else self.quantize
+        return list(dict.fromkeys(p for p in given if p != "none"))
 
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"

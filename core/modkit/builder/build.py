@@ -22,9 +22,10 @@ from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
+from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.multi import WeightedObjectives
-from modkit.builder.optimize import AUTO, fused_operators, quantize_graph
+from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.preflight import preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
@@ -253,45 +254,27 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     The graphs the serving task opens must be among them."""
     inputs = objective.export_inputs(data)
     levels = AUTO if export.optimize == "auto" else (export.optimize,)
+    fallbacks = []  # "auto": the levels given up, each with why
     for n, level in enumerate(levels):  # "auto": the fastest level whose graphs pass parity
         exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance, optimize=level)
         try:
             figures = objective.export(model, exporter, inputs)
             break
-        except ParityError:
+        except (ParityError, OptimizeError) as e:
             if n == len(levels) - 1:
                 raise
+            fallbacks.append({"level": level, "reason": str(e)})
     missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
     if missing:
         raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
                           f"{objective.task!r} is served from {missing}")
     graphs = [folder / name for name in exporter.written]
-    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs}}
-    if export.quantize == "int8":
-        figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
+    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs},
+                           "fallbacks": fallbacks}
+    for precision in export.precisions():  # int8 / fp16 twins, checked against fp32
+        figures[precision] = precision_check.write_and_check(graphs, precision, objective.describe(),
+                                                             {k: v.numpy() for k, v in inputs.items()})
     return figures, exporter.written
-
-
-def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs
-    (for the graphs whose inputs modkit knows: the logits, cached-step and seq2seq graphs)."""
-    from modkit.builder import int8_check
-
-    for path in graphs:
-        quantize_graph(path)
-    folder, figures = graphs[0].parent, {}
-    names = {p.name for p in graphs}
-    if "model.onnx" in names:
-        figures["model.onnx"] = int8_check.compare_logits(folder / "model.onnx", inputs)
-    if "model_with_past.onnx" in names:
-        prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
-        figures["model_with_past.onnx"] = int8_check.compare_cached_lm(folder / "model_with_past.onnx", prompts, 16)
-    if {"encoder.onnx", "decoder.onnx"} <= names:
-        figures["encoder.onnx+decoder.onnx"] = int8_check.compare_seq2seq(
-            folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
-            start_id=task["decoder_start_token_id"], eos_token_id=task.get("eos_token_id"),
-            max_new_tokens=task.get("max_new_tokens", 16))
-    return figures
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:

@@ -131,11 +131,11 @@ def export_peft(model: nn.Module | str | Path, dest: str | Path, *, registry: Re
     registry = registry or get_registry()
     if not isinstance(model, nn.Module):
         model = load_model(model, registry=registry)
-    _, hf_weights = format_for(base := hf_model(model, registry=registry), registry=registry).to_hf(base)
+    hf_config, hf_weights = format_for(base := hf_model(model, registry=registry), registry=registry).to_hf(base)
     written = []
     for name in registry.names("peft"):
         writer = getattr(registry.get("peft", name).load(), "to_hf_peft", None)
-        found = writer(model, hf_weights) if writer is not None else None
+        found = writer(model, hf_weights, hf_config) if writer is not None else None
         if found is None:
             continue
         config, weights = found

@@ -201,8 +201,9 @@ def plot(artifact: str, output: str | None) -> None:
                    "else one text per line. Without --text or --file, standard input is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="Which graphs to run: int8 needs an artifact built with [export] quantize = \"int8\".")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
+              help="Which graphs to run: int8 (fp16) needs an artifact built with [export] quantize = \"int8\" "
+                   "(\"fp16\", meant for --provider cuda).")
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Inputs per graph call; inputs are sorted by length first, so a batch pads little.")
 @click.option("--stats", is_flag=True, help="Report texts/s and tokens/s on standard error.")
@@ -260,8 +261,8 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes, each with the artifact loaded.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="Which graphs to serve (int8: built with [export] quantize = \"int8\").")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
+              help="Which graphs to serve (int8, fp16: built with [export] quantize = \"int8\", \"fp16\").")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="onnxruntime threads per worker (default: the cores shared among the workers).")
 @click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,

@@ -94,7 +94,7 @@ class Adapters(PeftMethod):
         """Nothing folds: an adapter's nonlinearity keeps it a module of its own."""
 
     @classmethod
-    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict, hf_config: dict):
         if any(isinstance(m, AdapterLayer) for m in model.modules()):
             raise UserError("adapter: Hugging Face PEFT has no Houlsby bottleneck adapters; train with "
                             "`lora` (which export-peft writes) or serve the modkit artifact itself")
