@@ -223,8 +223,20 @@ class Objective:
         raise NotImplementedError
 
     def evaluate(self, backbone: Backbone, data: Any) -> dict[str, float]:
-        """Figures on held-back data (may be empty)."""
+        """Figures on held-back data (may be empty). ``backbone`` may be on a GPU: build tensors
+        on ``modkit.data.device_of(backbone)``."""
         return {}
+
+    def load_eval_data(self, path: Path, seq_len: int) -> Any:
+        """A stage's ``eval_data`` file, all of it held back (what :meth:`eval_batches` and
+        :meth:`evaluate` read). By default :meth:`load_data`'s result."""
+        return self.load_data(path, seq_len)
+
+    def eval_batches(self, data: Any, batch_size: int, limit: int) -> Iterable[dict[str, torch.Tensor]]:
+        """Batches of at most ``limit`` held-back examples, in a fixed order (CPU tensors, like
+        :meth:`batch`). The build reports the mean of :meth:`loss` over them as ``eval_loss``
+        (and its exp as ``eval_perplexity``). By default none: only :meth:`evaluate` runs."""
+        return ()
 
     def logits(self, backbone: Backbone, output: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The task's output from the backbone's: vocabulary logits, class logits... This is
@@ -315,9 +327,10 @@ class PeftMethod:
 
     @classmethod
     def from_hf_peft(cls, config: dict, weights: dict, model: torch.nn.Module):
-        """Attach a Hugging Face PEFT adapter (``adapter_config.json`` as ``config``, its
-        safetensors as ``weights``) to ``model``; return ``(method, modules)`` as ``apply``
-        would, or None when ``config["peft_type"]`` is not this method's."""
+        """Attach an adapter folder (Hugging Face PEFT's or AdapterHub's: ``adapter_config.json``
+        as ``config``, its safetensors as ``weights``) to ``model``; return ``(method,
+        modules)`` as ``apply`` would, or None when the folder is not this method's (PEFT's
+        ``config["peft_type"]``, AdapterHub's ``config["config"]``)."""
         return None
 
     @classmethod

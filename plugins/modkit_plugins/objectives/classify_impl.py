@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import pad_batch, read_jsonl, split_holdout
+from modkit.data import device_of, pad_batch, read_jsonl, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective
 from modkit.nn.losses import lm_loss
@@ -81,6 +81,18 @@ class Classify(nn.Module, Objective):
         ids, mask, labels = self._tensors([data.train[i] for i in picks])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return Examples([], data.train + data.heldout)
+
+    def eval_batches(self, data, batch_size, limit):
+        held = data.heldout[:limit]
+        batches = []
+        for i in range(0, len(held), batch_size):
+            ids, mask, labels = self._tensors(held[i: i + batch_size])
+            batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+        return batches
+
     def logits(self, backbone, output, attention_mask):
         if self.pooling == "last":
             state = last_token_states(output.last_hidden_state, attention_mask)
@@ -109,12 +121,12 @@ class Classify(nn.Module, Objective):
     def evaluate(self, backbone, data):
         if not data.heldout:
             return {}
-        correct = 0
+        correct, device = 0, device_of(backbone)
         for i in range(0, len(data.heldout), 32):
-            ids, mask, labels = self._tensors(data.heldout[i: i + 32])
+            ids, mask, labels = (t.to(device) for t in self._tensors(data.heldout[i: i + 32]))
             pred = self.logits(backbone, backbone(ids, mask), mask).argmax(-1)
             correct += int((pred == labels).sum())
-        majority = Counter(label for _, label in data.train).most_common(1)[0][0]
+        majority = Counter(label for _, label in data.train or data.heldout).most_common(1)[0][0]
         baseline = sum(label == majority for _, label in data.heldout) / len(data.heldout)
         return {"heldout_accuracy": correct / len(data.heldout), "majority_baseline": baseline,
                 "heldout_examples": len(data.heldout)}
