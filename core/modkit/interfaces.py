@@ -247,6 +247,12 @@ class Objective:
         """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
 
+    def heldout_classes(self, data: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """Every held-back example as inputs of the default graph (``model.onnx``, as
+        :meth:`export_inputs`) and its gold class id, or None. A classifier gives them, and the
+        build records the accuracy of each int8/fp16 graph against fp32's on them."""
+        return None
+
     def export(self, model: torch.nn.Module, exporter: Exporter, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Write the ONNX graph(s) this objective's task is served from and return the parity
         figures the manifest records (at least ``max_abs_diff``).

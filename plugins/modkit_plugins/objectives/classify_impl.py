@@ -135,6 +135,12 @@ class Classify(nn.Module, Objective):
         ids, mask, _ = self._tensors((data.heldout or data.train)[:4])
         return {"input_ids": ids, "attention_mask": mask}
 
+    def heldout_classes(self, data):
+        if not data.heldout:
+            return None
+        ids, mask, labels = self._tensors(data.heldout)
+        return {"input_ids": ids, "attention_mask": mask}, labels
+
     def describe(self):
         return {"task": self.task, "labels": list(self.options.labels), "append_ids": self.extract,
                 "use_template": self.use_template, "pad_token_id": self.pad_id, "max_length": self.max_length}
