@@ -103,3 +103,10 @@ def import_or_skip(module: str, install: str):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+# Token files (modkit.tokenfile) go to a throwaway cache, not the user's ~/.cache.
+import os as _os
+import tempfile as _tempfile
+
+_os.environ.setdefault("MODKIT_CACHE", _tempfile.mkdtemp(prefix="modkit-test-cache-"))

@@ -61,3 +61,11 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int):
         ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
         mask[i, : len(s)] = 1
     return ids, mask
+
+
+def device_of(module) -> Any:
+    """The device a module's weights are on: where an objective puts the tensors it builds
+    itself (in ``evaluate``), since a build may train on a GPU."""
+    import torch
+
+    return next(iter(module.parameters()), torch.empty(0)).device

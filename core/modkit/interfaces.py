@@ -231,8 +231,20 @@ class Objective:
         raise NotImplementedError
 
     def evaluate(self, backbone: Backbone, data: Any) -> dict[str, float]:
-        """Figures on held-back data (may be empty)."""
+        """Figures on held-back data (may be empty). ``backbone`` may be on a GPU: build tensors
+        on ``modkit.data.device_of(backbone)``."""
         return {}
+
+    def load_eval_data(self, path: Path, seq_len: int) -> Any:
+        """A stage's ``eval_data`` file, all of it held back (what :meth:`eval_batches` and
+        :meth:`evaluate` read). By default :meth:`load_data`'s result."""
+        return self.load_data(path, seq_len)
+
+    def eval_batches(self, data: Any, batch_size: int, limit: int) -> Iterable[dict[str, torch.Tensor]]:
+        """Batches of at most ``limit`` held-back examples, in a fixed order (CPU tensors, like
+        :meth:`batch`). The build reports the mean of :meth:`loss` over them as ``eval_loss``
+        (and its exp as ``eval_perplexity``). By default none: only :meth:`evaluate` runs."""
+        return ()
 
     def logits(self, backbone: Backbone, output: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The task's output from the backbone's: vocabulary logits, class logits... This is
@@ -242,6 +254,12 @@ class Objective:
     def export_inputs(self, data: Any) -> dict[str, torch.Tensor]:
         """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
+
+    def heldout_classes(self, data: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """Every held-back example as inputs of the default graph (``model.onnx``, as
+        :meth:`export_inputs`) and its gold class id, or None. A classifier gives them, and the
+        build records the accuracy of each int8/fp16 graph against fp32's on them."""
+        return None
 
     def export(self, model: torch.nn.Module, exporter: Exporter, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Write the ONNX graph(s) this objective's task is served from and return the parity
@@ -317,16 +335,18 @@ class PeftMethod:
 
     @classmethod
     def from_hf_peft(cls, config: dict, weights: dict, model: torch.nn.Module):
-        """Attach a Hugging Face PEFT adapter (``adapter_config.json`` as ``config``, its
-        safetensors as ``weights``) to ``model``; return ``(method, modules)`` as ``apply``
-        would, or None when ``config["peft_type"]`` is not this method's."""
+        """Attach an adapter folder (Hugging Face PEFT's or AdapterHub's: ``adapter_config.json``
+        as ``config``, its safetensors as ``weights``) to ``model``; return ``(method,
+        modules)`` as ``apply`` would, or None when the folder is not this method's (PEFT's
+        ``config["peft_type"]``, AdapterHub's ``config["config"]``)."""
         return None
 
     @classmethod
-    def to_hf_peft(cls, model: torch.nn.Module, hf_weights: dict):
+    def to_hf_peft(cls, model: torch.nn.Module, hf_weights: dict, hf_config: dict):
         """This method's modules on ``model`` as a Hugging Face PEFT adapter: ``(config,
-        weights)`` named after ``hf_weights`` (the base checkpoint ``export-hf`` writes), or None
-        when the model has none. Raise UserError if peft cannot express them."""
+        weights)`` named after ``hf_weights`` (the base checkpoint ``export-hf`` writes, whose
+        ``config.json`` is ``hf_config``), or None when the model has none. Raise UserError if
+        peft cannot express them."""
         return None
 
 

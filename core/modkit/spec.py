@@ -68,6 +68,11 @@ class Stage(_Strict):
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
+    accumulate: int = Field(1, gt=0, description="Micro-batches of batch_size per optimizer step (gradient accumulation).")
+    eval_every: int = Field(0, ge=0, description="Steps between evaluations on held-back data (0: at the stage's end only).")
+    eval_data: str | None = Field(None, description="A file to evaluate on instead of the data's held-back part.")
+    eval_examples: int = Field(256, gt=0, description="Held-back examples the evaluation loss averages over, at most.")
+    keep_checkpoints: int = Field(0, ge=0, description="Weight snapshots kept in OUT/checkpoints: the last k evaluations' and the best.")
 
 
 class Export(_Strict):
@@ -77,13 +82,27 @@ class Export(_Strict):
     parity_tolerance: float = Field(1e-4, gt=0)
     #: "auto": the fastest of transformer, basic, none whose graphs pass the parity check
     optimize: Literal["auto", "none", "basic", "transformer"] = "auto"
-    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones
-    quantize: Literal["none", "int8"] = "none"
+    #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones;
+    #: "fp16": half-precision graphs for GPUs (model.fp16.onnx...); a list for both
+    quantize: Literal["none", "int8", "fp16"] | list[Literal["int8", "fp16"]] = "none"
+
+    def precisions(self) -> list[str]:
+        """The precisions written beside fp32, in order."""
+        given = [self.quantize] if isinstance(self.quantize, str) else self.quantize
+        return list(dict.fromkeys(p for p in given if p != "none"))
+
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 
 
 class SpecModel(_Strict):
     name: str
     seed: int = 0
+    device: str = Field("auto", pattern=DEVICE_PATTERN,
+                        description='Where to train: "auto" (cuda, else mps, else cpu), "cpu", "cuda", "cuda:N", "mps".')
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast dtype of forward passes; weights and the artifact stay fp32.")
+    compile: bool = Field(False, description="Train through torch.compile.")
     tokenizer: TokenizerSection = Field(default_factory=lambda: TokenizerSection(use="bpe"))
     backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
     stages: list[Stage] = Field(min_length=1)
@@ -299,6 +318,8 @@ def _paths(model: SpecModel):
         yield "backbone.from", model.backbone.from_
     for i, stage in enumerate(model.stages):
         yield f"stages[{i}].data", stage.data
+        if stage.eval_data:
+            yield f"stages[{i}].eval_data", stage.eval_data
         for j, method in enumerate(stage.peft):
             if "from" in method.option_values():
                 yield f"stages[{i}].peft[{j}].from", method.option_values()["from"]

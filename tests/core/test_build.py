@@ -73,9 +73,10 @@ def artifact(tmp_path_factory):
 
 
 def test_artifact_files_and_manifest(artifact):
-    assert sorted(p.name for p in artifact.iterdir()) == ["manifest.json", "model.onnx", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in artifact.iterdir()) == ["curves.png", "manifest.json", "metrics.jsonl", "model.onnx",
+                                                          "model.safetensors", "tokenizer.json"]
     m = read_manifest(artifact)
-    assert set(m["files"]) == {"model.onnx", "model.safetensors", "tokenizer.json"}
+    assert set(m["files"]) == {"metrics.jsonl", "model.onnx", "model.safetensors", "tokenizer.json"}
     assert all(sha256_file(artifact / f) == h for f, h in m["files"].items())
     assert m["parity"]["max_abs_diff"] < 1e-4 and m["parity"]["inputs"]["input_ids"][0] == 4
     assert m["task"]["task"] == "classify" and m["task"]["labels"] == LABELS
@@ -121,9 +122,9 @@ def test_resumed_build_equals_uninterrupted(artifact, tmp_path, monkeypatch, sta
     real = build_module.train_stage
 
     def crashing(model, objective, data, stage_cfg, *, index, on_step, **kw):
-        def boom(n, loss):
-            on_step(n, loss)
-            if index == stage and n == step:
+        def boom(record):
+            on_step(record)
+            if index == stage and record.step == step:
                 raise Interrupt
         return real(model, objective, data, stage_cfg, index=index, on_step=boom, **kw)
 

@@ -54,9 +54,9 @@ def test_a_failed_build_says_how_to_resume_and_ctrl_c_exits_130(tmp_path, monkey
     real = build_module.train_stage
 
     def interrupted(model, objective, data, stage_cfg, *, index, on_step, **kw):
-        def tick(n, loss):
-            on_step(n, loss)
-            if index == 1 and n == 4:  # after the stage's checkpoint at step 3
+        def tick(record):
+            on_step(record)
+            if index == 1 and record.step == 4:  # after the stage's checkpoint at step 3
                 raise KeyboardInterrupt
         return real(model, objective, data, stage_cfg, index=index, on_step=tick, **kw)
 

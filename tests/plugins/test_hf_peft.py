@@ -203,7 +203,7 @@ def test_export_peft_names_the_alternative_for_adapters(tmp_path):
         export_peft(model, tmp_path / "peft")
 
 
-PREFIX_MODELS = {"gpt2": "CAUSAL_LM", "bart": "SEQ_2_SEQ_LM", "t5": "SEQ_2_SEQ_LM"}
+PREFIX_MODELS = {"gpt2": "CAUSAL_LM", "bert": "FEATURE_EXTRACTION", "bart": "SEQ_2_SEQ_LM", "t5": "SEQ_2_SEQ_LM"}
 
 
 @pytest.mark.parametrize("family", PREFIX_MODELS)
@@ -221,3 +221,50 @@ def test_prefix_tuning_folder_gives_peftmodel_outputs(tmp_path, family, projecti
     expected, got = outputs(theirs, family, hf=True), outputs(ours, family, hf=False)
     assert (got - outputs(modkit.load_model(tmp_path / "base"), family, hf=False)).abs().max() > 1e-3
     assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("family", PREFIX_MODELS)
+@pytest.mark.parametrize("projection, merged", [(0, False), (8, False), (8, True)])
+def test_export_peft_writes_prefix_folders_peftmodel_loads_over_the_base(tmp_path, family, projection, merged):
+    from modkit.builder.checkpoints import hf_model, save_hf
+    from modkit.builder.peft_folders import export_peft
+    from modkit_plugins.peft.prefix import PrefixOptions
+    from modkit_plugins.peft.prefix_impl import PrefixTuning
+
+    hf_base(tmp_path, family, 5)
+    ours = modkit.load_model(tmp_path / "base")
+    plain = outputs(ours, family, hf=False)
+    torch.manual_seed(11)
+    method = PrefixTuning(PrefixOptions(length=3, projection=projection, positions="peft"))
+    backbone = getattr(ours, "backbone", ours)  # BERT's base has no head
+    method.apply(backbone)
+    if merged:  # frozen to constants, as after a build
+        method.merge(backbone)
+    save_hf(hf_model(ours), tmp_path / "back")  # what `modkit export-hf` writes: the base without the prefix
+    (folder,) = export_peft(ours, tmp_path / "peft")
+    assert folder.name == "prefix"
+    theirs = PeftModel.from_pretrained(HF_CLASS[family].from_pretrained(tmp_path / "back").eval(), folder).eval()
+    assert theirs.peft_config["default"].task_type == PREFIX_MODELS[family]
+    expected, got = outputs(theirs, family, hf=True), outputs(ours, family, hf=False)
+    assert (got - plain).abs().max() > 1e-3  # the prefix changes something
+    assert (got - expected).abs().max() < 1e-5
+    # and the folder reads back into modkit as the same prefix
+    again = modkit.load_model(tmp_path / "back", peft=[folder])
+    assert (outputs(again, family, hf=False) - got).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, 'this prefix has no position.*positions = "peft"'),
+    ({"positions": "peft", "placement": "all"}, 'placement = "all" has no PEFT folder'),
+])
+def test_export_peft_names_the_alternative_for_prefixes_peft_cannot_hold(tmp_path, options, message):
+    from modkit.builder.peft_folders import export_peft
+    from modkit_plugins.peft.prefix import PrefixOptions
+    from modkit_plugins.peft.prefix_impl import PrefixTuning
+
+    hf_base(tmp_path, "bart", 0)
+    model = modkit.load_model(tmp_path / "base")
+    PrefixTuning(PrefixOptions(length=2, **options)).apply(getattr(model, "backbone", model))
+    with pytest.raises(UserError, match=message):
+        export_peft(model, tmp_path / "peft")
+    assert not (tmp_path / "peft" / "prefix").exists()

@@ -1,5 +1,5 @@
 """Tiny artifacts built once per test session for the runtime and serving tests (default
-optimisation, int8 graphs too)."""
+optimisation, int8 and fp16 graphs too)."""
 from __future__ import annotations
 
 import json
@@ -44,7 +44,7 @@ batch_size = 8
 seq_len = 32
 lr = 3e-3
 [export]
-quantize = "int8"
+quantize = ["int8", "fp16"]
 ''')
 
 
@@ -77,7 +77,7 @@ batch_size = 8
 seq_len = 24
 lr = 3e-3
 [export]
-quantize = "int8"
+quantize = ["int8", "fp16"]
 ''')
 
 
@@ -110,5 +110,5 @@ batch_size = 8
 seq_len = 48
 lr = 3e-3
 [export]
-quantize = "int8"
+quantize = ["int8", "fp16"]
 ''')

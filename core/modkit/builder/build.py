@@ -14,12 +14,23 @@ from safetensors.torch import load_file, save_file
 
 from modkit import __version__
 from modkit.builder.checkpoints import load_hf
+from modkit.builder.curves import draw_curves, have_matplotlib
+from modkit.builder.device import check_device, cpu_state, resolve_device
+from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
+from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter
+from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
-from modkit.builder.optimize import AUTO, fused_operators, quantize_graph
+from modkit.builder import precision_check
+from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.builder.multi import WeightedObjectives
+from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.preflight import preflight
+from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
+from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
+                                  step_seed, to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
@@ -27,10 +38,6 @@ from modkit.registry import Component, Registry, get_registry
 from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
-from modkit.builder.progress import StageProgress
-from modkit.builder.multi import WeightedObjectives
-from modkit.builder.train import (load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint, step_seed,
-                                 train_stage)
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -247,45 +254,31 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     The graphs the serving task opens must be among them."""
     inputs = objective.export_inputs(data)
     levels = AUTO if export.optimize == "auto" else (export.optimize,)
+    fallbacks = []  # "auto": the levels given up, each with why
     for n, level in enumerate(levels):  # "auto": the fastest level whose graphs pass parity
         exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance, optimize=level)
         try:
             figures = objective.export(model, exporter, inputs)
             break
-        except ParityError:
+        except (ParityError, OptimizeError) as e:
             if n == len(levels) - 1:
                 raise
+            fallbacks.append({"level": level, "reason": str(e)})
     missing = [g for g in registry.get("task", objective.task).load().graphs if g not in exporter.written]
     if missing:
         raise ModkitError(f"objective {type(objective).__name__} exported {exporter.written}, but its task "
                           f"{objective.task!r} is served from {missing}")
     graphs = [folder / name for name in exporter.written]
-    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs}}
-    if export.quantize == "int8":
-        figures["int8"] = _quantize(graphs, objective.describe(), {k: v.numpy() for k, v in inputs.items()})
+    figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs},
+                           "fallbacks": fallbacks}
+    classes = objective.heldout_classes(data) if export.precisions() else None
+    for precision in export.precisions():  # int8 / fp16 twins, checked against fp32
+        figures[precision] = precision_check.write_and_check(graphs, precision, objective.describe(),
+                                                             {k: v.numpy() for k, v in inputs.items()})
+        if classes is not None and "model.onnx" in figures[precision]:
+            figures[precision]["model.onnx"].update(precision_check.compare_accuracy(
+                folder / "model.onnx", {k: v.numpy() for k, v in classes[0].items()}, classes[1].numpy(), precision))
     return figures, exporter.written
-
-
-def _quantize(graphs: list[Path], task: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Write each graph's int8 twin; how far its outputs are from fp32 on the held-back inputs
-    (for the graphs whose inputs modkit knows: the logits, cached-step and seq2seq graphs)."""
-    from modkit.builder import int8_check
-
-    for path in graphs:
-        quantize_graph(path)
-    folder, figures = graphs[0].parent, {}
-    names = {p.name for p in graphs}
-    if "model.onnx" in names:
-        figures["model.onnx"] = int8_check.compare_logits(folder / "model.onnx", inputs)
-    if "model_with_past.onnx" in names:
-        prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
-        figures["model_with_past.onnx"] = int8_check.compare_cached_lm(folder / "model_with_past.onnx", prompts, 16)
-    if {"encoder.onnx", "decoder.onnx"} <= names:
-        figures["encoder.onnx+decoder.onnx"] = int8_check.compare_seq2seq(
-            folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
-            start_id=task["decoder_start_token_id"], eos_token_id=task.get("eos_token_id"),
-            max_new_tokens=task.get("max_new_tokens", 16))
-    return figures
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
@@ -315,12 +308,36 @@ def _env_max_steps() -> int | None:
     return int(value)
 
 
+def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoints, index: int,
+              step: int) -> dict[str, float]:
+    """Rank 0 evaluates (the others go on to the next step and wait for it there)."""
+    if not engine.is_main:
+        return {}
+    figures = evaluate_stage(model, objective, held, stage, engine)
+    if stage.keep_checkpoints:
+        kept.add(model, index, step, figures)
+    return figures
+
+
+def check_world(spec: Spec, world: int) -> None:
+    """What a data-parallel build needs of the spec: every process takes an equal slice of each
+    micro-batch, and a GPU of its own."""
+    bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
+           for i, s in enumerate(spec.model.stages) if s.batch_size % world]
+    if world > 1 and spec.model.device.startswith("cuda:"):
+        bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
+                              "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
+    if bad:
+        raise SpecError(str(spec.source), bad)
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           overwrite: bool = False, registry: Registry | None = None, progress: bool = True,
+          device: str | None = None,
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
 
@@ -335,7 +352,16 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     """
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
+    if device is not None:  # --device: validated with the spec's own key
+        overrides = [*overrides, f'device="{device}"']
     spec = load_spec(spec_path, list(overrides), registry=registry)
+    rank, local_rank, world = world_from_environment()
+    engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
+                    spec.model.compile, rank=rank, world=world)
+    check_device(engine.device, engine.precision, str(spec.source))
+    check_world(spec, world)
+    if not engine.is_main:
+        echo = lambda msg: None  # noqa: E731 - one voice: rank 0 reports
     max_steps = max_steps or _env_max_steps()
     if max_steps:
         echo(f"smoke run: every stage capped at {max_steps} steps")
@@ -345,11 +371,33 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it with the new build")
     work = out.parent / f".{out.name}.work"
-    if not resume:
-        shutil.rmtree(work, ignore_errors=True)
-    started = time.perf_counter()
-    meter = ResourceMeter.start()
-    torch.manual_seed(spec.model.seed)
+    started_group = start_process_group(engine.device, world)
+    try:
+        if not resume and engine.is_main:
+            shutil.rmtree(work, ignore_errors=True)
+        started = time.perf_counter()
+        meter = ResourceMeter.start()
+        torch.manual_seed(spec.model.seed)
+        # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
+        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        try:
+            manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
+                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine)
+        except BaseException:
+            if engine.is_main:
+                echo(_resume_hint(work, spec_path, out, overrides))
+            raise
+        if engine.is_main:
+            shutil.rmtree(work, ignore_errors=True)
+        return manifest
+    finally:
+        if started_group:
+            end_process_group()
+
+
+def _prepare(spec: Spec, work: Path, registry: Registry, echo):
+    """The tokenizer and the untrained backbone, once every check that needs only the spec, its
+    files and the backbone's shape has passed; only then is the work folder made."""
     tokenizer, trained = _tokenizer(spec, work, echo)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
@@ -359,14 +407,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     work.mkdir(parents=True, exist_ok=True)
     if trained:
         tokenizer.save(work / "tokenizer.json")
-    try:
-        manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
-                             progress=progress, echo=echo, started=started, meter=meter)
-    except BaseException:
-        echo(_resume_hint(work, spec_path, out, overrides))
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    return manifest
+    return tokenizer, backbone, bcomp
 
 
 def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
@@ -383,14 +424,18 @@ def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
 
 
 def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
-              registry: Registry, progress: bool, echo, started: float, meter) -> dict[str, Any]:
-    """Train the stages (checkpointing into ``work``), merge, export and write ``out``."""
-    seed = spec.model.seed
+              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine) -> dict[str, Any]:
+    """Train the stages (checkpointing into ``work``), merge, export and write ``out``; in a
+    data-parallel build, every process trains and rank 0 alone writes (the others return {})."""
+    seed, rank, world = spec.model.seed, engine.rank, engine.world
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
+    metrics = MetricsLog(work / "metrics.jsonl")
+    kept = KeptCheckpoints(work / "kept", 0)
+    peak = measure_matmul_peak(engine.device, engine.precision)
     tolerance = spec.model.export.parity_tolerance
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
@@ -403,47 +448,68 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             tokenizer, seed, i)
         objective = objs[0]  # the stage's task
         all_methods += methods
+        model.to(engine.device)  # the stage's new heads and PEFT modules join the rest
         trainable, total = _set_trainable(model, objs, methods)
         stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
-        datas = [obj.load_data(spec.path(stage.data), stage.seq_len) for obj in objs]
+        datas = [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
+                 for obj in objs]
         data = datas[0]
+        held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
+                if stage.eval_data else data)
         names = [r.component.name for r in resolved]
         trainer, train_data = (objective, data) if len(objs) == 1 else (
             WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
         label = f"stage {i + 1}/{len(spec.model.stages)} {' + '.join(names)}"
         start = position["step"] if position is not None and position["stage"] == i else 0
-        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.seq_len,
+        if engine.is_main:
+            metrics.rewind(i + 1, start)
+            kept.rewind(i + 1, start)
+        kept.keep = stage.keep_checkpoints
+        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None)
+        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
-                           quiet=not progress) as tick:
-            losses = train_stage(model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work,
-                                 resume=resume, on_step=tick, reports=reports)
-        figures = {}
-        for name, obj, d in zip(names, objs, datas):
-            figures.update({(f"{name}.{k}" if len(objs) > 1 else k): v for k, v in obj.evaluate(model.backbone, d).items()})
+                           quiet=not progress or not engine.is_main) as tick:
+            losses = train_stage(
+                model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
+                reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
+                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
+        figures = stage_meter.last_eval
+        if len(objs) > 1:  # every objective's own figures, by name
+            figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
+            for name, obj, d in zip(names[1:], objs[1:], datas[1:]):
+                figures.update({f"{name}.{k}": v for k, v in obj.evaluate(model.backbone, d).items()})
         reports.append({
             "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
-            "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures})
+            "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
+            **stage_meter.summary()})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
             reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
                                          "loss_last_10": _mean(trainer.history[n][-10:])}
                                      for n, r in zip(names, resolved)}
         echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
                              if losses else "no training steps")
-             + "".join(f", {k} {v:.4g}" for k, v in figures.items()))
+             + "".join(f", {k} {v:.4g}" for k, v in figures.items())
+             + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
+               f"MFU {reports[-1]['mfu']:.1%}")
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
-            checked = _merge(all_methods, merged, model, objective.export_inputs(data), tolerance)
+            checked = _merge(all_methods, merged, model, to_device(objective.export_inputs(data), engine.device),
+                             tolerance)
             if checked:
                 reports[-1]["merge"] = checked
-        save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[], reports=reports)
+        if engine.is_main:
+            save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[], reports=reports)
+    if not engine.is_main:  # rank 0 alone merges, exports and writes the artifact
+        return {}
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
         load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
         data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
 
+    model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
     if spec.model.export.merge:
         merge_figures = _merge(all_methods, merged, model, objective.export_inputs(data), tolerance)
@@ -463,15 +529,24 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                                   "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
         },
         "task": objective.describe(),
+        "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
+                     "processes": engine.world, "matmul_peak_flops": round(peak)},
         "stages": reports,
         **({"merge": merge_figures} if merge_figures else {}),
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
             manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
-        manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        if metrics.path.exists():
+            shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
+        if kept.records:
+            shutil.copytree(kept.folder, tmp / "checkpoints", ignore=shutil.ignore_patterns("kept.json"))
+            manifest["checkpoints"] = kept.manifest()
+        manifest["files"] = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+        if (tmp / "metrics.jsonl").exists() and have_matplotlib():
+            draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -1,11 +1,16 @@
 """Optimising and quantising exported ONNX graphs with onnxruntime's own tools.
 
 - ``basic``: onnxruntime's basic graph rewrites (constant folding, redundant nodes), saved;
-- ``transformer``: onnxruntime's transformer optimizer (``onnxruntime.transformers``): layer
-  norms, residual adds + layer norms (SkipLayerNormalization) and GELUs (BiasGelu, FastGelu)
-  fused into single kernels. It runs with the generic (``bert``) fusions, which match every
-  family's blocks here; its attention fusion looks for Hugging Face's attention pattern and
-  does not match modkit's (scaled_dot_product_attention) export, so attention stays unfused.
+- ``transformer``: onnxruntime's transformer optimizer (``onnxruntime.transformers``, its
+  ``bert`` fusions): layer norms, residual adds + layer norms (SkipLayerNormalization), GELUs
+  (BiasGelu, FastGelu) and bidirectional self-attention (one ``Attention`` node for the
+  q/k/v projections, scores, mask and softmax) fused into single kernels. Attention fuses
+  where modkit's export matches the subgraph the optimizer looks for: scaled dot-product
+  attention with biased projections and a padding-only mask in Hugging Face's form (see
+  :func:`modkit.nn.blocks.attention_bias`) -- BERT, BART's encoder. Causal attention (GPT,
+  decoders) and T5's (no projection biases, relative position bias) stay as MatMul/Softmax
+  nodes: the optimizer's GPT-2 and T5 fusions look for Hugging Face's own graphs of those
+  models (a packed q/k/v projection, T5's bucket computation), which modkit's are not.
 
 The graphs keep their inputs and outputs, so the runtime runs them unchanged.
 """
@@ -16,11 +21,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from modkit.errors import ModkitError
+from modkit.fileio import atomic_path
 from modkit.runtime.artifact import graph_file
 
 LEVELS = ("none", "basic", "transformer")
 #: what ``optimize = "auto"`` tries, fastest first; the build keeps the first that passes parity
 AUTO = ("transformer", "basic", "none")
+
+
+class OptimizeError(ModkitError):
+    """An optimiser failed on a graph (``optimize = "auto"`` then tries the next level)."""
 
 
 def optimize_graph(path: Path, level: str) -> dict[str, Any]:
@@ -38,18 +49,32 @@ def optimize_graph(path: Path, level: str) -> dict[str, Any]:
             ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             fused = {}
         elif level == "transformer":
-            from onnxruntime.transformers.optimizer import optimize_model
-
-            # num_heads/hidden_size 0: read from the graph (they matter to attention fusion only)
-            model = optimize_model(str(path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
-            fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
-            model.save_model_to_file(str(tmp))
+            fused = _fuse(path, tmp)
         else:
             raise ValueError(f"unknown optimisation level {level!r}; expected one of {LEVELS}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return fused
+
+
+def _fuse(path: Path, out: Path) -> dict[str, int]:
+    """onnxruntime's transformer optimizer on ``path``, written to ``out``; the fused operators."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    # the attention mask as it is (2D, 1 = real token): bert's default index form assumes
+    # right padding, and modkit's generation pads on the left
+    options.use_raw_attention_mask(True)
+    try:
+        # num_heads/hidden_size 0: read from each attention's reshape (they matter to attention only)
+        model = optimize_model(str(path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0,
+                               optimization_options=options)
+        model.save_model_to_file(str(out))
+    except Exception as e:  # the optimizer's own failure on a graph it does not expect
+        raise OptimizeError(f"{path.name}: onnxruntime's transformer optimizer failed: {type(e).__name__}: {e}") from e
+    return {k: v for k, v in model.get_fused_operator_statistics().items() if v}
 
 
 def fused_operators(path: Path) -> dict[str, int]:
@@ -65,8 +90,9 @@ def fused_operators(path: Path) -> dict[str, int]:
 
 def quantize_graph(path: Path) -> Path:
     """Write the dynamically quantised (int8 weights, activations quantised per call) twin of
-    ``path`` beside it and return its path. Matrix multiplications are quantised; embedding
-    lookups stay fp32 (quantising them costs accuracy for little speed)."""
+    ``path`` beside it and return its path. Matrix multiplications and fused attention
+    (QAttention: its q/k/v projection) are quantised; embedding lookups stay fp32 (quantising
+    them costs accuracy for little speed)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -76,10 +102,25 @@ def quantize_graph(path: Path) -> Path:
     level, root.level = root.level, logging.ERROR  # its advice to pre-process is for static quantisation
     try:
         # shape inference does not know the fused contrib ops' output types: they are float
-        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         os.replace(tmp, out)
     finally:
         root.level = level
         tmp.unlink(missing_ok=True)
+    return out
+
+
+def half_graph(path: Path) -> Path:
+    """Write the fp16 twin of ``path`` beside it (for GPUs) and return its path: weights and
+    activations in float16, the graph's inputs and outputs as they were (casts at its edges),
+    so the runtime feeds and reads the same arrays at either precision."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    out = path.with_name(graph_file(path.name, "fp16"))
+    model = OnnxModel(onnx.load(str(path)))
+    model.convert_float_to_float16(keep_io_types=True)
+    with atomic_path(out) as tmp:
+        model.save_model_to_file(str(tmp))
     return out

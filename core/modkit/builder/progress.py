@@ -18,7 +18,7 @@ def _clock(seconds: float) -> str:
 
 
 class StageProgress:
-    """``with StageProgress(...) as tick: tick(step, loss)`` after each optimizer step."""
+    """``with StageProgress(...) as tick: tick(step, loss, mfu=...)`` after each optimizer step."""
 
     def __init__(self, label: str, total: int, done: int, *, tokens_per_step: int,
                  lr_of: Callable[[int], float], stream: TextIO | None = None,
@@ -51,12 +51,12 @@ class StageProgress:
                 "tokens_per_second": self.tokens_per_step / per_step if per_step else 0.0,
                 "eta": per_step * (self.total - step)}
 
-    def tick(self, step: int, loss: float) -> None:
+    def tick(self, step: int, loss: float, mfu: float | None = None) -> None:
         if self.quiet:
             return
         f = self.figures(step, loss)
         text = (f"loss {loss:.3f} lr {f['lr']:.2e} {f['tokens_per_second']:,.0f} tok/s "
-                f"eta {_clock(f['eta'])}")
+                + (f"MFU {mfu:.1%} " if mfu is not None else "") + f"eta {_clock(f['eta'])}")
         if self._bar is not None:
             self._bar.update(step, text)
             return

@@ -2,19 +2,30 @@
 
 Every step draws its batch and its dropout from generators seeded by (seed, stage, step),
 so a run resumed from a checkpoint takes exactly the steps an uninterrupted one would.
-Checkpoints are safetensors (weights and optimizer state) plus JSON: no pickle.
+
+One step draws ``batch_size * accumulate`` examples from that stream. The examples are cut
+into ``accumulate`` micro-batches of ``batch_size``, and each micro-batch into one slice per
+process (DDP): every process sees different examples of the same seeded stream, and a step
+sums the same gradients whether it runs as one batch, as micro-batches, or over processes.
+
+Checkpoints are safetensors (weights and optimizer state) plus JSON: no pickle. They are
+written from CPU copies, so they do not depend on the training device.
 """
 from __future__ import annotations
 
 import json
 import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
 from modkit.fileio import atomic_path, atomic_write_text
 
 
@@ -38,11 +49,78 @@ def make_optimizer(params: list[nn.Parameter], stage) -> torch.optim.Optimizer:
         lr=stage.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
+@dataclass
+class Engine:
+    """How a stage trains: device and precision, torch.compile, and the process group."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    compile: bool = False
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp(self) -> Precision:
+        return Precision(self.device, self.precision)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` as it trains: in DDP over the process group, compiled if asked."""
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # A backbone's parts may sit out a stage (BERT's MLM head while it classifies).
+            module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+        return torch.compile(module) if self.compile else module
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of ``value`` over the processes (for the logged loss)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
+
+
+class _StageLoss(nn.Module):
+    """The objective's loss as a module's forward, so DDP and torch.compile can wrap it. It
+    holds the backbone and this stage's head only: earlier stages' heads take no part."""
+
+    def __init__(self, backbone: nn.Module, objective):
+        super().__init__()
+        self.backbone = backbone
+        self.objective = objective
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.objective.loss(self.backbone, batch)[0]
+
+
+def micro_batches(batch: Any, size: int, count: int, rank: int, world: int) -> list[Any]:
+    """Cut one drawn batch (``size * count`` rows) into ``count`` micro-batches of ``size``,
+    and keep this process's slice of each."""
+    per_rank = size // world
+    return [map_tensors(batch, lambda v, lo=j * size + rank * per_rank: v[lo: lo + per_rank]) for j in range(count)]
+
+
+def tokens_in(batch: Any) -> int:
+    """Tokens a batch feeds the model (padding included: it costs compute too)."""
+    if isinstance(batch, (list, tuple)):
+        return sum(tokens_in(b) for b in batch)
+    return sum(batch[k].numel() for k in ("input_ids", "decoder_input_ids") if isinstance(batch.get(k), torch.Tensor))
+
+
 # --- checkpoints -----------------------------------------------------------------------
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     *, stage: int, step: int, losses: list[float], reports: list[dict]) -> None:
-    """Weights + optimizer state + RNG state + position + the finished stages' reports.
+    """Weights + optimizer state + RNG state + position + the finished stages' reports,
+    written from CPU copies.
 
     One commit point: the tensors go to a new file first, then ``checkpoint.json``, which names
     that file and holds everything else, replaces the old one in one rename. An interruption
@@ -50,11 +128,11 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     (``step == 0``) there is no optimizer state to keep.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in cpu_state(model).items()}
     opt = optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []}
     for pid, state in opt["state"].items():
         for key, value in state.items():
-            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).contiguous()
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     weights = f"checkpoint-{stage}-{step}.safetensors"
     meta = {"stage": stage, "step": step, "losses": losses, "reports": reports, "weights": weights,
@@ -74,7 +152,8 @@ def read_checkpoint_position(folder: Path) -> dict | None:
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    """Restore a checkpoint into a model of the structure it was saved from."""
+    """Restore a checkpoint into a model of the structure it was saved from, on the
+    model's device."""
     meta = json.loads((folder / "checkpoint.json").read_text())
     tensors = load_file(str(folder / meta["weights"]))
     missing, unexpected = model.load_state_dict(
@@ -89,12 +168,25 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         if key.startswith("optim."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
+    # load_state_dict moves the moments onto each parameter's device
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
     return meta
 
 
 # --- the loop --------------------------------------------------------------------------
+
+@dataclass
+class StepRecord:
+    """What one optimizer step reports to the progress display and metrics.jsonl."""
+
+    step: int
+    loss: float
+    lr: float
+    tokens: int  # over all processes
+    seconds: float
+    eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
+
 
 def train_stage(
     model: nn.Module,
@@ -106,38 +198,72 @@ def train_stage(
     index: int,
     checkpoint_dir: Path,
     resume: bool,
-    on_step: Callable[[int, float], None] | None = None,
+    engine: Engine | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
+    evaluate: Callable[[int], dict[str, float]] | None = None,
     reports: list[dict] = (),
 ) -> list[float]:
-    """Train ``model`` on one stage and return the loss of every step.
+    """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
     The trainable parameters are those with requires_grad. With ``resume``, a checkpoint
-    written inside this stage is restored first. ``reports`` (of the stages before) go into
-    every checkpoint written.
+    written inside this stage is restored first. Only the main process writes checkpoints;
+    ``reports`` (of the stages before) go into every checkpoint written. ``evaluate(step)``
+    runs every ``stage.eval_every`` steps and after the last one; its figures go into that
+    step's record.
     """
+    engine = engine or Engine()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, stage)
+    amp = engine.amp
+    scaler = amp.scaler()
     losses: list[float] = []
     start = 0
     position = read_checkpoint_position(checkpoint_dir) if resume else None
     if position is not None and position["stage"] == index and position["step"] > 0:
         meta = load_checkpoint(checkpoint_dir, model, optimizer)
         start, losses = meta["step"], meta["losses"]
+    step_loss = engine.wrap(_StageLoss(model.backbone, objective))
+    ddp = engine.world > 1
     model.train()
     for step in range(start, stage.steps):
-        torch.manual_seed(step_seed(seed, index, step))
-        batch = objective.batch(data, stage.batch_size, torch.Generator().manual_seed(step_seed(seed, index, step)))
+        began = time.perf_counter()
+        generator = torch.Generator().manual_seed(step_seed(seed, index, step))
+        drawn = objective.batch(data, stage.batch_size * stage.accumulate, generator)
+        lr = lr_at(step, stage.steps, stage.lr, stage.warmup_steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, stage.steps, stage.lr, stage.warmup_steps)
-        loss, _ = objective.loss(model.backbone, batch)
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = torch.zeros((), device=engine.device)
+        micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
+        for j, micro in enumerate(micros):
+            # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in
+            # one process, as before accumulation existed).
+            torch.manual_seed(step_seed(seed, index, step) + 7919 * (engine.rank * stage.accumulate + j))
+            last = j == len(micros) - 1
+            sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
+            with sync:
+                with amp.autocast():
+                    loss = step_loss(to_device(micro, engine.device))
+                scaled = loss.float() / stage.accumulate
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            total += loss.detach().float()
+        if scaler:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        value = engine.mean(total / stage.accumulate).item()
+        losses.append(value)
+        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began)
+        every = getattr(stage, "eval_every", 0)
+        if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
+            record.eval = evaluate(step + 1)
         if on_step:
-            on_step(step + 1, loss.item())
-        if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
+            on_step(record)
+        if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps and engine.is_main:
             save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses,
                             reports=list(reports))
     model.eval()

@@ -143,21 +143,54 @@ def _type_name(annotation) -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (by default an existing OUT is an error).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--device", default=None, metavar="DEVICE",
+              help="Where to train: auto, cpu, cuda, cuda:N or mps (overrides the spec's device).")
 @click.option("--max-steps", type=click.IntRange(1), default=None, envvar="MODKIT_MAX_STEPS",
               help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
+@click.option("--nproc", type=click.IntRange(1), default=1,
+              help="Data-parallel processes on this machine (DDP started through torchrun).")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-          quiet: bool, max_steps: int | None) -> None:
+          quiet: bool, device: str | None, max_steps: int | None, nproc: int) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT.
 
     Every check that needs only the spec, its files and the backbone's shape runs before any
     training. A build that fails or is interrupted (Ctrl-C exits 130) says whether its work
     folder can be continued with --resume.
     """
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from modkit.builder.build import check_world
+        from modkit.builder.distributed import launch
+        from modkit.spec import load_spec
+
+        checked = [*overrides, *([f'device="{device}"'] if device else [])]
+        check_world(load_spec(spec, checked, registry=_registry(ctx)), nproc)  # exit 2 before starting
+        args = [*(["--registry", ctx.obj["registry_path"]] if ctx.obj["registry_path"] else []),
+                *(["--debug"] if ctx.parent and ctx.parent.params.get("debug") else []),
+                "build", spec, "-o", out, *(f"--set={o}" for o in overrides), *(["--resume"] if resume else []),
+                *(["--overwrite"] if overwrite else []),
+                *(["--quiet"] if quiet else []), *(["--device", device] if device else []),
+                *(["--max-steps", str(max_steps)] if max_steps else [])]
+        code = launch(nproc, args)
+        if code:
+            raise click.ClickException(f"the data-parallel build failed (torchrun exit status {code}); "
+                                       f"`--resume` continues from its last checkpoint")
+        return
     from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, overwrite=overwrite, registry=_registry(ctx),
-              progress=not quiet, max_steps=max_steps)
+              progress=not quiet, device=device, max_steps=max_steps)
+
+
+@main.command(short_help="Redraw an artifact's training curves (OUT/curves.png).")
+@click.argument("artifact", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Image to write (default OUT/curves.png).")
+def plot(artifact: str, output: str | None) -> None:
+    """Draw training and held-back loss and the learning rate per stage from OUT/metrics.jsonl."""
+    from modkit.builder.curves import draw_curves
+
+    folder = Path(artifact)
+    click.echo(str(draw_curves(folder / "metrics.jsonl", Path(output) if output else folder / "curves.png")))
 
 
 @main.command(short_help="Run an artifact with onnxruntime, without torch.")
@@ -168,8 +201,9 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
                    "else one text per line. Without --text or --file, standard input is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines out.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="Which graphs to run: int8 needs an artifact built with [export] quantize = \"int8\".")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
+              help="Which graphs to run: int8 (fp16) needs an artifact built with [export] quantize = \"int8\" "
+                   "(\"fp16\", meant for --provider cuda).")
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Inputs per graph call; inputs are sorted by length first, so a batch pads little.")
 @click.option("--stats", is_flag=True, help="Report texts/s and tokens/s on standard error.")
@@ -227,8 +261,8 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes, each with the artifact loaded.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", help="onnxruntime execution provider.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="Which graphs to serve (int8: built with [export] quantize = \"int8\").")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
+              help="Which graphs to serve (int8, fp16: built with [export] quantize = \"int8\", \"fp16\").")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="onnxruntime threads per worker (default: the cores shared among the workers).")
 @click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,

@@ -109,6 +109,13 @@ def attention_bias(
     ``attention_mask`` is (batch, k_len) with 1 for real tokens. With a cache, the queries are
     the last ``q_len`` of the ``k_len`` positions.
     """
+    if not causal:
+        if attention_mask is None:
+            return None
+        # padding only: Hugging Face's form (1 - mask, the minimum where that is 1), which
+        # onnxruntime's transformer optimizer recognises and fuses into one Attention node
+        inverted = 1.0 - attention_mask[:, None, None, :].expand(-1, 1, 1, k_len).to(dtype)
+        return inverted.masked_fill(inverted.bool(), torch.finfo(dtype).min)
     keep = None
     if attention_mask is not None:
         keep = attention_mask[:, None, None, :].bool()

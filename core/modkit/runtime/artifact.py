@@ -15,12 +15,13 @@ MANIFEST_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BY_MODKIT = (".onnx", ".safetensors", ".json")  # what a listing may not leave out
 
-#: the precisions a graph can ship in; fp32 is the exported graph itself
-PRECISIONS = ("fp32", "int8")
+#: the precisions a graph can ship in; fp32 is the exported graph itself (fp16 is for GPUs)
+PRECISIONS = ("fp32", "int8", "fp16")
 
 
 def graph_file(name: str, precision: str = "fp32") -> str:
-    """The file of graph ``name`` (``model.onnx``) in ``precision``: ``model.int8.onnx`` for int8."""
+    """The file of graph ``name`` (``model.onnx``) in ``precision``: ``model.int8.onnx`` for int8,
+    ``model.fp16.onnx`` for fp16."""
     return name if precision == "fp32" else name[: -len(".onnx")] + f".{precision}.onnx"
 
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.nn.blocks import ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights, run_blocks
+from modkit.nn.blocks import (ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights, prefix_positions,
+                              run_blocks)
 from modkit.interfaces import Backbone
 from modkit.nn.outputs import ModelOutput
 
@@ -67,6 +68,7 @@ class BERT(nn.Module, Backbone):
         b, t = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(t, device=input_ids.device)[None]
+        position_ids = position_ids + prefix_positions(self.blocks)  # tokens after a prefix that holds positions
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embed(input_ids) + self.token_types(token_type_ids) + self.positions(position_ids)

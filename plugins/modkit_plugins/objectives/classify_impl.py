@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import numbered_jsonl, pad_batch, split_holdout
+from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective
 from modkit.nn.losses import lm_loss
@@ -145,6 +145,14 @@ class Classify(nn.Module, Objective):
             batch["choice_attention_mask"] = mask.view(batch_size, -1, ids.shape[-1])
         return batch
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return Examples([], data.train + data.heldout)
+
+    def eval_batches(self, data, batch_size, limit):
+        held = data.heldout[:limit]
+        return [self._tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
+
     # -- model ---------------------------------------------------------------------------------
 
     def _forward(self, backbone, batch):
@@ -188,12 +196,12 @@ class Classify(nn.Module, Objective):
     def evaluate(self, backbone, data):
         if not data.heldout:
             return {}
-        correct = 0
+        correct, device = 0, device_of(backbone)
         for i in range(0, len(data.heldout), 32):
-            batch = self._tensors(data.heldout[i: i + 32])
+            batch = {k: v.to(device) for k, v in self._tensors(data.heldout[i: i + 32]).items()}
             pred = self.logits(backbone, self._forward(backbone, batch), batch["attention_mask"]).argmax(-1)
             correct += int((pred == batch["labels"]).sum())
-        majority = Counter(label for _, label, _ in data.train).most_common(1)[0][0]
+        majority = Counter(label for _, label, _ in data.train or data.heldout).most_common(1)[0][0]
         figures = {"heldout_accuracy": correct / len(data.heldout),
                    "majority_baseline": sum(label == majority for _, label, _ in data.heldout) / len(data.heldout),
                    "heldout_examples": len(data.heldout)}
@@ -205,6 +213,12 @@ class Classify(nn.Module, Objective):
         batch = self._tensors((data.heldout or data.train)[:4])
         del batch["labels"]
         return batch
+
+    def heldout_classes(self, data):
+        if not data.heldout:
+            return None
+        batch = self._tensors(data.heldout)
+        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
 
     def describe(self):
         return {"task": self.task, "format": self.format,

@@ -1,22 +1,38 @@
-"""Causal LM: random windows of the tokenized text; predict each next token."""
+"""Causal LM: random windows of the tokenized text; predict each next token.
+
+The text is read through a token file (modkit.tokenfile): tokenized once into a
+memory-mapped array, so a corpus larger than memory trains with flat resident memory.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from modkit.data import read_text
+from pathlib import Path
+
+from modkit.data import device_of
 from modkit.errors import UserError
 from modkit.interfaces import CachedDecoder, Objective
 from modkit.nn.losses import lm_loss
+from modkit.tokenfile import CHUNK_BYTES, print_progress, token_file, windows
 
 
 @dataclass
 class TokenStream:
-    train: torch.Tensor  # (N,) ids
-    heldout: torch.Tensor
+    train: np.ndarray  # (N,) ids: slices of a memory-mapped token file
+    heldout: np.ndarray
     seq_len: int
+
+
+def _windows(ids: np.ndarray, starts, length: int) -> torch.Tensor:
+    return torch.from_numpy(windows(ids, starts, length))
+
+
+def _show_progress(path) -> bool:
+    return Path(path).stat().st_size > 4 * CHUNK_BYTES
 
 
 class CausalLM(nn.Module, Objective):
@@ -34,17 +50,34 @@ class CausalLM(nn.Module, Objective):
             raise UserError(f"clm needs a decoder-only backbone with a cache (modkit.interfaces.CachedDecoder); "
                             f"{type(backbone).__name__} is not one (use seq2seq for encoder-decoders)")
 
+    def _ids(self, path) -> np.ndarray:
+        progress = print_progress(f"tokenizing {Path(path).name}") if _show_progress(path) else None
+        return token_file(self.tokenizer, path, progress=progress).ids
+
     def load_data(self, path, seq_len):
-        ids = torch.tensor(self.tokenizer.encode(read_text(path)), dtype=torch.long)
+        ids = self._ids(path)
         cut = int(len(ids) * (1 - self.options.holdout))
         if cut < seq_len + 2:
             raise UserError(f"{path}: {cut} training tokens, fewer than seq_len + 2 = {seq_len + 2}")
         return TokenStream(ids[:cut], ids[cut:], seq_len)
 
+    def load_eval_data(self, path, seq_len):
+        ids = self._ids(path)
+        if len(ids) < seq_len:
+            raise UserError(f"{path}: {len(ids)} tokens, fewer than seq_len = {seq_len} for one evaluation window")
+        return TokenStream(ids[:0], ids, seq_len)
+
+    def eval_batches(self, data, batch_size, limit):
+        """Consecutive held-back windows, from the start."""
+        n = min(len(data.heldout) // data.seq_len, limit)
+        if n == 0:
+            return []
+        windows = _windows(data.heldout, range(0, n * data.seq_len, data.seq_len), data.seq_len)
+        return [{"input_ids": windows[i: i + batch_size]} for i in range(0, n, batch_size)]
+
     def batch(self, data, batch_size, generator):
         starts = torch.randint(0, len(data.train) - data.seq_len, (batch_size,), generator=generator)
-        windows = torch.stack([data.train[s: s + data.seq_len] for s in starts.tolist()])
-        return {"input_ids": windows}
+        return {"input_ids": _windows(data.train, starts.tolist(), data.seq_len)}
 
     def loss(self, backbone, batch):
         out = backbone(batch["input_ids"])
@@ -56,7 +89,8 @@ class CausalLM(nn.Module, Objective):
         n = len(data.heldout) // data.seq_len
         if n == 0:
             return {}
-        windows = data.heldout[: n * data.seq_len].view(n, data.seq_len)[:64]
+        n = min(n, 64)
+        windows = _windows(data.heldout, range(0, n * data.seq_len, data.seq_len), data.seq_len).to(device_of(backbone))
         loss = lm_loss(backbone, backbone(windows).last_hidden_state, windows).item()
         return {"heldout_lm_loss": loss, "heldout_perplexity": float(torch.tensor(loss).exp())}
 
@@ -66,7 +100,7 @@ class CausalLM(nn.Module, Objective):
     def export_inputs(self, data):
         src = data.heldout if len(data.heldout) >= 16 else data.train
         n = min(len(src) // 2, data.seq_len)
-        ids = torch.stack([src[:n], src[n: 2 * n]])
+        ids = _windows(src, [0, n], n)
         mask = torch.ones_like(ids)
         mask[1, n * 3 // 4:] = 0  # one padded row, so the check covers masking
         return {"input_ids": ids, "attention_mask": mask}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modkit.data import pad_batch, read_text, split_holdout
+from modkit.data import device_of, pad_batch, read_text, split_holdout
 from modkit.errors import UserError
 
 from .noising import permute_sentences, rotate, text_infilling, token_deletion, token_masking
@@ -92,12 +92,22 @@ class Denoise(Seq2Seq):
     def loss(self, backbone, batch):
         return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return Examples([], data.train + data.heldout)
+
+    def eval_batches(self, data, batch_size, limit):
+        held = data.heldout[:limit]
+        generator = torch.Generator().manual_seed(0)  # the same corruption at every evaluation
+        return [self.noised_batch(held[i: i + batch_size], generator) for i in range(0, len(held), batch_size)]
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
         held = data.heldout[: self.options.eval_examples]
         if not held:
             return {}
-        _, figures = self.loss(backbone, self.noised_batch(held, torch.Generator().manual_seed(0)))
+        batch = self.noised_batch(held, torch.Generator().manual_seed(0))
+        _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
         return {"heldout_" + k: v for k, v in figures.items()}
 
     def describe(self):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import pad_batch, split_holdout
+from modkit.data import device_of, pad_batch, split_holdout
 from modkit.errors import ArtifactError, UserError
 from modkit.interfaces import EncoderDecoder, Objective
 
@@ -92,6 +92,16 @@ class Seq2Seq(nn.Module, Objective):
             "labels": pad_batch(targets, IGNORE)[0],
         }
 
+    def load_eval_data(self, path: Path, seq_len: int) -> Seq2SeqData:
+        data = self.load_data(path, seq_len)
+        held = data.heldout or Seq2SeqData([], [])
+        return Seq2SeqData([], [], Seq2SeqData(data.sources + held.sources, data.targets + held.targets))
+
+    def eval_batches(self, data: Seq2SeqData, batch_size: int, limit: int) -> list[dict[str, torch.Tensor]]:
+        held = data.heldout
+        n = min(limit, len(held.sources)) if held else 0
+        return [self.collate(held, list(range(i, min(i + batch_size, n)))) for i in range(0, n, batch_size)]
+
     def batch(self, data: Seq2SeqData, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         index = torch.randint(len(data.sources), (batch_size,), generator=generator).tolist()
         return self.collate(data, index)
@@ -119,7 +129,7 @@ class Seq2Seq(nn.Module, Objective):
         was_training = backbone.training
         backbone.eval()
         try:
-            batch = self.collate(data, list(range(n)))
+            batch = {k: v.to(device_of(backbone)) for k, v in self.collate(data, list(range(n))).items()}
             _, figures = self.loss(backbone, batch)
             width = batch["labels"].shape[1]
             out = backbone.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=width,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modkit.data import pad_batch, read_text
+from modkit.data import device_of, pad_batch, read_text
 from modkit.errors import UserError
 
 from .sentinels import decode_with_sentinels
@@ -81,13 +81,27 @@ class SpanCorruption(Seq2Seq):
     def loss(self, backbone, batch):
         return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return TokenStream(data.train[:0], torch.cat([data.train, data.heldout]), data.width)
+
+    @staticmethod
+    def _heldout_windows(data: TokenStream, limit: int) -> list[list[int]]:
+        n = min(limit, len(data.heldout) // data.width)
+        return [data.heldout[k * data.width: (k + 1) * data.width].tolist() for k in range(n)]
+
+    def eval_batches(self, data, batch_size, limit):
+        windows = self._heldout_windows(data, limit)
+        generator = torch.Generator().manual_seed(0)  # the same corruption at every evaluation
+        return [self.corrupt_windows(windows[i: i + batch_size], generator) for i in range(0, len(windows), batch_size)]
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
-        n = min(32, len(data.heldout) // data.width)
-        if n == 0:
+        windows = self._heldout_windows(data, 32)
+        if not windows:
             return {}
-        windows = [data.heldout[k * data.width: (k + 1) * data.width].tolist() for k in range(n)]
-        _, figures = self.loss(backbone, self.corrupt_windows(windows, torch.Generator().manual_seed(0)))
+        batch = self.corrupt_windows(windows, torch.Generator().manual_seed(0))
+        _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
         return {"heldout_" + k: v for k, v in figures.items()}
 
     def export_inputs(self, data):

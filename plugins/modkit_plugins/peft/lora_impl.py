@@ -157,7 +157,7 @@ class LoRA(PeftMethod):
         return method, modules
 
     @classmethod
-    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict, hf_config: dict):
         """LoRA layers as one PEFT LoRA folder. The scale goes into B (lora_alpha = r); a fused
         Hugging Face projection (c_attn) gets block-diagonal factors of rank sum(r), which is
         exactly the q, k and v updates side by side."""

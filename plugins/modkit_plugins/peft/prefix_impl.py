@@ -126,13 +126,43 @@ class PrefixTuning(PeftMethod):
         delattr(model, ENCODER_ATTRIBUTE)
 
     @classmethod
-    def to_hf_peft(cls, model: nn.Module, hf_weights: dict):
-        if any(isinstance(m, PrefixSlot) for m in model.modules()):
+    def to_hf_peft(cls, model: nn.Module, hf_weights: dict, hf_config: dict):
+        """The prefix as a Hugging Face PEFT PREFIX_TUNING folder: the keys/values (the MLP
+        evaluated) as ``prompt_embeddings``, laid out as PEFT's past_key_values."""
+        backbone = getattr(model, "backbone", model)
+        attentions = [m for m in backbone.modules() if isinstance(m, Attention) and isinstance(m.prefix, PrefixSlot)]
+        if not attentions:
+            return None
+        slots = [a.prefix for a in attentions]
+        length = slots[0]._kv()[0].shape[1]
+        if attentions != prefixed_attentions(backbone, "peft"):
+            raise UserError("prefix: Hugging Face PEFT puts prefixes in every self-attention (an encoder-decoder's "
+                            "decoder only); a prefix with placement = \"all\" has no PEFT folder. Train with "
+                            "placement = \"peft\" for export-peft, or serve the modkit artifact itself")
+        if any(s.positions != length for s in slots):
             raise UserError("prefix: Hugging Face PEFT's PREFIX_TUNING puts the prefix in the KV cache, which "
-                            "shifts every token's position by its length; modkit's prefixes have no position, so "
-                            "a PEFT folder would not compute the same. Use `lora` for export-peft, or serve the "
-                            "modkit artifact itself")
-        return None
+                            "shifts every token's position by its length; this prefix has no position, so a PEFT "
+                            "folder would not compute the same. Train with positions = \"peft\" for export-peft, "
+                            "use `lora`, or serve the modkit artifact itself")
+        heads = {(s.n_heads, s.d_head) for s in slots}
+        (n_heads, d_head), = heads  # one encoder serves every slot: one width
+        with torch.no_grad():  # each layer's (keys, values), as (length, 2 * inner) rows
+            layers = [torch.cat([x.transpose(0, 1).reshape(length, -1) for x in s._kv()], dim=1) for s in slots]
+        seq2seq = bool(hf_config.get("is_encoder_decoder"))
+        if seq2seq:
+            # PEFT doubles an encoder-decoder's prefix list and hands decoder layer i the entry
+            # 2i mod num_layers (the odd ones go to the cross-attention cache, which it drops):
+            # with num_layers = 2 x layers, layer i reads entry 2i alone
+            zeros = torch.zeros_like(layers[0])
+            layers = [x for layer in layers for x in (layer, zeros)]
+        architecture = (hf_config.get("architectures") or [""])[0]
+        task = ("SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM" if architecture.endswith(("LMHeadModel", "ForCausalLM"))
+                else "FEATURE_EXTRACTION")
+        config = {"peft_type": "PREFIX_TUNING", "task_type": task, "num_virtual_tokens": length,
+                  "token_dim": n_heads * d_head, "num_layers": len(layers), "num_attention_heads": n_heads,
+                  "num_transformer_submodules": 2 if seq2seq else 1, "encoder_hidden_size": n_heads * d_head,
+                  "prefix_projection": False, "inference_mode": True, "base_model_name_or_path": None}
+        return config, {"prompt_embeddings": torch.cat(layers, dim=1).contiguous()}
 
     @classmethod
     def from_hf_peft(cls, config: dict, weights: dict, model: nn.Module):
