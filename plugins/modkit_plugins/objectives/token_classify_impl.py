@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import numbered_jsonl, pad_batch, split_holdout
+from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective
 
@@ -78,6 +78,14 @@ class TokenClassify(nn.Module, Objective):
         picks = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
         return self._tensors([data.train[i] for i in picks])
 
+    def load_eval_data(self, path, seq_len):
+        data = self.load_data(path, seq_len)
+        return Sentences([], data.train + data.heldout)
+
+    def eval_batches(self, data, batch_size, limit):
+        held = data.heldout[:limit]
+        return [self._tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
+
     def logits(self, backbone, output, attention_mask):
         return self.head(self.dropout(output.last_hidden_state))  # (B, T, tags)
 
@@ -96,10 +104,10 @@ class TokenClassify(nn.Module, Objective):
         if not data.heldout:
             return {}
         tags = self.options.tags
-        gold, predicted = [], []
+        gold, predicted, device = [], [], device_of(backbone)
         for i in range(0, len(data.heldout), 32):
             part = data.heldout[i: i + 32]
-            batch = self._tensors(part)
+            batch = {k: v.to(device) for k, v in self._tensors(part).items()}
             best = self.logits(backbone, backbone(batch["input_ids"], batch["attention_mask"]),
                                batch["attention_mask"]).argmax(-1)
             for row, (_, labels, word_tags) in zip(best.tolist(), part):
@@ -107,7 +115,7 @@ class TokenClassify(nn.Module, Objective):
                 gold.append([tags[t] for t in word_tags])
                 predicted.append(words + [None] * (len(word_tags) - len(words)))
         n_words = sum(len(g) for g in gold)
-        common = tags[Counter(t for s in data.train for t in s[2]).most_common(1)[0][0]]
+        common = tags[Counter(t for s in data.train or data.heldout for t in s[2]).most_common(1)[0][0]]
         figures = {"heldout_accuracy": sum(a == b for g, p in zip(gold, predicted) for a, b in zip(g, p)) / n_words,
                    "majority_baseline": sum(t == common for g in gold for t in g) / n_words,
                    "heldout_words": n_words}
