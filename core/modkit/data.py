@@ -54,13 +54,14 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int):
     """Right-pad id lists -> (input_ids, attention_mask) int64 tensors."""
     import torch
 
+    import numpy as np
+
     width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    # through numpy, from nested lists: torch.tensor per row (or on nested lists) is ten times
+    # slower and made batching the slowest part of drawing examples (`modkit preview`)
+    ids = np.array([[*s, *[pad_id] * (width - len(s))] for s in sequences], dtype=np.int64).reshape(len(sequences), width)
+    mask = (np.arange(width) < np.array([len(s) for s in sequences])[:, None]).astype(np.int64)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def device_of(module) -> Any:
