@@ -88,7 +88,8 @@ def graphs(module: torch.nn.Module, folder: Path, name: str) -> dict[str, Path]:
                 output_names=["output"], dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
     optimised = folder / f"{name}.opt.onnx"
     shutil.copy(plain, optimised)
-    optimize_graph(optimised, "transformer")
+    fused = optimize_graph(optimised, "transformer")
+    print(f"{name}: fused {dict(sorted(fused.items()))}", flush=True)
     return {"plain": plain, "optimised": optimised, "int8": quantize_graph(optimised)}
 
 
@@ -148,7 +149,7 @@ def bench_graphs(folder: Path, threads: int, repeats: int) -> list[tuple]:
             print(f"{name} {batch}x{SEQ}: eager {t_eager * 1e3:.1f} ms, onnx {t_plain * 1e3:.1f}, "
                   f"optimised {t_opt * 1e3:.1f}, int8 {t_int8 * 1e3:.1f}", flush=True)
         if name.startswith("GPT"):
-            rows.append(bench_generation(ref, ours, folder, threads, max(2, repeats // 2)))
+            rows.append(bench_generation(ref, ours, folder, threads, max(3, repeats // 2)))
     return rows
 
 
@@ -239,10 +240,13 @@ def bench_serve(artifact: Path, requests: int, clients: int) -> list[tuple]:
     records = [json.loads(line) for line in (ROOT / "examples/minilm-lora/data/test.jsonl").read_text().splitlines()]
     texts = [records[i % len(records)]["text"] for i in range(requests)]
     rows = []
-    for label, wait in (("dynamic batching (--max-wait-ms 5, --max-batch 32)", "5"), ("no batching (--max-wait-ms 0)", "0")):
+    # --max-batch 1: one request per graph call (--max-wait-ms 0 alone still batches the requests
+    # that queued while the previous call ran)
+    for label, wait, most in (("dynamic batching (--max-wait-ms 5, --max-batch 32)", "5", "32"),
+                              ("no batching (--max-batch 1)", "0", "1")):
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "modkit", "serve", str(artifact), "--host", "127.0.0.1",
-                                   "--port", str(port), "--max-wait-ms", wait, "--max-batch", "32",
+                                   "--port", str(port), "--max-wait-ms", wait, "--max-batch", most,
                                    "--log-level", "warning"])
         url = f"http://127.0.0.1:{port}"
         try:

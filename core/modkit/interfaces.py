@@ -84,6 +84,14 @@ class Tokenizer(ABC):
         return encode_plus(self, text, pair, add_special_tokens=add_special_tokens, max_length=max_length,
                            return_offsets=return_offsets, allow_special=allow_special)
 
+    def encode_words(self, words: Sequence[str], *, add_special_tokens: bool = True,
+                     max_length: int | None = None) -> tuple[Encoding, list[int | None]]:
+        """Pre-split words as one text, and each token's word index (None for special
+        tokens); see :func:`modkit.tokenization.encode_words`. Needs ``encode_with_offsets``."""
+        from modkit.tokenization import encode_words
+
+        return encode_words(self, words, add_special_tokens=add_special_tokens, max_length=max_length)
+
     def batch_encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
         """Texts (or pairs) as padded int64 numpy arrays ``input_ids``, ``attention_mask``,
         ``token_type_ids`` (and ``offsets``); see :func:`modkit.tokenization.batch_encode`."""
@@ -247,6 +255,12 @@ class Objective:
         """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
         raise NotImplementedError
 
+    def heldout_classes(self, data: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """Every held-back example as inputs of the default graph (``model.onnx``, as
+        :meth:`export_inputs`) and its gold class id, or None. A classifier gives them, and the
+        build records the accuracy of each int8/fp16 graph against fp32's on them."""
+        return None
+
     def export(self, model: torch.nn.Module, exporter: Exporter, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Write the ONNX graph(s) this objective's task is served from and return the parity
         figures the manifest records (at least ``max_abs_diff``).
@@ -321,9 +335,10 @@ class PeftMethod:
 
     @classmethod
     def from_hf_peft(cls, config: dict, weights: dict, model: torch.nn.Module):
-        """Attach a Hugging Face PEFT adapter (``adapter_config.json`` as ``config``, its
-        safetensors as ``weights``) to ``model``; return ``(method, modules)`` as ``apply``
-        would, or None when ``config["peft_type"]`` is not this method's."""
+        """Attach an adapter folder (Hugging Face PEFT's or AdapterHub's: ``adapter_config.json``
+        as ``config``, its safetensors as ``weights``) to ``model``; return ``(method,
+        modules)`` as ``apply`` would, or None when the folder is not this method's (PEFT's
+        ``config["peft_type"]``, AdapterHub's ``config["config"]``)."""
         return None
 
     @classmethod

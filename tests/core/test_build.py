@@ -377,3 +377,16 @@ def test_two_loras_on_one_layer_build_and_merge(tmp_path):
     m = quiet_build(spec, tmp_path / "out")
     assert m["merge"]["methods"] == ["lora", "lora"] and m["merge"]["max_abs_diff"] < 1e-4
     assert m["stages"][1]["trainable_parameters"] == 2 * 2 * 4 * 64 + 2 * 4 * 2 * 64 + 32 * 5 + 5
+
+
+@pytest.mark.machine_dependent
+def test_cuda_provider_that_cannot_start_is_a_clear_error(artifact, monkeypatch):
+    """onnxruntime-gpu without a working CUDA lists the CUDA provider, then silently runs on the
+    CPU; modkit refuses instead. Here the listing is faked: this onnxruntime really falls back."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    r = CliRunner().invoke(main, ["run", str(artifact), "--provider", "cuda", "--text", "x"])
+    assert r.exit_code == 2 and "could not start its CUDAExecutionProvider" in r.output, r.output

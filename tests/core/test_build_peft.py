@@ -173,7 +173,8 @@ def test_an_unmerged_prefix_artifact_keeps_its_encoder(tmp_path):
     r = CliRunner().invoke(main, ["export-hf", str(tmp_path / "out"), str(tmp_path / "hf")])
     assert r.exit_code == 0 and "PEFT modules that did not merge" in r.output, r.output
     r = CliRunner().invoke(main, ["export-peft", str(tmp_path / "out"), str(tmp_path / "peft")])
-    assert r.exit_code == 2 and "shifts every token's position" in r.output and "Use `lora`" in r.output
+    assert r.exit_code == 2 and "shifts every token's position" in r.output
+    assert 'Train with positions = "peft" for export-peft, use `lora`' in r.output
 
 
 def test_a_later_stage_adds_methods_on_top_of_merged_ones(tmp_path):
@@ -191,3 +192,25 @@ def test_a_later_stage_adds_methods_on_top_of_merged_ones(tmp_path):
     assert [(r["kept"], r["merged"]) for r in stages[0]["peft"]] == [(False, True), (True, True)]
     assert [r["name"] for r in stages[1]["peft"]] == ["lora", "adapter"]
     check_served(tmp_path / "out", "bert")
+
+
+def test_a_built_prefix_goes_out_through_export_hf_and_export_peft(tmp_path):
+    """CLI round trip: the built (merged, constant) prefix as a PEFT folder over the export-hf base."""
+    import transformers
+    from peft import PeftModel
+
+    spec = write_spec(tmp_path, "gpt", '[{ use = "prefix", length = 3, projection = 8, positions = "peft" }]')
+    quiet_build(spec, tmp_path / "out")
+    for command in (["export-hf", "out", "back"], ["export-peft", "out", "peft"]):
+        r = CliRunner().invoke(main, [command[0], str(tmp_path / command[1]), str(tmp_path / command[2])])
+        assert r.exit_code == 0, r.output
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    theirs = PeftModel.from_pretrained(hf, tmp_path / "peft" / "prefix").eval()
+    ours = modkit.load_model(tmp_path / "out")
+    ids = torch.tensor([[5, 9, 23, 41, 7, 12]])
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        plain = hf(input_ids=ids).logits
+        got = ours(ids, torch.ones_like(ids)).logits
+    assert (expected - plain).abs().max() > 1e-3
+    assert (got - expected).abs().max() < 1e-5

@@ -188,3 +188,15 @@ def test_precision_fp16_runs_on_the_cpu_close_to_fp32(classifier_artifact):
     for a, b in zip(fp32, fp16):
         assert a["probabilities"].keys() == b["probabilities"].keys()
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 0.01
+
+
+def test_classifier_records_int8_and_fp16_accuracy_on_the_held_back_examples(classifier_artifact):
+    manifest = read_manifest(classifier_artifact)
+    torch_eval = manifest["stages"][-1]["eval"]  # the build's own held-back figures, from torch
+    for precision in ("int8", "fp16"):
+        figures = manifest["parity"][precision]["model.onnx"]
+        assert figures["heldout_examples"] == torch_eval["heldout_examples"] > 4  # all of them, not the parity rows
+        # the fp32 graph classifies the held-back examples as the torch model did
+        assert figures["heldout_accuracy_fp32"] == pytest.approx(torch_eval["heldout_accuracy"])
+        change = 100 * (figures[f"heldout_accuracy_{precision}"] - figures["heldout_accuracy_fp32"])
+        assert figures["accuracy_change_points"] == pytest.approx(change)

@@ -271,9 +271,13 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     graphs = [folder / name for name in exporter.written]
     figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs},
                            "fallbacks": fallbacks}
+    classes = objective.heldout_classes(data) if export.precisions() else None
     for precision in export.precisions():  # int8 / fp16 twins, checked against fp32
         figures[precision] = precision_check.write_and_check(graphs, precision, objective.describe(),
                                                              {k: v.numpy() for k, v in inputs.items()})
+        if classes is not None and "model.onnx" in figures[precision]:
+            figures[precision]["model.onnx"].update(precision_check.compare_accuracy(
+                folder / "model.onnx", {k: v.numpy() for k, v in classes[0].items()}, classes[1].numpy(), precision))
     return figures, exporter.written
 
 

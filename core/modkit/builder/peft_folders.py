@@ -1,11 +1,14 @@
-"""Hugging Face PEFT adapter folders (``adapter_config.json`` + ``adapter_model.safetensors``).
+"""Adapter folders users already have: Hugging Face PEFT's (``adapter_config.json`` +
+``adapter_model.safetensors``) and AdapterHub's (``adapter_config.json`` + ``adapter.safetensors``).
 
-The core reads the files and asks each registered PEFT method whether it reads the folder's
-``peft_type`` (:meth:`modkit.PeftMethod.from_hf_peft`). :func:`match_hf_modules` tells a
-method which modkit layer a Hugging Face module name is, for any backbone whose checkpoint
-format writes it: the format's ``to_hf`` gives each Hugging Face weight, and the modkit
-linear layer whose weight it holds (as is, transposed as in GPT-2's Conv1D, or as a slice of
-a fused projection such as GPT-2's ``c_attn``) is that module.
+The core reads the files and asks each registered PEFT method whether it reads the folder
+(:meth:`modkit.PeftMethod.from_hf_peft`: PEFT's ``peft_type``, AdapterHub's ``config``).
+:func:`match_hf_modules` tells a method which modkit layer a Hugging Face module name is, for
+any backbone whose checkpoint format writes it: the format's ``to_hf`` gives each Hugging Face
+weight, and the modkit linear layer whose weight it holds (as is, transposed as in GPT-2's
+Conv1D, or as a slice of a fused projection such as GPT-2's ``c_attn``) is that module.
+:func:`match_hf_parent` does the same for the module that holds such a layer (where
+AdapterHub hangs its adapters).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from modkit.nn.blocks import iter_roles
 from modkit.registry import Registry, get_registry
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+#: weight files of the folders read (PEFT's, AdapterHub's) and their pickle twins, which are refused
+READ_WEIGHTS = {WEIGHTS: "adapter_model.bin", "adapter.safetensors": "pytorch_adapter.bin"}
 PEFT_PREFIX = "base_model.model."  # how peft names the wrapped model's modules
 
 
@@ -32,12 +37,14 @@ def read_peft_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, torc
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         raise ArtifactError(f"{folder}: not a PEFT adapter folder (no {CONFIG})")
-    if not (folder / WEIGHTS).is_file():
-        other = " (adapter_model.bin is pickle, which modkit does not read)" if (folder / "adapter_model.bin").exists() else ""
-        raise ArtifactError(f"{folder}: no {WEIGHTS}{other}")
+    found = [name for name in READ_WEIGHTS if (folder / name).is_file()]
+    if not found:
+        pickles = [p for p in READ_WEIGHTS.values() if (folder / p).exists()]
+        other = f" ({pickles[0]} is pickle, which modkit does not read)" if pickles else ""
+        raise ArtifactError(f"{folder}: no {' or '.join(READ_WEIGHTS)}{other}")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        weights = load_file(str(folder / WEIGHTS))
+        weights = load_file(str(folder / found[0]))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError, Exception) as e:  # safetensors raises its own
         raise ArtifactError(f"{folder}: unreadable PEFT adapter ({e})") from None
     return config, weights
@@ -53,7 +60,8 @@ def apply_peft_folder(model: nn.Module, folder: str | Path, *, registry: Registr
         found = reader(config, weights, model) if reader is not None else None
         if found is not None:
             return (*found, comp)
-    raise ArtifactError(f"{folder}: no PEFT method here reads peft_type {config.get('peft_type')!r}")
+    kind = f"peft_type {config['peft_type']!r}" if "peft_type" in config else "this adapter_config.json"
+    raise ArtifactError(f"{folder}: no PEFT method here reads {kind}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,35 @@ def match_hf_modules(model: nn.Module, names: list[str], *, registry: Registry |
                             "only role-carrying projections can be adapted")
         found[name] = slices
     return found
+
+
+def match_hf_parent(model: nn.Module, module: str, *, registry: Registry | None = None) -> tuple[str, list[HFSlice]]:
+    """The one role-carrying linear layer among the direct children of the Hugging Face module
+    ``module`` (e.g. BERT's ``encoder.layer.0.attention.output``, which holds the attention's
+    output projection): its Hugging Face name and slices. Leading segments (``bert.``) may differ
+    between ``module`` and the checkpoint."""
+    backbone = getattr(model, "backbone", model)
+    _, hf_weights = format_for(backbone, registry=registry).to_hf(backbone)
+    parts = module.split(".")
+    children = []
+    for key, weight in hf_weights.items():
+        if weight.dim() != 2 or not key.endswith(".weight"):
+            continue
+        parent = key[: -len(".weight")].split(".")[:-1]
+        n = min(len(parent), len(parts))
+        if n and parent[-n:] == parts[-n:]:
+            children.append(key[: -len(".weight")])
+    found = {}
+    for name in children:  # the children that are role-carrying layers (not embeddings or norms)
+        try:
+            found.update(match_hf_modules(backbone, [name], registry=registry))
+        except UserError:
+            continue
+    if len(found) != 1:
+        raise UserError(f"Hugging Face module {module!r} holds {len(found) or 'no'} role-carrying linear layers "
+                        f"{sorted(found) if found else ''} in the {type(backbone).__name__} checkpoint; "
+                        "expected exactly one")
+    return next(iter(found.items()))
 
 
 def find_in_hf_weights(hf_weights: dict[str, torch.Tensor], linear: nn.Linear) -> tuple[str, slice, bool]:

@@ -63,6 +63,20 @@ def compare_logits(path: Path, inputs: dict[str, np.ndarray], precision: str = "
             "positions": int(len(fp32)), "max_abs_diff": float(np.abs(fp32 - twin).max())}
 
 
+def compare_accuracy(path: Path, inputs: dict[str, np.ndarray], gold: np.ndarray, precision: str,
+                     rows: int = 64) -> dict[str, Any]:
+    """Classification accuracy of the fp32 graph and of its ``precision`` twin on held-back
+    ``inputs`` (``rows`` at a time) against the ``gold`` class ids, and the change in points."""
+    accuracy = []
+    for session in _sessions(path, precision):
+        names = [i.name for i in session.get_inputs()]
+        predicted = np.concatenate([session.run(["logits"], {k: inputs[k][i:i + rows] for k in names})[0].argmax(-1)
+                                    for i in range(0, len(gold), rows)])
+        accuracy.append(float((predicted == gold).mean()))
+    return {"heldout_examples": int(len(gold)), "heldout_accuracy_fp32": accuracy[0],
+            f"heldout_accuracy_{precision}": accuracy[1], "accuracy_change_points": 100 * (accuracy[1] - accuracy[0])}
+
+
 def _agreement(expected: list[list[int]], got: list[list[int]]) -> dict[str, Any]:
     pairs = [(a, b) for e, g in zip(expected, got) for a, b in zip(e + [-1] * (len(g) - len(e)), g + [-1] * (len(e) - len(g)))]
     return {"greedy_exact_match": float(np.mean([e == g for e, g in zip(expected, got)])),

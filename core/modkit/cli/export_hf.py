@@ -35,8 +35,9 @@ def export_peft(out: str, dest: str) -> None:
     """Write each PEFT method of artifact OUT as a folder DEST/<method> that peft's
     PeftModel.from_pretrained loads over the base `modkit export-hf OUT` writes.
 
-    Only unmerged methods can be written (build with `[export] merge = false`); a method
-    peft cannot express (Houlsby adapters) is an error that names the alternative.
+    LoRA must be unmerged (build with `[export] merge = false`); a prefix (trained with
+    positions = "peft") may be merged. A method peft cannot express (Houlsby adapters, a
+    prefix without PEFT's positions) is an error that names the alternative.
     """
     from modkit.builder.peft_folders import export_peft as export
 
