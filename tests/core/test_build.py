@@ -18,29 +18,20 @@ from modkit.cli import main
 from modkit.builder.export import ParityError, check_parity
 from modkit.fileio import sha256_file
 from modkit.runtime import Runtime
+from specs import tiny_gpt_parts, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt"
 LABELS = ["argparse", "datetime", "socket", "sqlite3", "unittest"]
 
 
 def tiny_spec(folder: Path, *, steps=(12, 8)) -> Path:
-    corpus = (EXAMPLE / "corpus.txt").read_text(encoding="utf-8")[:40_000]
-    (folder / "corpus.txt").write_text(corpus, encoding="utf-8")
+    write_corpus(folder, 40_000)
     (folder / "modules.jsonl").write_text((EXAMPLE / "modules.jsonl").read_text(encoding="utf-8"))
     spec = folder / "spec.toml"
     spec.write_text(f'''
 name = "tiny"
 seed = 3
-[tokenizer]
-use = "bpe"
-vocab_size = 300
-train_on = ["corpus.txt"]
-[backbone]
-use = "gpt"
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_positions = 64
+{tiny_gpt_parts()}
 [[stages]]
 objective = {{ use = "clm" }}
 data = "corpus.txt"
