@@ -84,6 +84,14 @@ class Tokenizer(ABC):
         return encode_plus(self, text, pair, add_special_tokens=add_special_tokens, max_length=max_length,
                            return_offsets=return_offsets, allow_special=allow_special)
 
+    def encode_words(self, words: Sequence[str], *, add_special_tokens: bool = True,
+                     max_length: int | None = None) -> tuple[Encoding, list[int | None]]:
+        """Pre-split words as one text, and each token's word index (None for special
+        tokens); see :func:`modkit.tokenization.encode_words`. Needs ``encode_with_offsets``."""
+        from modkit.tokenization import encode_words
+
+        return encode_words(self, words, add_special_tokens=add_special_tokens, max_length=max_length)
+
     def batch_encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
         """Texts (or pairs) as padded int64 numpy arrays ``input_ids``, ``attention_mask``,
         ``token_type_ids`` (and ``offsets``); see :func:`modkit.tokenization.batch_encode`."""

@@ -84,7 +84,15 @@ class Export(_Strict):
     optimize: Literal["auto", "none", "basic", "transformer"] = "auto"
     #: "int8": also write dynamically quantised graphs (model.int8.onnx...) beside the fp32 ones;
     #: "fp16": half-precision graphs for GPUs (model.fp16.onnx...); a list for both
-    quantize: Literal["none", "int8", "fp16"] | list[Literal["int8", "fp16"]] = "none"
+    quantize: str | list[str] = "none"
+
+    @field_validator("quantize")
+    @classmethod
+    def _known_precisions(cls, value: str | list[str]) -> str | list[str]:
+        for precision in [value] if isinstance(value, str) else value:
+            if precision not in ("int8", "fp16") and not (precision == "none" and isinstance(value, str)):
+                raise ValueError(f"{precision!r} is not one of 'none', 'int8', 'fp16' (or a list of 'int8' and 'fp16')")
+        return value
 
     def precisions(self) -> list[str]:
         """The precisions written beside fp32, in order."""

@@ -218,6 +218,33 @@ def encode_plus(
                     a.offsets + b.offsets if a.offsets is not None else None)
 
 
+def encode_words(tokenizer: Tokenizer, words: Sequence[str], *, add_special_tokens: bool = True,
+                 max_length: int | None = None) -> tuple[Encoding, list[int | None]]:
+    """Pre-split words (a tagging task's) as one text, and for every token the index of the
+    word it comes from, None for added special tokens: what transformers gives for
+    ``is_split_into_words=True`` through ``word_ids()``. The words are joined by spaces, so a
+    byte-level BPE sees each word after the space it has in running text; each token belongs
+    to the word its last character is in (a token that is only the space between two words,
+    to the word after it, as GPT-2's pre-tokenizer attaches spaces). Truncated to
+    ``max_length`` tokens."""
+    from bisect import bisect_right
+
+    text = " ".join(words)
+    starts, position = [], 0
+    for word in words:
+        starts.append(position)
+        position += len(word) + 1
+    encoding = encode_plus(tokenizer, text, add_special_tokens=add_special_tokens, max_length=max_length,
+                           return_offsets=True)
+    def word_of(start: int, end: int) -> int:
+        last = max(end - 1, start)
+        return bisect_right(starts, last + (text[last:last + 1] == " ")) - 1  # a lone space leads the next word
+
+    word_ids = [None if sequence is None else word_of(start, end)
+                for sequence, (start, end) in zip(encoding.sequence_ids, encoding.offsets)]
+    return encoding, word_ids
+
+
 def batch_encode(
     tokenizer: Tokenizer,
     texts: Sequence[str],

@@ -16,7 +16,7 @@ REGISTRY = load_registry()
 SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "encoder_layers": 2, "decoder_layers": 2, "n_heads": 4,
          "d_kv": 8, "d_ff": 64, "dropout": 0.0, "n_positions": 64}
 #: options an objective cannot do without (its defaults cover the rest)
-REQUIRED = {"labels": ["a", "b"]}
+REQUIRED = {"labels": ["a", "b"], "tags": ["O", "B-X", "I-X"]}
 
 
 def small_options(component, wanted: dict, **more):
@@ -96,10 +96,11 @@ def _pairs():
 @pytest.fixture(scope="module")
 def sample_data(paragraphs, tmp_path_factory):
     """One JSONL file with the fields objectives commonly read (text, label, source, target,
-    value), so any objective's load_data finds its own."""
+    value, tokens and tags), so any objective's load_data finds its own."""
     path = tmp_path_factory.mktemp("objective-data") / "sample.jsonl"
     rows = [{"text": p[:300], "text_pair": p[100:300], "label": "ab"[i % 2], "source": p[:120], "target": p[:60],
-             "value": len(p) / 100}
+             "value": len(p) / 100, "tokens": p[:200].split(),
+             "tags": [["O", "B-X", "I-X"][k % 3] for k in range(len(p[:200].split()))]}
             for i, p in enumerate(paragraphs[:40])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

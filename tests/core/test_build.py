@@ -18,29 +18,20 @@ from modkit.cli import main
 from modkit.builder.export import ParityError, check_parity
 from modkit.fileio import sha256_file
 from modkit.runtime import Runtime
+from specs import tiny_gpt_parts, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt"
 LABELS = ["argparse", "datetime", "socket", "sqlite3", "unittest"]
 
 
 def tiny_spec(folder: Path, *, steps=(12, 8)) -> Path:
-    corpus = (EXAMPLE / "corpus.txt").read_text(encoding="utf-8")[:40_000]
-    (folder / "corpus.txt").write_text(corpus, encoding="utf-8")
+    write_corpus(folder, 40_000)
     (folder / "modules.jsonl").write_text((EXAMPLE / "modules.jsonl").read_text(encoding="utf-8"))
     spec = folder / "spec.toml"
     spec.write_text(f'''
 name = "tiny"
 seed = 3
-[tokenizer]
-use = "bpe"
-vocab_size = 300
-train_on = ["corpus.txt"]
-[backbone]
-use = "gpt"
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_positions = 64
+{tiny_gpt_parts()}
 [[stages]]
 objective = {{ use = "clm" }}
 data = "corpus.txt"
@@ -377,3 +368,16 @@ def test_two_loras_on_one_layer_build_and_merge(tmp_path):
     m = quiet_build(spec, tmp_path / "out")
     assert m["merge"]["methods"] == ["lora", "lora"] and m["merge"]["max_abs_diff"] < 1e-4
     assert m["stages"][1]["trainable_parameters"] == 2 * 2 * 4 * 64 + 2 * 4 * 2 * 64 + 32 * 5 + 5
+
+
+@pytest.mark.machine_dependent
+def test_cuda_provider_that_cannot_start_is_a_clear_error(artifact, monkeypatch):
+    """onnxruntime-gpu without a working CUDA lists the CUDA provider, then silently runs on the
+    CPU; modkit refuses instead. Here the listing is faked: this onnxruntime really falls back."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    r = CliRunner().invoke(main, ["run", str(artifact), "--provider", "cuda", "--text", "x"])
+    assert r.exit_code == 2 and "could not start its CUDAExecutionProvider" in r.output, r.output

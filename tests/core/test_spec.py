@@ -65,6 +65,8 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
     ("stages[0].data='missing.txt'", "stages[0].data", "no such file or folder: 'missing.txt'"),
     ("backbone.variant='gpt3'", "backbone.variant", "'gpt1' or 'gpt2'"),
     ("stages[1].objective.labels=['a']", "stages[1].objective.labels", "at least 2 items"),
+    ("export.quantize='bf16'", "export.quantize", "'bf16' is not one of 'none', 'int8', 'fp16'"),
+    ("export.quantize=['int8','none']", "export.quantize", "'none' is not one of"),
 ])
 def test_each_mistake_names_file_and_key(spec_file, override, key, words):
     result = build_errors(spec_file, override)

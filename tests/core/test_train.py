@@ -14,31 +14,21 @@ import modkit
 from modkit.builder.device import Precision, check_device, resolve_device
 from modkit.cli import main
 from modkit.errors import SpecError
+from specs import tiny_gpt_parts, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt"
 
 
 def lm_spec(folder: Path, *, steps=10, batch_size=8, lr=3e-4, extra_stage="", extra_top="", seed=5) -> Path:
     """A one-stage clm build without dropout (so micro-batches and processes can agree) or ONNX."""
-    corpus = folder / "corpus.txt"
-    if not corpus.exists():
-        corpus.write_text((EXAMPLE / "corpus.txt").read_text(encoding="utf-8")[:30_000], encoding="utf-8")
+    if not (folder / "corpus.txt").exists():
+        write_corpus(folder, 30_000)
     spec = folder / "spec.toml"
     spec.write_text(f'''
 name = "lm"
 seed = {seed}
 {extra_top}
-[tokenizer]
-use = "bpe"
-vocab_size = 300
-train_on = ["corpus.txt"]
-[backbone]
-use = "gpt"
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_positions = 32
-dropout = 0.0
+{tiny_gpt_parts(n_positions=32, extra_backbone="dropout = 0.0")}
 [[stages]]
 objective = {{ use = "clm" }}
 data = "corpus.txt"

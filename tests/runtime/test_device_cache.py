@@ -40,3 +40,24 @@ def test_cached_seq2seq_bound_on_the_host_gives_the_numpy_path_s_tokens(seq2seq_
     tokens = [generate(CachedSeq2Seq(encoder, decoder, ids, mask, 2, device=device), 3, max_new_tokens=10,
                        eos_token_id=2) for device in (None, "cpu")]
     assert tokens[0] == tokens[1] and any(tokens[0])
+
+
+@pytest.mark.machine_dependent
+def test_on_a_gpu_the_cache_stays_on_the_device_and_the_tokens_are_the_cpu_s(gpt_artifact, seq2seq_artifact):
+    """Runs only where onnxruntime has CUDA (skipped on the CPU machines this was written on)."""
+    import onnxruntime as ort
+
+    from modkit.runtime import Runtime
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA in this onnxruntime")
+    session = make_session(gpt_artifact / "model_with_past.onnx", "cuda")
+    decoder = CachedLM(session, [[5, 6, 7], [8]])
+    assert decoder.device == "cuda"
+    generate(decoder, 2, max_new_tokens=4)
+    assert all(v.device_name().lower() == "cuda" for v in decoder.past.values())
+    texts = ["import the", "def main", "x"]
+    for artifact in (gpt_artifact, seq2seq_artifact):
+        cpu = Runtime(artifact).run(texts, max_new_tokens=8)
+        assert Runtime(artifact, provider="cuda").run(texts, max_new_tokens=8) == cpu
+        assert len(Runtime(artifact, provider="cuda", precision="fp16").run(texts, max_new_tokens=8)) == 3

@@ -200,3 +200,15 @@ def test_classifier_records_int8_and_fp16_accuracy_on_the_held_back_examples(cla
         assert figures["heldout_accuracy_fp32"] == pytest.approx(torch_eval["heldout_accuracy"])
         change = 100 * (figures[f"heldout_accuracy_{precision}"] - figures["heldout_accuracy_fp32"])
         assert figures["accuracy_change_points"] == pytest.approx(change)
+
+
+def test_generation_agreement_covers_prompts_from_every_held_back_row(gpt_artifact):
+    from modkit.builder.precision_check import held_back_prompts
+
+    ids = np.arange(40).reshape(2, 20)
+    mask = np.ones_like(ids)
+    mask[1, 10:] = 0
+    assert held_back_prompts({"input_ids": ids, "attention_mask": mask}, length=4, every=8) == [
+        [0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19], [20, 21, 22, 23]]  # the padding is no prompt
+    figures = read_manifest(gpt_artifact)["parity"]["int8"]["model_with_past.onnx"]
+    assert figures["prompts"] > 2  # more generations than the parity check's two rows

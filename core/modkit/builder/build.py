@@ -467,7 +467,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             metrics.rewind(i + 1, start)
             kept.rewind(i + 1, start)
         kept.keep = stage.keep_checkpoints
-        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None)
+        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress or not engine.is_main) as tick:

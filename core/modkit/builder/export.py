@@ -57,16 +57,19 @@ def export_onnx(model: ModkitModel, example: dict[str, torch.Tensor], path: Path
     """Write ``(input_ids, attention_mask) -> logits`` with dynamic batch and sequence axes.
 
     Logits with a per-position axis (``(B, T, ...)``, as a language model's) get a dynamic
-    sequence axis too; any other shape keeps only the batch axis dynamic.
+    sequence axis too; any other shape keeps only the batch axis dynamic. Grouped inputs
+    (B, K, T) have K dynamic too, and so do logits with one value per group (B, K).
     """
     graph = ExportGraph(model).eval()
     names = _inputs(example)
     args = tuple(example[k] for k in names)
     with torch.no_grad():
         logits = graph(*args)
-    axes = {**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}}
+    grouped = args[0].ndim == 3  # (B, K, T): K sequences per example (multiple choice)
+    axes = {**{k: {0: "batch", 1: "group", 2: "sequence"} if grouped else {0: "batch", 1: "sequence"}
+               for k in names}, "logits": {0: "batch"}}
     if logits.ndim >= 2 and logits.shape[1] == args[0].shape[1]:
-        axes["logits"][1] = "sequence"
+        axes["logits"][1] = "group" if grouped else "sequence"
     return onnx_export(graph, args, path, input_names=names, output_names=["logits"], dynamic_axes=axes,
                        opset=opset, optimize=optimize)
 

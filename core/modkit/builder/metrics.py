@@ -18,7 +18,7 @@ from modkit.builder.device import _DTYPES
 
 
 def measure_matmul_peak(device: torch.device, precision: str = "fp32", *, size: int | None = None,
-                        repeats: int = 5) -> float:
+                        repeats: int = 10) -> float:
     """The best FLOP/s of square ``torch.mm`` on ``device`` (2·n³ FLOPs per product)."""
     n = size or (4096 if device.type == "cuda" else 1024)
     dtype = _DTYPES[precision]
@@ -39,8 +39,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def mfu(parameters: int, tokens_per_second: float, peak: float) -> float:
-    return 6 * parameters * tokens_per_second / peak if peak else 0.0
+def mfu(parameters: int, tokens_per_second: float, peak: float, trainable: int | None = None) -> float:
+    """Model-FLOPs utilisation: 2N per token forward, 2N backward to the activations, and 2 per
+    trainable weight for its gradient (6N when everything trains; frozen weights skip that)."""
+    trainable = parameters if trainable is None else trainable
+    return (4 * parameters + 2 * trainable) * tokens_per_second / peak if peak else 0.0
 
 
 class MetricsLog:
@@ -70,8 +73,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 class StageMeter:
     """Follows one stage's steps: totals for the manifest, a line per step in metrics.jsonl."""
 
-    def __init__(self, stage: int, objective: str, parameters: int, peak: float, log: MetricsLog | None):
+    def __init__(self, stage: int, objective: str, parameters: int, peak: float, log: MetricsLog | None,
+                 trainable: int | None = None):
         self.stage, self.objective, self.parameters, self.peak, self.log = stage, objective, parameters, peak, log
+        self.trainable = trainable
         self.tokens, self.seconds = 0, 0.0
         self.last_eval: dict[str, float] = {}
 
@@ -81,7 +86,7 @@ class StageMeter:
         tps = record.tokens / record.seconds if record.seconds else 0.0
         line = {"stage": self.stage, "objective": self.objective, "step": record.step, "loss": record.loss,
                 "lr": record.lr, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
-                "mfu": round(mfu(self.parameters, tps, self.peak), 5), **record.eval}
+                "mfu": round(mfu(self.parameters, tps, self.peak, self.trainable), 5), **record.eval}
         if record.eval:
             self.last_eval = record.eval
         if self.log is not None:
@@ -92,4 +97,4 @@ class StageMeter:
         """Figures of the steps this process ran (a resumed stage: since the resume)."""
         tps = self.tokens / self.seconds if self.seconds else 0.0
         return {"tokens": self.tokens, "train_seconds": round(self.seconds, 2), "tokens_per_second": round(tps, 1),
-                "mfu": round(mfu(self.parameters, tps, self.peak), 5)}
+                "mfu": round(mfu(self.parameters, tps, self.peak, self.trainable), 5)}

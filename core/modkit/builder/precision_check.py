@@ -34,8 +34,8 @@ def write_and_check(graphs: list[Path], precision: str, task: dict[str, Any], in
     if "model.onnx" in names:
         figures["model.onnx"] = compare_logits(folder / "model.onnx", inputs, precision)
     if "model_with_past.onnx" in names:
-        prompts = [row[m.astype(bool)][:8].tolist() for row, m in zip(inputs["input_ids"], inputs["attention_mask"])]
-        figures["model_with_past.onnx"] = compare_cached_lm(folder / "model_with_past.onnx", prompts, 16, precision)
+        figures["model_with_past.onnx"] = compare_cached_lm(folder / "model_with_past.onnx", held_back_prompts(inputs),
+                                                            16, precision)
     if {"encoder.onnx", "decoder.onnx"} <= names:
         figures["encoder.onnx+decoder.onnx"] = compare_seq2seq(
             folder / "encoder.onnx", folder / "decoder.onnx", inputs["input_ids"], inputs["attention_mask"],
@@ -83,10 +83,20 @@ def _agreement(expected: list[list[int]], got: list[list[int]]) -> dict[str, Any
             "token_agreement": float(np.mean([a == b for a, b in pairs])) if pairs else 1.0}
 
 
+def held_back_prompts(inputs: dict[str, np.ndarray], length: int = 8, every: int = 16, most: int = 16) -> list[list[int]]:
+    """Prompts of ``length`` tokens starting every ``every`` real tokens of each held-back row
+    (at most ``most``): more generations to compare than rows."""
+    prompts = []
+    for row, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        real = row[mask.astype(bool)].tolist()
+        prompts += [real[i:i + length] for i in range(0, max(len(real) - length, 0) + 1, every)]
+    return [p for p in prompts if p][:most]
+
+
 def compare_cached_lm(path: Path, prompts: list[list[int]], max_new_tokens: int, precision: str = "int8") -> dict[str, Any]:
     rows = [generate(CachedLM(s, prompts), len(prompts), max_new_tokens=max_new_tokens)
             for s in _sessions(path, precision)]
-    return {**_size(path, precision), **_agreement(*rows)}
+    return {**_size(path, precision), "prompts": len(prompts), **_agreement(*rows)}
 
 
 def compare_seq2seq(encoder: Path, decoder: Path, ids: np.ndarray, mask: np.ndarray, *, start_id: int,

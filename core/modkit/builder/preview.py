@@ -18,7 +18,7 @@ from modkit.spec import load_spec
 IGNORE = -100
 #: id fields decoded to text in each record: field -> the text's key
 TEXTS = {"original_ids": "original_text", "input_ids": "input_text", "labels": "labels_text",
-         "decoder_input_ids": "decoder_input_text"}
+         "decoder_input_ids": "decoder_input_text", "choice_ids": "choice_texts"}
 
 
 def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: list[str] = (),
@@ -60,11 +60,18 @@ def _records(parts, batch_size: int, seed: int, stage: int, n: int, tokenizer) -
                 if tokenizer is not None:  # an objective with ids of its own (T5's sentinels) decodes them
                     decode = getattr(obj, "decode", tokenizer.decode)
                     for field, key in TEXTS.items():
-                        if field in row:
-                            row[key] = decode([t for t in row[field] if t != IGNORE])
+                        if isinstance(row.get(field), list):  # a class label is one number: no text
+                            row[key] = _decode(decode, row[field])
                 done[name] += 1
                 yield row
         step += 1
+
+
+def _decode(decode, ids: list) -> str | list:
+    """The text of ids, or a list of texts for a group of rows (one per choice)."""
+    if ids and isinstance(ids[0], list):
+        return [_decode(decode, row) for row in ids]
+    return decode([t for t in ids if t != IGNORE])
 
 
 def _rows(batch: dict[str, torch.Tensor]) -> Iterator[dict[str, Any]]:
@@ -76,16 +83,23 @@ def _rows(batch: dict[str, torch.Tensor]) -> Iterator[dict[str, Any]]:
     batch.setdefault("original_ids", batch["input_ids"])  # nothing corrupted
     masks = {k[: -len("attention_mask")]: v for k, v in batch.items() if k.endswith("attention_mask")}
 
-    def mask_of(key: str) -> list[int] | None:
+    def mask_of(key: str) -> list | None:
         prefix = "decoder_" if key == "labels" and "decoder_" in masks else \
             max((p for p in masks if p and key.startswith(p)), key=len, default="")
         mask = masks.get(prefix)
-        if mask is None or mask.shape[1] != batch[key].shape[1]:
-            return None  # no mask of its width: nothing to cut
-        return mask.sum(1).tolist()
+        if mask is None or mask.shape != batch[key].shape:
+            return None  # no mask of its shape: nothing to cut
+        return mask.sum(-1).tolist()
 
-    columns = {k: (v.tolist(), mask_of(k) if v.dim() == 2 else None)
+    def cut(values, lengths):  # a row by its length, or each row of a (K, T) group by its own
+        if lengths is None:
+            return values
+        if isinstance(lengths, list):
+            return [cut(v, n) for v, n in zip(values, lengths)]
+        return values[:lengths]
+
+    columns = {k: (v.tolist(), mask_of(k) if v.dim() >= 2 else None)
                for k, v in batch.items() if isinstance(v, torch.Tensor) and not k.endswith("attention_mask")}
     for i in range(len(batch["input_ids"])):
-        yield {k: (values[i][: lengths[i]] if lengths is not None else values[i]) for k, (values, lengths) in columns.items()}
+        yield {k: cut(values[i], lengths[i] if lengths is not None else None) for k, (values, lengths) in columns.items()}
 

@@ -246,7 +246,11 @@ def prefix_positions(blocks: nn.ModuleList) -> int:
     as when a prefix is a KV cache of n earlier tokens (Hugging Face PEFT's prefix tuning).
     Backbones add it to their position ids (or relative distances); 0 without such a prefix.
     """
-    return max((getattr(b.attn.prefix, "positions", 0) for b in blocks if b.attn.prefix is not None), default=0)
+    most = 0  # a plain loop: torch.compile does not trace max(..., default=) and breaks the graph
+    for block in blocks:
+        if block.attn.prefix is not None:
+            most = max(most, getattr(block.attn.prefix, "positions", 0))
+    return most
 
 
 class FeedForward(nn.Module):

@@ -11,7 +11,8 @@ class ModkitModel(nn.Module):
     """``backbone`` plus ``objectives`` (a ModuleDict holding the task heads by objective name).
 
     The last objective added is the task: ``forward`` returns the backbone's output with
-    ``logits`` set by that objective, as the exported graph does.
+    ``logits`` set by that objective, as the exported graph does. Inputs may be (B, T) rows or
+    (B, K, T) groups of K rows per example.
     """
 
     def __init__(self, backbone: nn.Module):
@@ -32,7 +33,16 @@ class ModkitModel(nn.Module):
         return self.objectives[self.task] if self.task else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> ModelOutput:
-        out = self.backbone(input_ids, attention_mask, **kwargs)
+        if input_ids.dim() == 3:
+            # (B, K, T): K sequences per example (multiple choice, a pair in both orders), as
+            # transformers' multiple-choice models take them; the backbone reads the B·K rows
+            # and the head regroups them from the (B, K, T) mask it is given
+            kwargs = {k: v.flatten(0, 1) if isinstance(v, torch.Tensor) and v.dim() == 3 else v
+                      for k, v in kwargs.items()}
+            out = self.backbone(input_ids.flatten(0, 1),
+                                None if attention_mask is None else attention_mask.flatten(0, 1), **kwargs)
+        else:
+            out = self.backbone(input_ids, attention_mask, **kwargs)
         if self.head is not None:
             out.logits = self.head.logits(self.backbone, out, attention_mask)
         return out

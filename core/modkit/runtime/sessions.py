@@ -1,6 +1,7 @@
 """onnxruntime sessions and the numpy helpers tasks share: no torch here."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +29,15 @@ def make_session(path: Path, provider: str, *, threads: int | None = None):
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a provider that cannot start is reported below, not warned about
+        session = ort.InferenceSession(str(path), options, providers=[name])
+    if session.get_providers()[0] != name:
+        # onnxruntime-gpu without the CUDA/cuDNN libraries it was built for falls back to the CPU silently
+        raise UserError(f"onnxruntime could not start its {name} (it would run {path.name} on "
+                        f"{session.get_providers()[0]}); check that the CUDA and cuDNN versions installed are "
+                        "those this onnxruntime-gpu needs")
+    return session
 
 
 def pad_ids(rows: Sequence[Sequence[int]], pad_id: int, *, length: int | None = None,

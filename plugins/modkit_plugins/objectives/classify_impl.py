@@ -1,8 +1,15 @@
-"""Sequence classification: one hidden state per text -> a linear head.
+"""Sequence classification: one hidden state per sequence -> a linear head, in GPT's input
+formats (single, pair, similarity, choice; see :mod:`.formats`).
 
-A tokenizer with a template (BERT's ``[CLS] text [SEP]``) encodes each text with it;
-otherwise the tokenizer's eos is appended as GPT's extract token. The head reads the state
-the ``pooling`` option names.
+A tokenizer with a template (BERT's ``[CLS] a [SEP] b [SEP]``) builds each sequence with it,
+and an encoder that takes segment ids gets them for pairs. Otherwise GPT's special tokens
+frame it: start = the tokenizer's ``bos`` (none without one), delimiter = its ``sep`` (else
+``eos``), extract = its ``cls`` (else ``eos``). The head reads the state the ``pooling`` option
+names: for decoders the last real token, the extract token.
+
+The grouped formats read (B, K, T) inputs, as transformers' multiple-choice models do: the
+backbone runs on the B·K rows; similarity sums each example's two states before the head,
+choice scores each row with a one-output head and the loss is the cross-entropy over the K.
 """
 from __future__ import annotations
 
@@ -13,16 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import device_of, pad_batch, read_jsonl, split_holdout
+from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective
 from modkit.nn.losses import lm_loss
 
+from .formats import FIELDS, GROUPED, Layout, Row
+from .nsp_impl import takes_segments
+
 
 @dataclass
 class Examples:
-    train: list[tuple[list[int], int]]
-    heldout: list[tuple[list[int], int]]
+    #: per example: its rows, its label index, and (choice) each candidate answer's ids
+    train: list[tuple[list[Row], int, list[list[int]] | None]]
+    heldout: list[tuple[list[Row], int, list[list[int]] | None]]
 
 
 def last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -33,6 +44,11 @@ def last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor | None)
     return hidden.gather(1, last[:, None, None].expand(-1, 1, hidden.shape[-1]))[:, 0]
 
 
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, K, T) -> (B·K, T); (B, T) as it is."""
+    return t.flatten(0, 1) if t is not None and t.dim() == 3 else t
+
+
 class Classify(nn.Module, Objective):
     task = "classify"
 
@@ -40,46 +56,94 @@ class Classify(nn.Module, Objective):
         nn.Module.__init__(self)
         Objective.__init__(self, options, backbone, tokenizer)
         self.tokenizer = tokenizer
+        self.format = options.format
         self.use_template = tokenizer.template is not None
         eos = tokenizer.special_id("eos")
-        self.extract = [eos] if eos is not None and not self.use_template else []
+
+        def role(name: str, fallback: int | None) -> list[int]:
+            found = tokenizer.special_id(name)
+            found = fallback if found is None else found
+            return [] if found is None or self.use_template else [found]
+
+        self.start, self.delimiter, self.extract = role("bos", None), role("sep", eos), role("cls", eos)
         self.pooling = options.pooling
         if self.pooling == "auto":
             self.pooling = "last" if getattr(backbone, "is_decoder", False) else "pooler"
+        # segment ids only through a template (a decoder's token_type_ids would add embeddings)
+        self.segments = self.use_template and self.format != "single" and takes_segments(backbone)
         pad = tokenizer.special_id("pad")
         self.pad_id = pad if pad is not None else (self.extract[0] if self.extract else 0)
         self.max_length: int | None = None  # set by load_data; the runtime truncates the same way
         self.dropout = nn.Dropout(options.dropout)
-        self.head = nn.Linear(backbone.d_model, len(options.labels))
+        self.head = nn.Linear(backbone.d_model, 1 if self.format == "choice" else len(options.labels))
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.format, self.use_template, tuple(self.start), tuple(self.delimiter), tuple(self.extract),
+                      self.max_length or 10**9)
+
+    # -- data ----------------------------------------------------------------------------------
 
     def load_data(self, path, seq_len):
         o = self.options
         self.max_length = seq_len
-        index = {label: i for i, label in enumerate(o.labels)}
-        examples = []
-        for n, rec in enumerate(read_jsonl(path, [o.text_field, o.label_field]), 1):
-            label = str(rec[o.label_field])
-            if label not in index:
-                raise UserError(f"{path}: record {n}: label {label!r} is not one of {o.labels}")
-            examples.append((self.encode(str(rec[o.text_field]), seq_len), index[label]))
+        names = dict(zip(("text", "text_pair", "choices"), (o.text_field, o.text_pair_field, o.choices_field)))
+        fields = [names[f] for f in FIELDS[self.format]]
+        layout, examples, n_choices = self.layout, [], None
+        for line, rec in numbered_jsonl(path, fields + [o.label_field]):
+            where = f"{path}:{line}"
+            if self.format == "choice":
+                choices = rec[o.choices_field]
+                if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                    raise UserError(f"{where}: {o.choices_field!r} must be a list of two texts or more, not {choices!r}")
+                n_choices = n_choices or len(choices)
+                if len(choices) != n_choices:  # one (B, K, T) batch needs one K
+                    raise UserError(f"{where}: {len(choices)} choices, but the file's first record has {n_choices}; "
+                                    "every record needs the same number")
+                label = self._choice_label(rec[o.label_field], choices, where)
+                rows = layout.rows(self.tokenizer, str(rec[o.text_field]), choices=choices)
+                answers = [self.tokenizer.encode(c) for c in choices]
+            else:
+                label = str(rec[o.label_field])
+                if label not in o.labels:
+                    raise UserError(f"{where}: label {label!r} is not one of {o.labels}")
+                label = o.labels.index(label)
+                rows = layout.rows(self.tokenizer, str(rec[o.text_field]),
+                                   str(rec[o.text_pair_field]) if "text_pair" in FIELDS[self.format] else None)
+                answers = None
+            examples.append((rows, label, answers))
         train, heldout = split_holdout(examples, o.holdout)
+        if not train:
+            raise UserError(f"{path}: no training examples left after holding back {o.holdout:.0%}")
         return Examples(train, heldout)
 
-    def encode(self, text: str, max_length: int) -> list[int]:
-        if self.use_template:
-            return self.tokenizer.encode_plus(text, max_length=max_length).ids
-        return self.tokenizer.encode(text)[: max_length - len(self.extract)] + self.extract
+    @staticmethod
+    def _choice_label(value, choices: list[str], where: str) -> int:
+        """The right choice: its index, or its text."""
+        if isinstance(value, str) and value in choices:
+            return choices.index(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
+            return value
+        raise UserError(f"{where}: label {value!r} is not a choice: give an index 0..{len(choices) - 1} "
+                        "or one of the choices' texts")
 
-    def _tensors(self, examples):
-        ids, mask = pad_batch([e[0] for e in examples], self.pad_id)
-        return ids, mask, torch.tensor([e[1] for e in examples])
+    def _tensors(self, examples) -> dict[str, torch.Tensor]:
+        arrays = self.layout.arrays([rows for rows, _, _ in examples], self.pad_id)
+        batch = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "token_type_ids" or self.segments}
+        batch["labels"] = torch.tensor([label for _, label, _ in examples])
+        return batch
 
     def batch(self, data, batch_size, generator):
         picks = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
-        ids, mask, labels = self._tensors([data.train[i] for i in picks])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        examples = [data.train[i] for i in picks]
+        batch = self._tensors(examples)
+        if self.format == "choice":  # each candidate's own ids, (B, K, L): what `modkit preview` shows
+            ids, mask = pad_batch([a for _, _, answers in examples for a in answers], self.pad_id)
+            batch["choice_ids"] = ids.view(batch_size, -1, ids.shape[-1])
+            batch["choice_attention_mask"] = mask.view(batch_size, -1, ids.shape[-1])
+        return batch
 
     def load_eval_data(self, path, seq_len):
         data = self.load_data(path, seq_len)
@@ -87,32 +151,43 @@ class Classify(nn.Module, Objective):
 
     def eval_batches(self, data, batch_size, limit):
         held = data.heldout[:limit]
-        batches = []
-        for i in range(0, len(held), batch_size):
-            ids, mask, labels = self._tensors(held[i: i + batch_size])
-            batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
-        return batches
+        return [self._tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def _forward(self, backbone, batch):
+        extra = {"token_type_ids": _flat(batch["token_type_ids"])} if "token_type_ids" in batch else {}
+        return backbone(_flat(batch["input_ids"]), _flat(batch["attention_mask"]), **extra)
 
     def logits(self, backbone, output, attention_mask):
+        """(B, C) class logits, or (B, K) choice scores; ``attention_mask`` is (B, K, T) for the
+        grouped formats, and ``output`` the backbone's over the B·K rows."""
         if self.pooling == "last":
-            state = last_token_states(output.last_hidden_state, attention_mask)
+            state = last_token_states(output.last_hidden_state, _flat(attention_mask))
         elif self.pooling == "pooler" and output.pooler_output is not None:
             state = output.pooler_output
         else:
             state = output.last_hidden_state[:, 0]
-        return self.head(self.dropout(state))
+        if self.format == "similarity":  # both orders' states summed (GPT, figure 1)
+            state = state.view(attention_mask.shape[0], attention_mask.shape[1], -1).sum(1)
+        logits = self.head(self.dropout(state))
+        if self.format == "choice":
+            logits = logits.view(attention_mask.shape[0], attention_mask.shape[1])
+        return logits
 
     def hf_head(self, backbone):
+        if self.format in GROUPED:
+            return None  # no transformers class reads a summed pair or per-choice scores from these weights
         return {"kind": "sequence-classification", "weight": self.head.weight, "bias": self.head.bias,
                 "labels": list(self.options.labels), "pooling": self.pooling, "dropout": self.options.dropout}
 
     def loss(self, backbone, batch):
-        out = backbone(batch["input_ids"], batch["attention_mask"])
+        out = self._forward(backbone, batch)
         logits = self.logits(backbone, out, batch["attention_mask"])
         loss = F.cross_entropy(logits.float(), batch["labels"])
         figures = {"cls_loss": loss.item(), "accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().item()}
-        if self.options.aux_lm_weight > 0:
-            aux = lm_loss(backbone, out.last_hidden_state, batch["input_ids"], batch["attention_mask"])
+        if self.options.aux_lm_weight > 0:  # GPT's L3: the LM loss over every row the model read
+            aux = lm_loss(backbone, out.last_hidden_state, _flat(batch["input_ids"]), _flat(batch["attention_mask"]))
             loss = loss + self.options.aux_lm_weight * aux
             figures["lm_loss"] = aux.item()
         return loss, figures
@@ -123,24 +198,30 @@ class Classify(nn.Module, Objective):
             return {}
         correct, device = 0, device_of(backbone)
         for i in range(0, len(data.heldout), 32):
-            ids, mask, labels = (t.to(device) for t in self._tensors(data.heldout[i: i + 32]))
-            pred = self.logits(backbone, backbone(ids, mask), mask).argmax(-1)
-            correct += int((pred == labels).sum())
-        majority = Counter(label for _, label in data.train or data.heldout).most_common(1)[0][0]
-        baseline = sum(label == majority for _, label in data.heldout) / len(data.heldout)
-        return {"heldout_accuracy": correct / len(data.heldout), "majority_baseline": baseline,
-                "heldout_examples": len(data.heldout)}
+            batch = {k: v.to(device) for k, v in self._tensors(data.heldout[i: i + 32]).items()}
+            pred = self.logits(backbone, self._forward(backbone, batch), batch["attention_mask"]).argmax(-1)
+            correct += int((pred == batch["labels"]).sum())
+        majority = Counter(label for _, label, _ in data.train or data.heldout).most_common(1)[0][0]
+        figures = {"heldout_accuracy": correct / len(data.heldout),
+                   "majority_baseline": sum(label == majority for _, label, _ in data.heldout) / len(data.heldout),
+                   "heldout_examples": len(data.heldout)}
+        if self.format == "choice":
+            figures["chance_baseline"] = 1 / len(data.heldout[0][0])
+        return figures
 
     def export_inputs(self, data):
-        ids, mask, _ = self._tensors((data.heldout or data.train)[:4])
-        return {"input_ids": ids, "attention_mask": mask}
+        batch = self._tensors((data.heldout or data.train)[:4])
+        del batch["labels"]
+        return batch
 
     def heldout_classes(self, data):
         if not data.heldout:
             return None
-        ids, mask, labels = self._tensors(data.heldout)
-        return {"input_ids": ids, "attention_mask": mask}, labels
+        batch = self._tensors(data.heldout)
+        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
 
     def describe(self):
-        return {"task": self.task, "labels": list(self.options.labels), "append_ids": self.extract,
+        return {"task": self.task, "format": self.format,
+                "labels": list(self.options.labels) if self.options.labels else None,
+                "prepend_ids": self.start, "delimiter_ids": self.delimiter, "append_ids": self.extract,
                 "use_template": self.use_template, "pad_token_id": self.pad_id, "max_length": self.max_length}

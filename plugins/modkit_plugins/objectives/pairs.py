@@ -22,11 +22,15 @@ def documents(text: str) -> list[list[str]]:
     return docs
 
 
-def pair_ids(tokenizer, a: list[int], b: list[int], max_length: int) -> tuple[list[int], list[int]]:
-    """``[CLS] a [SEP] b [SEP]`` (the tokenizer's pair template) and its segment ids, the
-    longer text cut first to fit ``max_length``."""
+def pair_ids(tokenizer, a: list[int], b: list[int] | None, max_length: int) -> tuple[list[int], list[int]]:
+    """``[CLS] a [SEP] b [SEP]`` (the tokenizer's pair template; its single template when ``b``
+    is None) and its segment ids, the longer text cut first to fit ``max_length``: the ids
+    ``encode_plus`` gives for the texts."""
     template = tokenizer.template
-    pieces = template.pair if template is not None else (("$A", 0), ("$B", 1))
+    if b is None:
+        pieces = template.single if template is not None else (("$A", 0),)
+    else:
+        pieces = template.pair if template is not None else (("$A", 0), ("$B", 1))
     added = sum(p not in ("$A", "$B") for p, _ in pieces)
     keep_a, keep_b = truncate_pair(a, b, max_length - added)
     ids, types = [], []

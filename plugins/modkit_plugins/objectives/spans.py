@@ -30,11 +30,9 @@ def input_and_target_lengths(inputs_length: int, noise_density: float, mean_span
 
 def _segmentation(items: int, segments: int, generator: torch.Generator) -> list[int]:
     """``items`` split into ``segments`` non-empty runs at random: their lengths."""
-    first = torch.zeros(items, dtype=torch.bool)
-    cuts = torch.randperm(items - 1, generator=generator)[: segments - 1] + 1
-    first[cuts] = True
-    first[0] = True
-    return torch.diff(torch.nonzero(first).flatten(), append=torch.tensor([items])).tolist()
+    cuts = sorted((torch.randperm(items - 1, generator=generator)[: segments - 1] + 1).tolist())
+    bounds = [0, *cuts, items]  # in plain Python: a few torch calls per example cost more than the work
+    return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
 def random_spans_noise_mask(length: int, noise_density: float, mean_span: float,

@@ -1,0 +1,31 @@
+"""Spec text the tests share: the tiny word-end BPE tokenizer and GPT that most builds use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_GPT = Path(__file__).resolve().parents[1] / "examples" / "tiny-gpt"
+
+
+def tiny_gpt_parts(*, n_positions: int = 64, extra_backbone: str = "") -> str:
+    """The [tokenizer] (300 BPE tokens trained on corpus.txt) and [backbone] (2 layers of 32)
+    tables, as TOML."""
+    return f'''
+[tokenizer]
+use = "bpe"
+vocab_size = 300
+train_on = ["corpus.txt"]
+[backbone]
+use = "gpt"
+d_model = 32
+n_layers = 2
+n_heads = 2
+n_positions = {n_positions}
+{extra_backbone}
+'''
+
+
+def write_corpus(folder: Path, chars: int) -> Path:
+    """The first ``chars`` characters of tiny-gpt's corpus as ``folder/corpus.txt``."""
+    corpus = folder / "corpus.txt"
+    corpus.write_text((TINY_GPT / "corpus.txt").read_text(encoding="utf-8")[:chars], encoding="utf-8")
+    return corpus
