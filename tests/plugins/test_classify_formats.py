@@ -146,7 +146,6 @@ def test_gpt_format_trains_exports_and_serves_what_torch_computes(tmp_path, para
     assert "heldout_accuracy" in stage["eval"]
     if fmt == "choice":
         assert m["parity"]["inputs"]["input_ids"][1] == 3 and stage["eval"]["chance_baseline"] == pytest.approx(1 / 3)
-        assert "lm_loss" in json.dumps(stage) or stage["loss_first_10"] > 0
     served = Runtime(out).run(rows)
     expected = torch_probabilities(out, rows)
     if fmt == "choice":
