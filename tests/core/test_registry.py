@@ -102,7 +102,7 @@ def test_unknown_name_lists_close_matches():
     reg = load_registry()
     with pytest.raises(UnknownComponentError) as err:
         reg.get("objective", "clasify")
-    assert str(err.value).startswith("unknown objective 'clasify'; did you mean 'classify'?")
+    assert str(err.value).startswith("unknown objective 'clasify'; did you mean 'classify'")  # closest first
 
 
 def test_invalid_component_name_is_a_plugin_failure(tmp_path):

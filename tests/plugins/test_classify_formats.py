@@ -169,15 +169,16 @@ def test_choice_serves_records_with_different_numbers_of_choices(tmp_path, parag
         np.testing.assert_allclose(result["probabilities"], torch_probabilities(out, [record])[0], atol=1e-5)
 
 
-def test_bert_pair_goes_through_the_template_with_segment_ids(tmp_path, paragraphs):
-    out, rows = build(tmp_path, "pair", paragraphs, family="bert")
+@pytest.mark.parametrize("fmt", ["pair", "choice"])
+def test_bert_pairs_go_through_the_template_with_segment_ids(tmp_path, paragraphs, fmt):
+    out, rows = build(tmp_path, fmt, paragraphs, family="bert")
     m = json.loads((out / "manifest.json").read_text())
     assert m["task"]["use_template"] and "token_type_ids" in m["parity"]["inputs"]
     runtime = Runtime(out)
     assert "token_type_ids" in [i.name for i in runtime.session("model.onnx").get_inputs()]
     served = runtime.run(rows)
-    np.testing.assert_allclose([list(r["probabilities"].values()) for r in served],
-                               torch_probabilities(out, rows), atol=1e-5)
+    got = [r["probabilities"] if fmt == "choice" else list(r["probabilities"].values()) for r in served]
+    np.testing.assert_allclose(got, torch_probabilities(out, rows), atol=1e-5)
 
 
 def test_preview_shows_each_choice(tmp_path, paragraphs):
@@ -210,3 +211,22 @@ def test_choice_takes_no_labels_and_pair_needs_them(tmp_path):
         ClassifyOptions(format="choice", labels=["a", "b"])
     with pytest.raises(ValueError, match="needs labels"):
         ClassifyOptions(format="pair")
+
+
+def test_modkit_serve_takes_choices_as_a_list(tmp_path, paragraphs):
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from modkit.serve.app import create_app
+
+    out, rows = build(tmp_path, "choice", paragraphs, steps=2)
+    runtime = Runtime(out)
+    inputs = [{"text": r["text"], "choices": r["choices"]} for r in rows[:3]]
+    with TestClient(create_app(runtime)) as client:
+        got = client.post("/v1/run", json={"inputs": inputs})
+        assert got.status_code == 200, got.text
+        assert [g["label"] for g in got.json()["results"]] == [e["label"] for e in runtime.run(inputs)]
+        bad = client.post("/v1/run", json={"inputs": [{"text": "a", "choices": ["b", 3]}]})
+        assert bad.status_code == 422 and "inputs[0].choices: expected a string or a list of strings" in bad.text
+        bad = client.post("/v1/run", json={"inputs": [{"text": ["a"], "choices": ["b"]}]})
+        assert bad.status_code == 422 and "inputs[0].text: expected a string" in bad.text

@@ -175,3 +175,4 @@ def test_preview_labels_first_subtokens_only(tmp_path, paragraphs):
         assert len(tok_labels) == len(record["input_ids"])
         assert tok_labels[0] == -100 and tok_labels[-1] == -100  # [CLS], [SEP]
         assert any(t != -100 for t in tok_labels)
+        assert record["labels_text"].split() == [TAGS[t] for t in tok_labels if t != -100]

@@ -62,6 +62,9 @@ def _records(parts, batch_size: int, seed: int, stage: int, n: int, tokenizer) -
                     for field, key in TEXTS.items():
                         if isinstance(row.get(field), list):  # a class label is one number: no text
                             row[key] = _decode(decode, row[field])
+                    names = getattr(obj, "label_names", None)  # labels that are classes, not token ids (tags)
+                    if names is not None and isinstance(row.get("labels"), list):
+                        row["labels_text"] = " ".join(names[t] for t in row["labels"] if t != IGNORE)
                 done[name] += 1
                 yield row
         step += 1

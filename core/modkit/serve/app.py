@@ -128,12 +128,18 @@ def _parse(body: bytes, runtime, allowed_fields: set[str], limits: Limits) -> tu
         if unknown:
             raise BadRequest(422, f"inputs[{n}]: unknown field {unknown[0]!r} (fields: {', '.join(sorted(allowed_fields))})")
         for key, value in record.items():
-            if not isinstance(value, str):
-                raise BadRequest(422, f"inputs[{n}].{key}: expected a string, got {type(value).__name__}")
-            if not value.strip():
+            # a text, or (any field but "text") a list of texts: a multiple-choice record's
+            # choices, a tagger's words
+            texts = value if isinstance(value, list) and value and key != "text" else [value]
+            bad = next((t for t in texts if not isinstance(t, str)), None)
+            if bad is not None:
+                raise BadRequest(422, f"inputs[{n}].{key}: expected a string or a list of strings, got "
+                                      f"{type(value if bad is value else bad).__name__}")
+            if not all(t.strip() for t in texts):
                 raise BadRequest(422, f"inputs[{n}].{key}: empty text")
-            if len(value) > limits.max_text_chars:
-                raise BadRequest(413, f"inputs[{n}].{key}: {len(value)} characters; at most {limits.max_text_chars}")
+            length = sum(len(t) for t in texts)
+            if length > limits.max_text_chars:
+                raise BadRequest(413, f"inputs[{n}].{key}: {length} characters; at most {limits.max_text_chars}")
     try:
         return runtime.records(inputs), runtime.options(**doc)
     except UserError as e:

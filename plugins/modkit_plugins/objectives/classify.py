@@ -40,10 +40,11 @@ class ClassifyOptions(modkit.Options):
 @modkit.hookimpl
 def modkit_register_objectives(register):
     register("classify", "modkit_plugins.objectives.classify_impl:Classify", options=ClassifyOptions,
-             doc="Sequence classification (GPT's extract token or BERT's [CLS]), optionally with GPT's auxiliary LM loss.")
+             doc="Sequence classification (GPT's extract token or BERT's [CLS]) of texts, pairs or multiple choices "
+                 "(GPT's task formats), optionally with GPT's auxiliary LM loss.")
 
 
 @modkit.hookimpl
 def modkit_register_tasks(register):
     register("classify", "modkit_plugins.objectives.classify_task:ClassifyTask",
-             doc="A label and class probabilities per text.")
+             doc="A label and class probabilities per text or pair; for multiple choice the chosen index and a probability per choice.")

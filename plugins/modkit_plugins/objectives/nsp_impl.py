@@ -43,6 +43,7 @@ class NextSentence(nn.Module, Objective):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.max_length: int | None = None
+        self._starts_of: dict[int, tuple[list, list[tuple[int, int]]]] = {}
 
     @classmethod
     def check_backbone(cls, backbone):
@@ -64,7 +65,7 @@ class NextSentence(nn.Module, Objective):
     def draw(self, docs, n: int, generator: torch.Generator) -> list[tuple[list[int], list[int], int]]:
         """``n`` (A, B, label) triples: A a sentence with a successor, B that successor or a
         sentence from another document."""
-        starts = [(d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)]
+        starts = self._starts(docs)
         pick = torch.randint(len(starts), (n,), generator=generator).tolist()
         coin = (torch.rand(n, generator=generator) < self.options.not_next_prob).tolist()
         other_doc = torch.randint(len(docs) - 1, (n,), generator=generator).tolist()
@@ -79,6 +80,14 @@ class NextSentence(nn.Module, Objective):
                 b = docs[d][i + 1]
             out.append((docs[d][i], b, int(coin[k])))
         return out
+
+    def _starts(self, docs) -> list[tuple[int, int]]:
+        """(document, sentence) of every sentence with a successor; listed once per document
+        list, not per batch (that was most of the time a preview of 10^5 pairs took)."""
+        cached = self._starts_of.get(id(docs))
+        if cached is None or cached[0] is not docs:
+            cached = self._starts_of[id(docs)] = (docs, [(d, i) for d, doc in enumerate(docs) for i in range(len(doc) - 1)])
+        return cached[1]
 
     def collate(self, triples) -> dict[str, torch.Tensor]:
         pairs = [pair_ids(self.tokenizer, a, b, self.max_length) for a, b, _ in triples]

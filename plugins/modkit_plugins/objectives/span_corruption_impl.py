@@ -68,7 +68,8 @@ class SpanCorruption(Seq2Seq):
                          self.sentinel, self.eos) for w in windows]
         sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
         labels = pad_batch(targets, IGNORE)[0]
-        return {"input_ids": pad_batch(sources, self.pad)[0], "attention_mask": pad_batch(sources, self.pad)[1],
+        input_ids, attention_mask = pad_batch(sources, self.pad)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "decoder_input_ids": pad_batch([[self.start] + t[:-1] for t in targets], self.pad)[0],
                 "decoder_attention_mask": (labels != IGNORE).long(), "labels": labels,
                 "original_ids": pad_batch(windows, self.pad)[0],  # before corruption, for modkit preview

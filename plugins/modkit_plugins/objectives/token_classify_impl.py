@@ -46,6 +46,11 @@ class TokenClassify(nn.Module, Objective):
             raise UserError(f"token-classify tags the positions of one stack; {type(backbone).__name__} "
                             "is an encoder-decoder")
 
+    @property
+    def label_names(self) -> list[str]:
+        """What `modkit preview` shows for the labels: tag names, not token ids."""
+        return list(self.options.tags)
+
     def load_data(self, path, seq_len):
         o = self.options
         self.max_length = seq_len
