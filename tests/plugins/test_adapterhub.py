@@ -75,3 +75,47 @@ def test_a_pickled_adapterhub_folder_is_refused(tmp_path):
     (folder / "pytorch_adapter.bin").write_bytes(b"not read")
     with pytest.raises(ArtifactError, match="pytorch_adapter.bin is pickle"):
         modkit.load_model(FIXTURE / "base", peft=[folder])
+
+
+def test_a_stage_starts_from_an_adapterhub_folder(tmp_path, corpus_path):
+    """`peft = [{ use = "adapter", from = ... }]`: the build trains on from the AdapterHub
+    weights, exports ONNX with the enforced parity check and records the adapter."""
+    import transformers
+
+    from modkit.runtime.artifact import read_manifest
+
+    comp = modkit.get_registry().get("tokenizer", "wordpiece")
+    tok = comp.load().train([corpus_path], comp.options(vocab_size=200))
+    config = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(tmp_path / "base", safe_serialization=True)
+    tok.save(tmp_path / "base" / "tokenizer.json")
+    rows = (Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt" / "modules.jsonl").read_text().splitlines()
+    (tmp_path / "data.jsonl").write_text("\n".join(rows[:40]) + "\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'''
+name = "from-adapterhub"
+[backbone]
+from = "base"
+[[stages]]
+objective = {{ use = "classify", labels = ["argparse", "datetime", "socket", "sqlite3", "unittest"] }}
+peft = [{{ use = "adapter", from = "{FIXTURE / 'houlsby'}" }}]
+data = "data.jsonl"
+steps = 2
+batch_size = 4
+seq_len = 32
+lr = 1e-12
+''')
+    modkit.build(spec, tmp_path / "out", progress=False, echo=lambda _: None)
+    manifest = read_manifest(tmp_path / "out")
+    (record,) = manifest["components"]["stages"][0]["peft"]
+    assert record["options"]["bottleneck"] == 8 and record["options"]["activation"] == "swish"
+    assert record["options"]["targets"] == ["attn.o", "ffn.down"] and record["kept"]
+    assert (tmp_path / "out" / "model.onnx").is_file()  # exported, past the build's parity check
+    # (nearly) no learning rate: the artifact's adapters are AdapterHub's weights
+    hub = load_file(str(FIXTURE / "houlsby" / "adapter.safetensors"))
+    built = modkit.load_model(tmp_path / "out")
+    (first, *_) = [m for m in built.modules() if isinstance(m, AdapterLayer)]
+    expected = hub["encoder.layer.0.attention.output.adapters.houlsby.adapter_down.0.weight"]
+    assert (first.adapter.down.weight - expected).abs().max() < 1e-6
