@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modkit.errors import UserError
-from modkit.fileio import atomic_path, atomic_write_text
+from modkit.fileio import atomic_path, atomic_write_text, sha256_file
 
 CHUNK_BYTES = 1 << 20  # text per worker task
 
@@ -52,14 +52,6 @@ def windows(ids: np.ndarray, starts, length: int) -> np.ndarray:
     """(len(starts), length) int64 windows of ``ids`` (a token file's map or a slice of it):
     only these windows are read from disk."""
     return np.stack([np.asarray(ids[s: s + length], dtype=np.int64) for s in starts])
-
-
-def _digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _text_chunks(path: Path) -> Iterator[str]:
@@ -108,7 +100,7 @@ def token_file_path(tokenizer, corpus: Path, folder: Path | None = None) -> Path
     """Where ``corpus``'s token file under ``tokenizer`` lives: named by both sha256s."""
     tok_hash = hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()
     suffix = "u16" if _dtype(tokenizer) == np.uint16 else "u32"
-    return Path(folder or default_cache_folder()) / f"tokens-{tok_hash[:16]}-{_digest_file(corpus)[:16]}.{suffix}"
+    return Path(folder or default_cache_folder()) / f"tokens-{tok_hash[:16]}-{sha256_file(corpus)[:16]}.{suffix}"
 
 
 def token_file(tokenizer, corpus: str | Path, *, folder: Path | None = None, workers: int | None = None,
