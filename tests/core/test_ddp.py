@@ -82,7 +82,7 @@ def test_a_rank_that_dies_fails_the_build_cleanly_and_it_resumes(tmp_path):
 
 
 def test_a_pinned_gpu_under_ddp_is_a_spec_error(tmp_path):
-    from modkit.builder.build import check_world
+    from modkit.builder.preflight import check_world
     from modkit.errors import SpecError
     from modkit.spec import load_spec
 

@@ -26,12 +26,12 @@ from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import preflight
+from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
                                   step_seed, to_device, train_stage)
-from modkit.errors import ArtifactError, ModkitError, SpecError, UserError
+from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
@@ -116,36 +116,6 @@ def _method_figures(methods, total: int) -> list[dict[str, Any]]:
         n = sum(params.values())
         figures.append({"name": comp.name, "trainable_parameters": n, "fraction": n / total})
     return figures
-
-
-def _peft_source(spec: Spec, stage: int, index: int) -> Path | None:
-    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
-    source = spec.model.stages[stage].peft[index].option_values().get("from")
-    return spec.path(source) if source else None
-
-
-def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
-    """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
-    (on the meta device), so a clash (one method twice on a layer, targets that match
-    nothing) is a spec error before any training, not after the first stage."""
-    with torch.device("meta"):
-        shadow = bcomp.load()(backbone.config)
-    problems: list[tuple[str, str]] = []
-    for i, resolved in enumerate(spec.peft):
-        applied = []
-        for j, res in enumerate(resolved):
-            if _peft_source(spec, i, j):
-                continue  # a folder's layers are found from the real weights, when it is attached
-            method = res.component.load()(res.options)
-            try:
-                method.apply(shadow)
-            except UserError as e:
-                problems.append((f"stages[{i}].peft[{j}]", str(e)))
-            applied.append(method)
-        for method in applied:  # as the build does at the stage boundary
-            method.merge(shadow)
-    if problems:
-        raise SpecError(str(spec.source), problems)
 
 
 def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance: float = 0.0) -> dict | None:
@@ -281,24 +251,6 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     return figures, exporter.written
 
 
-def check_stages(spec: Spec, backbone, registry: Registry) -> None:
-    """Before any training: every stage's objective accepts the backbone, and the last one's
-    task is served by an installed task component (else the artifact could not be run)."""
-    for stage in spec.objectives:
-        for res in stage:
-            where = f"{spec.source}: {res.section} ({res.component.name!r})"
-            cls = res.component.load()
-            try:
-                cls.check_backbone(backbone)
-            except UserError as e:
-                raise UserError(f"{where}: {e}") from None
-    last = spec.objectives[-1][0].component
-    task = last.load().task
-    if task not in registry.names("task"):
-        raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
-                        f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
-
-
 def _env_max_steps() -> int | None:
     value = os.environ.get("MODKIT_MAX_STEPS", "").strip()
     if not value:
@@ -317,18 +269,6 @@ def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoin
     if stage.keep_checkpoints:
         kept.add(model, index, step, figures)
     return figures
-
-
-def check_world(spec: Spec, world: int) -> None:
-    """What a data-parallel build needs of the spec: every process takes an equal slice of each
-    micro-batch, and a GPU of its own."""
-    bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
-           for i, s in enumerate(spec.model.stages) if s.batch_size % world]
-    if world > 1 and spec.model.device.startswith("cuda:"):
-        bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
-                              "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
-    if bad:
-        raise SpecError(str(spec.source), bad)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -444,7 +384,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         resolved: list[Resolved] = spec.objectives[i]
         objs, methods, _ = _attach_stage(
             model, [(r.component, r.options) for r in resolved],
-            [(r.component, r.options, _peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
+            [(r.component, r.options, peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
             tokenizer, seed, i)
         objective = objs[0]  # the stage's task
         all_methods += methods

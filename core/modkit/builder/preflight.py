@@ -4,8 +4,9 @@ backbone's shape.
 The backbone is built on the meta device (shapes only: no memory, no initialisation), each
 stage's objective is attached to it as the build will attach it, and each stage's data is read
 by it. So an empty or malformed data file of the last stage is reported at once, not after the
-earlier stages have trained. (The PEFT plan and the objective/backbone pairs are checked by
-``build.check_peft_plan`` and ``build.check_stages`` just before.)
+earlier stages have trained. The PEFT plan (:func:`check_peft_plan`), the objective/backbone
+pairs (:func:`check_stages`) and a data-parallel layout (:func:`check_world`) are checked just
+before.
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from typing import Any, Callable
 
 import torch
 
-from modkit.errors import UserError
+from pathlib import Path
+
+from modkit.errors import SpecError, UserError
 from modkit.nn.model import ModkitModel
-from modkit.registry import Component
+from modkit.registry import Component, Registry
+from modkit.spec import Spec
 
 
 def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
@@ -54,3 +58,63 @@ def _at(spec, key: str):
         yield
     except UserError as e:
         raise UserError(f"{spec.source}: {key}: {e}") from None
+
+
+def peft_source(spec: Spec, stage: int, index: int) -> Path | None:
+    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
+    source = spec.model.stages[stage].peft[index].option_values().get("from")
+    return spec.path(source) if source else None
+
+
+def check_stages(spec: Spec, backbone, registry: Registry) -> None:
+    """Before any training: every stage's objective accepts the backbone, and the last one's
+    task is served by an installed task component (else the artifact could not be run)."""
+    for stage in spec.objectives:
+        for res in stage:
+            where = f"{spec.source}: {res.section} ({res.component.name!r})"
+            cls = res.component.load()
+            try:
+                cls.check_backbone(backbone)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
+    last = spec.objectives[-1][0].component
+    task = last.load().task
+    if task not in registry.names("task"):
+        raise UserError(f"{where}: its task {task!r} is served by no installed plugin (plugin {last.plugin!r} "
+                        f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
+
+
+def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
+    """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
+    (on the meta device), so a clash (one method twice on a layer, targets that match
+    nothing) is a spec error before any training, not after the first stage."""
+    with torch.device("meta"):
+        shadow = bcomp.load()(backbone.config)
+    problems: list[tuple[str, str]] = []
+    for i, resolved in enumerate(spec.peft):
+        applied = []
+        for j, res in enumerate(resolved):
+            if peft_source(spec, i, j):
+                continue  # a folder's layers are found from the real weights, when it is attached
+            method = res.component.load()(res.options)
+            try:
+                method.apply(shadow)
+            except UserError as e:
+                problems.append((f"stages[{i}].peft[{j}]", str(e)))
+            applied.append(method)
+        for method in applied:  # as the build does at the stage boundary
+            method.merge(shadow)
+    if problems:
+        raise SpecError(str(spec.source), problems)
+
+
+def check_world(spec: Spec, world: int) -> None:
+    """What a data-parallel build needs of the spec: every process takes an equal slice of each
+    micro-batch, and a GPU of its own."""
+    bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
+           for i, s in enumerate(spec.model.stages) if s.batch_size % world]
+    if world > 1 and spec.model.device.startswith("cuda:"):
+        bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
+                              "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
+    if bad:
+        raise SpecError(str(spec.source), bad)

@@ -159,7 +159,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
     folder can be continued with --resume.
     """
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from modkit.builder.build import check_world
+        from modkit.builder.preflight import check_world
         from modkit.builder.distributed import launch
         from modkit.spec import load_spec
 
