@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import modkit
+from specs import tiny_gpt_parts, write_corpus
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -22,22 +23,13 @@ def _build(folder: Path, spec: str) -> Path:
 def gpt_artifact(tmp_path_factory) -> Path:
     """A language model: GPT-2 style, 2 layers, byte-level BPE; a few steps of training."""
     folder = tmp_path_factory.mktemp("gpt")
-    (folder / "corpus.txt").write_text((EXAMPLES / "tiny-gpt" / "corpus.txt").read_text()[:30_000])
-    return _build(folder, '''
+    write_corpus(folder, 30_000)
+    return _build(folder, f'''
 name = "tiny-lm"
 seed = 11
-[tokenizer]
-use = "bpe"
-vocab_size = 300
-train_on = ["corpus.txt"]
-[backbone]
-use = "gpt"
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_positions = 64
+{tiny_gpt_parts()}
 [[stages]]
-objective = { use = "clm" }
+objective = {{ use = "clm" }}
 data = "corpus.txt"
 steps = 30
 batch_size = 8

@@ -17,9 +17,7 @@ import pytest
 
 from modkit.runtime import Runtime
 
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("uvicorn")
-pytest.importorskip("starlette")
+import httpx  # the dev extras install httpx, uvicorn and starlette: a missing one is an error, not a skip
 
 
 def free_port() -> int:
