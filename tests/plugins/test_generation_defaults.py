@@ -94,12 +94,14 @@ def _new_before_eos(case, out: torch.Tensor, prompt_width: int) -> list[int]:
     return row[:row.index(eos)] if eos in row else row
 
 
-def _runtime(case, folder, options: GenerationOptions) -> list[list[int]]:
+def _runtime(case, options: GenerationOptions) -> list[list[int]]:
     """The runtime's tokens for every row of the case's batch, decoded together over ONNX."""
     from modkit.builder.export_cached import export_with_past
     from modkit.builder.export_seq2seq import export_graphs
 
     ours, ids, mask = case["ours"], case["ids"], case["mask"]
+    folder = case["folder"] / "onnx"  # exported once per case
+    folder.mkdir(exist_ok=True)
     defaults = generation_defaults(ours)
     rows = [ids[i][mask[i] == 1].tolist() for i in range(len(ids))]
     if case["family"] == "gpt2":
@@ -141,15 +143,13 @@ def test_torch_generate_takes_the_checkpoints_defaults_as_transformers_does(fami
 def test_runtime_takes_the_checkpoints_defaults_as_transformers_does(family, seed, tmp_path):
     """Each row of the runtime's batch gets transformers' tokens for that text alone."""
     case = _case(family, seed, tmp_path)
-    onnx = tmp_path / "onnx"
-    onnx.mkdir(exist_ok=True)
     ids, mask = case["ids"], case["mask"]
     for options, given in ((GenerationOptions(), {}), (GenerationOptions(**OVERRIDE), OVERRIDE)):
         expected = []
         for i in range(len(ids)):
             alone = ids[i][mask[i] == 1][None]
             expected.append(_new_before_eos(case, _hf(case, alone, torch.ones_like(alone), **given), alone.shape[1]))
-        assert _runtime(case, onnx, options) == expected, (case["settings"], given)
+        assert _runtime(case, options) == expected, (case["settings"], given)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -176,3 +176,19 @@ def test_the_random_cases_reach_the_edges(tmp_path):
             seen["ran_to_max"] += bool((~stopped).any()) and new.shape[1] == case["max_new_tokens"]
     assert all(v >= 2 for v in seen.values()), seen
     assert seen["ngram_changes"] >= 3, seen
+
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sampling_takes_the_defaults_but_no_beams(family, tmp_path):
+    """Asked to sample, both decode without the checkpoint's beams, with its n-gram ban, minimum
+    length and forced tokens: the runtime gives a text torch's tokens for the same seed."""
+    for seed in SEEDS:
+        case = _case(family, seed, tmp_path / str(seed))
+        ids, mask = case["ids"][:1], case["mask"][:1]
+        alone = ids[mask == 1][None]
+        torch_case = {**case, "ids": alone, "mask": torch.ones_like(alone)}
+        mine = _mine(torch_case, do_sample=True, generator=torch.Generator().manual_seed(seed))
+        got = _runtime(torch_case, GenerationOptions(do_sample=True, seed=seed))
+        assert got == [_new_before_eos(case, mine, alone.shape[1])], case["settings"]

@@ -321,7 +321,8 @@ class GenerationMixin:
     it from the model's generation config: the checkpoint's record (:func:`set_generation_defaults`;
     modkit.load_model sets it from a Hugging Face folder or an artifact's manifest), else the
     token ids and forced tokens of ``self.config``; then :data:`PLAIN`. Without
-    ``max_new_tokens``, a ``max_length`` default counts the prompt (or the decoder start) too."""
+    ``max_new_tokens``, a ``max_length`` default counts the prompt (or the decoder start) too.
+    ``do_sample=True`` without ``num_beams`` samples without beams whatever the defaults say."""
 
     #: the checkpoint's generation defaults (a :mod:`modkit.generation_config` record), or None
     generation_defaults: dict[str, Any] | None = None
@@ -359,6 +360,8 @@ class GenerationMixin:
         defaults = generation_defaults(self)
         options = {**PLAIN, **{k: v for k, v in defaults.items() if k in given},
                    **{k: v for k, v in given.items() if v is not None}}
+        if do_sample and num_beams is None:  # sampling asked for: the default beams give way
+            options["num_beams"] = 1
         if min_new_tokens is not None:  # as in transformers, it replaces any min_length
             options["min_length"] = 0
         if max_new_tokens is None:
