@@ -20,7 +20,7 @@ transformers.logging.set_verbosity_error()
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: bart-large-cnn's kind of settings (beams, n-gram ban, length penalty, min length), and its forced
 #: bos and eos (the tokenizer's ids, set below)
-SETTINGS = dict(no_repeat_ngram_size=2, num_beams=3, length_penalty=2.0, min_length=3)
+SETTINGS = dict(no_repeat_ngram_size=2, num_beams=3, length_penalty=2.0, min_length=3, max_length=10)
 NEW = 7
 
 
@@ -71,8 +71,8 @@ def _hf_tokens(hf, tok, text, **options):
     eos = tok.special_id("eos")
     ids = torch.tensor([tok.encode(text) + [eos]])
     with torch.no_grad():
-        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW, **options)[0, 1:]
-    return _before_eos(out.tolist(), eos)
+        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **{"max_new_tokens": NEW, **options})
+    return _before_eos(out[0, 1:].tolist(), eos)
 
 
 def test_the_manifest_records_the_checkpoints_generation_defaults(built):
@@ -93,6 +93,9 @@ def test_run_applies_them_and_explicit_options_win(built):
                                   "--num-beams", "1", "-O", "no_repeat_ngram_size=0", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output.splitlines()[0])["ids"] == expected[0]
+    # no length given: the checkpoint's max_length (decoder start included), not the build's 4
+    unbounded = [_hf_tokens(hf, tok, t, max_new_tokens=None) for t in texts]
+    assert [r["ids"] for r in runtime.run(texts)] == unbounded and max(map(len, unbounded)) > 4
 
 
 def test_the_artifacts_torch_model_applies_them(built):

@@ -75,6 +75,8 @@ def _draw(family: str, seed: int, folder):
     new = first[:, ids.shape[1] if family == "gpt2" else 1:]
     eos = int(new[r.randrange(new.shape[0]), r.randrange(new.shape[1])])  # a token the model does emit
     settings = {**_settings(r, hf, eos), **ids_args}
+    if r.random() < 0.5:  # the longest sequence, counting the (padded) prompt or the decoder start
+        settings["max_length"] = (ids.shape[1] if family == "gpt2" else 1) + r.randint(1, 9)
     legacy = r.random() < 0.3
     _save(hf.eval(), settings, folder, legacy)
     reloaded = type(hf).from_pretrained(folder, attn_implementation="eager").eval()
@@ -135,6 +137,11 @@ def test_torch_generate_takes_the_checkpoints_defaults_as_transformers_does(fami
     ids, mask = case["ids"], case["mask"]
     assert _mine(case).tolist() == _hf(case, ids, mask).tolist(), case["settings"]
     assert _mine(case, **OVERRIDE).tolist() == _hf(case, ids, mask, **OVERRIDE).tolist(), case["settings"]
+    # no option at all: max_length where the checkpoint sets one, else 20 new tokens
+    with torch.no_grad():
+        theirs = case["hf"].generate(input_ids=ids, attention_mask=mask, use_cache=case["hf_cache"])
+    mine = case["ours"].generate(ids, attention_mask=mask)
+    assert mine.tolist() == theirs.tolist(), case["settings"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -156,13 +163,14 @@ def test_runtime_takes_the_checkpoints_defaults_as_transformers_does(family, see
 def test_the_random_cases_reach_the_edges(tmp_path):
     """The draw covers each default, both files, rows that stop at their eos and rows that run to
     max_new_tokens, and n-gram bans that change the tokens."""
-    seen = {"legacy": 0, "ngram_changes": 0, "beams": 0, "forced_bos": 0, "forced_eos": 0, "min_length": 0,
+    seen = {"legacy": 0, "max_length": 0, "ngram_changes": 0, "beams": 0, "forced_bos": 0, "forced_eos": 0, "min_length": 0,
             "stopped_early": 0, "ran_to_max": 0}
     for family in FAMILIES:
         for seed in SEEDS:
             case = _case(family, seed, tmp_path / f"{family}{seed}")
             s, ids, mask = case["settings"], case["ids"], case["mask"]
             seen["legacy"] += case["legacy"]
+            seen["max_length"] += "max_length" in s
             seen["beams"] += s["num_beams"] > 1
             seen["forced_bos"] += s["forced_bos_token_id"] is not None
             seen["forced_eos"] += s["forced_eos_token_id"] is not None
@@ -192,3 +200,10 @@ def test_sampling_takes_the_defaults_but_no_beams(family, tmp_path):
         mine = _mine(torch_case, do_sample=True, generator=torch.Generator().manual_seed(seed))
         got = _runtime(torch_case, GenerationOptions(do_sample=True, seed=seed))
         assert got == [_new_before_eos(case, mine, alone.shape[1])], case["settings"]
+
+
+def test_a_max_length_the_prompt_fills_is_refused(tmp_path):
+    case = _case("gpt2", 0, tmp_path)
+    width = case["ids"].shape[1]
+    with pytest.raises(ValueError, match=f"max_length {width} leaves no room for new tokens after {width}"):
+        case["ours"].generate(case["ids"], max_length=width)

@@ -367,6 +367,9 @@ class GenerationMixin:
         if max_new_tokens is None:
             longest = defaults.get("max_length") if max_length is None else max_length
             max_new_tokens = MAX_NEW_TOKENS if longest is None else longest - self._start_length(input_ids)
+            if max_new_tokens < 1:  # as transformers refuses it
+                raise ValueError(f"max_length {longest} leaves no room for new tokens after "
+                                 f"{self._start_length(input_ids)} tokens; give max_new_tokens")
         return self._generate(
             input_ids, attention_mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
             temperature=temperature, top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences,
