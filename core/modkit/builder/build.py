@@ -33,6 +33,8 @@ from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoin
                                   step_seed, to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
+from modkit.generation_config import generation_record
+from modkit.nn.generation import generation_defaults, set_generation_defaults
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
 from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
@@ -166,7 +168,16 @@ def load_torch_model(folder: str | Path, *, registry=None):
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
+    if "generation" in manifest and isinstance(model, torch.nn.Module):
+        set_generation_defaults(model, generation_record(manifest["generation"], f"{folder / 'manifest.json'}"))
     return model.eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model
+
+
+def _generation_record(backbone) -> dict[str, Any]:
+    """The manifest's ``generation``: the defaults the backbone's ``generate`` uses (a checkpoint's
+    generation config, or the forced tokens its options set), which ``modkit run`` applies too."""
+    record = generation_defaults(backbone)
+    return {"generation": record} if record else {}
 
 
 def _tokenizer(spec: Spec, work: Path, echo):
@@ -469,6 +480,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                                   "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
         },
         "task": objective.describe(),
+        **_generation_record(model.backbone),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
                      "processes": engine.world, "matmul_peak_flops": round(peak)},
         "stages": reports,

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 
 from modkit.errors import ArtifactError
 from modkit.fileio import atomic_dir
+from modkit.generation_config import read_hf_generation
 from modkit.registry import Registry, get_registry, import_object
 
 
@@ -117,13 +118,20 @@ def _format(model_type: str, registry: Registry):
 
 
 def load_hf(folder: str | Path, *, registry: Registry | None = None):
-    """A Hugging Face checkpoint folder (config.json + safetensors) -> a modkit torch model."""
+    """A Hugging Face checkpoint folder (config.json + safetensors) -> a modkit torch model,
+    whose ``generate`` keeps the checkpoint's generation defaults (see
+    :mod:`modkit.generation_config`)."""
+    from modkit.nn.generation import set_generation_defaults
+
     folder = Path(folder)
     config = read_config(folder)
     model_type = config.get("model_type")
     if not model_type:
         raise ArtifactError(f"{folder / 'config.json'}: no model_type")
-    return _format(model_type, registry or get_registry()).from_hf(config, read_safetensors(folder))
+    defaults = read_hf_generation(folder, config)
+    model = _format(model_type, registry or get_registry()).from_hf(config, read_safetensors(folder))
+    set_generation_defaults(model, defaults)
+    return model
 
 
 def format_for(model, *, registry: Registry | None = None):
@@ -136,7 +144,8 @@ def format_for(model, *, registry: Registry | None = None):
 
 
 def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None) -> Path:
-    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors).
+    """Write a modkit model as a Hugging Face folder (config.json + model.safetensors, and
+    generation_config.json with the model's generation defaults).
 
     ``tokenizer`` adds the tokenizer files ``transformers.AutoTokenizer`` reads: a
     :class:`modkit.Tokenizer` gives tokenizer.json and a tokenizer_config.json naming its special
@@ -144,10 +153,15 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
     """
     from safetensors.torch import save_file
 
+    from modkit.nn.generation import generation_defaults
+
     config, weights = format_for(model, registry=registry).to_hf(model)
     dest = Path(dest)
     with atomic_dir(dest) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        generation = generation_defaults(model)
+        if generation:  # transformers then reads these, not config.json's generation keys
+            (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         if isinstance(tokenizer, (str, Path)):

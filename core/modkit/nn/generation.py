@@ -42,27 +42,50 @@ def _only(scores: torch.Tensor, token: int) -> torch.Tensor:
     return forced
 
 
+def ban_repeated_ngrams(sequences: torch.Tensor, scores: torch.Tensor, size: int) -> torch.Tensor:
+    """transformers' ``NoRepeatNGramLogitsProcessor``: a token that would complete an n-gram of
+    ``size`` already in a row of ``sequences`` (B, L) (prompt included) scores -inf."""
+    length = sequences.shape[-1]
+    if length < size:
+        return scores
+    prefix = sequences[:, length + 1 - size:]  # the n-gram's first size-1 tokens: the row's end
+    windows = sequences.unfold(1, size, 1)
+    matches = (windows[..., :-1] == prefix[:, None]).all(-1)
+    vocab = scores.shape[-1]  # a window that does not match bans the spare column past the vocab
+    banned = scores.new_zeros((scores.shape[0], vocab + 1), dtype=torch.bool)
+    banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=vocab), vocab), True)
+    return scores.masked_fill(banned[:, :vocab], float("-inf"))
+
+
 def constrain(
     scores: torch.Tensor,
     t: int,
     *,
-    prompt_len: int,
+    sequences: torch.Tensor,
     max_new_tokens: int,
     eos_token_id: int | None = None,
     min_new_tokens: int = 0,
+    min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
     forced_bos_token_id: int | None = None,
     forced_eos_token_id: int | None = None,
 ) -> torch.Tensor:
-    """transformers' length and forcing logits processors, in its order, for new token ``t``.
+    """transformers' logits processors, in its order, for new token ``t`` of rows whose
+    tokens so far (the prompt, or the decoder start, and ``t`` new ones) are ``sequences``.
 
-    The eos is barred before ``min_new_tokens`` new tokens; ``forced_bos_token_id`` is the only
-    choice when the sequence so far is one token long (an encoder-decoder's first step);
-    ``forced_eos_token_id`` the only choice for the last of ``max_new_tokens``.
+    No n-gram of ``no_repeat_ngram_size`` repeats; the eos is barred before ``min_new_tokens``
+    new tokens and while a row is shorter than ``min_length`` (prompt included);
+    ``forced_bos_token_id`` is the only choice when the sequence so far is one token long (an
+    encoder-decoder's first step); ``forced_eos_token_id`` the only choice for the last of
+    ``max_new_tokens``.
     """
-    if t < min_new_tokens and eos_token_id is not None:
+    length = sequences.shape[-1]
+    if no_repeat_ngram_size > 0:
+        scores = ban_repeated_ngrams(sequences, scores, no_repeat_ngram_size)
+    if (t < min_new_tokens or length < min_length) and eos_token_id is not None:
         scores = scores.clone()
         scores[:, eos_token_id] = float("-inf")
-    if forced_bos_token_id is not None and prompt_len + t == 1:
+    if forced_bos_token_id is not None and length == 1:
         scores = _only(scores, forced_bos_token_id)
     if forced_eos_token_id is not None and t == max_new_tokens - 1:
         scores = _only(scores, forced_eos_token_id)
@@ -88,14 +111,16 @@ def generate(
 
     Rows that produced ``eos_token_id`` are padded with ``pad_token_id`` (default: the eos)
     afterwards; decoding stops early once every row has. ``constraints``: :func:`constrain`'s
-    ``min_new_tokens``, ``forced_bos_token_id``, ``forced_eos_token_id``.
+    ``min_new_tokens``, ``min_length``, ``no_repeat_ngram_size``, ``forced_bos_token_id``,
+    ``forced_eos_token_id``.
     """
     pad = pad_token_id if pad_token_id is not None else eos_token_id
     logits, cache = step(prompt, None)
     done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
     out = []
     for i in range(max_new_tokens):
-        logits = constrain(logits, i, prompt_len=prompt.shape[1], max_new_tokens=max_new_tokens,
+        sequences = torch.cat([prompt, torch.stack(out, dim=1)], dim=1) if out else prompt
+        logits = constrain(logits, i, sequences=sequences, max_new_tokens=max_new_tokens,
                            eos_token_id=eos_token_id, **constraints)
         if do_sample:
             scores = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
@@ -171,9 +196,11 @@ def beam_search(
     top_beams = torch.arange(keep, device=device) < num_beams
     row_offset = torch.arange(batch, device=device)[:, None] * num_beams
 
+    prompts = prompt.view(batch, num_beams, -1)  # a row's beams share its prompt
     logits, cache = step(prompt, None)
     for t in range(max_new_tokens):
-        log_probs = constrain(torch.log_softmax(logits.float(), dim=-1), t, prompt_len=prompt.shape[1],
+        sequences = torch.cat([prompts, running[:, :, :t]], dim=2).view(flat, -1)
+        log_probs = constrain(torch.log_softmax(logits.float(), dim=-1), t, sequences=sequences,
                               max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, **constraints)
         vocab = log_probs.shape[-1]
         scores = (log_probs.view(batch, num_beams, vocab) + running_scores[:, :, None]).view(batch, -1)
@@ -279,12 +306,26 @@ def generate_seq2seq(
     return torch.cat([start[:new.shape[0]], new], dim=1)
 
 
+#: what ``generate`` does when neither the call nor the model's generation defaults say
+PLAIN = dict(min_new_tokens=0, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False,
+             no_repeat_ngram_size=0)
+MAX_NEW_TOKENS = 20  # as transformers without a max_length
+
+
 class GenerationMixin:
     """transformers' ``generate`` arguments for any model whose class implements
     ``_generate(input_ids, attention_mask, **options)`` (options: :func:`decode`'s, plus the
-    model's own, such as ``use_cache``). Token ids the call leaves None come from
-    ``self.config`` where it has them, as transformers fills them from the model's config.
-    Unlike transformers, ``top_k`` defaults to 0 (off)."""
+    model's own, such as ``use_cache``). Unlike transformers, ``top_k`` defaults to 0 (off).
+
+    What a call leaves None comes from the model's generation defaults, as transformers takes
+    it from the model's generation config: the checkpoint's record (:func:`set_generation_defaults`;
+    modkit.load_model sets it from a Hugging Face folder or an artifact's manifest), else the
+    token ids and forced tokens of ``self.config``; then :data:`PLAIN`. Without
+    ``max_new_tokens``, a ``max_length`` default counts the prompt (or the decoder start) too.
+    ``do_sample=True`` without ``num_beams`` samples without beams whatever the defaults say."""
+
+    #: the checkpoint's generation defaults (a :mod:`modkit.generation_config` record), or None
+    generation_defaults: dict[str, Any] | None = None
 
     @torch.no_grad()
     def generate(
@@ -292,44 +333,92 @@ class GenerationMixin:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         *,
-        max_new_tokens: int = 20,
-        min_new_tokens: int = 0,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
-        early_stopping: bool | Literal["never"] = False,
+        num_beams: int | None = None,
+        length_penalty: float | None = None,
+        early_stopping: bool | Literal["never"] | None = None,
         num_return_sequences: int = 1,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
         forced_bos_token_id: int | None = None,
         forced_eos_token_id: int | None = None,
+        no_repeat_ngram_size: int | None = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
         generator: torch.Generator | None = None,
         **model_options: Any,
     ) -> torch.Tensor:
-        given = dict(eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                     forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id)
-        ids = {k: getattr(self.config, k, None) if v is None else v for k, v in given.items()}
+        given = dict(min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                     early_stopping=early_stopping, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                     forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id,
+                     no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length)
+        defaults = generation_defaults(self)
+        options = {**PLAIN, **{k: v for k, v in defaults.items() if k in given},
+                   **{k: v for k, v in given.items() if v is not None}}
+        if do_sample and num_beams is None:  # sampling asked for: the default beams give way
+            options["num_beams"] = 1
+        if min_new_tokens is not None:  # as in transformers, it replaces any min_length
+            options["min_length"] = 0
+        if max_new_tokens is None:
+            longest = defaults.get("max_length") if max_length is None else max_length
+            max_new_tokens = MAX_NEW_TOKENS if longest is None else longest - self._start_length(input_ids)
+            if max_new_tokens < 1:  # as transformers refuses it
+                raise ValueError(f"max_length {longest} leaves no room for new tokens after "
+                                 f"{self._start_length(input_ids)} tokens; give max_new_tokens")
         return self._generate(
-            input_ids, attention_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-            num_return_sequences=num_return_sequences, generator=generator, **ids, **model_options)
+            input_ids, attention_mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature, top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences,
+            generator=generator, **options, **model_options)
+
+    def _start_length(self, input_ids: torch.Tensor) -> int:
+        """The length of the sequence generation starts from (what ``max_length`` counts)."""
+        return input_ids.shape[1]
 
     def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **options: Any):
         raise NotImplementedError(f"{type(self).__name__} does not generate")
 
 
+def set_generation_defaults(model: torch.nn.Module, record: dict[str, Any]) -> None:
+    """Give every generating module of ``model`` (the model, its backbone) a checkpoint's
+    generation defaults: a record of :func:`modkit.generation_config.generation_record`."""
+    for module in model.modules():
+        if isinstance(module, GenerationMixin):
+            module.generation_defaults = dict(record)
+
+
+def generation_defaults(model: torch.nn.Module) -> dict[str, Any]:
+    """What ``model.generate`` falls back on: the first generating module's record where it has
+    one, else the generation keys its config carries (a backbone built from options: BART's
+    forced tokens, the special token ids)."""
+    from modkit.generation_config import KEYS, generation_record
+
+    for module in model.modules():
+        if isinstance(module, GenerationMixin):
+            if module.generation_defaults is not None:
+                return dict(module.generation_defaults)
+            config = getattr(module, "config", None)
+            return generation_record({k: getattr(config, k, None) for k in KEYS}, type(module).__name__)
+    return {}
+
+
 class Seq2SeqGenerationMixin(GenerationMixin):
     """``generate`` for a model with ``encode`` and ``decode_step``: returns decoder sequences
     (B * num_return_sequences, 1 + new) starting with the decoder start token (default: the
-    config's ``decoder_start_token_id``); ``use_cache=False`` reruns the decoder on the whole
-    prefix at every step."""
+    generation defaults', else the config's ``decoder_start_token_id``); ``use_cache=False``
+    reruns the decoder on the whole prefix at every step."""
+
+    def _start_length(self, input_ids: torch.Tensor) -> int:
+        return 1  # the decoder start token
 
     def _generate(self, input_ids, attention_mask, *, decoder_start_token_id: int | None = None,
                   use_cache: bool = True, **options):
+        if decoder_start_token_id is None:
+            decoder_start_token_id = generation_defaults(self).get("decoder_start_token_id")
         start = self.config.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
         return generate_seq2seq(self, input_ids, attention_mask, decoder_start_token_id=start,
                                 use_cache=use_cache, **options)

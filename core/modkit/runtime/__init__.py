@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import pydantic
 
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
+from modkit.generation_config import generation_record
 from modkit.runtime.artifact import PRECISIONS, graph_file, read_manifest
 from modkit.runtime.sessions import (PROVIDERS, greedy, greedy_with_past, make_session, pad_ids, softmax,
                                      strip_after_eos)
@@ -44,6 +45,10 @@ class Runtime:
         self.manifest = read_manifest(self.folder)
         #: the objective's describe(): the task name and what serving it needs
         self.task: dict[str, Any] = self.manifest["task"]
+        #: the generation defaults generating tasks apply where a request leaves an option unset
+        #: (see :mod:`modkit.generation_config`); empty for artifacts that record none
+        self.generation: dict[str, Any] = generation_record(self.manifest.get("generation") or {},
+                                                            str(self.folder / "manifest.json"))
         registry = registry or get_registry()
         self.tokenizer = load_tokenizer(self.folder, registry=registry)
         options = self.manifest["components"]["backbone"]["options"]

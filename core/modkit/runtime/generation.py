@@ -88,19 +88,71 @@ def _next_tokens(logits: np.ndarray, sampling: Sampling | None, rngs: list[Torch
     return (probs / noise).argmax(-1)  # torch.multinomial's draw of one sample
 
 
+@dataclass(frozen=True)
+class Constraints:
+    """transformers' logits processors that decoding applies, as :func:`modkit.nn.generation.constrain`."""
+
+    min_new_tokens: int = 0
+    min_length: int = 0  # counts the row's prefix (prompt or decoder start) too
+    no_repeat_ngram_size: int = 0
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | None = None
+
+
+def repeated_ngram_tokens(sequence: list[int], size: int) -> list[int]:
+    """The tokens that would complete an n-gram of ``size`` already in ``sequence``."""
+    start = len(sequence) + 1 - size  # the n-gram to complete begins here
+    if start < 1:
+        return []
+    prefix = sequence[start:]
+    return [sequence[i + size - 1] for i in range(start) if sequence[i:i + size - 1] == prefix]
+
+
+def constrain(scores: np.ndarray, t: int, sequences: list[list[int]], *, max_new_tokens: int,
+              eos_token_id: int | None, constraints: Constraints) -> np.ndarray:
+    """``constraints`` applied to the scores (rows, V) of new token ``t`` of rows whose tokens so
+    far (prefix, then ``t`` new ones) are ``sequences``, in transformers' order."""
+    c, vocab = constraints, scores.shape[-1]
+    if c == Constraints():
+        return scores
+    scores = scores.copy()
+    for row, sequence in enumerate(sequences):
+        if c.no_repeat_ngram_size > 0:
+            banned = [b for b in repeated_ngram_tokens(sequence, c.no_repeat_ngram_size) if b < vocab]
+            scores[row, banned] = -np.inf
+        if eos_token_id is not None and (t < c.min_new_tokens or len(sequence) < c.min_length):
+            scores[row, eos_token_id] = -np.inf
+        if c.forced_bos_token_id is not None and len(sequence) == 1:
+            scores[row] = _only(vocab, c.forced_bos_token_id)
+    if c.forced_eos_token_id is not None and t == max_new_tokens - 1:
+        scores[:] = _only(vocab, c.forced_eos_token_id)
+    return scores
+
+
+def _only(vocab: int, token: int) -> np.ndarray:
+    forced = np.full(vocab, -np.inf, np.float32)
+    forced[token] = 0.0
+    return forced
+
+
 def generate(decoder: Decoder, rows: int, *, max_new_tokens: int, eos_token_id: int | None = None,
-             sampling: Sampling | None = None, seeds: list[int] | None = None) -> list[list[int]]:
+             sampling: Sampling | None = None, seeds: list[int] | None = None,
+             prefixes: list[list[int]] | None = None, constraints: Constraints = Constraints()) -> list[list[int]]:
     """Greedy (or, with ``sampling``, sampled) decoding; each row's new tokens before its eos.
 
     A row leaves the batch as soon as it produces the eos, so the batch shrinks as rows finish.
-    ``seeds``: one per row when sampling."""
+    ``seeds``: one per row when sampling. ``prefixes``: each row's tokens before the new ones
+    (its prompt, or the decoder start), which ``constraints`` count."""
     if sampling is not None and (seeds is None or len(seeds) != rows):
         raise ValueError("sampling needs one seed per row")
     rngs = [TorchGenerator(s) for s in seeds] if sampling is not None else []
+    prefixes = prefixes or [[] for _ in range(rows)]
     out: list[list[int]] = [[] for _ in range(rows)]
     alive = np.arange(rows)  # original index of each row still in the batch
     logits = decoder.start()
     for i in range(max_new_tokens):
+        logits = constrain(logits, i, [prefixes[r] + out[r] for r in alive], max_new_tokens=max_new_tokens,
+                           eos_token_id=eos_token_id, constraints=constraints)
         tokens = _next_tokens(logits, sampling, [rngs[r] for r in alive] if rngs else rngs)
         finished = tokens == eos_token_id if eos_token_id is not None else np.zeros(len(tokens), bool)
         for r, t, f in zip(alive, tokens.tolist(), finished):
@@ -118,11 +170,14 @@ def generate(decoder: Decoder, rows: int, *, max_new_tokens: int, eos_token_id: 
 
 def beam_search(decoder: Decoder, rows: int, *, num_beams: int, max_new_tokens: int,
                 eos_token_id: int | None = None, length_penalty: float = 1.0,
-                early_stopping: bool | Literal["never"] = False) -> list[list[int]]:
+                early_stopping: bool | Literal["never"] = False, prefixes: list[list[int]] | None = None,
+                constraints: Constraints = Constraints()) -> list[list[int]]:
     """Beam search, step for step as :func:`modkit.nn.generation.beam_search` (and so
     transformers' ``generate(num_beams=...)``) does it; each row's best hypothesis before eos.
 
-    The decoder starts with ``rows`` rows, one per input; each is copied into ``num_beams``."""
+    The decoder starts with ``rows`` rows, one per input; each is copied into ``num_beams``.
+    ``prefixes`` and ``constraints`` as :func:`generate`'s, applied to the log-probabilities."""
+    prefixes = prefixes or [[] for _ in range(rows)]
     batch, keep = rows, 2 * num_beams
     logits = decoder.start()
     decoder.select(np.repeat(np.arange(batch), num_beams))
@@ -139,7 +194,9 @@ def beam_search(decoder: Decoder, rows: int, *, num_beams: int, max_new_tokens: 
     top_beams = np.arange(keep) < num_beams
     row_offset = np.arange(batch)[:, None] * num_beams
     for t in range(max_new_tokens):
-        log_probs = _log_softmax(logits.astype(np.float32))
+        sequences = [prefixes[b] + running[b, k, :t].tolist() for b in range(batch) for k in range(num_beams)]
+        log_probs = constrain(_log_softmax(logits.astype(np.float32)), t, sequences, max_new_tokens=max_new_tokens,
+                              eos_token_id=eos_token_id, constraints=constraints)
         vocab = log_probs.shape[-1]
         scores = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
         cand_index = _topk(scores, keep)
@@ -204,7 +261,9 @@ def _before_eos(tokens: list[int], eos: int | None) -> list[int]:
 
 
 class GenerationOptions(Options):
-    """Run options shared by generating tasks (their options models extend this one)."""
+    """Run options shared by generating tasks (their options models extend this one). What a
+    request leaves unset comes from the artifact's generation defaults (the manifest's
+    ``generation``: a Hugging Face checkpoint's generation config), then from the plain defaults."""
 
     do_sample: bool | None = Field(None, description="Sample instead of greedy decoding; default: sample when "
                                                      "temperature, top_k or top_p is given.")
@@ -215,13 +274,21 @@ class GenerationOptions(Options):
     seed: int | None = Field(None, ge=0, lt=2 ** 32, description="Random seed of each text's sampling (the same "
                                                                 "tokens as torch's generate with this seed); "
                                                                 "default a fresh one per text.")
-    num_beams: int = Field(1, ge=1, le=64, description="Beam search with this many beams (1 = no beam search).")
-    length_penalty: float = Field(1.0, description="Beam search: a finished beam scores sum(log p) / length ** this.")
-    early_stopping: bool = Field(False, description="Beam search: stop a text once num_beams hypotheses finished.")
+    num_beams: int | None = Field(None, ge=1, le=64, description="Beam search with this many beams (1 = no beam "
+                                                               "search); default the artifact's, else 1 (1 when "
+                                                               "sampling).")
+    length_penalty: float | None = Field(None, description="Beam search: a finished beam scores sum(log p) / "
+                                                           "length ** this; default the artifact's, else 1.")
+    early_stopping: bool | Literal["never"] | None = Field(
+        None, description="Beam search: true stops a text once num_beams hypotheses finished; \"never\" assumes "
+                          "the longest length; default the artifact's, else false.")
+    no_repeat_ngram_size: int | None = Field(None, ge=0, description="No n-gram of this many tokens (prompt "
+                                                                    "included) occurs twice; 0 = off; default "
+                                                                    "the artifact's, else 0.")
 
     @model_validator(mode="after")
     def _beams_do_not_sample(self):
-        if self.num_beams > 1 and self.sampling() is not None:
+        if (self.num_beams or 1) > 1 and self.sampling() is not None:
             raise ValueError("beam search does not sample: use num_beams = 1 with sampling options")
         return self
 
@@ -234,15 +301,32 @@ class GenerationOptions(Options):
 
 
 def decode(decoder: Decoder, rows: int, options: GenerationOptions, *, max_new_tokens: int,
-           eos_token_id: int | None) -> list[list[int]]:
-    """Greedy, sampled or beam-search decoding as ``options`` ask; each row's tokens before eos."""
+           eos_token_id: int | None, prefixes: list[list[int]] | None = None,
+           defaults: dict | None = None) -> list[list[int]]:
+    """Greedy, sampled or beam-search decoding as ``options`` ask; each row's tokens before eos.
+
+    ``defaults`` (an artifact's generation record, :mod:`modkit.generation_config`) fill what
+    ``options`` leave unset: beams, length penalty, early stopping, n-gram size, and the
+    minimum length and forced tokens no option sets. ``prefixes``: each row's tokens before the
+    new ones (the prompt, or the decoder start), which n-grams and lengths count."""
+    defaults = defaults or {}
     sampling = options.sampling()
-    if options.num_beams > 1:  # the options refuse sampling with beams
-        return beam_search(decoder, rows, num_beams=options.num_beams, max_new_tokens=max_new_tokens,
-                           eos_token_id=eos_token_id, length_penalty=options.length_penalty,
-                           early_stopping=options.early_stopping)
+
+    def pick(name: str, plain):
+        given = getattr(options, name)
+        return given if given is not None else defaults.get(name, plain)
+
+    constraints = Constraints(min_length=defaults.get("min_length", 0),
+                              no_repeat_ngram_size=pick("no_repeat_ngram_size", 0),
+                              forced_bos_token_id=defaults.get("forced_bos_token_id"),
+                              forced_eos_token_id=defaults.get("forced_eos_token_id"))
+    num_beams = 1 if sampling is not None and options.num_beams is None else pick("num_beams", 1)
+    if num_beams > 1:  # the options refuse sampling with beams
+        return beam_search(decoder, rows, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                           eos_token_id=eos_token_id, length_penalty=pick("length_penalty", 1.0),
+                           early_stopping=pick("early_stopping", False), prefixes=prefixes, constraints=constraints)
     seeds = None
     if sampling is not None:
         seeds = [options.seed if options.seed is not None else secrets.randbits(32) for _ in range(rows)]
     return generate(decoder, rows, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-                    sampling=sampling, seeds=seeds)
+                    sampling=sampling, seeds=seeds, prefixes=prefixes, constraints=constraints)

@@ -22,8 +22,10 @@ class GenerateTask(Task):
         prompts = [(art.tokenizer.encode(t) or [eos if eos is not None else 0])[-(limit - steps):] for t in texts]
         new = [None] * len(prompts)
         for rows in self._batches(prompts):
-            decoder = self._decoder([prompts[i] for i in rows])
-            for i, tokens in zip(rows, decode(decoder, len(rows), options, max_new_tokens=steps, eos_token_id=eos)):
+            batch = [prompts[i] for i in rows]
+            # the prompts count for n-grams and lengths, as in transformers' generate of each text alone
+            for i, tokens in zip(rows, decode(self._decoder(batch), len(rows), options, max_new_tokens=steps,
+                                              eos_token_id=eos, prefixes=batch, defaults=art.generation)):
                 new[i] = tokens
         return [{"text": t, "generated": art.tokenizer.decode(ids), "ids": ids} for t, ids in zip(texts, new)]
 

@@ -31,8 +31,11 @@ class Seq2SeqTask(Task):
         ids, mask = pad_ids(rows, pad)
         decoder = CachedSeq2Seq(art.session("encoder.onnx"), art.session("decoder.onnx"), ids, mask,
                                 task["decoder_start_token_id"])
-        new = decode(decoder, len(texts), options, eos_token_id=eos,
-                     max_new_tokens=options.max_new_tokens or task.get("max_new_tokens", 32))
+        start = task["decoder_start_token_id"]
+        longest = art.generation.get("max_length")  # a checkpoint's max_length counts the start token
+        steps = options.max_new_tokens or (longest - 1 if longest else task.get("max_new_tokens", 32))
+        new = decode(decoder, len(texts), options, eos_token_id=eos, max_new_tokens=steps,
+                     prefixes=[[start]] * len(texts), defaults=art.generation)
         return [{"text": t, "generated": decode_with_sentinels(art.tokenizer, row, base), "ids": row}
                 for t, row in zip(texts, new)]
 
