@@ -11,9 +11,16 @@ quantised (int8) with modkit.builder.optimize, and timed against the same transf
 model in eager mode. Generation: GPT-2 small, 64 new tokens from a 16-token prompt, greedy,
 modkit's cached step graph driven by the torch-free runtime vs transformers' generate.
 
+GEMM floor: for each graph case, onnxruntime's profiler gives the time of the graph's MatMul
+kernels and their shapes, hence their FLOPs. Matrix products are the work any fp32 engine must
+do; at the single core's measured peak (best torch.mm) they set a floor on the time, and
+eager / floor bounds the speed-up over transformers that any fp32 graph could reach here.
+Generation reads every weight once per token, so its floor is the weights' bytes at one
+core's memory read bandwidth (best torch.mv over 200 MB).
+
 Serving: a MiniLM classifier built by `modkit build` (examples/minilm-lora, a short LoRA
 fine-tune, int8 too), its fp32/int8 accuracy on examples/minilm-lora/data/test.jsonl, then
-`modkit serve` on 127.0.0.1 with and without dynamic batching, hit by --clients concurrent
+`modkit serve` on 127.0.0.1 with dynamic batching (8 and 32 inputs per call) and without, hit by --clients concurrent
 clients sending --requests single-text requests in all: requests/s, p50/p99 latency, errors.
 """
 from __future__ import annotations
@@ -33,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx as onnx_lib
 import onnxruntime as ort
 import torch
 import transformers
@@ -40,6 +48,7 @@ import transformers
 import modkit
 from modkit.builder.export import onnx_export
 from modkit.builder.export_cached import export_with_past
+from modkit.builder.metrics import measure_matmul_peak
 from modkit.builder.optimize import optimize_graph, quantize_graph
 from modkit.runtime.decoders import CachedLM
 from modkit.runtime.generation import generate
@@ -78,6 +87,35 @@ def session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def matmul_profile(path: Path, feed: dict, threads: int, runs: int = 3) -> tuple[float, float, float]:
+    """(seconds in MatMul kernels, seconds in all kernels, MatMul FLOPs) per run of ``path``, from
+    onnxruntime's profiler. A MatMul's FLOPs are 2 x its output's elements x the shared dimension
+    (the first input's last); the profiler lists activation inputs, and a weight operand's
+    shared dimension is the activation's last all the same."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        s.run(None, feed)  # warm-up (also profiled: subtracted below by counting runs)
+        for _ in range(runs):
+            s.run(None, feed)
+        events = json.loads(Path(s.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_run = len(kernels) // (runs + 1)
+    kernels = kernels[per_run:]  # drop the warm-up run's
+    # FusedMatMul: onnxruntime's MatMul with a scale folded in (attention scores, GPT-2's FFN)
+    matmul = [e for e in kernels if e["args"]["op_name"] in ("MatMul", "FusedMatMul")]
+    flops = 0
+    for e in matmul[:len(matmul) // runs]:
+        out = next(iter(e["args"]["output_type_shape"][0].values()))
+        shared = next(iter(e["args"]["input_type_shape"][0].values()))[-1]
+        flops += 2 * int(np.prod(out)) * shared
+    return (sum(e["dur"] for e in matmul) / runs / 1e6, sum(e["dur"] for e in kernels) / runs / 1e6, flops)
 
 
 def graphs(module: torch.nn.Module, folder: Path, name: str) -> dict[str, Path]:
@@ -123,7 +161,7 @@ def encoder_cases(folder: Path):
     return cases
 
 
-def bench_graphs(folder: Path, threads: int, repeats: int) -> list[tuple]:
+def bench_graphs(folder: Path, threads: int, repeats: int, peak: float) -> list[tuple]:
     rows = []
     for name, ref, ref_fn, ours_fn, vocab, batches, ours in encoder_cases(folder):
         files = graphs(Output(ours, ours_fn), folder, name.replace(" ", "-"))
@@ -145,9 +183,13 @@ def bench_graphs(folder: Path, threads: int, repeats: int) -> list[tuple]:
             t_eager, t_plain, t_opt, t_int8 = median_seconds(
                 eager, *(lambda s=sessions[k]: s.run(None, feed) for k in ("plain", "optimised", "int8")),
                 repeats=repeats)
-            rows.append((name, f"{batch}x{SEQ}", t_eager, t_plain, t_opt, t_int8, diff["optimised"], agree))
+            t_matmul, t_kernels, flops = matmul_profile(files["plain"], feed, threads)
+            floor = {"matmul_s": t_matmul, "kernels_s": t_kernels, "gflop": flops / 1e9,
+                     "floor_s": flops / peak}
+            rows.append((name, f"{batch}x{SEQ}", t_eager, t_plain, t_opt, t_int8, diff["optimised"], agree, floor))
             print(f"{name} {batch}x{SEQ}: eager {t_eager * 1e3:.1f} ms, onnx {t_plain * 1e3:.1f}, "
-                  f"optimised {t_opt * 1e3:.1f}, int8 {t_int8 * 1e3:.1f}", flush=True)
+                  f"optimised {t_opt * 1e3:.1f}, int8 {t_int8 * 1e3:.1f}; MatMul {flops / 1e9:.2f} GFLOP in "
+                  f"{t_matmul * 1e3:.1f} ms of {t_kernels * 1e3:.1f} ms", flush=True)
         if name.startswith("GPT"):
             rows.append(bench_generation(ref, ours, folder, threads, max(3, repeats // 2)))
     return rows
@@ -171,9 +213,26 @@ def bench_generation(ref, ours, folder: Path, threads: int, repeats: int) -> tup
 
     same = onnx(fp32) == eager()
     t_eager, t_fp32, t_int8 = median_seconds(eager, lambda: onnx(fp32), lambda: onnx(int8), repeats=repeats)
+    # one token at a time, each step reads every weight once: memory-bound, so the floor is
+    # the weights' bytes at the core's read bandwidth
+    weights = sum(int(np.prod(t.dims)) * 4 for t in onnx_lib.load(str(step_file)).graph.initializer)
+    floor = new * weights / read_bandwidth()
     print(f"GPT-2 generate 64: eager {t_eager:.2f} s, onnx {t_fp32:.2f} s, int8 {t_int8:.2f} s; "
-          f"same tokens {same}", flush=True)
+          f"same tokens {same}; weights {weights / 1e6:.0f} MB, read floor {floor:.2f} s "
+          f"(eager / floor {t_eager / floor:.2f}x)", flush=True)
     return ("GPT-2 small", "generate 64 tokens (cached)", t_eager, None, t_fp32, t_int8, None, None, same)
+
+
+def read_bandwidth() -> float:
+    """Bytes/s one thread streams from memory: the best of torch.mv over a 200 MB matrix (what a
+    batch-1 decoding step does with each weight matrix)."""
+    a, v = torch.randn(50_000, 1024), torch.randn(1024)
+    best = float("inf")
+    for _ in range(6):
+        start = time.perf_counter()
+        torch.mv(a, v)
+        best = min(best, time.perf_counter() - start)
+    return a.numel() * 4 / best
 
 
 # --- serving ---------------------------------------------------------------------------------
@@ -234,6 +293,22 @@ async def load(url: str, texts: list[str], clients: int) -> tuple[float, list[fl
         return time.perf_counter() - start, latencies, errors
 
 
+def bench_batch_sizes(artifact: Path, threads: int) -> list[tuple]:
+    """Tokens/s of the classifier's graph by batch size, at 40 tokens (the served texts' typical
+    length) and 128: what a graph call of B inputs costs per input on this CPU."""
+    s = session(artifact / "model.onnx", threads)
+    rows = []
+    for length in (40, 128):
+        for batch in (1, 2, 4, 8, 16, 32):
+            ids = np.random.default_rng(0).integers(1000, 20000, (batch, length))
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            runs = max(3, 64 // batch)
+            [seconds] = median_seconds(lambda: [s.run(None, feed) for _ in range(runs)], repeats=3)
+            rows.append((length, batch, batch * length * runs / seconds))
+            print(f"classifier graph {batch}x{length}: {rows[-1][2]:.0f} tokens/s", flush=True)
+    return rows
+
+
 def bench_serve(artifact: Path, requests: int, clients: int) -> list[tuple]:
     import httpx
 
@@ -242,7 +317,8 @@ def bench_serve(artifact: Path, requests: int, clients: int) -> list[tuple]:
     rows = []
     # --max-batch 1: one request per graph call (--max-wait-ms 0 alone still batches the requests
     # that queued while the previous call ran)
-    for label, wait, most in (("dynamic batching (--max-wait-ms 5, --max-batch 32)", "5", "32"),
+    for label, wait, most in (("dynamic batching, the CPU default (--max-wait-ms 5, --max-batch 8)", "5", "8"),
+                              ("dynamic batching (--max-wait-ms 5, --max-batch 32)", "5", "32"),
                               ("no batching (--max-batch 1)", "0", "1")):
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "modkit", "serve", str(artifact), "--host", "127.0.0.1",
@@ -285,7 +361,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.skip_graphs:
-            rows = bench_graphs(tmp, args.threads, args.repeats)
+            peak = measure_matmul_peak(torch.device("cpu"), "fp32", size=1024)
+            print(f"torch.mm peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
+            rows = bench_graphs(tmp, args.threads, args.repeats, peak)
             print("\n| model | case | transformers eager (ms) | ONNX as exported | optimised fp32 | int8 | "
                   "eager / optimised | eager / int8 |\n|---|---|---:|---:|---:|---:|---:|---:|")
             for name, case, eager, plain, opt, int8, *_ in rows:
@@ -301,11 +379,22 @@ def main() -> None:
                     print(f"| {name} | {case} | {diff:.1e} | {agree:.3f} |")
                 else:
                     print(f"| {name} | {case} | greedy tokens equal to transformers: {rest[0]} | |")
+            print(f"\n| model | case | MatMul GFLOP | ONNX MatMul kernels (ms) | all kernels (ms) | MatMul GFLOP/s | "
+                  f"floor at {peak / 1e9:.0f} GFLOP/s (ms) | transformers eager / floor |\n|---|---|---:|---:|---:|---:|---:|---:|")
+            for name, case, eager, plain, *_, floor in (r for r in rows if r[3] is not None):
+                print(f"| {name} | {case} | {floor['gflop']:.2f} | {floor['matmul_s'] * 1e3:.1f} | "
+                      f"{floor['kernels_s'] * 1e3:.1f} | {floor['gflop'] / floor['matmul_s']:.0f} | "
+                      f"{floor['floor_s'] * 1e3:.1f} | {eager / floor['floor_s']:.2f}x |")
         if not args.skip_serve:
             artifact = build_minilm(tmp, args.train_steps)
             acc = accuracy(artifact)
             print(f"\nMiniLM classifier, examples/minilm-lora/data/test.jsonl: accuracy fp32 {acc['fp32']:.4f}, "
                   f"int8 {acc['int8']:.4f} (change {100 * (acc['int8'] - acc['fp32']):+.2f} points)")
+            sizes = bench_batch_sizes(artifact, args.threads)
+            print(f"\nthe classifier's graph by batch size ({args.threads} thread(s)), tokens/s\n\n| tokens per input | "
+                  + " | ".join(f"B={b}" for _, b, _ in sizes[:6]) + " |\n|---|" + "---:|" * 6)
+            for length in (40, 128):
+                print(f"| {length} | " + " | ".join(f"{tps:.0f}" for n, _, tps in sizes if n == length) + " |")
             rows = bench_serve(artifact, args.requests, args.clients)
             print(f"\n`modkit serve` (1 worker, 2 onnxruntime threads), {args.clients} clients, {args.requests} "
                   "requests of one text each\n\n| mode | requests/s | p50 (ms) | p99 (ms) | errors | graph calls |\n"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 import modkit
 from modkit.cli import main
 from modkit.nn.generation import beam_search
-from modkit.runtime import Runtime
+from modkit.runtime import Runtime, batches_by_size
 
 PROMPTS = ["import the", "a", "The socket module provides a", "", "def", "Return the number of bytes"]
 
@@ -149,3 +150,28 @@ assert "torch" not in sys.modules
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batches_by_size_cover_every_input_once_and_pad_within_the_bound(seed):
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 400) for _ in range(rng.randint(1, 120))]
+    batch_size, max_padding = rng.choice([1, 4, 8, 32]), rng.choice([0.0, 0.25, 1.0])
+    batches = batches_by_size(sizes, batch_size, max_padding)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    longest_before = 0
+    for batch in batches:
+        assert 1 <= len(batch) <= batch_size
+        lengths = [sizes[i] for i in batch]
+        assert lengths == sorted(lengths) and lengths[0] >= longest_before  # like sizes together
+        longest_before = lengths[-1]
+        if len(batch) > 1:  # a batch of one cannot pad
+            assert lengths[-1] * len(lengths) <= (1 + max_padding) * sum(lengths)
+
+
+def test_a_cpu_runtime_cuts_batches_where_padding_would_double_the_work(gpt):
+    """Ten short prompts and one long: the long one runs alone, the short ones together."""
+    runtime = gpt[0]
+    sizes = [3] * 10 + [300]
+    assert batches_by_size(sizes, 32, runtime.max_padding) == [list(range(10)), [10]]
+    assert batches_by_size(sizes, 32, 100.0) == [list(range(11))]

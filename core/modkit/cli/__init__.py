@@ -265,8 +265,8 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
               help="Which graphs to serve (int8, fp16: built with [export] quantize = \"int8\", \"fp16\").")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="onnxruntime threads per worker (default: the cores shared among the workers).")
-@click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,
-              help="Inputs per graph call, gathered across requests.")
+@click.option("--max-batch", type=click.IntRange(1), default=None,
+              help="Inputs per graph call, gathered across requests [default: 8 on cpu, 32 on cuda].")
 @click.option("--max-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True,
               help="How long a request waits for others to share its batch; 0 = no dynamic batching.")
 @click.option("--max-inputs", type=click.IntRange(1), default=256, show_default=True, help="Inputs per request.")

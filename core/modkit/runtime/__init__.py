@@ -23,6 +23,7 @@ from modkit.tokenization import load_tokenizer
 
 
 DEFAULT_BATCH_SIZE = 32
+MAX_PADDING = {"cpu": 0.25, "cuda": 1.0}
 
 
 class Runtime:
@@ -34,6 +35,10 @@ class Runtime:
 
         self.folder = Path(folder)
         self.provider, self.threads = provider, threads
+        #: how much padding a batch may add, as a fraction of its inputs' own sizes: on a CPU a
+        #: graph call costs about its padded tokens, so padding is lost time and batches stay
+        #: tight; on a GPU a call's fixed cost dominates and fewer, fuller calls pay
+        self.max_padding = MAX_PADDING.get(provider, MAX_PADDING["cpu"])
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         self.precision = precision
@@ -91,7 +96,8 @@ class Runtime:
             **options: Any) -> list[dict[str, Any]]:
         """One result per input (a text, or a record with the task's fields), in input order.
 
-        Inputs are sorted by size and run ``batch_size`` at a time, so each batch pads little."""
+        Inputs are sorted by size and run in batches of at most ``batch_size`` that pad little
+        (see :func:`batches_by_size`)."""
         return self.run_validated(self.records(inputs), self.options(**options), batch_size=batch_size)
 
     def run_validated(self, records: list[dict[str, Any]], options, *,
@@ -99,13 +105,32 @@ class Runtime:
         """:meth:`run` for records checked by :meth:`records` and options made by :meth:`options`."""
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
-        order = sorted(range(len(records)), key=lambda i: self.task_impl.size(records[i]))
+        sizes = [max(self.task_impl.size(r), 1) for r in records]
         results: list[Any] = [None] * len(records)
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+        for batch in batches_by_size(sizes, batch_size, self.max_padding):
             for i, result in zip(batch, self.task_impl.run([records[i] for i in batch], options)):
                 results[i] = result
         return results
+
+
+def batches_by_size(sizes: list[int], batch_size: int, max_padding: float) -> list[list[int]]:
+    """Indices of ``sizes`` in batches of like size: sorted by size, cut at ``batch_size`` and
+    wherever padding every member to the batch's longest would cost more than ``max_padding``
+    (a fraction) beyond the members' own sizes."""
+    order = sorted(range(len(sizes)), key=sizes.__getitem__)
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    total = 0
+    for i in order:
+        padded = sizes[i] * (len(batch) + 1)  # sorted ascending: the newcomer is the longest
+        if batch and (len(batch) == batch_size or padded > (1 + max_padding) * (total + sizes[i])):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(i)
+        total += sizes[i]
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _task_component(registry, manifest: dict[str, Any], folder: Path):
@@ -121,5 +146,5 @@ def _task_component(registry, manifest: dict[str, Any], folder: Path):
             f"the tasks served here.") from None
 
 
-__all__ = ["PROVIDERS", "Runtime", "greedy", "greedy_with_past", "make_session", "pad_ids", "softmax",
+__all__ = ["PROVIDERS", "Runtime", "batches_by_size", "greedy", "greedy_with_past", "make_session", "pad_ids", "softmax",
            "strip_after_eos"]

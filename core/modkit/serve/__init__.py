@@ -24,6 +24,12 @@ def _need_server():
     return uvicorn
 
 
+#: inputs per graph call: on a CPU a call costs about its tokens, and batches past ~1,000 tokens
+#: run slower per token (their activations leave the cache), so batches stay small there; a
+#: GPU call has a fixed cost that bigger batches share (docs/benchmarks.md, Deployment)
+DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 32}
+
+
 def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           provider: str = "cpu", precision: str = "fp32", threads: int | None = None, registry_path: str | None = None,
           log_level: str = "info", **limits) -> None:
@@ -34,6 +40,8 @@ def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8000, wo
     from modkit.serve.app import Limits, create_app
 
     uvicorn = _need_server()
+    if limits.get("max_batch") is None:
+        limits["max_batch"] = DEFAULT_MAX_BATCH[provider]
     settings = {"artifact": str(artifact), "provider": provider, "precision": precision,
                 "registry_path": registry_path,
                 "threads": threads or max(1, (os.cpu_count() or 1) // workers), "limits": asdict(Limits(**limits))}
