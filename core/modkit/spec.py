@@ -167,8 +167,9 @@ def key_path(loc: tuple) -> str:
 def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
-        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = e["msg"]
+        # a model validator's error has an empty loc part; its message a "Value error, " prefix
+        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and (p == "" or p.startswith("function-"))))
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(e["input"], (dict, list)):
             msg += f" (got {e['input']!r})"
         problems.append((key_path(loc), msg))
@@ -230,7 +231,7 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
             if msg == "Extra inputs are not permitted":
                 close = difflib.get_close_matches(sub_loc, fields, n=1)
                 msg = f"unknown option of {kind} {component.name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            problems.append((f"{loc}.{sub_loc}", msg))
+            problems.append((f"{loc}.{sub_loc}" if sub_loc else loc, msg))
         return None
     return Resolved(component, options, loc)
 
