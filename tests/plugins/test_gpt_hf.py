@@ -144,3 +144,18 @@ def test_unsupported_setting_is_refused(tmp_path):
     _, folder = hf_checkpoint(tmp_path, "gpt2", scale_attn_by_inverse_layer_idx=True)
     with pytest.raises(modkit.ArtifactError, match="scale_attn_by_inverse_layer_idx"):
         modkit.load_model(folder)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bare_checkpoint_saved_untied_loads(tmp_path, family):
+    # GPT2Model / OpenAIGPTModel have no head, so tie_word_embeddings=false leaves no
+    # lm_head.weight in the file: there is nothing to untie
+    theirs, folder = hf_checkpoint(tmp_path, family, head=False, tie_word_embeddings=False)
+    ours = modkit.load_model(folder)
+    ids, mask = padded_batch(VOCAB, seed=6)
+    with torch.no_grad():
+        a = ours(ids, attention_mask=mask, output_hidden_states=True)
+        b = theirs(ids, attention_mask=mask, output_hidden_states=True)
+    rows = mask if family == "openai-gpt" else None
+    diffs = compare_outputs(a, b, ["last_hidden_state", "hidden_states"], rows)
+    assert max(diffs.values()) < TOL, diffs

@@ -67,6 +67,10 @@ class _GPTFormat:
         options = self.options(config)
         with_head = "lm_head.weight" in weights or any(
             a == self.head_class for a in config.get("architectures") or [])
+        if not with_head and not options.tie_embeddings:
+            # a bare model (GPT2Model) has no head to untie: tie_word_embeddings=false in its
+            # config.json says nothing about its weights
+            options = options.model_copy(update={"tie_embeddings": True})
         prefix = "transformer." if any(k.startswith("transformer.") for k in weights) else ""
         w = HFWeights(weights, ignore=_BUFFERS, source=f"{self.model_type} checkpoint")
         state = {}
