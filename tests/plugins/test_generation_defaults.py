@@ -28,7 +28,7 @@ from test_beam_search_random import FAMILIES, _batch  # noqa: E402 - the random 
 
 SEEDS = range(5)  # per family
 #: options given explicitly, which must win over the checkpoint's defaults
-OVERRIDE = dict(num_beams=1, no_repeat_ngram_size=0)
+OVERRIDE = dict(num_beams=1, no_repeat_ngram_size=0, min_new_tokens=1)
 
 
 def _settings(r: random.Random, hf, eos: int) -> dict:

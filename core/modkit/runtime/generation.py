@@ -113,8 +113,6 @@ def constrain(scores: np.ndarray, t: int, sequences: list[list[int]], *, max_new
     """``constraints`` applied to the scores (rows, V) of new token ``t`` of rows whose tokens so
     far (prefix, then ``t`` new ones) are ``sequences``, in transformers' order."""
     c, vocab = constraints, scores.shape[-1]
-    if c == Constraints():
-        return scores
     scores = scores.copy()
     for row, sequence in enumerate(sequences):
         if c.no_repeat_ngram_size > 0:
@@ -151,8 +149,9 @@ def generate(decoder: Decoder, rows: int, *, max_new_tokens: int, eos_token_id: 
     alive = np.arange(rows)  # original index of each row still in the batch
     logits = decoder.start()
     for i in range(max_new_tokens):
-        logits = constrain(logits, i, [prefixes[r] + out[r] for r in alive], max_new_tokens=max_new_tokens,
-                           eos_token_id=eos_token_id, constraints=constraints)
+        if constraints != Constraints():  # (no sequences to build otherwise)
+            logits = constrain(logits, i, [prefixes[r] + out[r] for r in alive], max_new_tokens=max_new_tokens,
+                               eos_token_id=eos_token_id, constraints=constraints)
         tokens = _next_tokens(logits, sampling, [rngs[r] for r in alive] if rngs else rngs)
         finished = tokens == eos_token_id if eos_token_id is not None else np.zeros(len(tokens), bool)
         for r, t, f in zip(alive, tokens.tolist(), finished):
@@ -194,9 +193,11 @@ def beam_search(decoder: Decoder, rows: int, *, num_beams: int, max_new_tokens: 
     top_beams = np.arange(keep) < num_beams
     row_offset = np.arange(batch)[:, None] * num_beams
     for t in range(max_new_tokens):
-        sequences = [prefixes[b] + running[b, k, :t].tolist() for b in range(batch) for k in range(num_beams)]
-        log_probs = constrain(_log_softmax(logits.astype(np.float32)), t, sequences, max_new_tokens=max_new_tokens,
-                              eos_token_id=eos_token_id, constraints=constraints)
+        log_probs = _log_softmax(logits.astype(np.float32))
+        if constraints != Constraints():
+            sequences = [prefixes[b] + running[b, k, :t].tolist() for b in range(batch) for k in range(num_beams)]
+            log_probs = constrain(log_probs, t, sequences, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                  constraints=constraints)
         vocab = log_probs.shape[-1]
         scores = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
         cand_index = _topk(scores, keep)
@@ -285,6 +286,8 @@ class GenerationOptions(Options):
     no_repeat_ngram_size: int | None = Field(None, ge=0, description="No n-gram of this many tokens (prompt "
                                                                     "included) occurs twice; 0 = off; default "
                                                                     "the artifact's, else 0.")
+    min_new_tokens: int | None = Field(None, ge=0, description="No end token before this many new tokens; "
+                                                              "replaces the artifact's min_length.")
 
     @model_validator(mode="after")
     def _beams_do_not_sample(self):
@@ -306,8 +309,8 @@ def decode(decoder: Decoder, rows: int, options: GenerationOptions, *, max_new_t
     """Greedy, sampled or beam-search decoding as ``options`` ask; each row's tokens before eos.
 
     ``defaults`` (an artifact's generation record, :mod:`modkit.generation_config`) fill what
-    ``options`` leave unset: beams, length penalty, early stopping, n-gram size, and the
-    minimum length and forced tokens no option sets. ``prefixes``: each row's tokens before the
+    ``options`` leave unset: beams, length penalty, early stopping, n-gram size, minimum length,
+    and the forced tokens no option sets. ``prefixes``: each row's tokens before the
     new ones (the prompt, or the decoder start), which n-grams and lengths count."""
     defaults = defaults or {}
     sampling = options.sampling()
@@ -316,7 +319,9 @@ def decode(decoder: Decoder, rows: int, options: GenerationOptions, *, max_new_t
         given = getattr(options, name)
         return given if given is not None else defaults.get(name, plain)
 
-    constraints = Constraints(min_length=defaults.get("min_length", 0),
+    constraints = Constraints(min_new_tokens=options.min_new_tokens or 0,
+                              # as in transformers, min_new_tokens replaces the min_length
+                              min_length=defaults.get("min_length", 0) if options.min_new_tokens is None else 0,
                               no_repeat_ngram_size=pick("no_repeat_ngram_size", 0),
                               forced_bos_token_id=defaults.get("forced_bos_token_id"),
                               forced_eos_token_id=defaults.get("forced_eos_token_id"))
