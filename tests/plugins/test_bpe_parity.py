@@ -138,3 +138,25 @@ def test_clip_style_saved_and_reloaded(tmp_path, clip, paragraphs):
     assert again.pre_tokenizer == "clip"
     for text in paragraphs[:200]:
         assert again.encode(text) == clip.encode(text)
+
+
+def test_open_clip_special_tokens_found_by_its_regex(clip, open_clip_reference, paragraphs):
+    # open_clip's specials are alternatives of its regex, after cleaning: "]<end_of_text>" is
+    # one punctuation run there; "&lt;start_of_text&gt;" and upper case are specials
+    texts = ["]<end_of_text>", "><start_of_text>a", "a<start_of_text>b <end_of_text>",
+             "&lt;start_of_text&gt;x", "<END_OF_TEXT>", "<|endoftext|> [CLS]"]
+    texts += [p[:40] + "<end_of_text>" + p[40:80] for p in paragraphs[:100]]
+    assert_same(texts, lambda t: clip.encode(t, allow_special=True),
+                open_clip_reference.encode, "open_clip with special tokens")
+
+
+def test_word_end_decode_spaces_special_tokens_as_open_clip(clip, open_clip_reference, paragraphs):
+    bos, eos = clip.special_id("bos"), clip.special_id("eos")
+    for text in paragraphs[:100] + ["a photo of a cat", "x"]:
+        ids = [bos, *open_clip_reference.encode(text), eos]
+        # open_clip keeps the last word's space; modkit drops it, as Hugging Face's BPEDecoder
+        assert clip.decode(ids) == open_clip_reference.decode(ids)
+        words = open_clip_reference.encode(text) + [bos] + open_clip_reference.encode(text)
+        assert clip.decode(words) == open_clip_reference.decode(words).removesuffix(" ")
+        assert clip.decode(ids, skip_special_tokens=True) == \
+            open_clip_reference.decode(ids[1:-1]).removesuffix(" ")

@@ -109,3 +109,21 @@ def test_modkit_reads_what_hugging_face_writes(tmp_path, reference, paragraphs):
     ours = modkit.load_tokenizer(path)
     for text in paragraphs[:200]:
         assert ours.encode_plus(text).ids == reference.encode(text).ids
+
+
+def test_decode_spaces_special_tokens_as_hugging_face(bert, reference, paragraphs):
+    # special tokens are words to HF's WordPiece decoder: spaced like the others, and the
+    # space stays where one is skipped ("x [SEP] second" -> "x second", not "xsecond")
+    texts = paragraphs[:50] + ["hello there, [MASK] how's it", "\U0001fbca x \U0001fbca."]
+    for a, b in zip(texts, texts[1:]):
+        ids = reference.encode(a, b, add_special_tokens=True).ids
+        for skip in (False, True):
+            assert bert.decode(ids, skip_special_tokens=skip) == \
+                reference.decode(ids, skip_special_tokens=skip), (a, b, skip)
+
+
+def test_cjk_extension_e_split_as_hugging_face(bert, reference):
+    # Hugging Face's CJK ranges start Extension E at U+2B920 (BERT's original: U+2B820)
+    text = "a\U0002b820b \U0002b91f\u4e00 \U0002b920c \U0002ceafd"
+    assert bert.encode(text) == reference.encode(text, add_special_tokens=False).ids
+    assert bert.encode_with_offsets(text)[1] == reference.encode(text, add_special_tokens=False).offsets

@@ -86,9 +86,7 @@ class SubwordTokenizer(Tokenizer):
         parts: list[str] = []
         run: list[str] = []
         for i in ids:
-            token = self.inverse.get(int(i))
-            if token is None:
-                raise ValueError(f"id {i} is not in the vocabulary (size {self.vocab_size})")
+            token = self._token_of(i)
             if int(i) in self._special_ids:
                 if run:
                     parts.append(self._decode_tokens(run))
@@ -100,6 +98,12 @@ class SubwordTokenizer(Tokenizer):
         if run:
             parts.append(self._decode_tokens(run))
         return "".join(parts)
+
+    def _token_of(self, id: int) -> str:
+        token = self.inverse.get(int(id))
+        if token is None:
+            raise ValueError(f"id {id} is not in the vocabulary (size {self.vocab_size})")
+        return token
 
     def token_to_id(self, token: str) -> int | None:
         return self.vocab.get(token)

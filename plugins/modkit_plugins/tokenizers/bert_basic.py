@@ -11,9 +11,11 @@ import regex
 
 from .pretokenize import lowercase
 
-# CJK Unified Ideographs blocks, as in BERT's _is_chinese_char
+# CJK Unified Ideographs blocks, as in Hugging Face's is_chinese_char: its Extension E range
+# starts at U+2B920, not U+2B820 as in BERT's original _is_chinese_char, so U+2B820..U+2B91F
+# stay inside words there; modkit follows Hugging Face, the reference users compare with
 _CJK = "\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f" \
-       "\U0002b740-\U0002b81f\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f"
+       "\U0002b740-\U0002b81f\U0002b920-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f"
 # control, format and private-use characters (not \t \n \r), NUL and U+FFFD are removed
 # before whitespace is replaced; unassigned code points stay, as in Hugging Face's
 _REMOVED = regex.compile(r"[\x00\ufffd]|(?![\t\n\r])[\p{Cc}\p{Cf}\p{Co}]")

@@ -1,8 +1,11 @@
 """The ``bpe`` tokenizer: word-end (``</w>``, original GPT and CLIP) and byte-level (GPT-2)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Sequence
+
+import regex
 
 from modkit import UserError
 
@@ -83,6 +86,24 @@ class BPETokenizer(SubwordTokenizer):
             return pretokenize.clip_clean(text)
         return pretokenize.lowercase(text) if self.lowercase else text
 
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        if not (allow_special and self.pre_tokenizer == "clip" and self.special_tokens):
+            return super().encode(text, allow_special=allow_special)
+        # open_clip finds its special tokens as alternatives of its regex, after cleaning:
+        # so "]<end_of_text>" is one punctuation run there, not "]" and a special token
+        specials = {t.lower(): self.vocab[t] for t in self.special_tokens.values()}
+        ids: list[int] = []
+        for word in _clip_with_specials(tuple(sorted(specials, key=len, reverse=True))).findall(
+                self._normalize(text)):
+            ids += [specials[word.lower()]] if word.lower() in specials else self._cached_ids(word)
+        return ids
+
+    def _cached_ids(self, word: str) -> list[int]:
+        ids = self._cache.get(word)
+        if ids is None:
+            ids = self._cache[word] = self._word_ids(word)
+        return ids
+
     def _words(self, text: str) -> list[str]:
         if self.pre_tokenizer == "gpt2" and not self.lowercase:
             return pretokenize.gpt2_words(text)
@@ -143,16 +164,24 @@ class BPETokenizer(SubwordTokenizer):
             yield token_id, char_at[position], char_at[position + units - 1] + 1
             position += units
 
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        text = super().decode(ids, skip_special_tokens=skip_special_tokens)
+        if self.style != "word-end":
+            return text
+        # every word end is a space, a special token's neighbour's included, except the last
+        # token's (Hugging Face's BPEDecoder; open_clip keeps that one too)
+        kept = [i for i in ids if not (skip_special_tokens and int(i) in self._special_ids)]
+        last_ends_word = bool(kept) and self._token_of(kept[-1]).endswith(WORD_END)
+        return text[:-1] if last_ends_word and text.endswith(" ") else text
+
     def _decode_tokens(self, tokens: list[str]) -> str:
         text = "".join(tokens)
         if self.byte_alphabet:
             to_byte = pretokenize.unicode_to_byte()
             if self.style == "word-end":
-                return " ".join(
-                    _bytes_text(part, to_byte) for part in text.split(WORD_END)
-                ).rstrip(" ")
+                return " ".join(_bytes_text(part, to_byte) for part in text.split(WORD_END))
             return _bytes_text(text, to_byte)
-        return text.replace(WORD_END, " ").rstrip(" ")
+        return text.replace(WORD_END, " ")
 
     # -- files ---------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -165,6 +194,12 @@ class BPETokenizer(SubwordTokenizer):
         from .bpe_formats import load_bpe
 
         return load_bpe(cls, Path(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _clip_with_specials(specials: tuple[str, ...]) -> regex.Pattern:
+    alternatives = "|".join(regex.escape(t) for t in specials)
+    return regex.compile(f"{alternatives}|{pretokenize.CLIP_PATTERN}", regex.IGNORECASE)
 
 
 def _utf8(text: str) -> bytes:

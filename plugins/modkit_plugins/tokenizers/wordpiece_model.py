@@ -91,6 +91,13 @@ class WordPieceTokenizer(SubwordTokenizer):
                 yield self.vocab[piece], origin[at], origin[at + length - 1] + 1
                 at += length
 
+    def decode(self, ids, *, skip_special_tokens: bool = False) -> str:
+        # as Hugging Face's WordPiece decoder: special tokens are words like the others, so
+        # a space separates them from their neighbours (and stays when they are skipped)
+        special = self._special_ids
+        return self._decode_tokens([self._token_of(i) for i in ids
+                                    if not (skip_special_tokens and int(i) in special)])
+
     def _decode_tokens(self, tokens: list[str]) -> str:
         parts = tokens[:1]
         for token in tokens[1:]:
