@@ -113,3 +113,53 @@ def test_export_hf_writes_them_for_transformers(built):
     assert r.exit_code == 0, r.output
     back = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp / "back").generation_config
     assert {k: getattr(back, k) for k in settings} == settings
+
+
+@pytest.fixture(scope="module")
+def built_gpt2(tmp_path_factory):
+    """A random GPT-2 whose generation config counts max_length over the prompt, built as is."""
+    tmp = tmp_path_factory.mktemp("hf-gpt2-defaults")
+    corpus = tmp / "corpus.txt"
+    rows = (EXAMPLES / "tiny-t5" / "data" / "train.jsonl").read_text().splitlines()[:40]
+    corpus.write_text("\n".join(json.loads(r)["target"] for r in rows))
+    comp = modkit.get_registry().get("tokenizer", "bpe")
+    tok = comp.load().train([corpus], comp.options(vocab_size=300, style="byte-level"))
+    eos = tok.special_id("eos")
+    torch.manual_seed(1)
+    config = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=64, n_embd=16, n_layer=2, n_head=2,
+                                     bos_token_id=eos, eos_token_id=eos)
+    hf = transformers.GPT2LMHeadModel(config)
+    settings = dict(no_repeat_ngram_size=1, num_beams=2, max_length=28, min_length=20, forced_eos_token_id=eos)
+    hf.generation_config.update(**settings)
+    hf.save_pretrained(tmp / "hf", safe_serialization=True)
+    tok.save(tmp / "hf" / "tokenizer.json")
+    (tmp / "spec.toml").write_text(f'''
+name = "gpt2-defaults"
+[backbone]
+from = "{tmp / 'hf'}"
+[[stages]]
+objective = {{ use = "clm" }}
+data = "corpus.txt"
+steps = 0
+seq_len = 32
+''')
+    modkit.build(tmp / "spec.toml", tmp / "out", progress=False, echo=lambda _: None)
+    texts = [" ".join(json.loads(r)["source"].split()[:words]) for words, r in zip((1, 3, 2, 3, 1), rows)]
+    return tmp, tok, hf.eval(), texts
+
+
+def test_run_of_a_language_model_counts_max_length_over_each_prompt(built_gpt2):
+    tmp, tok, hf, texts = built_gpt2
+    eos, model = tok.special_id("eos"), modkit.load_model(tmp / "out").backbone
+    expected = []
+    for text in texts:
+        ids = torch.tensor([tok.encode(text)])
+        assert ids.shape[1] < 28  # prompts of several lengths, each with room under max_length
+        with torch.no_grad():
+            theirs = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids))[0, ids.shape[1]:].tolist()
+        assert model.generate(ids, torch.ones_like(ids))[0, ids.shape[1]:].tolist() == theirs
+        expected.append(_before_eos(theirs, eos))
+    assert len({len(tok.encode(t)) for t in texts}) > 1
+    assert [r["ids"] for r in Runtime(tmp / "out").run(texts)] == expected
+    given = [r["ids"] for r in Runtime(tmp / "out").run(texts, max_new_tokens=3, num_beams=1)]
+    assert all(len(ids) <= 3 for ids in given) and given != expected

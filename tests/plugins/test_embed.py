@@ -64,10 +64,16 @@ steps = 40
 batch_size = 16
 seq_len = 48
 lr = 2e-3
+eval_every = 20
+eval_examples = 32
 """)
     manifest = build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
     report = manifest["stages"][0]
     assert report["loss_last_10"] < report["loss_first_10"] - 0.3
+    evals = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+             if "eval_loss" in line]
+    assert [r["step"] for r in evals] == [20, 40]
+    assert evals[1]["eval_loss"] < evals[0]["eval_loss"]  # held-back pairs, in-batch negatives
     assert manifest["parity"]["max_abs_diff"] < 1e-4
     [vector] = Runtime(tmp_path / "out").run(["some text"])
     assert len(vector["embedding"]) == 32 and abs(np.linalg.norm(vector["embedding"]) - 1) > 1e-3  # not normalised

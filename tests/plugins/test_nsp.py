@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def test_pairs_are_next_or_from_another_document(tmp_path):
             assert doc_b != doc_a
 
 
-def write_spec(tmp_path, objective: str) -> None:
+def write_spec(tmp_path, objective: str, extra: str = "") -> None:
     (tmp_path / "docs.txt").write_text(DOCS)
     (tmp_path / "spec.toml").write_text(f"""
 name = "tiny-bert"
@@ -73,6 +74,7 @@ data = "docs.txt"
 steps = 6
 batch_size = 8
 seq_len = 32
+{extra}
 """)
 
 
@@ -90,6 +92,23 @@ def test_mlm_and_nsp_in_one_stage_record_each_loss(tmp_path):
     model = modkit.load_model(tmp_path / "out")  # both heads come back from the weights
     assert set(model.objectives) == {"mlm", "nsp"}
     assert Runtime(tmp_path / "out").run(["doc1 [MASK] word3."])[0]["masks"]
+
+
+@pytest.mark.parametrize("objective, own", [
+    ('{ use = "mlm" }', "heldout_mlm_loss"),
+    ('{ use = "nsp" }', "heldout_nsp_loss"),
+    ('[{ use = "mlm" }, { use = "nsp", weight = 0.5 }]', "mlm.heldout_mlm_loss"),
+])
+def test_mlm_and_nsp_report_a_held_back_eval_loss(tmp_path, objective, own):
+    write_spec(tmp_path, objective, "eval_every = 3\neval_examples = 16")
+    manifest = build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    figures = manifest["stages"][0]["eval"]
+    key = "mlm.eval_loss" if own.startswith("mlm.") else "eval_loss"
+    loss = figures[key]
+    assert 0 < loss < 20 and math.isclose(figures[key.replace("loss", "perplexity")], math.exp(loss), rel_tol=1e-6)
+    assert own in figures  # the objective's own evaluation still runs beside it
+    evals = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("eval_loss" in r for r in evals) == 2  # at steps 3 and 6
 
 
 def test_nsp_is_served_with_segment_ids(tmp_path):

@@ -12,7 +12,9 @@ class CLMOptions(modkit.Options):
 
 
 class GenerateOptions(GenerationOptions):
-    max_new_tokens: int = Field(32, gt=0, description="How many tokens to add at most.")
+    max_new_tokens: int | None = Field(None, gt=0, description="How many tokens to add at most; default what the "
+                                                               "artifact's max_length leaves after the prompt, "
+                                                               "else 32.")
 
 
 @modkit.hookimpl

@@ -80,6 +80,12 @@ class Embed(nn.Module, Objective):
         loss = F.cross_entropy(scores, target)
         return loss, {"embed_loss": loss.item(), "pair_accuracy": (scores.argmax(-1) == target).float().mean().item()}
 
+    def eval_batches(self, data, batch_size, limit):
+        """Held-back pairs in order; each batch's other pairs are its negatives, as in training."""
+        held = data.heldout[:limit]
+        return [self.collate(held[i: i + batch_size]) for i in range(0, len(held), batch_size)
+                if len(held[i: i + batch_size]) >= 2]  # one pair alone has no negatives
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
         """Held-back pairs: how often each text's own pair is the nearest of all their pairs."""

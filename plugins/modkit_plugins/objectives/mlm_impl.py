@@ -119,6 +119,16 @@ class MaskedLM(nn.Module, Objective):
         accuracy = (logits.argmax(-1) == targets).float().mean().item() if len(targets) else 0.0
         return loss, {"mlm_loss": loss.item(), "mlm_accuracy": accuracy}
 
+    def eval_batches(self, data, batch_size, limit):
+        """Consecutive held-back windows, masked with a fixed seed (the same at every evaluation)."""
+        n = min(limit, len(data.heldout) // data.width)
+        generator = torch.Generator().manual_seed(0)
+        batches = []
+        for first in range(0, n, batch_size):
+            begin = [k * data.width for k in range(first, min(n, first + batch_size))]
+            batches.append(self.corrupt(*self.windows(data.heldout, data.heldout_starts, begin, data.width), generator))
+        return batches
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
         n = min(64, len(data.heldout) // data.width)

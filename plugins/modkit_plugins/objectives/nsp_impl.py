@@ -110,6 +110,13 @@ class NextSentence(nn.Module, Objective):
         loss = F.cross_entropy(logits.float(), labels)
         return loss, {"nsp_loss": loss.item(), "nsp_accuracy": (logits.argmax(-1) == labels).float().mean().item()}
 
+    def eval_batches(self, data, batch_size, limit):
+        """``limit`` held-back sentence pairs (half of them true successors), drawn with a fixed seed."""
+        if not data.heldout:
+            return ()
+        pairs = self.draw(data.heldout, limit, torch.Generator().manual_seed(0))
+        return [self.collate(pairs[i: i + batch_size]) for i in range(0, len(pairs), batch_size)]
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
         if not data.heldout:
