@@ -132,3 +132,14 @@ def test_checkpoint_with_few_positions_builds_seq2seq(tmp_path):
                                         'objective = { use = "seq2seq" }\ndata = "train.jsonl"\nsteps = 0\nseq_len = 8\n')
     manifest = modkit.build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
     assert manifest["parity"]["greedy_tokens_equal"]
+
+
+def test_layer_norm_eps_transformers_cannot_express_is_refused_on_export(tmp_path):
+    # transformers' BART always uses 1e-5: writing another epsilon would change the outputs
+    import modkit
+
+    comp = modkit.get_registry().get("backbone", "bart")
+    options = dict(vocab_size=30, d_model=8, n_heads=2, encoder_layers=1, decoder_layers=1, n_positions=16)
+    with pytest.raises(ArtifactError, match="layer_norm_eps = 1e-06"):
+        save_hf(comp.load()(comp.options(**options, layer_norm_eps=1e-6)), tmp_path / "out")
+    save_hf(comp.load()(comp.options(**options)), tmp_path / "ok")
