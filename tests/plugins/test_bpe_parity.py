@@ -3,6 +3,7 @@ byte-level tokenizer.json) and open_clip's SimpleTokenizer (CLIP merges)."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from conftest import HARD_CASES
@@ -198,3 +199,42 @@ def test_roberta_style_json_matches_hugging_face(tmp_path, roberta_style_json, p
         ids = ours.encode_plus(text, pair, allow_special=True, return_offsets=True)
         for theirs in (reference.encode(text, pair), written.encode(text, pair)):
             assert (ids.ids, ids.type_ids, ids.offsets) == (theirs.ids, theirs.type_ids, theirs.offsets), (text, pair)
+
+
+def test_added_tokens_of_a_hugging_face_json_are_found_as_there(tmp_path, gpt2, paragraphs):
+    # plain added tokens are found in any text (first pass: "normalized": false ones, then the
+    # rest in what is left), special ones without a known role too when allowed; lstrip /
+    # rstrip / single_word as Hugging Face applies them, offsets and decode included
+    tokenizers = pytest.importorskip("tokenizers")
+    gpt2.save(tmp_path / "base.json")
+    reference = tokenizers.Tokenizer.from_file(str(tmp_path / "base.json"))
+    added = tokenizers.AddedToken
+    reference.add_tokens([added("foo", normalized=False), added(" bar", normalized=False),
+                          added("<tag>", lstrip=True, rstrip=True, normalized=False),
+                          added("the", single_word=True, normalized=False), added("ing"),
+                          added("\u00e9", single_word=True)])
+    reference.add_special_tokens([added("<|sep|>", rstrip=True), added("[X]", single_word=True)])
+    reference.save(str(tmp_path / "tokenizer.json"))
+    ours = modkit.load_tokenizer(tmp_path / "tokenizer.json")
+    pieces = ["foo", " bar", "<tag>", "the", "ing", "\u00e9", "<|sep|>", "[X]", " ", "  ", "_", "a", "\u2460"]
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(pieces) if rng.random() < 0.5 else p[i:i + 3] for i in range(0, 30, 3))
+             for p in paragraphs[:300]] + ["football", "x <tag> bar", "a\u00e9foo the\u2460", "u<|sep|>  v"]
+    for text in texts:
+        theirs = reference.encode(text)
+        assert ours.encode_with_offsets(text, allow_special=True) == (theirs.ids, theirs.offsets), text
+        for skip in (False, True):
+            assert ours.decode(theirs.ids, skip_special_tokens=skip) == \
+                reference.decode(theirs.ids, skip_special_tokens=skip), text
+    assert ours.encode("u<|sep|>v") != ours.encode("u<|sep|>v", allow_special=True)  # special: only when allowed
+    assert ours.encode("xfoo") == reference.encode("xfoo").ids  # plain: always
+
+
+def test_plain_added_tokens_matched_after_normalizing_are_refused(tmp_path, minilm_tokenizer_json_path):
+    # WordPiece lower-cases: HF looks for "normalized" added tokens in lower-cased text, modkit does not
+    tokenizers = pytest.importorskip("tokenizers")
+    reference = tokenizers.Tokenizer.from_file(str(minilm_tokenizer_json_path))
+    reference.add_tokens(["Hello World"])
+    reference.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(modkit.ArtifactError, match="'Hello World' is matched in normalized text"):
+        modkit.load_tokenizer(tmp_path / "tokenizer.json")

@@ -6,7 +6,7 @@ import functools
 import json
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import regex
 
@@ -20,7 +20,21 @@ WELL_KNOWN_ROLES = {
     "<end_of_text>": ("eos",), "<s>": ("bos",), "</s>": ("eos",),
     "<pad>": ("pad",), "<unk>": ("unk",), "<mask>": ("mask",),
 }
-_CACHE_LIMIT = 1 << 18  # words; a cache this size holds a large corpus's vocabulary
+_CACHE_LIMIT = 1 << 18
+# what a single_word token may not touch: Unicode \w (letters, marks, digits, connectors), as
+# the Rust regex Hugging Face uses
+_WORD_CHAR = regex.compile(r"\w")
+_LEADING_SPACES = regex.compile(r"\s*")
+_TRAILING_SPACES = regex.compile(r"\s+$")  # words; a cache this size holds a large corpus's vocabulary
+
+
+class AddedToken(NamedTuple):
+    """How an added token of a tokenizer.json is found in text (Hugging Face's flags)."""
+    special: bool = True  # found only when special tokens are allowed; skipped by decode on request
+    lstrip: bool = False  # a match takes the whitespace before it (RoBERTa's and BART's <mask>)
+    rstrip: bool = False  # ... and after it
+    single_word: bool = False  # not inside a word
+    normalized: bool = False  # looked for in a second pass, in the text the first left
 
 
 class SubwordTokenizer(Tokenizer):
@@ -31,25 +45,31 @@ class SubwordTokenizer(Tokenizer):
     """
 
     def __init__(self, vocab: dict[str, int], special_tokens: dict[str, str],
-                 special_strip: dict[str, tuple[bool, bool]] | None = None):
+                 added: dict[str, AddedToken] | None = None):
+        """``special_tokens``: role -> text. ``added``: a tokenizer.json's added tokens (text ->
+        flags): special ones with or without a role, and plain ones, which are found in any
+        text, as Hugging Face finds them."""
         self.vocab = dict(vocab)
-        for text in special_tokens.values():
-            self.vocab.setdefault(text, len(self.vocab))
         self.special_tokens = dict(special_tokens)
-        #: special token text -> (lstrip, rstrip): whether a match also takes the whitespace
-        #: before / after it, as Hugging Face's added tokens do (RoBERTa's and BART's <mask>)
-        self.special_strip = {t: (bool(l), bool(r)) for t, (l, r) in (special_strip or {}).items()
-                              if t in special_tokens.values() and (l or r)}
+        self.added = {**{t: AddedToken() for t in special_tokens.values()}, **(added or {})}
+        for text in self.added:
+            self.vocab.setdefault(text, len(self.vocab))
         self.inverse = {i: t for t, i in self.vocab.items()}
-        self._special_ids = {self.vocab[t] for t in special_tokens.values()}
-        texts = sorted(set(special_tokens.values()), key=len, reverse=True)
-        self._special_split = regex.compile("(?|" + "|".join(self._special_pattern(t) for t in texts) + ")") \
-            if texts else None
+        self._special_ids = {self.vocab[t] for t, a in self.added.items() if a.special}
+        self._plain_ids = {self.vocab[t] for t, a in self.added.items() if not a.special}
+        # Hugging Face's two passes: tokens matched in the text as given, then "normalized" ones
+        self._passes_all = self._passes(self.added)  # special tokens allowed
+        self._passes_plain = self._passes({t: a for t, a in self.added.items() if not a.special})
         self._cache: dict[str, list[int]] = {}
 
-    def _special_pattern(self, text: str) -> str:
-        lstrip, rstrip = self.special_strip.get(text, (False, False))
-        return (r"\s*" if lstrip else "") + "(" + regex.escape(text) + ")" + (r"\s*" if rstrip else "")
+    @staticmethod
+    def _passes(tokens: dict[str, AddedToken]) -> list[regex.Pattern]:
+        out = []
+        for normalized in (False, True):
+            texts = sorted((t for t, a in tokens.items() if a.normalized == normalized), key=len, reverse=True)
+            if texts:  # longest first: the leftmost-longest match, as Hugging Face's Aho-Corasick
+                out.append(regex.compile("|".join(regex.escape(t) for t in texts)))
+        return out
 
     # -- what subclasses provide -------------------------------------------------------
     def _words(self, text: str) -> list[str]:
@@ -67,10 +87,10 @@ class SubwordTokenizer(Tokenizer):
         return max(self.inverse) + 1 if self.inverse else 0
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
-        if not allow_special or self._special_split is None:
+        if not (self._passes_all if allow_special else self._passes_plain):
             return self.encode_ordinary(text)
         ids: list[int] = []
-        for segment, is_special, _ in self._segments_at(text, allow_special):
+        for segment, is_special, _, _ in self._segments_at(text, allow_special):
             if is_special:
                 ids.append(self.vocab[segment])
             else:
@@ -95,11 +115,11 @@ class SubwordTokenizer(Tokenizer):
         run: list[str] = []
         for i in ids:
             token = self._token_of(i)
-            if int(i) in self._special_ids:
+            if int(i) in self._special_ids or int(i) in self._plain_ids:  # added tokens decode as their text
                 if run:
                     parts.append(self._decode_tokens(run))
                     run = []
-                if not skip_special_tokens:
+                if not (skip_special_tokens and int(i) in self._special_ids):
                     parts.append(token)
             else:
                 run.append(token)
@@ -122,33 +142,52 @@ class SubwordTokenizer(Tokenizer):
     def encode_with_offsets(self, text: str, *, allow_special: bool = False):
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
-        for segment, is_special, base in self._segments_at(text, allow_special):
-            if is_special:
+        for segment, is_special, base, end in self._segments_at(text, allow_special):
+            if is_special:  # the span holds the whitespace an lstrip / rstrip token took
                 ids.append(self.vocab[segment])
-                offsets.append((base, base + len(segment)))
+                offsets.append(self._added_span(text, base, end))
                 continue
             for token_id, start, end in self._segment_spans(segment):
                 ids.append(token_id)
                 offsets.append((base + start, base + end))
         return ids, offsets
 
+    def _added_span(self, text: str, start: int, end: int) -> tuple[int, int]:
+        """The offsets of an added token that matched ``text[start:end]``."""
+        return start, end
+
     def _segment_spans(self, segment: str) -> Iterator[tuple[int, int, int]]:
         """(id, start, end) of each token of a text with no special tokens in it."""
         raise NotImplementedError(f"{type(self).__name__} does not report offsets")
 
-    def _segments_at(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool, int]]:
-        """(piece, is_special, start) in order; specials are recognised only when allowed."""
-        if not allow_special or self._special_split is None:
-            yield text, False, 0
-            return
-        start = 0
-        for match in self._special_split.finditer(text):
-            if match.start() > start:
-                yield text[start:match.start()], False, start
-            yield match.group(1), True, match.start(1)
-            start = match.end()  # whitespace a stripping special token took is in no segment
-        if start < len(text):
-            yield text[start:], False, start
+    def _segments_at(self, text: str, allow_special: bool) -> Iterator[tuple[str, bool, int, int]]:
+        """(piece, is_added_token, start, end) in order: an added token's text with the span of
+        its match (whitespace an lstrip / rstrip token took included), or a stretch of text.
+        Special tokens are recognised only when allowed, plain added tokens always."""
+        pieces = [(text, False, 0, len(text))]
+        for pattern in self._passes_all if allow_special else self._passes_plain:
+            pieces = [out for piece in pieces
+                      for out in ([piece] if piece[1] else self._split(pattern, piece[0], piece[2]))]
+        yield from pieces
+
+    def _split(self, pattern: regex.Pattern, piece: str, base: int):
+        """Hugging Face's AddedVocabulary.find_matches on one stretch of text."""
+        offset = 0
+        for match in pattern.finditer(piece):
+            token, start, stop = match.group(), match.start(), match.end()
+            flags = self.added[token]
+            if flags.single_word and (_WORD_CHAR.match(piece[start - 1:start]) or _WORD_CHAR.match(piece[stop:stop + 1])):
+                continue
+            if flags.lstrip:  # not into what the previous token took
+                start = max(len(_TRAILING_SPACES.sub("", piece[:start], count=1)), offset)
+            if flags.rstrip:  # may reach into the next token's match, as in Hugging Face
+                stop += len(_LEADING_SPACES.match(piece, stop).group())
+            if offset < start:
+                yield piece[offset:start], False, base + offset, base + start
+            yield token, True, base + start, base + stop
+            offset = stop
+        if offset < len(piece):
+            yield piece[offset:], False, base + offset, base + len(piece)
 
     # -- Hugging Face tokenizer.json pieces -------------------------------------------
     def _added_tokens_json(self) -> list[dict[str, Any]]:
@@ -157,12 +196,11 @@ class SubwordTokenizer(Tokenizer):
             roles.setdefault(text, []).append(role)
         return [
             {
-                "id": self.vocab[text], "content": text, "single_word": False,
-                "lstrip": self.special_strip.get(text, (False, False))[0],
-                "rstrip": self.special_strip.get(text, (False, False))[1], "normalized": False, "special": True,
-                "modkit_roles": sorted(role_list),  # Hugging Face ignores this key
+                "id": self.vocab[text], "content": text, "single_word": a.single_word, "lstrip": a.lstrip,
+                "rstrip": a.rstrip, "normalized": a.normalized, "special": a.special,
+                "modkit_roles": sorted(roles.get(text, [])),  # Hugging Face ignores this key
             }
-            for text, role_list in sorted(roles.items(), key=lambda kv: self.vocab[kv[0]])
+            for text, a in sorted(self.added.items(), key=lambda kv: self.vocab[kv[0]])
         ]
 
 
@@ -178,10 +216,19 @@ def special_tokens_from_json(doc: dict[str, Any]) -> dict[str, str]:
     return roles
 
 
-def special_strip_from_json(doc: dict[str, Any]) -> dict[str, tuple[bool, bool]]:
-    """(lstrip, rstrip) of each special added token of a tokenizer.json."""
-    return {e["content"]: (bool(e.get("lstrip")), bool(e.get("rstrip")))
-            for e in doc.get("added_tokens") or [] if e.get("special")}
+def added_from_json(doc: dict[str, Any], path: Path, *, normalizes: bool) -> dict[str, AddedToken]:
+    """A tokenizer.json's added tokens and their flags. A plain (not special) one that Hugging
+    Face matches in normalized text is refused when the tokenizer normalizes (lower-cases...):
+    modkit matches added tokens in the text as given."""
+    added = {}
+    for e in doc.get("added_tokens") or []:
+        if not e.get("special") and e.get("normalized", True) and normalizes:
+            raise ArtifactError(f"{path}: added token {e['content']!r} is matched in normalized text "
+                                "(\"normalized\": true, \"special\": false), which modkit does not support "
+                                "for a tokenizer with a normalizer")
+        added[e["content"]] = AddedToken(bool(e.get("special")), bool(e.get("lstrip")), bool(e.get("rstrip")),
+                                         bool(e.get("single_word")), bool(e.get("normalized", not e.get("special"))))
+    return added
 
 
 def read_tokenizer_json(path: Path) -> dict[str, Any] | None:

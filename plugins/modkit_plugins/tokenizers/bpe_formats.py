@@ -18,7 +18,7 @@ from modkit import ArtifactError
 from . import pretokenize
 from modkit.tokenization import Template
 
-from .base import read_tokenizer_json, special_strip_from_json, special_tokens_from_json
+from .base import added_from_json, read_tokenizer_json, special_tokens_from_json
 
 GPT2_SPECIALS = {"eos": "<|endoftext|>", "bos": "<|endoftext|>"}
 CLIP_SPECIALS = {"bos": "<start_of_text>", "eos": "<end_of_text>"}  # open_clip >= 2.24
@@ -225,4 +225,4 @@ def bpe_from_json(cls, doc: dict[str, Any], path: Path):
     template, trim_offsets = _post_processor(doc.get("post_processor"))
     return cls(vocab, _parse_merges(model.get("merges") or [], path), style=style,
                pre_tokenizer=pre, lowercase=lowercase, special_tokens=specials, template=template,
-               special_strip=special_strip_from_json(doc), trim_offsets=trim_offsets)
+               added=added_from_json(doc, path, normalizes=lowercase or pre == "clip"), trim_offsets=trim_offsets)

@@ -11,11 +11,13 @@ from modkit import UserError
 from modkit.tokenization import Template
 
 from . import pretokenize
-from .base import SubwordTokenizer
+from .base import AddedToken, SubwordTokenizer
 from .bpe import BPEOptions, default_special_tokens
 from .bpe_train import count_words, learn_merges
 
 WORD_END = "</w>"
+_LEADING_SPACE = regex.compile(r"^\s+")
+_TRAILING_SPACE = regex.compile(r"\s+$")
 _NO_RANK = 1 << 62  # ranks a pair that never merges
 
 
@@ -39,10 +41,10 @@ class BPETokenizer(SubwordTokenizer):
         ranks: dict[tuple[str, str], int] | None = None,
         whole_word_tokens: bool = False,
         template: Template | None = None,
-        special_strip: dict[str, tuple[bool, bool]] | None = None,
+        added: dict[str, AddedToken] | None = None,
         trim_offsets: bool = False,
     ):
-        super().__init__(vocab, special_tokens or {}, special_strip)
+        super().__init__(vocab, special_tokens or {}, added)
         #: where encode_plus puts special tokens (a tokenizer.json's post-processor), if anywhere
         self.template = template
         #: offsets leave out a token's leading and trailing spaces (Hugging Face's ByteLevel and
@@ -163,6 +165,16 @@ class BPETokenizer(SubwordTokenizer):
                 stop = origin[at + end - 1] + 1
                 yield token_id, origin[at + start] if end > start else stop, stop
 
+    def _added_span(self, text: str, start: int, end: int) -> tuple[int, int]:
+        if not (self.trim_offsets and self.style == "byte-level"):
+            return start, end
+        # the matched text is trimmed like a token: its whitespace (any kind, here) left out
+        piece = text[start:end]
+        lead = len(piece) - len(_LEADING_SPACE.sub("", piece, count=1))
+        trail = len(piece) - len(_TRAILING_SPACE.sub("", piece, count=1))
+        new_start = min(start + lead, end)
+        return new_start, max(end - trail, new_start) if trail else end
+
     def _token_spans(self, word: str):
         """(id, start, end) of each token of ``word``, in characters of ``word``."""
         if self.byte_alphabet:  # tokens count bytes: find the character each byte is in
@@ -177,6 +189,8 @@ class BPETokenizer(SubwordTokenizer):
             position += units
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        if self.style == "byte-level":
+            return self._decode_bytes(ids, skip_special_tokens)
         text = super().decode(ids, skip_special_tokens=skip_special_tokens)
         if self.style != "word-end":
             return text
@@ -185,6 +199,21 @@ class BPETokenizer(SubwordTokenizer):
         kept = [i for i in ids if not (skip_special_tokens and int(i) in self._special_ids)]
         last_ends_word = bool(kept) and self._token_of(kept[-1]).endswith(WORD_END)
         return text[:-1] if last_ends_word and text.endswith(" ") else text
+
+    def _decode_bytes(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
+        """Hugging Face's ByteLevel decoder: each token's bytes (an added token whose text is
+        not all byte symbols gives its UTF-8), joined, then decoded once."""
+        to_byte = pretokenize.unicode_to_byte()
+        data = bytearray()
+        for i in ids:
+            token = self._token_of(i)
+            if skip_special_tokens and int(i) in self._special_ids:
+                continue
+            if all(c in to_byte for c in token):
+                data += bytes(to_byte[c] for c in token)
+            else:
+                data += token.encode("utf-8", errors="surrogatepass")
+        return data.decode("utf-8", errors="replace")
 
     def _decode_tokens(self, tokens: list[str]) -> str:
         text = "".join(tokens)

@@ -8,7 +8,7 @@ from modkit import ArtifactError
 from modkit.tokenization import Template
 
 from . import bert_basic
-from .base import (SubwordTokenizer, WELL_KNOWN_ROLES, read_tokenizer_json, special_strip_from_json,
+from .base import (AddedToken, SubwordTokenizer, WELL_KNOWN_ROLES, added_from_json, read_tokenizer_json,
                    special_tokens_from_json)
 from .bpe_train import count_words, learn_merges
 from .wordpiece import WordPieceOptions
@@ -37,10 +37,10 @@ class WordPieceTokenizer(SubwordTokenizer):
         handle_chinese_chars: bool = True,
         max_input_chars_per_word: int = 100,
         template: Template | None = None,
-        special_strip: dict[str, tuple[bool, bool]] | None = None,
+        added: dict[str, AddedToken] | None = None,
     ):
         special_tokens = dict(special_tokens or {})
-        super().__init__(vocab, special_tokens, special_strip)
+        super().__init__(vocab, special_tokens, added)
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents
         self.handle_chinese_chars = handle_chinese_chars
@@ -208,4 +208,4 @@ def _from_json(cls, doc: dict[str, Any], path: Path):
                handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
                max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
                template=Template.from_json(doc.get("post_processor")),
-               special_strip=special_strip_from_json(doc))
+               added=added_from_json(doc, path, normalizes=True))
