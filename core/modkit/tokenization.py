@@ -92,6 +92,10 @@ class Template:
             cls_text, sep = doc["cls"][0], doc["sep"][0]
             return cls(((cls_text, 0), ("$A", 0), (sep, 0)),
                        ((cls_text, 0), ("$A", 0), (sep, 0), ("$B", 1), (sep, 1)))
+        if doc.get("type") == "RobertaProcessing":  # RoBERTa's and BART's: <s> A </s></s> B </s>, one segment
+            cls_text, sep = doc["cls"][0], doc["sep"][0]
+            return cls(((cls_text, 0), ("$A", 0), (sep, 0)),
+                       ((cls_text, 0), ("$A", 0), (sep, 0), (sep, 0), ("$B", 0), (sep, 0)))
         if doc.get("type") != "TemplateProcessing":
             return None
 

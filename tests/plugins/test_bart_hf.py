@@ -108,3 +108,38 @@ def test_sequence_classification_head_matches_transformers(tmp_path):
         assert max_diff(ours.classify(ids, mask), hf(input_ids=ids, attention_mask=mask).logits) < 1e-5
     with pytest.raises(ValueError, match="same number"):
         ours.classify(ids[:, :5], mask[:, :5])
+
+
+def test_checkpoint_with_few_positions_builds_seq2seq(tmp_path):
+    # the export check decodes max_new_tokens (16 by default) greedily: a checkpoint with 10
+    # decoder positions is checked on the 10 it has instead of failing in onnxruntime
+    import json
+
+    import modkit
+
+    rows = [{"source": f"w{i} w{i + 1}", "target": f"w{i + 2}"} for i in range(20)]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "corpus.txt").write_text(" ".join(f"w{i}" for i in range(30)))
+    comp = modkit.get_registry().get("tokenizer", "bpe")
+    tok = comp.load().train([tmp_path / "corpus.txt"], comp.options(vocab_size=60, special_tokens={
+        "bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>"}))
+    ids = {r: tok.special_id(r) for r in ("bos", "pad", "eos")}
+    folder = tmp_path / "hf"
+    hf_bart(folder, vocab_size=tok.vocab_size, max_position_embeddings=10, bos_token_id=ids["bos"],
+            pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["eos"])
+    tok.save(folder / "tokenizer.json")
+    (tmp_path / "spec.toml").write_text(f'name = "few"\n[backbone]\nfrom = "{folder}"\n[[stages]]\n'
+                                        'objective = { use = "seq2seq" }\ndata = "train.jsonl"\nsteps = 0\nseq_len = 8\n')
+    manifest = modkit.build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    assert manifest["parity"]["greedy_tokens_equal"]
+
+
+def test_layer_norm_eps_transformers_cannot_express_is_refused_on_export(tmp_path):
+    # transformers' BART always uses 1e-5: writing another epsilon would change the outputs
+    import modkit
+
+    comp = modkit.get_registry().get("backbone", "bart")
+    options = dict(vocab_size=30, d_model=8, n_heads=2, encoder_layers=1, decoder_layers=1, n_positions=16)
+    with pytest.raises(ArtifactError, match="layer_norm_eps = 1e-06"):
+        save_hf(comp.load()(comp.options(**options, layer_norm_eps=1e-6)), tmp_path / "out")
+    save_hf(comp.load()(comp.options(**options)), tmp_path / "ok")

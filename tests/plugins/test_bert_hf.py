@@ -145,3 +145,12 @@ def test_real_minilm_matches_transformers_layer_by_layer(minilm_path):
     diffs = compare_outputs(a, b, ["hidden_states", "pooler_output"], batch["attention_mask"])
     assert len(a.hidden_states) == 7
     assert max(diffs.values()) < 1e-4, diffs
+
+
+@pytest.mark.parametrize("classifier_dropout", [0.0, 0.3, None])
+def test_classifier_dropout_is_read_as_transformers_reads_it(tmp_path, classifier_dropout):
+    # an explicit 0.0 is no dropout, not "unset" (which falls back to hidden_dropout_prob)
+    theirs, folder = hf_checkpoint(tmp_path, "BertForSequenceClassification",
+                                   classifier_dropout=classifier_dropout, hidden_dropout_prob=0.2)
+    ours = modkit.load_model(folder)
+    assert ours.dropout.p == theirs.dropout.p

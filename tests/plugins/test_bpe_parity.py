@@ -160,3 +160,41 @@ def test_word_end_decode_spaces_special_tokens_as_open_clip(clip, open_clip_refe
         assert clip.decode(words) == open_clip_reference.decode(words).removesuffix(" ")
         assert clip.decode(ids, skip_special_tokens=True) == \
             open_clip_reference.decode(ids[1:-1]).removesuffix(" ")
+
+
+@pytest.fixture(scope="module")
+def roberta_style_json(tmp_path_factory, gpt2):
+    """A RoBERTa / BART style tokenizer.json (as facebook/bart-base's): <s> <pad> </s> <unk>
+    first, <mask> last with lstrip, RobertaProcessing adding <s> A </s></s> B </s> and
+    trimming spaces from offsets."""
+    tokenizers = pytest.importorskip("tokenizers")
+    doc = gpt2.to_json()
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for token, _ in sorted(doc["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        if token != "<|endoftext|>":
+            vocab.setdefault(token, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    doc["model"]["vocab"] = vocab
+    doc["added_tokens"] = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": t == "<mask>",
+                            "rstrip": False, "normalized": False, "special": True} for t in
+                           ("<s>", "<pad>", "</s>", "<unk>", "<mask>")]
+    doc["post_processor"] = {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+                             "trim_offsets": True, "add_prefix_space": False}
+    path = tmp_path_factory.mktemp("roberta") / "tokenizer.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path, tokenizers.Tokenizer.from_file(str(path))
+
+
+def test_roberta_style_json_matches_hugging_face(tmp_path, roberta_style_json, paragraphs):
+    tokenizers = pytest.importorskip("tokenizers")
+    path, reference = roberta_style_json
+    texts = paragraphs[:150] + [t for t in HARD_CASES if t] + [
+        "The capital is <mask>.", "x  <mask> y</s>", "<mask>", " a  b ", "\t<mask>\n", "a\u00a0 <mask>"]
+    ours = modkit.load_tokenizer(path)
+    ours.save(tmp_path / "tokenizer.json")  # and what modkit writes back reads the same in HF
+    written = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for i, text in enumerate(texts):
+        pair = texts[i - 1] if i % 3 == 0 else None
+        ids = ours.encode_plus(text, pair, allow_special=True, return_offsets=True)
+        for theirs in (reference.encode(text, pair), written.encode(text, pair)):
+            assert (ids.ids, ids.type_ids, ids.offsets) == (theirs.ids, theirs.type_ids, theirs.offsets), (text, pair)

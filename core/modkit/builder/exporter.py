@@ -50,6 +50,12 @@ class Exporter:
         torch's and its logits within the tolerance."""
         path = export_with_past(backbone, self.folder, opset=self.opset, optimize=self.optimize)
         self.written.append(path.name)
+        # learned positions end at n_positions (the option the runtime reads too): a checkpoint
+        # with few of them is checked on the steps it has, not failed by the check itself
+        limit = _positions(backbone)
+        if limit is not None:
+            prompt = prompt[:max(1, limit - 1)]
+            max_new_tokens = max(1, min(max_new_tokens, limit - len(prompt)))
         return check_with_past(backbone, path, prompt, max_new_tokens=max_new_tokens, tolerance=self.tolerance)
 
     def encoder_decoder(self, backbone: torch.nn.Module, inputs: dict[str, torch.Tensor], *,
@@ -58,6 +64,8 @@ class Exporter:
         """``encoder.onnx`` + ``decoder.onnx`` of an :class:`~modkit.interfaces.EncoderDecoder`;
         the encoder output and every greedy step's logits within the tolerance, the greedy
         tokens equal to torch's."""
+        limit = _positions(backbone)  # decoding k tokens feeds the decoder positions 0..k-1
+        max_new_tokens = max_new_tokens if limit is None else max(1, min(max_new_tokens, limit))
         figures = export_seq2seq(backbone, self.folder, inputs, max_new_tokens=max_new_tokens,
                                  decoder_start_token_id=decoder_start_token_id, eos_token_id=eos_token_id,
                                  opset=self.opset, optimize=self.optimize)
@@ -68,3 +76,9 @@ class Exporter:
                               f"{self.tolerance:g}), greedy tokens equal: {figures['greedy_tokens_equal']}")
         return {"max_abs_diff": worst, "tolerance": self.tolerance,
                 "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
+
+
+def _positions(backbone: torch.nn.Module) -> int | None:
+    """How many learned positions the backbone has (its ``n_positions`` option, which the
+    runtime reads too); None for relative positions."""
+    return getattr(getattr(backbone, "config", None), "n_positions", None)

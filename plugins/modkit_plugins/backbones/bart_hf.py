@@ -48,6 +48,10 @@ def weight_names(model: BART) -> dict[str, str]:
     return names
 
 
+#: the epsilon of every LayerNorm in transformers' BART (not a config setting there)
+HF_LAYER_NORM_EPS = 1e-5
+
+
 def options_from_config(config: dict[str, Any], num_labels: int) -> BARTOptions:
     if config.get("normalize_before") or config.get("add_final_layer_norm"):
         raise ArtifactError("bart: pre-norm variants (mBART style) are not supported")
@@ -101,6 +105,10 @@ class BartFormat:
 
     def to_hf(self, model: BART) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         c = model.config
+        if c.layer_norm_eps != HF_LAYER_NORM_EPS:  # a folder transformers would compute differently
+            raise ArtifactError(f"bart: layer_norm_eps = {c.layer_norm_eps:g} cannot be written to a Hugging Face "
+                                f"folder: transformers' BART has no such setting and always uses "
+                                f"{HF_LAYER_NORM_EPS:g}; build with layer_norm_eps = {HF_LAYER_NORM_EPS:g} to export it")
         state = model.state_dict()
         weights = {f"model.{hf}": state[ours] for ours, hf in weight_names(model).items()}
         weights = {k.replace("model.classification_head", "classification_head"): v

@@ -118,7 +118,8 @@ class BertFormat:
         w.check_all_taken()
         if kind is None:
             return assign_state(lambda: BERT(options), state, "bert checkpoint")
-        dropout = config.get("classifier_dropout") or options.dropout
+        # transformers: classifier_dropout unless it is None (0.0 included), else hidden_dropout_prob
+        dropout = options.dropout if config.get("classifier_dropout") is None else config["classifier_dropout"]
         state = {**{f"backbone.{k}": v for k, v in state.items()}, **head_state}
         return assign_state(lambda: BertWithHead(BERT(options), kind, num_labels=_num_labels(config),
                                                  dropout=dropout), state, "bert checkpoint")

@@ -30,18 +30,26 @@ class SubwordTokenizer(Tokenizer):
     :meth:`_words` (text -> pre-tokenized words) and :meth:`_decode_tokens`.
     """
 
-    def __init__(self, vocab: dict[str, int], special_tokens: dict[str, str]):
+    def __init__(self, vocab: dict[str, int], special_tokens: dict[str, str],
+                 special_strip: dict[str, tuple[bool, bool]] | None = None):
         self.vocab = dict(vocab)
         for text in special_tokens.values():
             self.vocab.setdefault(text, len(self.vocab))
         self.special_tokens = dict(special_tokens)
+        #: special token text -> (lstrip, rstrip): whether a match also takes the whitespace
+        #: before / after it, as Hugging Face's added tokens do (RoBERTa's and BART's <mask>)
+        self.special_strip = {t: (bool(l), bool(r)) for t, (l, r) in (special_strip or {}).items()
+                              if t in special_tokens.values() and (l or r)}
         self.inverse = {i: t for t, i in self.vocab.items()}
         self._special_ids = {self.vocab[t] for t in special_tokens.values()}
         texts = sorted(set(special_tokens.values()), key=len, reverse=True)
-        self._special_split = (
-            regex.compile("(" + "|".join(regex.escape(t) for t in texts) + ")") if texts else None
-        )
+        self._special_split = regex.compile("(?|" + "|".join(self._special_pattern(t) for t in texts) + ")") \
+            if texts else None
         self._cache: dict[str, list[int]] = {}
+
+    def _special_pattern(self, text: str) -> str:
+        lstrip, rstrip = self.special_strip.get(text, (False, False))
+        return (r"\s*" if lstrip else "") + "(" + regex.escape(text) + ")" + (r"\s*" if rstrip else "")
 
     # -- what subclasses provide -------------------------------------------------------
     def _words(self, text: str) -> list[str]:
@@ -134,10 +142,13 @@ class SubwordTokenizer(Tokenizer):
             yield text, False, 0
             return
         start = 0
-        for k, piece in enumerate(self._special_split.split(text)):
-            if piece:
-                yield piece, k % 2 == 1, start
-            start += len(piece)
+        for match in self._special_split.finditer(text):
+            if match.start() > start:
+                yield text[start:match.start()], False, start
+            yield match.group(1), True, match.start(1)
+            start = match.end()  # whitespace a stripping special token took is in no segment
+        if start < len(text):
+            yield text[start:], False, start
 
     # -- Hugging Face tokenizer.json pieces -------------------------------------------
     def _added_tokens_json(self) -> list[dict[str, Any]]:
@@ -146,8 +157,9 @@ class SubwordTokenizer(Tokenizer):
             roles.setdefault(text, []).append(role)
         return [
             {
-                "id": self.vocab[text], "content": text, "single_word": False, "lstrip": False,
-                "rstrip": False, "normalized": False, "special": True,
+                "id": self.vocab[text], "content": text, "single_word": False,
+                "lstrip": self.special_strip.get(text, (False, False))[0],
+                "rstrip": self.special_strip.get(text, (False, False))[1], "normalized": False, "special": True,
                 "modkit_roles": sorted(role_list),  # Hugging Face ignores this key
             }
             for text, role_list in sorted(roles.items(), key=lambda kv: self.vocab[kv[0]])
@@ -164,6 +176,12 @@ def special_tokens_from_json(doc: dict[str, Any]) -> dict[str, str]:
         for role in entry.get("modkit_roles") or WELL_KNOWN_ROLES.get(text, ()):
             roles.setdefault(role, text)
     return roles
+
+
+def special_strip_from_json(doc: dict[str, Any]) -> dict[str, tuple[bool, bool]]:
+    """(lstrip, rstrip) of each special added token of a tokenizer.json."""
+    return {e["content"]: (bool(e.get("lstrip")), bool(e.get("rstrip")))
+            for e in doc.get("added_tokens") or [] if e.get("special")}
 
 
 def read_tokenizer_json(path: Path) -> dict[str, Any] | None:

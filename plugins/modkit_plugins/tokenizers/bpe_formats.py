@@ -16,7 +16,9 @@ from typing import Any
 from modkit import ArtifactError
 
 from . import pretokenize
-from .base import read_tokenizer_json, special_tokens_from_json
+from modkit.tokenization import Template
+
+from .base import read_tokenizer_json, special_strip_from_json, special_tokens_from_json
 
 GPT2_SPECIALS = {"eos": "<|endoftext|>", "bos": "<|endoftext|>"}
 CLIP_SPECIALS = {"bos": "<start_of_text>", "eos": "<end_of_text>"}  # open_clip >= 2.24
@@ -154,12 +156,28 @@ def bpe_to_json(tok) -> dict[str, Any]:
     else:
         pre_tokenizer = dict(_BYTE_LEVEL)
         decoder = dict(_BYTE_LEVEL)
+    processors = ([dict(_BYTE_LEVEL)] if tok.trim_offsets else []) + \
+        ([tok.template.to_json(tok.token_to_id)] if tok.template else [])
+    post_processor = processors[0] if len(processors) == 1 else \
+        {"type": "Sequence", "processors": processors} if processors else None
     return {
         "version": "1.0", "truncation": None, "padding": None,
         "added_tokens": tok._added_tokens_json(),
         "normalizer": normalizer, "pre_tokenizer": pre_tokenizer,
-        "post_processor": None, "decoder": decoder, "model": model,
+        "post_processor": post_processor, "decoder": decoder, "model": model,
     }
+
+
+def _post_processor(doc: Any) -> tuple[Template | None, bool]:
+    """The template and whether offsets are trimmed, from a tokenizer.json post_processor:
+    TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel or a Sequence of them."""
+    if not isinstance(doc, dict):
+        return None, False
+    if doc.get("type") == "Sequence":
+        parts = [_post_processor(p) for p in doc.get("processors") or []]
+        return next((t for t, _ in parts if t is not None), None), any(trim for _, trim in parts)
+    trim = doc.get("type") in ("ByteLevel", "RobertaProcessing") and doc.get("trim_offsets", True)
+    return Template.from_json(doc), bool(trim)
 
 
 def _describe_pre_tokenizer(pre: Any) -> str | None:
@@ -204,5 +222,7 @@ def bpe_from_json(cls, doc: dict[str, Any], path: Path):
     style = "word-end" if model.get("end_of_word_suffix") == "</w>" else "byte-level"
     if style == "byte-level" and pre != "gpt2":
         raise ArtifactError(f"{path}: BPE without an end-of-word suffix must use ByteLevel")
+    template, trim_offsets = _post_processor(doc.get("post_processor"))
     return cls(vocab, _parse_merges(model.get("merges") or [], path), style=style,
-               pre_tokenizer=pre, lowercase=lowercase, special_tokens=specials)
+               pre_tokenizer=pre, lowercase=lowercase, special_tokens=specials, template=template,
+               special_strip=special_strip_from_json(doc), trim_offsets=trim_offsets)

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import regex
 
 from modkit import UserError
+from modkit.tokenization import Template
 
 from . import pretokenize
 from .base import SubwordTokenizer
@@ -37,8 +38,16 @@ class BPETokenizer(SubwordTokenizer):
         special_tokens: dict[str, str] | None = None,
         ranks: dict[tuple[str, str], int] | None = None,
         whole_word_tokens: bool = False,
+        template: Template | None = None,
+        special_strip: dict[str, tuple[bool, bool]] | None = None,
+        trim_offsets: bool = False,
     ):
-        super().__init__(vocab, special_tokens or {})
+        super().__init__(vocab, special_tokens or {}, special_strip)
+        #: where encode_plus puts special tokens (a tokenizer.json's post-processor), if anywhere
+        self.template = template
+        #: offsets leave out a token's leading and trailing spaces (Hugging Face's ByteLevel and
+        #: RobertaProcessing post-processors with trim_offsets)
+        self.trim_offsets = trim_offsets
         self.style = style
         self.pre_tokenizer = pre_tokenizer or ("gpt2" if style == "byte-level" else "whitespace")
         self.lowercase = lowercase
@@ -147,9 +156,12 @@ class BPETokenizer(SubwordTokenizer):
         else:
             origin = range(len(segment))
         for match in self._pattern.finditer(segment):
-            at = match.start()
-            for token_id, start, end in self._token_spans(match.group()):
-                yield token_id, origin[at + start], origin[at + end - 1] + 1
+            at, word = match.start(), match.group()
+            for token_id, start, end in self._token_spans(word):
+                if self.trim_offsets and self.style == "byte-level":
+                    start, end = _trimmed(word, start, end)
+                stop = origin[at + end - 1] + 1
+                yield token_id, origin[at + start] if end > start else stop, stop
 
     def _token_spans(self, word: str):
         """(id, start, end) of each token of ``word``, in characters of ``word``."""
@@ -200,6 +212,17 @@ class BPETokenizer(SubwordTokenizer):
 def _clip_with_specials(specials: tuple[str, ...]) -> regex.Pattern:
     alternatives = "|".join(regex.escape(t) for t in specials)
     return regex.compile(f"{alternatives}|{pretokenize.CLIP_PATTERN}", regex.IGNORECASE)
+
+
+def _trimmed(word: str, start: int, end: int) -> tuple[int, int]:
+    """A token's span without its leading and trailing spaces (U+0020 only: the one byte
+    Hugging Face's ByteLevel trimming looks for); a token of spaces only keeps an empty span
+    at its end."""
+    piece = word[start:end]
+    lead = len(piece) - len(piece.lstrip(" "))
+    trail = len(piece) - len(piece.rstrip(" "))
+    new_start = min(start + lead, end)
+    return new_start, max(end - trail, new_start) if trail else end
 
 
 def _utf8(text: str) -> bytes:

@@ -8,7 +8,8 @@ from modkit import ArtifactError
 from modkit.tokenization import Template
 
 from . import bert_basic
-from .base import SubwordTokenizer, WELL_KNOWN_ROLES, read_tokenizer_json, special_tokens_from_json
+from .base import (SubwordTokenizer, WELL_KNOWN_ROLES, read_tokenizer_json, special_strip_from_json,
+                   special_tokens_from_json)
 from .bpe_train import count_words, learn_merges
 from .wordpiece import WordPieceOptions
 
@@ -36,9 +37,10 @@ class WordPieceTokenizer(SubwordTokenizer):
         handle_chinese_chars: bool = True,
         max_input_chars_per_word: int = 100,
         template: Template | None = None,
+        special_strip: dict[str, tuple[bool, bool]] | None = None,
     ):
         special_tokens = dict(special_tokens or {})
-        super().__init__(vocab, special_tokens)
+        super().__init__(vocab, special_tokens, special_strip)
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents
         self.handle_chinese_chars = handle_chinese_chars
@@ -205,4 +207,5 @@ def _from_json(cls, doc: dict[str, Any], path: Path):
                strip_accents=normalizer.get("strip_accents"),
                handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
                max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
-               template=Template.from_json(doc.get("post_processor")))
+               template=Template.from_json(doc.get("post_processor")),
+               special_strip=special_strip_from_json(doc))
