@@ -9,6 +9,7 @@ from test_build import quiet_build, tiny_spec
 
 import modkit.builder.build as build_module
 from modkit.cli import main
+from modkit.errors import UserError
 from modkit.fileio import sha256_file
 
 
@@ -107,3 +108,24 @@ def test_a_plugin_that_cannot_run_on_the_meta_device_is_checked_when_its_stage_s
     monkeypatch.setattr(Classify, "__init__", reads_values)
     m = quiet_build(tiny_spec(tmp_path, steps=(2, 1)), tmp_path / "out")
     assert m["task"]["task"] == "classify"
+
+
+def test_a_method_that_cannot_merge_is_a_spec_error_before_training_unless_the_export_keeps_it(
+        tmp_path, monkeypatch):
+    # a third-party method may find, when merging, a layer it cannot fold into (IA3's scale over
+    # another method's wrapper): the meta-device rehearsal reports it under the method's key
+    from modkit_plugins.peft.lora_impl import LoRA
+
+    def refuses(self, backbone):
+        raise UserError("lora: cannot merge here")
+
+    monkeypatch.setattr(LoRA, "merge", refuses)
+    spec = tiny_spec(tmp_path, steps=(2, 1))
+    monkeypatch.setattr(build_module, "train_stage", lambda *a, **k: pytest.fail("trained before the check"))
+    r = build_cli(spec, tmp_path / "out")
+    assert r.exit_code == 2 and f"error: {spec}: stages[1].peft[0]: lora: cannot merge here" in r.output, r.output
+    monkeypatch.undo()
+    monkeypatch.setattr(LoRA, "merge", refuses)
+    spec.write_text(spec.read_text() + "[export]\nmerge = false\n")  # the last stage's methods stay unmerged
+    m = quiet_build(spec, tmp_path / "out")
+    assert m["components"]["stages"][1]["peft"][0]["kept"] is True

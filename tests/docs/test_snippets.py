@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").glob("*/README.md")])
 SHELL, PYTHON = {"sh", "bash", "shell", "console"}, {"python"}
-FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)  # a closing fence has no info string
 NOT_RUN = re.compile(r"(?:pip install|python -m pytest|pytest|bash \.ci/run|python benchmarks/|python tests/assets\.py)[^&|\n]*")
 
 
@@ -66,6 +66,19 @@ def test_toml_snippets_parse(doc):
                 tomllib.loads(code)
             except tomllib.TOMLDecodeError as e:
                 pytest.fail(f"{doc.relative_to(ROOT)}:{line}: {e}")
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))
+def test_code_blocks_close(doc):
+    """A fence line with an info string (```text) inside a block does not close it (CommonMark):
+    the rest of the page would render as code."""
+    inside = None
+    for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            assert inside is None or line.strip() == "```", \
+                f"{doc.relative_to(ROOT)}:{n}: {line!r} inside the block opened at line {inside}; close it with a bare ```"
+            inside = n if inside is None else None
+    assert inside is None, f"{doc.relative_to(ROOT)}:{inside}: block never closed"
 
 
 def test_every_example_has_a_readme():

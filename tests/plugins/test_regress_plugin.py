@@ -74,3 +74,22 @@ def test_modkit_run_scores_a_file_with_gold_values(artifact):
     result = CliRunner().invoke(main, ["run", str(artifact / "out"), "--file", str(artifact / "test.jsonl")])
     assert result.exit_code == 0, result.output
     assert "mse " in result.output and "labelled 10" in result.output
+
+
+def test_modkit_serve_takes_gold_numbers_and_still_refuses_numbers_as_text(artifact):
+    from starlette.testclient import TestClient
+
+    from modkit.runtime import Runtime
+    from modkit.serve.app import create_app
+
+    runtime = Runtime(artifact / "out")
+    with TestClient(create_app(runtime)) as client:
+        r = client.post("/v1/run", json={"inputs": [{"text": "one two three", "value": 0.3}, "four five"]})
+        assert r.status_code == 200, r.text
+        expected = runtime.run(["one two three", "four five"])
+        assert [x["value"] for x in r.json()["results"]] == pytest.approx([x["value"] for x in expected], abs=1e-6)
+        for bad, message in [({"text": 3}, "inputs[0].text: expected a string"),
+                             ({"text": "a", "value": True}, "inputs[0].value: expected a string"),
+                             ({"text": "a", "other": 1}, "unknown field 'other'")]:
+            r = client.post("/v1/run", json={"inputs": [bad]})
+            assert r.status_code == 422 and message in r.json()["error"], r.text

@@ -91,6 +91,7 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
     with torch.device("meta"):
         shadow = bcomp.load()(backbone.config)
     problems: list[tuple[str, str]] = []
+    last = len(spec.peft) - 1
     for i, resolved in enumerate(spec.peft):
         applied = []
         for j, res in enumerate(resolved):
@@ -101,9 +102,14 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
                 method.apply(shadow)
             except UserError as e:
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
-            applied.append(method)
-        for method in applied:  # as the build does at the stage boundary
-            method.merge(shadow)
+            applied.append((j, method))
+        if i == last and not spec.model.export.merge:
+            break  # the last stage's methods merge only for the export
+        for j, method in applied:  # as the build does at a stage boundary and before the export
+            try:
+                method.merge(shadow)
+            except UserError as e:  # a method that cannot merge over what it found (its plugin says why)
+                problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
         raise SpecError(str(spec.source), problems)
 

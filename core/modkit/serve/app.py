@@ -49,10 +49,12 @@ def create_app(runtime, limits: Limits = Limits()) -> Starlette:
                       max_queue=limits.max_queue)
     task = runtime.task_impl
     allowed_fields = set(task.input_fields) | set(task.optional_fields)
+    gold_fields = set(task.optional_fields) - set(task.input_fields)
 
     async def run(request: Request) -> JSONResponse:
         try:
-            records, options = _parse(await _body(request, limits.max_body_bytes), runtime, allowed_fields, limits)
+            records, options = _parse(await _body(request, limits.max_body_bytes), runtime, allowed_fields,
+                                      gold_fields, limits)
         except BadRequest as e:
             return _error(e.status, str(e))
         try:
@@ -107,7 +109,8 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _parse(body: bytes, runtime, allowed_fields: set[str], limits: Limits) -> tuple[list[dict[str, Any]], Any]:
+def _parse(body: bytes, runtime, allowed_fields: set[str], gold_fields: set[str],
+           limits: Limits) -> tuple[list[dict[str, Any]], Any]:
     """The request's records and validated options, or BadRequest naming the first problem."""
     try:
         doc = json.loads(body)
@@ -128,6 +131,8 @@ def _parse(body: bytes, runtime, allowed_fields: set[str], limits: Limits) -> tu
         if unknown:
             raise BadRequest(422, f"inputs[{n}]: unknown field {unknown[0]!r} (fields: {', '.join(sorted(allowed_fields))})")
         for key, value in record.items():
+            if key in gold_fields and isinstance(value, (int, float)) and not isinstance(value, bool):
+                continue  # a gold number (a regression target, a choice's index): the task's check judges it
             # a text, or (any field but "text") a list of texts: a multiple-choice record's
             # choices, a tagger's words
             texts = value if isinstance(value, list) and value and key != "text" else [value]

@@ -6,6 +6,10 @@ from modkit.runtime import pad_ids
 
 
 class RegressTask(Task):
+    def __init__(self, artifact):
+        super().__init__(artifact)
+        self.optional_fields = (artifact.task.get("value_field", "value"),)  # the gold number score reads
+
     def run(self, records, options):
         task = self.artifact.task
         append, limit = task["append_ids"], task.get("max_length") or 10**9
