@@ -238,3 +238,14 @@ def test_plain_added_tokens_matched_after_normalizing_are_refused(tmp_path, mini
     reference.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(modkit.ArtifactError, match="'Hello World' is matched in normalized text"):
         modkit.load_tokenizer(tmp_path / "tokenizer.json")
+
+
+def test_hugging_face_decodes_modkit_clip_json_as_modkit(tmp_path, clip, paragraphs):
+    tokenizers = pytest.importorskip("tokenizers")
+    clip.save(tmp_path / "tokenizer.json")
+    reference = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    bos, eos = clip.special_id("bos"), clip.special_id("eos")
+    for text in paragraphs[:100] + ["h\u00e9llo w\u00f6rld \u4f60\u597d", "x"]:
+        ids = [bos, *clip.encode(text), eos]
+        for skip in (False, True):
+            assert reference.decode(ids, skip_special_tokens=skip) == clip.decode(ids, skip_special_tokens=skip)

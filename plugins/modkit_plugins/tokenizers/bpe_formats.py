@@ -149,7 +149,12 @@ def bpe_to_json(tok) -> dict[str, Any]:
              "behavior": "Removed", "invert": True},
             dict(_BYTE_LEVEL, use_regex=False),
         ]}
-        decoder = {"type": "BPEDecoder", "suffix": "</w>"}
+        # bytes back to text first, then word ends to spaces, the last one dropped
+        decoder = {"type": "Sequence", "decoders": [
+            dict(_BYTE_LEVEL),
+            {"type": "Replace", "pattern": {"String": "</w>"}, "content": " "},
+            {"type": "Strip", "content": " ", "start": 0, "stop": 1},
+        ]}
     elif word_end:
         pre_tokenizer = {"type": "Whitespace"}
         decoder = {"type": "BPEDecoder", "suffix": "</w>"}
