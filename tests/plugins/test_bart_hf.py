@@ -132,6 +132,11 @@ def test_checkpoint_with_few_positions_builds_seq2seq(tmp_path):
                                         'objective = { use = "seq2seq" }\ndata = "train.jsonl"\nsteps = 0\nseq_len = 8\n')
     manifest = modkit.build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
     assert manifest["parity"]["greedy_tokens_equal"]
+    # served: a source longer than the positions is cut, and decoding stops at the last position
+    from modkit.runtime import Runtime
+
+    [long_source] = Runtime(tmp_path / "out").run([" ".join(f"w{i}" for i in range(25))], max_new_tokens=30)
+    assert 1 <= len(long_source["ids"]) <= 10
 
 
 def test_layer_norm_eps_transformers_cannot_express_is_refused_on_export(tmp_path):

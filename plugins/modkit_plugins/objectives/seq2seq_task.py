@@ -22,7 +22,8 @@ class Seq2SeqTask(Task):
     def run(self, records, options):
         art, task = self.artifact, self.artifact.task
         eos, pad = task["eos_token_id"], task.get("pad_token_id", 0)
-        limit = (task.get("max_length") or 10**9) - 1
+        positions = art.max_positions or 10**9  # learned positions bound the source and the output
+        limit = min(task.get("max_length") or 10**9, positions) - 1
         texts = [str(r.get("source", r.get("text"))) for r in records]
         base = task.get("sentinel_base")  # span-corruption artifacts read and write T5's sentinels
         special = task.get("allow_special", False)  # denoise artifacts read the mask token in the text
@@ -34,6 +35,7 @@ class Seq2SeqTask(Task):
         start = task["decoder_start_token_id"]
         longest = art.generation.get("max_length")  # a checkpoint's max_length counts the start token
         steps = options.max_new_tokens or (longest - 1 if longest else task.get("max_new_tokens", 32))
+        steps = min(steps, positions)  # decoding k tokens feeds the decoder positions 0..k-1
         new = decode(decoder, len(texts), options, eos_token_id=eos, max_new_tokens=steps,
                      prefixes=[[start]] * len(texts), defaults=art.generation)
         return [{"text": t, "generated": decode_with_sentinels(art.tokenizer, row, base), "ids": row}
