@@ -29,3 +29,13 @@ def write_corpus(folder: Path, chars: int) -> Path:
     corpus = folder / "corpus.txt"
     corpus.write_text((TINY_GPT / "corpus.txt").read_text(encoding="utf-8")[:chars], encoding="utf-8")
     return corpus
+
+
+def build_from_checkpoint(folder: Path, checkpoint: Path, objective: str, data: str, seq_len: int) -> dict:
+    """Build ``folder/out`` from a Hugging Face ``checkpoint`` as it is (no training step), with
+    ``objective`` (an inline TOML table) on ``folder/data``; the manifest."""
+    import modkit
+
+    (folder / "spec.toml").write_text(f'name = "as-is"\n[backbone]\nfrom = "{checkpoint}"\n[[stages]]\n'
+                                      f'objective = {objective}\ndata = "{data}"\nsteps = 0\nseq_len = {seq_len}\n')
+    return modkit.build(folder / "spec.toml", folder / "out", progress=False, echo=lambda _: None)

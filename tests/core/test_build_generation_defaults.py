@@ -14,6 +14,7 @@ import modkit
 from modkit.cli import main
 from modkit.runtime import Runtime
 from modkit.runtime.artifact import read_manifest
+from specs import build_from_checkpoint
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -48,17 +49,7 @@ def built(tmp_path_factory):
         setattr(hf.generation_config, key, value)
     hf.save_pretrained(tmp / "hf", safe_serialization=True)
     tok.save(tmp / "hf" / "tokenizer.json")
-    (tmp / "spec.toml").write_text(f'''
-name = "bart-defaults"
-[backbone]
-from = "{tmp / 'hf'}"
-[[stages]]
-objective = {{ use = "seq2seq", max_new_tokens = 4 }}
-data = "train.jsonl"
-steps = 0
-seq_len = 32
-''')
-    modkit.build(tmp / "spec.toml", tmp / "out", progress=False, echo=lambda _: None)
+    build_from_checkpoint(tmp, tmp / "hf", '{ use = "seq2seq", max_new_tokens = 4 }', "train.jsonl", 32)
     texts = [json.loads(r)["source"] for r in rows[:4]]
     return tmp, tok, hf.eval(), texts, settings
 
@@ -133,17 +124,7 @@ def built_gpt2(tmp_path_factory):
     hf.generation_config.update(**settings)
     hf.save_pretrained(tmp / "hf", safe_serialization=True)
     tok.save(tmp / "hf" / "tokenizer.json")
-    (tmp / "spec.toml").write_text(f'''
-name = "gpt2-defaults"
-[backbone]
-from = "{tmp / 'hf'}"
-[[stages]]
-objective = {{ use = "clm" }}
-data = "corpus.txt"
-steps = 0
-seq_len = 32
-''')
-    modkit.build(tmp / "spec.toml", tmp / "out", progress=False, echo=lambda _: None)
+    build_from_checkpoint(tmp, tmp / "hf", '{ use = "clm" }', "corpus.txt", 32)
     texts = [" ".join(json.loads(r)["source"].split()[:words]) for words, r in zip((1, 3, 2, 3, 1), rows)]
     return tmp, tok, hf.eval(), texts
 

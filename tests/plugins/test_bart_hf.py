@@ -7,6 +7,7 @@ from encdec_reference import (GENERATION_CASES, assert_cached_steps_match_forwar
                               forward_both, hf_bart, load_with_modkit, max_diff, padded_batch)
 from modkit.builder.checkpoints import save_hf
 from modkit.errors import ArtifactError
+from specs import build_from_checkpoint
 
 pytest.importorskip("transformers")
 
@@ -128,9 +129,7 @@ def test_checkpoint_with_few_positions_builds_seq2seq(tmp_path):
     hf_bart(folder, vocab_size=tok.vocab_size, max_position_embeddings=10, bos_token_id=ids["bos"],
             pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["eos"])
     tok.save(folder / "tokenizer.json")
-    (tmp_path / "spec.toml").write_text(f'name = "few"\n[backbone]\nfrom = "{folder}"\n[[stages]]\n'
-                                        'objective = { use = "seq2seq" }\ndata = "train.jsonl"\nsteps = 0\nseq_len = 8\n')
-    manifest = modkit.build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    manifest = build_from_checkpoint(tmp_path, folder, '{ use = "seq2seq" }', "train.jsonl", 8)
     assert manifest["parity"]["greedy_tokens_equal"]
     # served: a source longer than the positions is cut, and decoding stops at the last position
     from modkit.runtime import Runtime

@@ -9,6 +9,7 @@ import pytest
 
 from modkit.builder.build import build
 from modkit.runtime import Runtime
+from specs import build_from_checkpoint
 
 TEXTS = ["A man is eating food.", "The socket module gives access to the BSD socket interface.",
          "Short", "Ünïcödé text, with punctuation!? and numbers 3.14", "embeddings " * 40]
@@ -24,17 +25,7 @@ def test_minilm_embeddings_equal_sentence_transformers(tmp_path):
     path = minilm_path()
     st = pytest.importorskip("sentence_transformers")
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps({"text": t, "text_pair": t}) for t in TEXTS))
-    (tmp_path / "spec.toml").write_text(f"""
-name = "minilm-embed"
-[backbone]
-from = "{path}"
-[[stages]]
-objective = {{ use = "embed", pooling = "mean", normalize = true }}
-data = "pairs.jsonl"
-steps = 0
-seq_len = 256
-""")
-    build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    build_from_checkpoint(tmp_path, path, '{ use = "embed", pooling = "mean", normalize = true }', "pairs.jsonl", 256)
     ours = np.array([r["embedding"] for r in Runtime(tmp_path / "out").run(TEXTS)])
     theirs = st.SentenceTransformer(str(path), device="cpu").encode(TEXTS, convert_to_numpy=True)
     assert ours.shape == theirs.shape == (len(TEXTS), 384)

@@ -8,6 +8,7 @@ import modkit
 from modkit.builder.checkpoints import save_hf
 
 from conftest_hf import TOL, compare_outputs, padded_batch
+from specs import build_from_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -172,9 +173,7 @@ def test_checkpoint_with_few_positions_builds_and_exports(tmp_path, family):
     words = [f"w{i}" for i in range(VOCAB - 5)]
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
     (tmp_path / "c.txt").write_text(" ".join(words * 8))
-    (tmp_path / "spec.toml").write_text(f'name = "few"\n[backbone]\nfrom = "{folder}"\n[[stages]]\n'
-                                        'objective = { use = "clm" }\ndata = "c.txt"\nsteps = 0\nseq_len = 12\n')
-    modkit.build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    build_from_checkpoint(tmp_path, folder, '{ use = "clm" }', "c.txt", 12)
     ids, mask = padded_batch(VOCAB, seed=7, length=12)
     if family == "openai-gpt":  # see test_lm_head_checkpoint_matches_transformers: compare real rows
         mask[1] = 1

@@ -14,6 +14,7 @@ from modkit import load_tokenizer
 from modkit.builder.build import build
 from modkit.runtime import Runtime
 from modkit_plugins.objectives.masking import IGNORE, mask_tokens, word_starts
+from specs import build_from_checkpoint
 
 WORDS = ("the a module function class returns value list string file object name type error "
          "data time path call default new key set open read write code test system python").split()
@@ -82,17 +83,7 @@ def test_fill_mask_equals_the_transformers_pipeline(bert_mlm_checkpoint, tmp_pat
     transformers = pytest.importorskip("transformers")
     folder, model, hf_tok = bert_mlm_checkpoint
     (tmp_path / "corpus.txt").write_text(" ".join(WORDS * 40))
-    (tmp_path / "spec.toml").write_text(f"""
-name = "fill"
-[backbone]
-from = "{folder}"
-[[stages]]
-objective = {{ use = "mlm", top_k = 5 }}
-data = "corpus.txt"
-steps = 0
-seq_len = 32
-""")
-    manifest = build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    manifest = build_from_checkpoint(tmp_path, folder, '{ use = "mlm", top_k = 5 }', "corpus.txt", 32)
     assert manifest["parity"]["max_abs_diff"] < 1e-4
     texts = ["the [MASK] returns a value.", "open a [MASK] , read the data", "[MASK] python"]
     ours = Runtime(tmp_path / "out").run(texts)
