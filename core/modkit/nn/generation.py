@@ -20,6 +20,9 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from modkit.generation_config import begin_step
+from modkit.nn.processors import ban_words, penalize_repeats, suppress
+
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 
@@ -69,19 +72,31 @@ def constrain(
     no_repeat_ngram_size: int = 0,
     forced_bos_token_id: int | None = None,
     forced_eos_token_id: int | None = None,
+    repetition_penalty: float = 1.0,
+    prompt_padding: torch.Tensor | None = None,
+    bad_words_ids: list[list[int]] | None = None,
+    suppress_tokens: list[int] | None = None,
+    begin_suppress_tokens: list[int] | None = None,
 ) -> torch.Tensor:
     """transformers' logits processors, in its order, for new token ``t`` of rows whose
     tokens so far (the prompt, or the decoder start, and ``t`` new ones) are ``sequences``.
 
-    No n-gram of ``no_repeat_ngram_size`` repeats; the eos is barred before ``min_new_tokens``
-    new tokens and while a row is shorter than ``min_length`` (prompt included);
-    ``forced_bos_token_id`` is the only choice when the sequence so far is one token long (an
-    encoder-decoder's first step); ``forced_eos_token_id`` the only choice for the last of
-    ``max_new_tokens``.
+    A token already in a row scores s / ``repetition_penalty`` (s > 0) or s * it, leaving out
+    the row's ``prompt_padding`` (B,) leading tokens; no n-gram of ``no_repeat_ngram_size``
+    repeats; no word of ``bad_words_ids`` is completed; the eos is barred before
+    ``min_new_tokens`` new tokens and while a row is shorter than ``min_length`` (prompt
+    included); ``forced_bos_token_id`` is the only choice when the sequence so far is one token
+    long (an encoder-decoder's first step); ``forced_eos_token_id`` the only choice for the last
+    of ``max_new_tokens``; ``suppress_tokens`` are never chosen, ``begin_suppress_tokens`` not
+    as the first new token (the second after a forced first one, as transformers counts it).
     """
     length = sequences.shape[-1]
+    if repetition_penalty != 1.0:
+        scores = penalize_repeats(sequences, scores, repetition_penalty, prompt_padding)
     if no_repeat_ngram_size > 0:
         scores = ban_repeated_ngrams(sequences, scores, no_repeat_ngram_size)
+    if bad_words_ids:
+        scores = ban_words(sequences, scores, bad_words_ids, eos_token_id)
     if (t < min_new_tokens or length < min_length) and eos_token_id is not None:
         scores = scores.clone()
         scores[:, eos_token_id] = float("-inf")
@@ -89,6 +104,10 @@ def constrain(
         scores = _only(scores, forced_bos_token_id)
     if forced_eos_token_id is not None and t == max_new_tokens - 1:
         scores = _only(scores, forced_eos_token_id)
+    if suppress_tokens:
+        scores = suppress(scores, suppress_tokens)
+    if begin_suppress_tokens and t == begin_step(length - t, forced_bos_token_id):
+        scores = suppress(scores, begin_suppress_tokens)
     return scores
 
 
@@ -111,8 +130,7 @@ def generate(
 
     Rows that produced ``eos_token_id`` are padded with ``pad_token_id`` (default: the eos)
     afterwards; decoding stops early once every row has. ``constraints``: :func:`constrain`'s
-    ``min_new_tokens``, ``min_length``, ``no_repeat_ngram_size``, ``forced_bos_token_id``,
-    ``forced_eos_token_id``.
+    keyword arguments from ``min_new_tokens`` on.
     """
     pad = pad_token_id if pad_token_id is not None else eos_token_id
     logits, cache = step(prompt, None)
@@ -308,7 +326,8 @@ def generate_seq2seq(
 
 #: what ``generate`` does when neither the call nor the model's generation defaults say
 PLAIN = dict(min_new_tokens=0, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False,
-             no_repeat_ngram_size=0)
+             no_repeat_ngram_size=0, repetition_penalty=1.0, bad_words_ids=None, suppress_tokens=None,
+             begin_suppress_tokens=None)
 MAX_NEW_TOKENS = 20  # as transformers without a max_length
 
 
@@ -350,13 +369,19 @@ class GenerationMixin:
         no_repeat_ngram_size: int | None = None,
         min_length: int | None = None,
         max_length: int | None = None,
+        repetition_penalty: float | None = None,
+        bad_words_ids: list[list[int]] | None = None,
+        suppress_tokens: list[int] | None = None,
+        begin_suppress_tokens: list[int] | None = None,
         generator: torch.Generator | None = None,
         **model_options: Any,
     ) -> torch.Tensor:
         given = dict(min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                      early_stopping=early_stopping, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                      forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id,
-                     no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length)
+                     no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
+                     repetition_penalty=repetition_penalty, bad_words_ids=bad_words_ids,
+                     suppress_tokens=suppress_tokens, begin_suppress_tokens=begin_suppress_tokens)
         defaults = generation_defaults(self)
         options = {**PLAIN, **{k: v for k, v in defaults.items() if k in given},
                    **{k: v for k, v in given.items() if v is not None}}

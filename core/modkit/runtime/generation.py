@@ -20,7 +20,9 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import Field, model_validator
 
+from modkit.generation_config import begin_step
 from modkit.options import Options
+from modkit.runtime.processors import banned_words, penalize_repeats, suppressed
 from modkit.runtime.sessions import softmax
 
 _NEG = -1.0e9  # the torch beam search's "impossible" score; the same constant keeps ties identical
@@ -97,6 +99,10 @@ class Constraints:
     no_repeat_ngram_size: int = 0
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | None = None
+    repetition_penalty: float = 1.0
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
 
 
 def repeated_ngram_tokens(sequence: list[int], size: int) -> list[int]:
@@ -115,15 +121,24 @@ def constrain(scores: np.ndarray, t: int, sequences: list[list[int]], *, max_new
     c, vocab = constraints, scores.shape[-1]
     scores = scores.copy()
     for row, sequence in enumerate(sequences):
+        if c.repetition_penalty != 1.0:
+            penalize_repeats(scores[row], sequence, c.repetition_penalty)
         if c.no_repeat_ngram_size > 0:
             banned = [b for b in repeated_ngram_tokens(sequence, c.no_repeat_ngram_size) if b < vocab]
             scores[row, banned] = -np.inf
+        if c.bad_words_ids:
+            scores[row, [b for b in banned_words(sequence, c.bad_words_ids, eos_token_id) if b < vocab]] = -np.inf
         if eos_token_id is not None and (t < c.min_new_tokens or len(sequence) < c.min_length):
             scores[row, eos_token_id] = -np.inf
         if c.forced_bos_token_id is not None and len(sequence) == 1:
             scores[row] = _only(vocab, c.forced_bos_token_id)
     if c.forced_eos_token_id is not None and t == max_new_tokens - 1:
         scores[:] = _only(vocab, c.forced_eos_token_id)
+    if c.suppress_tokens:
+        scores[:, suppressed(c.suppress_tokens, vocab)] = -np.inf
+    for row, sequence in enumerate(sequences):  # the first new token (after the prefix and any forced one)
+        if c.begin_suppress_tokens and t == begin_step(len(sequence) - t, c.forced_bos_token_id):
+            scores[row, suppressed(c.begin_suppress_tokens, vocab)] = -np.inf
     return scores
 
 
@@ -286,6 +301,9 @@ class GenerationOptions(Options):
     no_repeat_ngram_size: int | None = Field(None, ge=0, description="No n-gram of this many tokens (prompt "
                                                                     "included) occurs twice; 0 = off; default "
                                                                     "the artifact's, else 0.")
+    repetition_penalty: float | None = Field(None, gt=0, description="A token already in the text (prompt "
+                                                                   "included) scores s / p where s > 0, else s * p; "
+                                                                   "1 = off; default the artifact's, else 1.")
     min_new_tokens: int | None = Field(None, ge=0, description="No end token before this many new tokens; "
                                                               "replaces the artifact's min_length.")
 
@@ -309,9 +327,10 @@ def decode(decoder: Decoder, rows: int, options: GenerationOptions, *, max_new_t
     """Greedy, sampled or beam-search decoding as ``options`` ask; each row's tokens before eos.
 
     ``defaults`` (an artifact's generation record, :mod:`modkit.generation_config`) fill what
-    ``options`` leave unset: beams, length penalty, early stopping, n-gram size, minimum length,
-    and the forced tokens no option sets. ``prefixes``: each row's tokens before the
-    new ones (the prompt, or the decoder start), which n-grams and lengths count."""
+    ``options`` leave unset: beams, length penalty, early stopping, n-gram size, repetition
+    penalty, minimum length; and the forced, banned and suppressed tokens no option sets.
+    ``prefixes``: each row's tokens before the new ones (the prompt, or the decoder start),
+    which n-grams, repetitions and lengths count."""
     defaults = defaults or {}
     sampling = options.sampling()
 
@@ -324,7 +343,11 @@ def decode(decoder: Decoder, rows: int, options: GenerationOptions, *, max_new_t
                               min_length=defaults.get("min_length", 0) if options.min_new_tokens is None else 0,
                               no_repeat_ngram_size=pick("no_repeat_ngram_size", 0),
                               forced_bos_token_id=defaults.get("forced_bos_token_id"),
-                              forced_eos_token_id=defaults.get("forced_eos_token_id"))
+                              forced_eos_token_id=defaults.get("forced_eos_token_id"),
+                              repetition_penalty=pick("repetition_penalty", 1.0),
+                              bad_words_ids=tuple(map(tuple, defaults.get("bad_words_ids", ()))),
+                              suppress_tokens=tuple(defaults.get("suppress_tokens", ())),
+                              begin_suppress_tokens=tuple(defaults.get("begin_suppress_tokens", ())))
     num_beams = 1 if sampling is not None and options.num_beams is None else pick("num_beams", 1)
     if num_beams > 1:  # the options refuse sampling with beams
         return beam_search(decoder, rows, num_beams=num_beams, max_new_tokens=max_new_tokens,

@@ -82,7 +82,8 @@ class GPT(nn.Module, GenerationMixin, Backbone):
                   num_beams: int, num_return_sequences: int, **options: Any) -> torch.Tensor:
         """The prompt followed by the new tokens (B * num_return_sequences, T + n), as
         transformers' ``generate`` returns. With an ``attention_mask`` (left padding),
-        positions count real tokens only, as transformers' generation computes them."""
+        positions count real tokens only, as transformers' generation computes them, and the
+        repetition penalty leaves the padding out."""
         if num_beams > 1:  # each row's beams start from the same prompt
             input_ids = input_ids.repeat_interleave(num_beams, dim=0)
             if attention_mask is not None:
@@ -90,6 +91,7 @@ class GPT(nn.Module, GenerationMixin, Backbone):
         positions = None
         if attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+            options["prompt_padding"] = (attention_mask != 0).int().argmax(dim=1)
         # beams only move within their prompt row, whose mask and positions they share
         state = {"mask": attention_mask, "positions": positions}
 
