@@ -19,9 +19,10 @@ from specs import build_from_checkpoint
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-#: bart-large-cnn's kind of settings (beams, n-gram ban, length penalty, min length), and its forced
-#: bos and eos (the tokenizer's ids, set below)
-SETTINGS = dict(no_repeat_ngram_size=2, num_beams=3, length_penalty=2.0, min_length=3, max_length=10)
+#: bart-large-cnn's kind of settings (beams, n-gram ban, length penalty, min length), its forced
+#: bos and eos, a repetition penalty, banned words and suppressed tokens (the tokenizer's ids, set below)
+SETTINGS = dict(no_repeat_ngram_size=2, num_beams=3, length_penalty=2.0, min_length=3, max_length=10,
+                repetition_penalty=1.5)
 NEW = 7
 
 
@@ -43,8 +44,10 @@ def built(tmp_path_factory):
                                      pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=eos)
     hf = transformers.BartForConditionalGeneration(config)
     hf.final_logits_bias.normal_()
+    unk = tok.special_id("unk")
     settings = dict(SETTINGS, forced_bos_token_id=bos, forced_eos_token_id=eos, eos_token_id=eos, pad_token_id=pad,
-                    decoder_start_token_id=eos)
+                    decoder_start_token_id=eos, suppress_tokens=[unk], begin_suppress_tokens=[pad],
+                    bad_words_ids=[[unk, bos], [pad]])
     for key, value in settings.items():
         setattr(hf.generation_config, key, value)
     hf.save_pretrained(tmp / "hf", safe_serialization=True)
@@ -87,6 +90,24 @@ def test_run_applies_them_and_explicit_options_win(built):
     # no length given: the checkpoint's max_length (decoder start included), not the build's 4
     unbounded = [_hf_tokens(hf, tok, t, max_new_tokens=None) for t in texts]
     assert [r["ids"] for r in runtime.run(texts)] == unbounded and max(map(len, unbounded)) > 4
+
+
+def test_the_repetition_penalty_is_a_run_option(built):
+    tmp, tok, hf, texts, _ = built
+    runtime, out = Runtime(tmp / "out"), str(tmp / "out")
+    greedy = dict(num_beams=1, no_repeat_ngram_size=0)
+    # this random BART repeats no token unless rewarded for it (a penalty below 1)
+    expected = {p: [_hf_tokens(hf, tok, t, repetition_penalty=p, **greedy) for t in texts] for p in (1.0, 0.2)}
+    for penalty, tokens in expected.items():
+        assert [r["ids"] for r in runtime.run(texts, max_new_tokens=NEW, repetition_penalty=penalty, **greedy)] == tokens
+    assert expected[1.0] != expected[0.2]
+    r = CliRunner().invoke(main, ["run", out, "--text", texts[0], "--max-new-tokens", str(NEW), "--num-beams", "1",
+                                  "-O", "no_repeat_ngram_size=0", "-O", "repetition_penalty=0.2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.splitlines()[0])["ids"] == expected[0.2][0]
+    r = CliRunner().invoke(main, ["run", out, "--text", texts[0], "-O", "repetition_penalty=0"])
+    assert r.exit_code == 2
+    assert "options for task 'seq2seq': repetition_penalty: Input should be greater than 0" in r.output
 
 
 def test_the_artifacts_torch_model_applies_them(built):

@@ -1,6 +1,7 @@
 """A checkpoint's generation defaults against transformers: random tiny BART, T5 and GPT-2
 checkpoints whose generation config sets forced first/last tokens, no_repeat_ngram_size,
-beams, length penalty, early stopping, min_length and an eos the model produces. transformers'
+beams, length penalty, early stopping, min_length, an eos the model produces, and a repetition
+penalty, banned words and suppressed tokens among those it produces. transformers'
 ``generate`` given nothing but ``max_new_tokens``, modkit's torch ``generate`` likewise, and the
 torch-free runtime over the exported ONNX graphs must give the very same tokens; an option the
 caller gives overrides the defaults in all three. Some checkpoints keep the settings in
@@ -27,8 +28,10 @@ transformers.logging.set_verbosity_error()
 from test_beam_search_random import FAMILIES, _batch  # noqa: E402 - the random tiny models
 
 SEEDS = range(5)  # per family
+#: the processors the draw sets, and the value that turns each off
+PROCESSORS = dict(repetition_penalty=1.0, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None)
 #: options given explicitly, which must win over the checkpoint's defaults
-OVERRIDE = dict(num_beams=1, no_repeat_ngram_size=0, min_new_tokens=1)
+OVERRIDE = dict(num_beams=1, no_repeat_ngram_size=0, min_new_tokens=1, repetition_penalty=1.25)
 
 
 def _settings(r: random.Random, hf, eos: int) -> dict:
@@ -39,6 +42,34 @@ def _settings(r: random.Random, hf, eos: int) -> dict:
                 min_length=r.choice([0, 0, 2, 4]), forced_bos_token_id=r.choice([None, None, r.randrange(vocab)]),
                 forced_eos_token_id=r.choice([None, eos, eos]),
                 **(beam if beams > 1 else dict(length_penalty=None, early_stopping=None)))
+
+
+def _processors(r: random.Random, probe, start: int, settings: dict) -> dict:
+    """Each of repetition_penalty, bad_words_ids, suppress_tokens, begin_suppress_tokens set in
+    about half the draws, in transformers' order, each with tokens the model emits under the
+    settings drawn before it (``probe(**extra)``: prefixes and new tokens, new from ``start``), so
+    that they change its output. transformers refuses to suppress a forced token; the eos stays
+    allowed so that rows still stop (but for the banned word [eos], which transformers drops)."""
+    eos = settings["eos_token_id"]
+    spared = {eos, settings["forced_bos_token_id"], settings["forced_eos_token_id"]}
+    drawn = dict(repetition_penalty=r.choice([None, None, 0.5, 0.8, 1.3, 2.0]))
+
+    def rows():  # each row before its eos, under the settings drawn so far
+        out = probe(**{k: v for k, v in drawn.items() if v is not None}).tolist()
+        return [row[:start + row[start:].index(eos)] if eos in row[start:] else row for row in out]
+
+    # words of 1-3 tokens that end among the new tokens (the first may be the prompt's last)
+    words = sorted({tuple(row[j:j + n]) for row in rows() for n in (1, 2, 3)
+                    for j in range(max(0, start + 1 - n), len(row) - n + 1)})
+    picked = [list(w) for w in r.sample(words, min(len(words), r.randint(1, 3)))]
+    drawn["bad_words_ids"] = r.choice([None, picked, picked + [[eos]]]) or None
+    emitted = sorted({t for row in rows() for t in row[start:]} - spared)
+    drawn["suppress_tokens"] = r.choice([None, r.sample(emitted, min(len(emitted), r.randint(1, 2)))]) or None
+    # the first new token, or the second after a forced first one (as transformers' begin_index)
+    begin = start + (start == 1 and settings["forced_bos_token_id"] is not None)
+    early = sorted({row[begin] for row in rows() if len(row) > begin} - spared)
+    drawn["begin_suppress_tokens"] = r.choice([None, r.sample(early, min(len(early), r.randint(1, 2)))]) or None
+    return drawn
 
 
 def _save(hf, settings: dict, folder, legacy: bool) -> None:
@@ -77,11 +108,22 @@ def _draw(family: str, seed: int, folder):
     settings = {**_settings(r, hf, eos), **ids_args}
     if r.random() < 0.5:  # the longest sequence, counting the (padded) prompt or the decoder start
         settings["max_length"] = (ids.shape[1] if family == "gpt2" else 1) + r.randint(1, 9)
-    legacy = r.random() < 0.3
-    _save(hf.eval(), settings, folder, legacy)
+    legacy, max_new_tokens = r.random() < 0.3, r.randint(2, 8)
+    for key, value in settings.items():
+        setattr(hf.generation_config, key, value)
+
+    def probe(**extra):
+        with torch.no_grad():
+            return hf.eval().generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      use_cache=hf_cache, **extra)
+
+    # from a random stream of their own, so that adding them left the other draws as they were
+    settings.update(_processors(random.Random(f"processors-{family}-{seed}"), probe,
+                                ids.shape[1] if family == "gpt2" else 1, settings))
+    _save(hf, settings, folder, legacy)
     reloaded = type(hf).from_pretrained(folder, attn_implementation="eager").eval()
     return dict(family=family, hf=reloaded, ours=modkit.load_model(folder), ids=ids, mask=mask, settings=settings,
-                legacy=legacy, max_new_tokens=r.randint(2, 8), hf_cache=hf_cache, folder=folder)
+                legacy=legacy, max_new_tokens=max_new_tokens, hf_cache=hf_cache, folder=folder)
 
 
 def _hf(case, ids, mask, **options):
@@ -162,9 +204,10 @@ def test_runtime_takes_the_checkpoints_defaults_as_transformers_does(family, see
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_the_random_cases_reach_the_edges(tmp_path):
     """The draw covers each default, both files, rows that stop at their eos and rows that run to
-    max_new_tokens, and n-gram bans that change the tokens."""
+    max_new_tokens, and n-gram bans, repetition penalties, banned words and suppressed tokens that
+    change the tokens."""
     seen = {"legacy": 0, "max_length": 0, "ngram_changes": 0, "beams": 0, "forced_bos": 0, "forced_eos": 0, "min_length": 0,
-            "stopped_early": 0, "ran_to_max": 0}
+            "stopped_early": 0, "ran_to_max": 0, **{f"{key}_changes": 0 for key in PROCESSORS}}
     for family in FAMILIES:
         for seed in SEEDS:
             case = _case(family, seed, tmp_path / f"{family}{seed}")
@@ -177,12 +220,15 @@ def test_the_random_cases_reach_the_edges(tmp_path):
             seen["min_length"] += s["min_length"] > 0
             if s["no_repeat_ngram_size"]:
                 seen["ngram_changes"] += not torch.equal(_hf(case, ids, mask), _hf(case, ids, mask, no_repeat_ngram_size=0))
+            for key, off in PROCESSORS.items():  # None given to transformers 5's generate turns a key off
+                if s[key] is not None:
+                    seen[f"{key}_changes"] += not torch.equal(_hf(case, ids, mask), _hf(case, ids, mask, **{key: off}))
             new = _hf(case, ids, mask)[:, ids.shape[1] if family == "gpt2" else 1:]
             stopped = (new == s["eos_token_id"]).any(1)
             seen["stopped_early"] += bool((stopped & (new.shape[1] < case["max_new_tokens"])).any()) or bool(
                 (new[:, :-1] == s["eos_token_id"]).any())
             seen["ran_to_max"] += bool((~stopped).any()) and new.shape[1] == case["max_new_tokens"]
-    assert all(v >= 2 for v in seen.values()), seen
+    assert all(v >= 2 for v in seen.values()), str(seen)
     assert seen["ngram_changes"] >= 3, seen
 
 

@@ -150,6 +150,11 @@ def test_generation_options_per_request_and_graceful_shutdown(gpt_artifact):
         assert r.status_code == 422 and "beam search does not sample" in r.json()["error"]
         r = httpx.post(url + "/v1/run", json={"inputs": ["a"], "max_new_tokens": "many"}, timeout=30)
         assert r.status_code == 422 and "max_new_tokens" in r.json()["error"]
+        penalised = {"repetition_penalty": 1.8, "max_new_tokens": 6}
+        r = httpx.post(url + "/v1/run", json={"inputs": ["import the"], **penalised}, timeout=60)
+        assert r.status_code == 200 and r.json()["results"] == runtime.run(["import the"], **penalised)
+        r = httpx.post(url + "/v1/run", json={"inputs": ["a"], "repetition_penalty": 0}, timeout=30)
+        assert r.status_code == 422 and "repetition_penalty: Input should be greater than 0" in r.json()["error"]
         assert healthy(url)
 
         # a long request in flight when SIGTERM comes still gets its answer; then the server exits
