@@ -200,3 +200,23 @@ def test_a_build_ships_kept_checkpoints_listed_and_hashed(tmp_path):
     assert len(best) == 1 and best[0]["eval_loss"] == min(c["eval_loss"] for c in manifest["checkpoints"])
     last = load_file(str(tmp_path / "out" / "checkpoints" / "stage1-step000006.safetensors"))
     assert max_diff(last, load_file(str(tmp_path / "out" / "model.safetensors"))) == 0.0
+
+
+@pytest.mark.parametrize("layers, width, length", [(2, 32, 16), (3, 48, 24)])
+def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, length):
+    # forward: 2 per weight of every linear layer, the tied LM head over the T-1 predicted
+    # positions, and attention's two T x T products; backward twice that (all weights train)
+    from modkit.builder.train import _StageLoss, count_step_flops
+
+    registry = modkit.get_registry()
+    gpt, clm = registry.get("backbone", "gpt"), registry.get("objective", "clm")
+    vocab, batch = 300, 3
+    backbone = gpt.load()(gpt.options(vocab_size=vocab, d_model=width, n_layers=layers, n_heads=2, n_positions=64))
+    objective = clm.load()(clm.options(), backbone, None)
+    ids = torch.randint(0, vocab, (batch, length))
+    flops = count_step_flops(_StageLoss(backbone, objective), {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                             Precision(torch.device("cpu"), "fp32"))
+    linear = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Linear))
+    forward = batch * (2 * linear * length + 2 * width * vocab * (length - 1) + layers * 4 * length * length * width)
+    assert flops == 3 * forward
+    assert all(p.grad is not None for p in backbone.parameters())  # what the caller clears

@@ -1,9 +1,11 @@
 """What a build measures while it trains: OUT/metrics.jsonl and model-FLOPs utilisation.
 
-MFU follows the PaLM paper's definition without the attention term: a training step costs
-about 6·N FLOPs per token (forward 2·N, backward 4·N) for N parameters, so
-MFU = 6·N·tokens/s over the peak of the machine, which the build measures itself with
-``torch.mm`` on the training device and in the training precision.
+MFU is the model FLOPs a second over the peak of the machine, which the build measures itself
+with ``torch.mm`` on the training device and in the training precision. The model FLOPs per
+token are counted by torch on one real forward and backward of the stage's loss (see
+:func:`modkit.builder.train.count_step_flops`): matrix products and attention, and only what
+the step computes (an embedding lookup costs none, a frozen weight gets no gradient). Where
+nothing was counted, the estimate 4·N + 2·T per token stands in.
 """
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ def _sync(device: torch.device) -> None:
 
 
 def mfu(parameters: int, tokens_per_second: float, peak: float, trainable: int | None = None) -> float:
-    """Model-FLOPs utilisation: 2N per token forward, 2N backward to the activations, and 2 per
-    trainable weight for its gradient (6N when everything trains; frozen weights skip that)."""
+    """Model-FLOPs utilisation estimated from the parameters: 2N per token forward, 2N backward
+    to the activations, and 2 per trainable weight for its gradient (6N when everything trains;
+    frozen weights skip that). Counts embedding tables as matrix products, so it reads high for
+    models with large vocabularies and no LM head."""
     trainable = parameters if trainable is None else trainable
     return (4 * parameters + 2 * trainable) * tokens_per_second / peak if peak else 0.0
 
@@ -78,15 +82,17 @@ class StageMeter:
         self.stage, self.objective, self.parameters, self.peak, self.log = stage, objective, parameters, peak, log
         self.trainable = trainable
         self.tokens, self.seconds = 0, 0.0
+        self.flops_per_token = 0.0
         self.last_eval: dict[str, float] = {}
 
     def __call__(self, record) -> dict[str, Any]:
         self.tokens += record.tokens
         self.seconds += record.seconds
+        self.flops_per_token = record.flops_per_token
         tps = record.tokens / record.seconds if record.seconds else 0.0
         line = {"stage": self.stage, "objective": self.objective, "step": record.step, "loss": record.loss,
                 "lr": record.lr, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
-                "mfu": round(mfu(self.parameters, tps, self.peak, self.trainable), 5), **record.eval}
+                "mfu": round(self.mfu(tps), 5), **record.eval}
         if record.eval:
             self.last_eval = record.eval
         if self.log is not None:
@@ -97,4 +103,9 @@ class StageMeter:
         """Figures of the steps this process ran (a resumed stage: since the resume)."""
         tps = self.tokens / self.seconds if self.seconds else 0.0
         return {"tokens": self.tokens, "train_seconds": round(self.seconds, 2), "tokens_per_second": round(tps, 1),
-                "mfu": round(mfu(self.parameters, tps, self.peak, self.trainable), 5)}
+                "mfu": round(self.mfu(tps), 5)}
+
+    def mfu(self, tokens_per_second: float) -> float:
+        if self.flops_per_token and self.peak:
+            return self.flops_per_token * tokens_per_second / self.peak
+        return mfu(self.parameters, tokens_per_second, self.peak, self.trainable)

@@ -90,9 +90,9 @@ def fused_operators(path: Path) -> dict[str, int]:
 
 def quantize_graph(path: Path) -> Path:
     """Write the dynamically quantised (int8 weights, activations quantised per call) twin of
-    ``path`` beside it and return its path. Matrix multiplications and fused attention
-    (QAttention: its q/k/v projection) are quantised; embedding lookups stay fp32 (quantising
-    them costs accuracy for little speed)."""
+    ``path`` beside it and return its path. Matrix multiplications by weights and fused attention
+    (QAttention: its q/k/v projection) are quantised, per output channel; embedding lookups stay
+    fp32 (quantising them costs accuracy for little speed)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -102,8 +102,11 @@ def quantize_graph(path: Path) -> Path:
     level, root.level = root.level, logging.ERROR  # its advice to pre-process is for static quantisation
     try:
         # shape inference does not know the fused contrib ops' output types: they are float
+        # a scale per output channel: MiniLM's hidden states at cosine 0.989 to fp32 instead of
+        # 0.943, at the same speed; products of two activations (attention scores) stay fp32
         quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT,
+                                                          "MatMulConstBOnly": True})
         os.replace(tmp, out)
     finally:
         root.level = level

@@ -176,6 +176,22 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
 
 # --- the loop --------------------------------------------------------------------------
 
+def count_step_flops(step_loss: nn.Module, batch, amp: Precision) -> int:
+    """The FLOPs of one forward and backward of ``step_loss`` on ``batch``, as torch's
+    FlopCounterMode counts them (matrix products and attention, whatever the backbone,
+    objective and PEFT methods). Run on the plain module, outside DDP and torch.compile; the
+    gradients it leaves are the caller's to clear, and the training steps reseed their dropout,
+    so counting changes nothing in the training."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with amp.autocast():
+            loss = step_loss(batch)
+        loss.float().backward()
+    return counter.get_total_flops()
+
+
 @dataclass
 class StepRecord:
     """What one optimizer step reports to the progress display and metrics.jsonl."""
@@ -185,6 +201,7 @@ class StepRecord:
     lr: float
     tokens: int  # over all processes
     seconds: float
+    flops_per_token: float = 0.0  # of a training step, as counted by count_step_flops; 0 if not counted
     eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
 
 
@@ -225,6 +242,15 @@ def train_stage(
     step_loss = engine.wrap(_StageLoss(model.backbone, objective))
     ddp = engine.world > 1
     model.train()
+    flops_per_token = 0.0
+    if on_step and start < stage.steps:
+        drawn = objective.batch(data, stage.batch_size * stage.accumulate,
+                                torch.Generator().manual_seed(step_seed(seed, index, start)))
+        micro = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)[0]
+        flops_per_token = count_step_flops(_StageLoss(model.backbone, objective), to_device(micro, engine.device),
+                                           amp) / max(tokens_in(micro), 1)
+        for p in params:
+            p.grad = None
     for step in range(start, stage.steps):
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(step_seed(seed, index, step))
@@ -257,7 +283,7 @@ def train_stage(
             optimizer.step()
         value = engine.mean(total / stage.accumulate).item()
         losses.append(value)
-        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began)
+        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token)
         every = getattr(stage, "eval_every", 0)
         if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
             record.eval = evaluate(step + 1)

@@ -30,11 +30,11 @@ class Runtime:
     """An artifact loaded for inference: its manifest, tokenizer, task and ONNX sessions."""
 
     def __init__(self, folder: str | Path, *, provider: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, registry=None):
+                 threads: int | None = None, spin: bool = True, registry=None):
         from modkit.registry import get_registry
 
         self.folder = Path(folder)
-        self.provider, self.threads = provider, threads
+        self.provider, self.threads, self.spin = provider, threads, spin
         #: how much padding a batch may add, as a fraction of its inputs' own sizes: on a CPU a
         #: graph call costs about its padded tokens, so padding is lost time and batches stay
         #: tight; on a GPU a call's fixed cost dominates and fewer, fuller calls pay
@@ -67,7 +67,7 @@ class Runtime:
             if self.precision != "fp32" and not path.exists() and (self.folder / name).exists():
                 raise ArtifactError(f"{path}: missing; this artifact has no {self.precision} graphs (build it "
                                     f'with [export] quantize = "{self.precision}")')
-            self._sessions[name] = make_session(path, self.provider, threads=self.threads)
+            self._sessions[name] = make_session(path, self.provider, threads=self.threads, spin=self.spin)
         return self._sessions[name]
 
     def has_graph(self, name: str) -> bool:

@@ -12,9 +12,10 @@ from modkit.errors import ArtifactError, UserError
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def make_session(path: Path, provider: str, *, threads: int | None = None):
+def make_session(path: Path, provider: str, *, threads: int | None = None, spin: bool = True):
     """An onnxruntime session for ``path`` on ``provider`` (``"cpu"`` or ``"cuda"``); ``threads``
-    caps its intra-op threads (default: onnxruntime's, one per core)."""
+    caps its intra-op threads (default: onnxruntime's, one per core). ``spin=False`` lets idle
+    intra-op threads sleep instead of spinning: better where other threads share the cores."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
@@ -29,6 +30,8 @@ def make_session(path: Path, provider: str, *, threads: int | None = None):
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a provider that cannot start is reported below, not warned about
         session = ort.InferenceSession(str(path), options, providers=[name])

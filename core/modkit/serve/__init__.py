@@ -46,7 +46,7 @@ def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8000, wo
                 "registry_path": registry_path,
                 "threads": threads or max(1, (os.cpu_count() or 1) // workers), "limits": asdict(Limits(**limits))}
     runtime = Runtime(artifact, provider=provider, precision=precision, threads=settings["threads"],
-                      registry=get_registry(registry_path))
+                      spin=False, registry=get_registry(registry_path))
     common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings["limits"]["timeout_s"]) + 5)
     if workers == 1:
         uvicorn.run(create_app(runtime, Limits(**settings["limits"])), **common)
@@ -63,5 +63,5 @@ def app_from_environment():
 
     s = json.loads(os.environ[ENV])
     runtime = Runtime(s["artifact"], provider=s["provider"], precision=s["precision"], threads=s["threads"],
-                      registry=get_registry(s["registry_path"]))
+                      spin=False, registry=get_registry(s["registry_path"]))
     return create_app(runtime, Limits(**s["limits"]))
