@@ -205,8 +205,9 @@ def test_a_build_ships_kept_checkpoints_listed_and_hashed(tmp_path):
 @pytest.mark.parametrize("layers, width, length", [(2, 32, 16), (3, 48, 24)])
 def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, length):
     # forward: 2 per weight of every linear layer, the tied LM head over the T-1 predicted
-    # positions, and attention's two T x T products; backward twice that (all weights train)
-    from modkit.builder.train import _StageLoss, count_step_flops
+    # positions, and attention's two T x T products; backward twice that (all weights train),
+    # plus the scores again where torch's fused attention kernel recomputes them
+    from modkit.builder.train import flop_counter
 
     registry = modkit.get_registry()
     gpt, clm = registry.get("backbone", "gpt"), registry.get("objective", "clm")
@@ -214,9 +215,24 @@ def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, le
     backbone = gpt.load()(gpt.options(vocab_size=vocab, d_model=width, n_layers=layers, n_heads=2, n_positions=64))
     objective = clm.load()(clm.options(), backbone, None)
     ids = torch.randint(0, vocab, (batch, length))
-    flops = count_step_flops(_StageLoss(backbone, objective), {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-                             Precision(torch.device("cpu"), "fp32"))
+    with flop_counter() as counter:
+        objective.loss(backbone, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})[0].backward()
+    flops = counter.get_total_flops()
     linear = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Linear))
-    forward = batch * (2 * linear * length + 2 * width * vocab * (length - 1) + layers * 4 * length * length * width)
-    assert flops == 3 * forward
-    assert all(p.grad is not None for p in backbone.parameters())  # what the caller clears
+    products = 3 * batch * (2 * linear * length + 2 * width * vocab * (length - 1))
+    attention = batch * layers * 2 * length * length * width  # one T x T product
+    assert flops - products in (6 * attention, 7 * attention)  # the plain path, the fused kernel
+
+
+def test_mfu_is_the_counted_flops_of_the_first_step(tmp_path):
+    # tiny_gpt_parts: 2 layers of 32, 64 positions, 300 tokens; lm_spec: batch 8 of 32 tokens
+    out = tmp_path / "out"
+    manifest = modkit.build(lm_spec(tmp_path, steps=3), out, progress=False, echo=lambda _: None)
+    model = modkit.load_model(out)
+    width, layers, vocab, length = 32, 2, model.backbone.config.vocab_size, 32
+    linear = sum(m.weight.numel() for m in model.backbone.modules() if isinstance(m, torch.nn.Linear))
+    # without dropout, torch's fused attention kernel: 2 products forward, 5 backward
+    per_token = 3 * (2 * linear + 2 * width * vocab * (length - 1) / length) + 7 * layers * 2 * length * width
+    peak = manifest["training"]["matmul_peak_flops"]
+    for line in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
+        assert line["mfu"] == pytest.approx(per_token * line["tokens_per_second"] / peak, rel=1e-3, abs=1e-5)

@@ -2,10 +2,10 @@
 
 MFU is the model FLOPs a second over the peak of the machine, which the build measures itself
 with ``torch.mm`` on the training device and in the training precision. The model FLOPs per
-token are counted by torch on one real forward and backward of the stage's loss (see
-:func:`modkit.builder.train.count_step_flops`): matrix products and attention, and only what
-the step computes (an embedding lookup costs none, a frozen weight gets no gradient). Where
-nothing was counted, the estimate 4·N + 2·T per token stands in.
+token are counted by torch on the stage's first step (see
+:func:`modkit.builder.train.flop_counter`): matrix products and attention, and only what the
+step computes (an embedding lookup costs none, a frozen weight gets no gradient). Where nothing
+was counted (a compiled model), the estimate 4·N + 2·T per token stands in.
 """
 from __future__ import annotations
 

@@ -176,20 +176,25 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
 
 # --- the loop --------------------------------------------------------------------------
 
-def count_step_flops(step_loss: nn.Module, batch, amp: Precision) -> int:
-    """The FLOPs of one forward and backward of ``step_loss`` on ``batch``, as torch's
-    FlopCounterMode counts them (matrix products and attention, whatever the backbone,
-    objective and PEFT methods). Run on the plain module, outside DDP and torch.compile; the
-    gradients it leaves are the caller's to clear, and the training steps reseed their dropout,
-    so counting changes nothing in the training."""
-    from torch.utils.flop_counter import FlopCounterMode
+def flop_counter():
+    """torch's FlopCounterMode: counts the FLOPs of what runs under it, forward and backward
+    (matrix products and attention, whatever the backbone, objective and PEFT methods)."""
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        with amp.autocast():
-            loss = step_loss(batch)
-        loss.float().backward()
-    return counter.get_total_flops()
+    aten = torch.ops.aten
+
+    def as_raw(formula):  # already shaped by torch's registry: not to be wrapped again
+        def counted(*args, **kwargs):
+            return formula(*args, **kwargs)
+        counted._get_raw = True
+        return counted
+
+    # torch counts its CUDA attention kernels but not the CPU one, whose products are the same
+    cpu_attention = {
+        aten._scaled_dot_product_flash_attention_for_cpu: as_raw(flop_registry[aten._scaled_dot_product_flash_attention]),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            as_raw(flop_registry[aten._scaled_dot_product_flash_attention_backward])}
+    return FlopCounterMode(display=False, custom_mapping=cpu_attention)
 
 
 @dataclass
@@ -201,7 +206,7 @@ class StepRecord:
     lr: float
     tokens: int  # over all processes
     seconds: float
-    flops_per_token: float = 0.0  # of a training step, as counted by count_step_flops; 0 if not counted
+    flops_per_token: float = 0.0  # as counted on the stage's first step; 0 where not counted
     eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
 
 
@@ -243,14 +248,6 @@ def train_stage(
     ddp = engine.world > 1
     model.train()
     flops_per_token = 0.0
-    if on_step and start < stage.steps:
-        drawn = objective.batch(data, stage.batch_size * stage.accumulate,
-                                torch.Generator().manual_seed(step_seed(seed, index, start)))
-        micro = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)[0]
-        flops_per_token = count_step_flops(_StageLoss(model.backbone, objective), to_device(micro, engine.device),
-                                           amp) / max(tokens_in(micro), 1)
-        for p in params:
-            p.grad = None
     for step in range(start, stage.steps):
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(step_seed(seed, index, step))
@@ -261,18 +258,23 @@ def train_stage(
         optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=engine.device)
         micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
-        for j, micro in enumerate(micros):
-            # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in
-            # one process, as before accumulation existed).
-            torch.manual_seed(step_seed(seed, index, step) + 7919 * (engine.rank * stage.accumulate + j))
-            last = j == len(micros) - 1
-            sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
-            with sync:
-                with amp.autocast():
-                    loss = step_loss(to_device(micro, engine.device))
-                scaled = loss.float() / stage.accumulate
-                (scaler.scale(scaled) if scaler else scaled).backward()
-            total += loss.detach().float()
+        # the first step counts its FLOPs for MFU (not under torch.compile, which runs its own kernels)
+        counter = flop_counter() if step == start and on_step and not engine.compile else nullcontext()
+        with counter:
+            for j, micro in enumerate(micros):
+                # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in
+                # one process, as before accumulation existed).
+                torch.manual_seed(step_seed(seed, index, step) + 7919 * (engine.rank * stage.accumulate + j))
+                last = j == len(micros) - 1
+                sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
+                with sync:
+                    with amp.autocast():
+                        loss = step_loss(to_device(micro, engine.device))
+                    scaled = loss.float() / stage.accumulate
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                total += loss.detach().float()
+        if hasattr(counter, "get_total_flops"):
+            flops_per_token = counter.get_total_flops() / max(sum(tokens_in(m) for m in micros), 1)
         if scaler:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
