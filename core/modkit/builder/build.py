@@ -168,9 +168,9 @@ def load_torch_model(folder: str | Path, *, registry=None):
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
-    if "generation" in manifest and isinstance(model, torch.nn.Module):
+    if "generation" in manifest:
         set_generation_defaults(model, generation_record(manifest["generation"], f"{folder / 'manifest.json'}"))
-    return model.eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model
+    return model.eval().requires_grad_(False)
 
 
 def _generation_record(backbone) -> dict[str, Any]:

@@ -11,11 +11,10 @@ before.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
-from pathlib import Path
 
 from modkit.errors import SpecError, UserError
 from modkit.nn.model import ModkitModel

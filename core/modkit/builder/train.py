@@ -259,7 +259,8 @@ def train_stage(
         total = torch.zeros((), device=engine.device)
         micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
         # the first step counts its FLOPs for MFU (not under torch.compile, which runs its own kernels)
-        counter = flop_counter() if step == start and on_step and not engine.compile else nullcontext()
+        counting = step == start and on_step is not None and not engine.compile
+        counter = flop_counter() if counting else nullcontext()
         with counter:
             for j, micro in enumerate(micros):
                 # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in
@@ -273,7 +274,7 @@ def train_stage(
                     scaled = loss.float() / stage.accumulate
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 total += loss.detach().float()
-        if hasattr(counter, "get_total_flops"):
+        if counting:
             flops_per_token = counter.get_total_flops() / max(sum(tokens_in(m) for m in micros), 1)
         if scaler:
             scaler.unscale_(optimizer)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from modkit.generation_config import begin_step
+from modkit.generation_config import KEYS, begin_step, generation_record
 from modkit.nn.processors import ban_words, penalize_repeats, suppress
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -420,8 +420,6 @@ def generation_defaults(model: torch.nn.Module) -> dict[str, Any]:
     """What ``model.generate`` falls back on: the first generating module's record where it has
     one, else the generation keys its config carries (a backbone built from options: BART's
     forced tokens, the special token ids)."""
-    from modkit.generation_config import KEYS, generation_record
-
     for module in model.modules():
         if isinstance(module, GenerationMixin):
             if module.generation_defaults is not None:

@@ -20,12 +20,12 @@ WELL_KNOWN_ROLES = {
     "<end_of_text>": ("eos",), "<s>": ("bos",), "</s>": ("eos",),
     "<pad>": ("pad",), "<unk>": ("unk",), "<mask>": ("mask",),
 }
-_CACHE_LIMIT = 1 << 18
+_CACHE_LIMIT = 1 << 18  # words; a cache this size holds a large corpus's vocabulary
 # what a single_word token may not touch: Unicode \w (letters, marks, digits, connectors), as
 # the Rust regex Hugging Face uses
 _WORD_CHAR = regex.compile(r"\w")
 _LEADING_SPACES = regex.compile(r"\s*")
-_TRAILING_SPACES = regex.compile(r"\s+$")  # words; a cache this size holds a large corpus's vocabulary
+_TRAILING_SPACES = regex.compile(r"\s+$")
 
 
 class AddedToken(NamedTuple):
@@ -99,10 +99,13 @@ class SubwordTokenizer(Tokenizer):
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with special-token strings treated as plain text."""
+        return self._ids_of_words(self._words(text))
+
+    def _ids_of_words(self, words: list[str]) -> list[int]:
+        """Ids of pre-tokenized ``words``, each word's ids cached."""
         cache = self._cache
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
-        words = self._words(text)
         try:  # the per-word loop runs in C: map + chain over the cache
             return list(chain.from_iterable(map(cache.__getitem__, words)))
         except KeyError:

@@ -16,8 +16,6 @@ from .bpe import BPEOptions, default_special_tokens
 from .bpe_train import count_words, learn_merges
 
 WORD_END = "</w>"
-_LEADING_SPACE = regex.compile(r"^\s+")
-_TRAILING_SPACE = regex.compile(r"\s+$")
 _NO_RANK = 1 << 62  # ranks a pair that never merges
 
 
@@ -106,13 +104,7 @@ class BPETokenizer(SubwordTokenizer):
         ids: list[int] = []
         for word in _clip_with_specials(tuple(sorted(specials, key=len, reverse=True))).findall(
                 self._normalize(text)):
-            ids += [specials[word.lower()]] if word.lower() in specials else self._cached_ids(word)
-        return ids
-
-    def _cached_ids(self, word: str) -> list[int]:
-        ids = self._cache.get(word)
-        if ids is None:
-            ids = self._cache[word] = self._word_ids(word)
+            ids += [specials[word.lower()]] if word.lower() in specials else self._ids_of_words([word])
         return ids
 
     def _words(self, text: str) -> list[str]:
@@ -168,12 +160,7 @@ class BPETokenizer(SubwordTokenizer):
     def _added_span(self, text: str, start: int, end: int) -> tuple[int, int]:
         if not (self.trim_offsets and self.style == "byte-level"):
             return start, end
-        # the matched text is trimmed like a token: its whitespace (any kind, here) left out
-        piece = text[start:end]
-        lead = len(piece) - len(_LEADING_SPACE.sub("", piece, count=1))
-        trail = len(piece) - len(_TRAILING_SPACE.sub("", piece, count=1))
-        new_start = min(start + lead, end)
-        return new_start, max(end - trail, new_start) if trail else end
+        return _trimmed(text, start, end, space=r"\s")  # trimmed like a token, of any whitespace here
 
     def _token_spans(self, word: str):
         """(id, start, end) of each token of ``word``, in characters of ``word``."""
@@ -243,13 +230,13 @@ def _clip_with_specials(specials: tuple[str, ...]) -> regex.Pattern:
     return regex.compile(f"{alternatives}|{pretokenize.CLIP_PATTERN}", regex.IGNORECASE)
 
 
-def _trimmed(word: str, start: int, end: int) -> tuple[int, int]:
-    """A token's span without its leading and trailing spaces (U+0020 only: the one byte
-    Hugging Face's ByteLevel trimming looks for); a token of spaces only keeps an empty span
-    at its end."""
-    piece = word[start:end]
-    lead = len(piece) - len(piece.lstrip(" "))
-    trail = len(piece) - len(piece.rstrip(" "))
+def _trimmed(text: str, start: int, end: int, space: str = " ") -> tuple[int, int]:
+    """The span ``text[start:end]`` without its leading and trailing ``space`` (a regex
+    character class; by default U+0020 only: the one byte Hugging Face's ByteLevel trimming
+    looks for in a token); a span of spaces only keeps an empty span at its end."""
+    piece = text[start:end]
+    lead = len(regex.match(f"[{space}]*", piece).group())
+    trail = len(regex.search(f"[{space}]*$", piece).group())
     new_start = min(start + lead, end)
     return new_start, max(end - trail, new_start) if trail else end
 
