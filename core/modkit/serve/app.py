@@ -72,7 +72,7 @@ def create_app(runtime, limits: Limits = Limits(), access: Access = Access()) ->
 
     async def run(request: Request) -> JSONResponse:
         try:
-            records, options = _parse(await read_body(request, limits.max_body_bytes), service.check)
+            records, options = service.check(load_json(await read_body(request, limits.max_body_bytes)))
             request.state.inputs = len(records)
             results = await service.infer(records, options)
         except BadRequest as e:
@@ -123,11 +123,6 @@ def served(metrics: Metrics) -> dict[str, int]:
     model_routes = ("run", "infer", "completions", "chat", "embeddings")
     return {"requests": int(sum(metrics.total("modkit_requests_total", route=r, code="200") for r in model_routes)),
             "inputs": int(metrics.total("modkit_inputs_total")), "batches": int(metrics.total("modkit_batch_size"))}
-
-
-def _parse(body: bytes, check) -> tuple[list[dict[str, Any]], Any]:
-    """The request's records and validated options, or BadRequest naming the first problem."""
-    return check(load_json(body))
 
 
 def check_request(doc: Any, runtime, allowed_fields: set[str], gold_fields: set[str],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from starlette.requests import Request
@@ -32,7 +32,6 @@ class Service:
     check: Callable[[dict], tuple[list[dict[str, Any]], Any]]
     #: the chat template (see :mod:`modkit.serve.chat`), or None: no /v1/chat/completions
     chat_template: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     async def infer(self, records: list[dict[str, Any]], options: Any, *, watch=None) -> list[dict[str, Any]]:
         """The results of checked records, or BadRequest with the status that says why not:
