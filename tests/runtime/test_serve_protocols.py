@@ -298,3 +298,21 @@ def test_embeddings_are_modkit_runs_vectors(embed_artifact):
             assert answer.usage.prompt_tokens == sum(len(runtime.tokenizer.encode(t)) for t in texts)
         with pytest.raises(openai.NotFoundError, match="generate and seq2seq"):
             client.completions.create(model="tiny-embed", prompt="a")
+
+
+def test_infer_on_a_language_model_takes_run_options_as_parameters(lm):
+    url, _, runtime = lm
+    client = triton.InferenceServerClient(url=url.removeprefix("http://"))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    text = triton.InferInput("text", [2, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"import the"], [b"a"]], dtype=object))
+    result = client.infer("tiny-lm", [text], parameters={"max_new_tokens": 5, "temperature": 0.9, "seed": 7},
+                          headers=headers)
+    expected = runtime.run(["import the", "a"], max_new_tokens=5, temperature=0.9, seed=7)
+    assert [x.decode() for x in result.as_numpy("generated")] == [e["generated"] for e in expected]
+    ids = result.as_numpy("ids")  # ragged rows padded with -1
+    assert ids.dtype == np.int64 and [[t for t in row if t >= 0] for row in ids.tolist()] == [e["ids"] for e in expected]
+    meta = client.get_model_metadata("tiny-lm", headers=headers)
+    assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {"generated": "BYTES", "ids": "INT64"}
+    with pytest.raises(InferenceServerException, match="401|API key"):
+        client.infer("tiny-lm", [text])
