@@ -73,6 +73,8 @@ class Stage(_Strict):
     eval_data: str | None = Field(None, description="A file to evaluate on instead of the data's held-back part.")
     eval_examples: int = Field(256, gt=0, description="Held-back examples the evaluation loss averages over, at most.")
     keep_checkpoints: int = Field(0, ge=0, description="Weight snapshots kept in OUT/checkpoints: the last k evaluations' and the best.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each backbone block's activations in the backward pass instead of keeping them.")
 
 
 class Export(_Strict):
@@ -111,6 +113,9 @@ class SpecModel(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Autocast dtype of forward passes; weights and the artifact stay fp32.")
     compile: bool = Field(False, description="Train through torch.compile.")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description='How processes share training: "ddp" (a full copy each) or "fsdp" (weights, '
+                           'gradients and optimizer state sharded with FSDP2).')
     tokenizer: TokenizerSection = Field(default_factory=lambda: TokenizerSection(use="bpe"))
     backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
     stages: list[Stage] = Field(min_length=1)

@@ -308,7 +308,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     spec = load_spec(spec_path, list(overrides), registry=registry)
     rank, local_rank, world = world_from_environment()
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
-                    spec.model.compile, rank=rank, world=world)
+                    spec.model.compile, rank=rank, world=world, strategy=spec.model.strategy)
     check_device(engine.device, engine.precision, str(spec.source))
     check_world(spec, world)
     if not engine.is_main:
@@ -322,7 +322,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it with the new build")
     work = out.parent / f".{out.name}.work"
-    started_group = start_process_group(engine.device, world)
+    started_group = start_process_group(engine.device, world, alone=engine.strategy == "fsdp")
     try:
         if not resume and engine.is_main:
             shutil.rmtree(work, ignore_errors=True)
@@ -424,7 +424,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                            quiet=not progress or not engine.is_main) as tick:
             losses = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
-                reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
+                reports=reports, engine=engine, gather_everywhere=i + 1 < len(spec.model.stages), on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
@@ -482,7 +482,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         "task": objective.describe(),
         **_generation_record(model.backbone),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
-                     "processes": engine.world, "matmul_peak_flops": round(peak)},
+                     "processes": engine.world, "strategy": engine.strategy, "matmul_peak_flops": round(peak)},
         "stages": reports,
         **({"merge": merge_figures} if merge_figures else {}),
     }

@@ -27,17 +27,22 @@ def world_from_environment() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def start_process_group(device: torch.device, world: int) -> bool:
-    """Join the default process group when there is more than one process; whether this
-    call started it (and so should :func:`end_process_group` it)."""
+def start_process_group(device: torch.device, world: int, *, alone: bool = False) -> bool:
+    """Join the default process group when there is more than one process (or, with ``alone``,
+    make a group of this one process outside torchrun: FSDP needs one); whether this call
+    started it (and so should :func:`end_process_group` it)."""
     import torch.distributed as dist
 
-    if world <= 1 or dist.is_initialized():
+    if (world <= 1 and not alone) or dist.is_initialized():
         return False
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=timedelta(seconds=TIMEOUT_SECONDS))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if world <= 1 and "WORLD_SIZE" not in os.environ:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=timedelta(seconds=TIMEOUT_SECONDS))
+    else:
+        dist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_SECONDS))
     return True
 
 

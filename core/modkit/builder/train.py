@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
+from modkit.builder.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
+                                     save_sharded, shard)
 from modkit.fileio import atomic_path, atomic_write_text
 
 
@@ -51,13 +54,15 @@ def make_optimizer(params: list[nn.Parameter], stage) -> torch.optim.Optimizer:
 
 @dataclass
 class Engine:
-    """How a stage trains: device and precision, torch.compile, and the process group."""
+    """How a stage trains: device and precision, torch.compile, the process group and how the
+    processes share the training (``strategy``: "ddp" or "fsdp", see :mod:`.sharding`)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
     compile: bool = False
     rank: int = 0
     world: int = 1
+    strategy: str = "ddp"
 
     @property
     def is_main(self) -> bool:
@@ -68,8 +73,9 @@ class Engine:
         return Precision(self.device, self.precision)
 
     def wrap(self, module: nn.Module) -> nn.Module:
-        """``module`` as it trains: in DDP over the process group, compiled if asked."""
-        if self.world > 1:
+        """``module`` as it trains: in DDP over the process group, compiled if asked. (FSDP
+        shards before: see :func:`train_stage`.)"""
+        if self.world > 1 and self.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -143,6 +149,8 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     for old in folder.glob("checkpoint-*.safetensors"):
         if old.name != weights:
             old.unlink()
+    for old in folder.glob("checkpoint-*.dcp"):  # an FSDP stage's, now superseded
+        shutil.rmtree(old)
 
 
 def read_checkpoint_position(folder: Path) -> dict | None:
@@ -155,6 +163,8 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     """Restore a checkpoint into a model of the structure it was saved from, on the
     model's device."""
     meta = json.loads((folder / "checkpoint.json").read_text())
+    if "dcp" in meta:
+        raise RuntimeError(f"{folder}: the checkpoint was written under FSDP; resume it with strategy = \"fsdp\"")
     tensors = load_file(str(folder / meta["weights"]))
     missing, unexpected = model.load_state_dict(
         {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
@@ -224,6 +234,7 @@ def train_stage(
     on_step: Callable[[StepRecord], None] | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,
     reports: list[dict] = (),
+    gather_everywhere: bool = True,
 ) -> list[float]:
     """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
@@ -232,9 +243,17 @@ def train_stage(
     ``reports`` (of the stages before) go into every checkpoint written. ``evaluate(step)``
     runs every ``stage.eval_every`` steps and after the last one; its figures go into that
     step's record.
+
+    Under FSDP a sharded copy trains; its weights come back into ``model`` for evaluation and
+    at the end, on every process or (``gather_everywhere=False``) on rank 0 only.
     """
     engine = engine or Engine()
-    params = [p for p in model.parameters() if p.requires_grad]
+    whole = _StageLoss(model.backbone, objective)
+    block = block_class(model.backbone)
+    fsdp = engine.strategy == "fsdp"
+    trained = shard(whole, block, engine.device, engine.world) if fsdp else whole
+    undo = checkpoint_activations(blocks_of(trained, block)) if stage.activation_checkpointing else (lambda: None)
+    params = [p for p in (trained if fsdp else model).parameters() if p.requires_grad]
     optimizer = make_optimizer(params, stage)
     amp = engine.amp
     scaler = amp.scaler()
@@ -242,11 +261,13 @@ def train_stage(
     start = 0
     position = read_checkpoint_position(checkpoint_dir) if resume else None
     if position is not None and position["stage"] == index and position["step"] > 0:
-        meta = load_checkpoint(checkpoint_dir, model, optimizer)
+        meta = (load_sharded(checkpoint_dir, model, trained, optimizer) if fsdp
+                else load_checkpoint(checkpoint_dir, model, optimizer))
         start, losses = meta["step"], meta["losses"]
-    step_loss = engine.wrap(_StageLoss(model.backbone, objective))
-    ddp = engine.world > 1
+    step_loss = engine.wrap(trained)
+    ddp = engine.world > 1 and not fsdp
     model.train()
+    trained.train()
     flops_per_token = 0.0
     for step in range(start, stage.steps):
         began = time.perf_counter()
@@ -289,11 +310,20 @@ def train_stage(
         record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token)
         every = getattr(stage, "eval_every", 0)
         if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
+            if fsdp:  # rank 0 evaluates the whole model
+                gather_into(trained, whole, everywhere=False)
             record.eval = evaluate(step + 1)
         if on_step:
             on_step(record)
-        if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps and engine.is_main:
-            save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses,
-                            reports=list(reports))
+        if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
+            if fsdp:
+                save_sharded(checkpoint_dir, trained, optimizer, stage=index, step=step + 1, losses=losses,
+                             reports=list(reports), is_main=engine.is_main)
+            elif engine.is_main:
+                save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses,
+                                reports=list(reports))
+    undo()
+    if fsdp:
+        gather_into(trained, whole, everywhere=gather_everywhere)
     model.eval()
     return losses

@@ -149,15 +149,20 @@ def _type_name(annotation) -> str:
               help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.option("--nproc", type=click.IntRange(1), default=1,
               help="Data-parallel processes on this machine (DDP started through torchrun).")
+@click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default=None,
+              help="How the processes share training (overrides the spec's strategy): full copies (ddp) "
+                   "or sharded weights, gradients and optimizer state (fsdp).")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-          quiet: bool, device: str | None, max_steps: int | None, nproc: int) -> None:
+          quiet: bool, device: str | None, max_steps: int | None, nproc: int, strategy: str | None) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT.
 
     Every check that needs only the spec, its files and the backbone's shape runs before any
     training. A build that fails or is interrupted (Ctrl-C exits 130) says whether its work
     folder can be continued with --resume.
     """
+    if strategy:  # validated with the spec's own key
+        overrides = (*overrides, f'strategy="{strategy}"')
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from modkit.builder.preflight import check_world
         from modkit.builder.distributed import launch

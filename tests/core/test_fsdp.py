@@ -1,0 +1,74 @@
+"""strategy = "fsdp": FSDP2 over 2 gloo processes equals one process, for a full-weight and a
+LoRA stage; its distributed checkpoints resume at another world size (2 -> 1)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from safetensors.torch import load_file
+
+from test_ddp import cli_build
+from test_train import build_weights, lm_spec, max_diff
+
+LORA = 'peft = [{ use = "lora", r = 2, targets = ["attn.q", "attn.v"] }]'
+FSDP = ['strategy="fsdp"']
+
+
+def test_fsdp_over_two_processes_equals_one_process(tmp_path):
+    spec = lm_spec(tmp_path, steps=6, batch_size=8)
+    one = build_weights(spec, tmp_path / "one")
+    done = cli_build(spec, tmp_path / "two", "--nproc", "2", "--strategy", "fsdp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert max_diff(one, load_file(str(tmp_path / "two" / "model.safetensors"))) < 1e-5
+    training = json.loads((tmp_path / "two" / "manifest.json").read_text())["training"]
+    assert (training["processes"], training["strategy"]) == (2, "fsdp")
+    # and one process under FSDP (a process group of one) trains the same weights
+    assert max_diff(one, build_weights(spec, tmp_path / "alone", overrides=FSDP)) < 1e-5
+
+
+def test_a_lora_stage_shards_the_frozen_base_and_merges_after_gathering(tmp_path):
+    spec = lm_spec(tmp_path, steps=6, batch_size=8, lr=3e-3, extra_stage=LORA)
+    one = build_weights(spec, tmp_path / "one")
+    done = cli_build(spec, tmp_path / "two", "--nproc", "2", "--strategy", "fsdp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert not any("lora" in k for k in two)  # merged into the base weights
+    assert max_diff(one, two) < 1e-5
+    untrained = build_weights(lm_spec(tmp_path, steps=0, extra_stage=LORA), tmp_path / "untrained")
+    assert max_diff(untrained, two) > 1e-4  # the adapters trained, and merged
+
+
+CRASHING = '''
+import sys
+import modkit.builder.build as build_module
+
+real = build_module.train_stage
+
+def crashing(*args, on_step, **kw):
+    def boom(record):
+        on_step(record)
+        if record.step == 4:
+            raise SystemExit(3)
+    return real(*args, on_step=boom, **kw)
+
+build_module.train_stage = crashing
+build_module.build(sys.argv[1], sys.argv[2], overrides=['strategy="fsdp"'], progress=False)
+'''
+
+
+def test_a_checkpoint_of_two_fsdp_processes_resumes_in_one(tmp_path):
+    spec = lm_spec(tmp_path, steps=6, batch_size=8, extra_stage="checkpoint_every = 3")
+    script = tmp_path / "crash.py"
+    script.write_text(textwrap.dedent(CRASHING))
+    out, work = tmp_path / "out", tmp_path / ".out.work"
+    crashed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                              str(script), str(spec), str(out)], capture_output=True, text=True, timeout=900)
+    assert crashed.returncode != 0 and not out.exists()
+    position = json.loads((work / "checkpoint.json").read_text())
+    assert (position["step"], position["dcp"]) == (3, "checkpoint-0-3.dcp")
+    assert (work / "checkpoint-0-3.dcp" / ".metadata").exists()
+    resumed = build_weights(spec, out, resume=True, overrides=FSDP)
+    assert max_diff(resumed, build_weights(spec, tmp_path / "one")) < 1e-5
+    assert not work.exists()
