@@ -26,7 +26,7 @@ from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
+from modkit.builder.preflight import check_blocks, check_peft_plan, check_stages, check_world, peft_source, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
@@ -353,6 +353,7 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)
+    check_blocks(spec, backbone)
     check_peft_plan(spec, backbone, bcomp)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,18 @@ from modkit.registry import Component, Registry
 from modkit.spec import Spec
 
 
+def check_blocks(spec: Spec, backbone: torch.nn.Module) -> None:
+    """Activation checkpointing wraps the blocks the backbone declares: it needs some."""
+    from modkit.builder.sharding import block_class, blocks_of
+
+    if not blocks_of(backbone, block_class(backbone)):
+        bad = [(f"stages[{i}].activation_checkpointing", f"the backbone {type(backbone).__name__} declares no "
+                                                        "block class (capabilities().block) to checkpoint")
+               for i, s in enumerate(spec.model.stages) if s.activation_checkpointing]
+        if bad:
+            raise SpecError(str(spec.source), bad)
+
+
 def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
     """Raise :class:`UserError` naming the spec key of the first problem found."""
     with _at(spec, "backbone"):
@@ -115,9 +127,13 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
 
 def check_world(spec: Spec, world: int) -> None:
     """What a data-parallel build needs of the spec: every process takes an equal slice of each
-    micro-batch, and a GPU of its own."""
+    micro-batch, and a GPU of its own. Under FSDP a stage trains one objective."""
     bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
            for i, s in enumerate(spec.model.stages) if s.batch_size % world]
+    if spec.model.strategy == "fsdp":
+        bad += [(f"stages[{i}].objective", 'several objectives in one stage do not train under strategy = "fsdp" '
+                                           'yet; use strategy = "ddp"')
+                for i, s in enumerate(spec.model.stages) if isinstance(s.objective, list) and len(s.objective) > 1]
     if world > 1 and spec.model.device.startswith("cuda:"):
         bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
                               "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
