@@ -1,5 +1,5 @@
 """strategy = "fsdp": FSDP2 over 2 gloo processes equals one process, for a full-weight and a
-LoRA stage; its distributed checkpoints resume at another world size (2 -> 1)."""
+LoRA stage; its distributed checkpoints resume at another world size (2 -> 1, 1 -> 2)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from safetensors.torch import load_file
 
+from modkit.errors import UserError
 from test_ddp import cli_build
 from test_train import build_weights, lm_spec, max_diff
 
@@ -74,3 +76,43 @@ def test_a_checkpoint_of_two_fsdp_processes_resumes_in_one(tmp_path):
     resumed = build_weights(spec, out, resume=True, overrides=FSDP)
     assert max_diff(resumed, build_weights(spec, tmp_path / "one")) < 1e-5
     assert not work.exists()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupted_after_a_checkpoint(spec, out, monkeypatch) -> None:
+    """One FSDP process builds ``spec`` and stops at step 4, after its checkpoint at step 3."""
+    import modkit.builder.build as build_module
+
+    real = build_module.train_stage
+
+    def crashing(*args, on_step, **kw):
+        def boom(record):
+            on_step(record)
+            if record.step == 4:
+                raise Interrupt
+        return real(*args, on_step=boom, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "train_stage", crashing)
+        with pytest.raises(Interrupt):
+            build_weights(spec, out, overrides=FSDP)
+
+
+def test_a_checkpoint_of_one_fsdp_process_resumes_in_two(tmp_path, monkeypatch):
+    spec = lm_spec(tmp_path, steps=6, batch_size=8, extra_stage="checkpoint_every = 3")
+    _interrupted_after_a_checkpoint(spec, tmp_path / "out", monkeypatch)
+    assert json.loads((tmp_path / ".out.work" / "checkpoint.json").read_text())["dcp"] == "checkpoint-0-3.dcp"
+    done = cli_build(spec, tmp_path / "out", "--nproc", "2", "--strategy", "fsdp", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert max_diff(resumed, build_weights(spec, tmp_path / "one")) < 1e-5
+
+
+def test_a_checkpoint_written_under_fsdp_does_not_resume_under_ddp(tmp_path, monkeypatch):
+    spec = lm_spec(tmp_path, steps=6, batch_size=8, extra_stage="checkpoint_every = 3")
+    _interrupted_after_a_checkpoint(spec, tmp_path / "out", monkeypatch)
+    with pytest.raises(UserError, match='written under FSDP; resume it with strategy = "fsdp"'):
+        build_weights(spec, tmp_path / "out", resume=True)

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from modkit.errors import UserError
 from modkit.fileio import atomic_write_text
 
 
@@ -124,7 +125,7 @@ def load_sharded(folder: Path, model: nn.Module, sharded: nn.Module, optimizer: 
 
     meta = json.loads((folder / "checkpoint.json").read_text())
     if "dcp" not in meta:
-        raise RuntimeError(f"{folder}: the checkpoint was written without FSDP; resume it with strategy = \"ddp\"")
+        raise UserError(f"{folder}: the checkpoint was written without FSDP; resume it with strategy = \"ddp\"")
     if meta.get("weights"):
         own = model.state_dict()
         tensors = load_file(str(folder / meta["weights"]))

@@ -29,6 +29,7 @@ from torch import nn
 from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
 from modkit.builder.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
                                      save_sharded, shard)
+from modkit.errors import UserError
 from modkit.fileio import atomic_path, atomic_write_text
 
 
@@ -164,7 +165,7 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     model's device."""
     meta = json.loads((folder / "checkpoint.json").read_text())
     if "dcp" in meta:
-        raise RuntimeError(f"{folder}: the checkpoint was written under FSDP; resume it with strategy = \"fsdp\"")
+        raise UserError(f"{folder}: the checkpoint was written under FSDP; resume it with strategy = \"fsdp\"")
     tensors = load_file(str(folder / meta["weights"]))
     missing, unexpected = model.load_state_dict(
         {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
