@@ -7,7 +7,7 @@ carries the warm-up; :func:`warmup_factor` applies it the way transformers' sche
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from modkit.options import Options
 
@@ -29,9 +29,18 @@ class ScheduleOptions(Options):
 
     warmup_steps: int | None = Field(
         None, ge=0, description="Steps of linear warm-up from 0 to the peak lr (default: the stage's warmup_steps).")
+    warmup_ratio: float | None = Field(
+        None, ge=0, le=1, description="Warm-up as a share of the stage's steps (rounded up), instead of warmup_steps.")
     warmup_from_zero: bool = Field(
         True, description="Warm-up as transformers: step n (from 0) gets n/warmup of the peak, so the first step "
                           "has lr 0. false: step n gets (n+1)/warmup (modkit's default schedule).")
+
+
+    @model_validator(mode="after")
+    def _one_warmup(self):
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("give warmup_steps or warmup_ratio, not both")
+        return self
 
 
 def warmup_factor(options: ScheduleOptions, step: int, warmup: int) -> float | None:

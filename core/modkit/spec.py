@@ -271,7 +271,7 @@ def _resolve_training(registry: Registry, stage: dict, loc: str,
         section = stage.get(kind, default)
         out.append(_resolve(registry, kind, section, None, f"{loc}.{kind}", problems))
     schedule = stage.get("schedule")
-    if isinstance(schedule, dict) and "warmup_steps" in schedule and "warmup_steps" in stage:
+    if isinstance(schedule, dict) and {"warmup_steps", "warmup_ratio"} & set(schedule) and "warmup_steps" in stage:
         problems.append((f"{loc}.warmup_steps", "set the warm-up once: here or in the stage's schedule "
                                                 "(schedule.warmup_steps)"))
     return out[0], out[1]
@@ -304,14 +304,15 @@ def _merge_recipe(recipe: dict[str, Any], stage: dict[str, Any]) -> dict[str, An
     out = dict(recipe)
     for key, value in stage.items():
         base = out.get(key)
-        if isinstance(base, dict) and isinstance(value, dict) and value.get("use", base.get("use")) == base.get("use"):
+        if isinstance(base, dict) and isinstance(value, dict) and base.get("use") in (None, value.get("use", base.get("use"))):
             out[key] = {**base, **value}
         else:
             out[key] = value
     schedule = out.get("schedule")
-    if "warmup_steps" in stage and isinstance(schedule, dict) and "warmup_steps" in schedule:
-        # the stage's own warmup_steps overrides the recipe's schedule's
-        out["schedule"] = {**schedule, "warmup_steps": out.pop("warmup_steps")}
+    if "warmup_steps" in stage and isinstance(schedule, dict) and {"warmup_steps", "warmup_ratio"} & set(schedule):
+        # the stage's own warmup_steps overrides the recipe's schedule's warm-up
+        rest = {k: v for k, v in schedule.items() if k not in ("warmup_steps", "warmup_ratio")}
+        out["schedule"] = {**rest, "warmup_steps": out.pop("warmup_steps")}
     return out
 
 

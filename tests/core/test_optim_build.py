@@ -158,3 +158,69 @@ def test_killed_and_resumed_equals_uninterrupted_for_every_optimizer(tmp_path, m
     monkeypatch.setattr(build_module, "train_stage", real)
     resumed = build(spec, tmp_path / "out", resume=True)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+RECIPES = ["gpt1-pretrain", "gpt1-finetune", "bert-pretrain", "bert-glue", "bart-finetune", "t5-pretrain",
+           "t5-finetune"]
+
+
+def recipe_spec(folder: Path, recipe: str, stage: str = "", steps: int = 8) -> Path:
+    """A stage with ``recipe`` on an objective that takes the recipe's objective options."""
+    (folder / "pairs.jsonl").write_text("".join(json.dumps({"source": f"w{i} x", "target": f"w{i}", "text": f"w{i} x",
+                                                            "label": "ab"[i % 2]}) + "\n" for i in range(40)))
+    classify = 'objective = { use = "classify", labels = ["a", "b"] }\ndata = "pairs.jsonl"'
+    objective = classify if recipe in ("gpt1-finetune", "bart-finetune") else ""
+    spec = lm_spec(folder, f'recipe = "{recipe}"\n{stage}', steps=steps, name=f"{recipe}.toml")
+    if objective:
+        text = spec.read_text().replace('objective = { use = "clm" }\ndata = "corpus.txt"', objective)
+        spec.write_text(text)
+    return spec
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_resolves_and_the_spec_overrides_it_key_by_key(tmp_path, recipe):
+    spec = load_spec(recipe_spec(tmp_path, recipe))
+    stage = spec.model.stages[0]
+    assert stage.recipe == recipe and stage.lr == 1e-3 and stage.batch_size == 4  # the spec's own keys win
+    assert spec.optimizers[0].component.name in ("adamw", "adafactor")
+
+
+def test_a_recipes_tables_merge_with_the_stages(tmp_path):
+    spec = load_spec(recipe_spec(tmp_path, "bert-pretrain", 'optimizer = { eps = 1e-8 }\nwarmup_steps = 2'))
+    assert spec.optimizers[0].component.name == "adamw"
+    assert spec.optimizers[0].options.betas == (0.9, 0.999) and spec.optimizers[0].options.eps == 1e-8
+    assert spec.schedules[0].component.name == "linear" and spec.schedules[0].options.warmup_steps == 2
+    spec = load_spec(recipe_spec(tmp_path, "bert-pretrain", 'optimizer = { use = "sgd" }'))
+    assert spec.optimizers[0].component.name == "sgd"  # another component: the recipe's options do not carry
+    spec = load_spec(recipe_spec(tmp_path, "bart-finetune"))
+    assert spec.objectives[0][0].options.label_smoothing == 0.1 and spec.model.stages[0].max_grad_norm == 0.1
+
+
+def test_t5_recipe_gives_t5s_learning_rate(tmp_path):
+    from types import SimpleNamespace
+
+    from modkit.builder.optim import schedule_of
+
+    spec = load_spec(recipe_spec(tmp_path, "t5-pretrain"))
+    lr_of = schedule_of(spec.schedules[0], SimpleNamespace(lr=0.01, steps=50_000, warmup_steps=0))
+    for n in (0, 1, 9_999, 10_000, 10_001, 40_000):
+        assert lr_of(n) == pytest.approx(1 / max(n, 10_000) ** 0.5, rel=1e-14)  # §3.1.2: 1/sqrt(max(n, k))
+
+
+def test_warmup_ratio_rounds_up_as_transformers(tmp_path):
+    from types import SimpleNamespace
+
+    from modkit.builder.optim import schedule_of
+
+    spec = load_spec(lm_spec(tmp_path, 'schedule = { use = "linear", warmup_ratio = 0.1 }'))
+    lr_of = schedule_of(spec.schedules[0], SimpleNamespace(lr=1.0, steps=25, warmup_steps=0))
+    assert [lr_of(n) for n in range(4)] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])  # ceil(2.5) = 3 steps
+
+
+def test_a_tiny_build_trains_with_a_recipe(tmp_path):
+    spec = recipe_spec(tmp_path, "t5-finetune", steps=4)
+    weights = build(spec, tmp_path / "out")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["spec"]["stages"][0]["optimizer"]["use"] == "adafactor"
+    assert manifest["spec"]["stages"][0]["recipe"] == "t5-finetune"

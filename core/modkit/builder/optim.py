@@ -9,6 +9,7 @@ as ``lr_scale``, so a restored optimizer knows it too.
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,7 +56,9 @@ class StageOptimizer:
 def schedule_of(schedule: Resolved, stage) -> Callable[[int], float]:
     """``lr_of(n)``: the stage's lr at optimizer step n under ``schedule``."""
     options = schedule.options
-    if options.warmup_steps is None:  # the stage's warmup_steps is the schedule's default
+    if options.warmup_ratio is not None:  # as transformers rounds it
+        options = options.model_copy(update={"warmup_steps": math.ceil(options.warmup_ratio * stage.steps)})
+    elif options.warmup_steps is None:  # the stage's warmup_steps is the schedule's default
         options = options.model_copy(update={"warmup_steps": stage.warmup_steps})
     factor = schedule.component.load()(options, stage.steps, stage.lr)
     return lambda step: stage.lr * factor(step)

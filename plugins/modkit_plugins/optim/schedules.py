@@ -20,8 +20,10 @@ class CosineOptions(ScheduleOptions):
 
 
 class InverseSqrtOptions(ScheduleOptions):
-    timescale: int | None = Field(None, gt=0, description="k in peak·sqrt(k / (n + k - warmup)) after the warm-up "
-                                                          "(default: warmup_steps, else 10,000).")
+    timescale: int | None = Field(None, gt=0, description="k in the decay after the warm-up (default: warmup_steps, "
+                                                          "else 10,000).")
+    shifted: bool = Field(True, description="true: peak·sqrt(k / (n + k - warmup)), transformers' form; false: "
+                                            "peak·sqrt(k / max(n, k)), T5's (the peak for k steps, then 1/sqrt(n)).")
 
 
 class PolynomialOptions(ScheduleOptions):

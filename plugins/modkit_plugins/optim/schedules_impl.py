@@ -48,6 +48,8 @@ def cosine(options, steps: int, lr: float) -> Factor:
 def inverse_sqrt(options, steps: int, lr: float) -> Factor:
     warmup = options.warmup_steps or 0
     timescale = options.timescale or warmup or 10_000
+    if not options.shifted:
+        return _after_warmup(options, lambda step: math.sqrt(timescale / max(step, timescale)))
     shift = timescale - warmup
     return _after_warmup(options, lambda step: 1.0 / math.sqrt((step + shift) / timescale))
 
