@@ -11,7 +11,7 @@ import torch
 from modkit import load_registry
 from modkit.builder.build import options_from_tokenizer
 from modkit.errors import UserError
-from modkit.testing import check_backbone, check_objective, check_peft, check_tokenizer
+from modkit.testing import check_backbone, check_objective, check_optimizer, check_peft, check_tokenizer
 
 REGISTRY = load_registry()
 SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "encoder_layers": 2, "decoder_layers": 2, "n_heads": 4,
@@ -131,8 +131,14 @@ def test_objective_contract(objective, backbone, trained_tokenizers, sample_data
                 "fails before training.")
 
 
+@pytest.mark.parametrize("name", REGISTRY.names("optimizer"))
+def test_optimizer_contract(name):
+    comp = REGISTRY.get("optimizer", name)
+    check_optimizer(comp.load(), comp.options())
+
+
 def test_every_kind_has_components_to_check():
-    for kind in ("tokenizer", "backbone", "objective", "peft", "task"):
+    for kind in ("tokenizer", "backbone", "objective", "peft", "task", "optimizer", "schedule"):
         assert REGISTRY.names(kind), f"no {kind} registered: the contract tests above would check nothing"
     assert not REGISTRY.failures, f"plugins failed to load: {REGISTRY.failures}"
 
