@@ -480,7 +480,10 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
+                                  "merged": id(m) in merged} for c, m, mods in methods],
+                        "optimizer": _component_record(opt.component, opt.options),
+                        "schedule": _component_record(sched.component, sched.options)}
+                       for (rs, methods), opt, sched in zip(stage_records, spec.optimizers, spec.schedules)],
         },
         "task": objective.describe(),
         **_generation_record(model.backbone),
