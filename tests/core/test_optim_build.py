@@ -224,3 +224,20 @@ def test_a_tiny_build_trains_with_a_recipe(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["spec"]["stages"][0]["optimizer"]["use"] == "adafactor"
     assert manifest["spec"]["stages"][0]["recipe"] == "t5-finetune"
+
+
+def test_list_and_info_show_optimizers_schedules_and_recipes():
+    from click.testing import CliRunner
+
+    from modkit.cli import main
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["list", "--kind", "optimizer"]).output
+    assert all(name in listed for name in ("adam ", "adamw", "sgd", "adafactor"))
+    listed = runner.invoke(main, ["list", "--kind", "schedule"]).output
+    assert all(name in listed for name in ("constant", "linear", "cosine", "inverse-sqrt", "polynomial"))
+    info = runner.invoke(main, ["info", "adafactor"]).output
+    assert "relative_step: bool (default False)" in info and "lr_multipliers" in info
+    assert "t5-pretrain" in runner.invoke(main, ["list", "--kind", "recipe"]).output
+    recipe = runner.invoke(main, ["info", "t5-pretrain"])
+    assert recipe.exit_code == 0 and "optimizer = {'use': 'adafactor'}" in recipe.output

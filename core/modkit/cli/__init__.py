@@ -79,7 +79,8 @@ def _registry(ctx: click.Context):
 
 
 @main.command("list", short_help="Every component and preset, and plugins that failed.")
-@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of component.")
+@click.option("--kind", type=click.Choice((*KINDS, "recipe")), default=None,
+              help="Only this kind of component (or recipe: the stage presets).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.pass_context
 def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None:
