@@ -80,7 +80,7 @@ def test_chosen_optimizer_and_schedule_train_and_are_recorded(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     stage = manifest["spec"]["stages"][0]
     assert stage["optimizer"]["use"] == "sgd" and stage["optimizer"]["nesterov"] is True
-    assert stage["schedule"] == {"use": "linear", "warmup_steps": 2, "warmup_from_zero": True}
+    assert stage["schedule"] == {"use": "linear", "warmup_steps": 2, "warmup_ratio": None, "warmup_from_zero": True}
     assert stage["max_grad_norm"] == 0.5
     lrs = [r["lr"] for r in read_metrics(out / "metrics.jsonl")]
     assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rel=1e-12)
