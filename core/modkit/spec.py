@@ -123,6 +123,9 @@ class SpecModel(_Strict):
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description='How processes share training: "ddp" (a full copy each) or "fsdp" (weights, '
                            'gradients and optimizer state sharded with FSDP2).')
+    cpu_offload: bool = Field(
+        False, description='Under strategy = "fsdp": keep the weight shards, gradients and optimizer state in CPU '
+                           'memory, copying each block to the device as it runs.')
     tokenizer: TokenizerSection = Field(default_factory=lambda: TokenizerSection(use="bpe"))
     backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
     stages: list[Stage] = Field(min_length=1)

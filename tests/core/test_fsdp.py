@@ -116,3 +116,61 @@ def test_a_checkpoint_written_under_fsdp_does_not_resume_under_ddp(tmp_path, mon
     _interrupted_after_a_checkpoint(spec, tmp_path / "out", monkeypatch)
     with pytest.raises(UserError, match='written under FSDP; resume it with strategy = "fsdp"'):
         build_weights(spec, tmp_path / "out", resume=True)
+
+
+def test_bf16_under_fsdp_computes_in_bf16_and_steps_fp32_shards(tmp_path):
+    import torch
+    import torch.distributed as dist
+
+    from modkit.builder.sharding import block_class, shard
+    from peft_models import tiny_backbone
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        backbone = tiny_backbone("gpt")
+        sharded = shard(backbone, block_class(backbone), torch.device("cpu"), 1, bf16=True)
+        seen = []
+        sharded.blocks[0].attn.q.register_forward_hook(lambda m, i, o: seen.append((m.weight.dtype, o.dtype)))
+        sharded(torch.tensor([[5, 6, 7]])).last_hidden_state.float().sum().backward()
+        assert seen == [(torch.bfloat16, torch.bfloat16)]
+        assert {p.dtype for p in sharded.parameters()} == {torch.float32}
+        assert {p.grad.dtype for p in sharded.parameters() if p.grad is not None} == {torch.float32}
+    finally:
+        dist.destroy_process_group()
+    fp32 = build_weights(lm_spec(tmp_path, steps=4), tmp_path / "fp32")
+    bf16 = build_weights(lm_spec(tmp_path, steps=4, extra_top='precision = "bf16"'), tmp_path / "bf16",
+                         overrides=FSDP)
+    assert all(v.dtype == torch.float32 for v in bf16.values())
+    assert 0 < max_diff(fp32, bf16) < 0.05
+
+
+def test_cpu_offload_under_fsdp_trains_the_same_weights(tmp_path):
+    spec = lm_spec(tmp_path, steps=4)
+    plain = build_weights(spec, tmp_path / "plain")
+    offloaded = build_weights(spec, tmp_path / "offloaded", overrides=[*FSDP, "cpu_offload=true"])
+    assert max_diff(plain, offloaded) < 1e-5
+    assert json.loads((tmp_path / "offloaded" / "manifest.json").read_text())["training"]["cpu_offload"]
+
+
+def test_cpu_offload_without_fsdp_is_a_spec_error(tmp_path):
+    from modkit.errors import SpecError
+
+    with pytest.raises(SpecError, match='cpu_offload: offloads FSDP\'s shards: it needs strategy = "fsdp"'):
+        build_weights(lm_spec(tmp_path, steps=1, extra_top="cpu_offload = true"), tmp_path / "out")
+    assert not (tmp_path / ".out.work").exists()
+
+
+@pytest.mark.machine_dependent
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (NCCL)")
+def test_fsdp_on_a_gpu_with_bf16_and_cpu_offload_trains(tmp_path):
+    # NCCL, one GPU per process: every GPU of the machine, up to 2
+    import torch
+
+    n = min(torch.cuda.device_count(), 2)
+    spec = lm_spec(tmp_path, steps=4, extra_top='device = "cuda"\nprecision = "bf16"\ncpu_offload = true')
+    done = cli_build(spec, tmp_path / "out", "--nproc", str(n), "--strategy", "fsdp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    training = json.loads((tmp_path / "out" / "manifest.json").read_text())["training"]
+    assert (training["strategy"], training["processes"], training["cpu_offload"]) == ("fsdp", n, True)
+    weights = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())

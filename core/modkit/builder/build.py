@@ -309,7 +309,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     spec = load_spec(spec_path, list(overrides), registry=registry)
     rank, local_rank, world = world_from_environment()
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
-                    spec.model.compile, rank=rank, world=world, strategy=spec.model.strategy)
+                    spec.model.compile, rank=rank, world=world, strategy=spec.model.strategy,
+                    cpu_offload=spec.model.cpu_offload)
     check_device(engine.device, engine.precision, str(spec.source))
     check_world(spec, world)
     if not engine.is_main:
@@ -490,7 +491,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         "task": objective.describe(),
         **_generation_record(model.backbone),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
-                     "processes": engine.world, "strategy": engine.strategy, "matmul_peak_flops": round(peak)},
+                     "processes": engine.world, "strategy": engine.strategy, "cpu_offload": engine.cpu_offload,
+                     "matmul_peak_flops": round(peak)},
         "stages": reports,
         **({"merge": merge_figures} if merge_figures else {}),
     }

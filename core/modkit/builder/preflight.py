@@ -130,6 +130,8 @@ def check_world(spec: Spec, world: int) -> None:
     micro-batch, and a GPU of its own. Under FSDP a stage trains one objective."""
     bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
            for i, s in enumerate(spec.model.stages) if s.batch_size % world]
+    if spec.model.cpu_offload and spec.model.strategy != "fsdp":
+        bad.append(("cpu_offload", 'offloads FSDP\'s shards: it needs strategy = "fsdp"'))
     if spec.model.strategy == "fsdp":
         bad += [(f"stages[{i}].objective", 'several objectives in one stage do not train under strategy = "fsdp" '
                                            'yet; use strategy = "ddp"')

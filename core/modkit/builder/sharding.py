@@ -62,17 +62,28 @@ def checkpoint_activations(blocks: list[nn.Module]) -> Callable[[], None]:
     return undo
 
 
-def shard(module: nn.Module, block: type | None, device: torch.device, world: int) -> nn.Module:
+def shard(module: nn.Module, block: type | None, device: torch.device, world: int, *, bf16: bool = False,
+          cpu_offload: bool = False) -> nn.Module:
     """A copy of ``module`` sharded with FSDP2 over the default process group: each ``block``
-    one unit, the rest the root. Frozen weights are sharded as well (a PEFT stage's base)."""
+    one unit, the rest the root. Frozen weights are sharded as well (a PEFT stage's base).
+
+    ``bf16``: each unit's gathered weights are cast to bfloat16 for forward and backward, and
+    gradients reduced in float32 into the float32 shards the optimizer steps
+    (``MixedPrecisionPolicy``). ``cpu_offload``: the shards, their gradients and the optimizer
+    state live in CPU memory, and each unit's weights are copied to the device as it runs
+    (``CPUOffloadPolicy``)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (world,))
+    policies = {"mesh": mesh,
+                "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
+                else MixedPrecisionPolicy(),
+                "offload_policy": CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else OffloadPolicy()}
     sharded = copy.deepcopy(module)
     for unit in blocks_of(sharded, block):
-        fully_shard(unit, mesh=mesh)
-    fully_shard(sharded, mesh=mesh)
+        fully_shard(unit, **policies)
+    fully_shard(sharded, **policies)
     return sharded
 
 

@@ -48,6 +48,7 @@ class Engine:
     rank: int = 0
     world: int = 1
     strategy: str = "ddp"
+    cpu_offload: bool = False  # under FSDP: shards and optimizer state in CPU memory
 
     @property
     def is_main(self) -> bool:
@@ -240,7 +241,8 @@ def train_stage(
     whole = _StageLoss(model.backbone, objective)
     block = block_class(model.backbone)
     fsdp = engine.strategy == "fsdp"
-    trained = shard(whole, block, engine.device, engine.world) if fsdp else whole
+    trained = shard(whole, block, engine.device, engine.world, bf16=engine.precision == "bf16",
+                    cpu_offload=engine.cpu_offload) if fsdp else whole
     undo = checkpoint_activations(blocks_of(trained, block)) if stage.activation_checkpointing else (lambda: None)
     params = [p for p in (trained if fsdp else model).parameters() if p.requires_grad]
     training = stage_optimizer(trained if fsdp else model, stage, optimizer, schedule)
