@@ -3,6 +3,7 @@ models' own parameters on random shapes, PEFT and encoder-decoder stages, artifa
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import modkit
 from modkit.cli import main
 from modkit_plugins.analysis.cost_model import StageTokens, stage_flops
 from modkit_plugins.analysis.cost_plan import shape_of
@@ -128,6 +130,33 @@ def test_spec_with_a_lora_stage(tmp_path):
     assert lora["weight_grad"] == pytest.approx(2 * lora_weights * 8 * 4 * 48)
     assert pre["weight_grad"] > 0 and r["flops"] == pytest.approx(pre["total"] + lora["total"])
     assert r["hours_source"].startswith("FLOPs at 40%")
+
+
+def test_memory_plan_of_a_spec_under_ddp_and_fsdp(tmp_path):
+    from modkit_plugins.analysis.cost_memory import StageMemory, activation_bytes
+
+    spec = tiny_spec(tmp_path)
+    r = cost(str(spec), "--hardware", "cpux2", "--memory")
+    pre, lora = r["memory"]
+    assert (pre["stage"], pre["devices"], pre["sequences_per_device"]) == ("clm", 2, 2)
+    # the weights the build makes: the same backbone, really built
+    comp = modkit.get_registry().get("backbone", "gpt")
+    torch.manual_seed(0)
+    backbone = comp.load()(comp.options(vocab_size=300, d_model=32, n_layers=2, n_heads=2,
+                                        n_positions=64))
+    n = sum(p.numel() for p in backbone.parameters())
+    assert pre["ddp"]["weights"] == 4 * n and pre["ddp"]["optimizer_state"] == 8 * n
+    assert pre["fsdp"]["weights"] == 4 * math.ceil(n / 2) and pre["fsdp"]["gradients"] == pre["fsdp"]["weights"]
+    assert lora["ddp"]["gradients"] == 4 * 2 * 2 * 4 * (32 + 32)  # the LoRA weights only
+    # activations counted on the meta device are the bytes a real forward keeps
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        hidden = backbone.train()(torch.zeros(2, 32, dtype=torch.long)).last_hidden_state
+        logits = backbone.lm_logits(hidden)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.zeros(2 * 32, dtype=torch.long))
+    assert pre["ddp"]["activations"] == pre["fsdp"]["activations"] == sum(kept)
+    assert activation_bytes(backbone.to("meta"), 2, StageMemory("clm", n, n, 4, 32)) == sum(kept)
 
 
 def test_artifact_records_and_reports_measured_resources(tmp_path):

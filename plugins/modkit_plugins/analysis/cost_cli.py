@@ -52,10 +52,13 @@ def _plan(target: str | None, ctx: click.Context, tokens: float | None, seq_len:
               help="For an encoder-decoder preset: decoder tokens per sequence (default --seq-len).")
 @click.option("--profiles", "profile_files", multiple=True, type=click.Path(dir_okay=False),
               help="A TOML file of extra hardware profiles (repeatable).")
+@click.option("--memory", is_flag=True,
+              help="For a spec: bytes per device of weights, gradients, optimizer state and activations under "
+                   "DDP and FSDP at --hardware's device count.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.pass_context
 def cost(ctx, target, hardware, hours, power, pue, co2_per_kwh, mfu, tokens, seq_len, target_len,
-         profile_files, as_json):
+         profile_files, memory, as_json):
     """What training cost: FLOPs, hours, energy (kWh x PUE), CO2e and cloud price."""
     profiles = load_profiles(list(profile_files))
     plan = _plan(target, ctx, tokens, seq_len, target_len)
@@ -86,6 +89,12 @@ def cost(ctx, target, hardware, hours, power, pue, co2_per_kwh, mfu, tokens, seq
         result["weights"] = plan.shape.weights
         if measured:
             result["measured"] = measured
+    if memory:
+        if not plan or plan.backbone is None:
+            raise UserError("--memory plans a spec: give a spec file")
+        from modkit_plugins.analysis.cost_memory import memory_plan
+
+        result["memory"] = memory_plan(plan.backbone, plan.memory, devices)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -107,5 +116,14 @@ def _print(r: dict, profile) -> None:
     click.echo(f"energy    {r['kwh_pue']:.4g} kWh x PUE {r['pue']}"
                + (f" ({r['power_source']})" if r["power_w"] is None else ""))
     click.echo(f"CO2e      {r['co2e_lb']:.4g} lb = {r['co2e_kg']:.4g} kg (at {r['co2_lb_per_kwh']} lb/kWh)")
+    for m in r.get("memory", []):
+        click.echo(f"memory    {m['stage']}: per device at {m['devices']} device(s), "
+                   f"{m['sequences_per_device']} sequence(s) per micro-batch")
+        for strategy in ("ddp", "fsdp"):
+            f = m[strategy]
+            acts = f"{f['activations'] / 2**20:,.1f}" if f["activations"] is not None else "not estimated"
+            click.echo(f"          {strategy:4}  weights {f['weights'] / 2**20:,.1f} MiB, gradients "
+                       f"{f['gradients'] / 2**20:,.1f}, optimizer state {f['optimizer_state'] / 2**20:,.1f}, "
+                       f"activations {acts}: {f['total'] / 2**20:,.1f} MiB")
     dollars = lambda x: f"${x:,.0f}" if x >= 100 else f"${x:,.4g}"
     click.echo(f"price     {dollars(r['price_usd_low'])} - {dollars(r['price_usd_high'])}")

@@ -13,6 +13,7 @@ from torch import nn
 
 import modkit
 from modkit.errors import UserError
+from modkit_plugins.analysis.cost_memory import StageMemory
 from modkit_plugins.analysis.cost_model import DECODER, ENCODER, Shape, StageTokens
 
 #: objectives whose loss needs a vocabulary-sized output on every position
@@ -25,6 +26,8 @@ class Plan:
     shape: Shape
     stages: list[tuple[str, StageTokens]]  # (label, tokens)
     measured: dict[str, Any] = field(default_factory=dict)  # an artifact's recorded resources
+    backbone: nn.Module | None = None  # on the meta device, for the memory plan (specs only)
+    memory: list[StageMemory] = field(default_factory=list)
 
 
 def _side(name: str) -> str:
@@ -101,7 +104,13 @@ def plan_from_spec(path: Path, registry) -> Plan:
                      [(r.component, r.options) for r in spec.peft[i]], s.steps, s.batch_size, s.seq_len,
                      shape.encoder_decoder)
               for i, s in enumerate(spec.model.stages)]
-    return Plan(spec.model.name, shape, stages)
+    parameters = sum(p.numel() for p in backbone.parameters())
+    memory = []
+    for (label, tokens), s in zip(stages, spec.model.stages):
+        added = sum(tokens.peft_weights.values()) if tokens.peft_weights is not None else 0
+        memory.append(StageMemory(label, parameters + added, added if tokens.peft_weights is not None else parameters,
+                                  s.batch_size, s.seq_len, tokens.target_len, tokens.lm_head))
+    return Plan(spec.model.name, shape, stages, backbone=backbone, memory=memory)
 
 
 def plan_from_artifact(folder: Path, registry) -> Plan:
