@@ -1,0 +1,223 @@
+"""The ``sentencepiece`` tokenizer: SentencePiece's Unigram and BPE models, read from a
+``.model`` file (without the ``sentencepiece`` package) and encoded as sentencepiece does."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from modkit import ArtifactError
+from modkit.fileio import atomic_path
+from modkit.tokenization import Template
+
+from .base import AddedToken, SubwordTokenizer
+from .spm_normalize import SPACE, Normalizer
+from .spm_proto import (BPE, BYTE, CONTROL, MODEL_TYPES, NORMAL, UNIGRAM, UNKNOWN, UNUSED, USER_DEFINED,
+                        ModelProto, read_model, serialize_model)
+from .spm_segment import UNK_PENALTY, ScoredBPE, Unigram, build_trie
+
+_FLT_MIN = 1.1754943508222875e-38  # sentencepiece starts its max_score there (a C float's FLT_MIN)
+
+
+def byte_piece(byte: int) -> str:
+    return f"<0x{byte:02X}>"
+
+
+def t5_template(eos: str) -> Template:
+    """T5's: ``</s>`` after each text."""
+    return Template((("$A", 0), (eos, 0)), (("$A", 0), (eos, 0), ("$B", 0), (eos, 0)))
+
+
+def sentinel_tokens(extra_ids: int) -> list[str]:
+    """T5's sentinels in id order: ``<extra_id_{n-1}>`` first, ``<extra_id_0>`` last."""
+    return [f"<extra_id_{k}>" for k in reversed(range(extra_ids))]
+
+
+class SentencePieceTokenizer(SubwordTokenizer):
+    """A SentencePiece model: its pieces (with scores and types), its normalizer spec and the
+    trainer options that matter when encoding (model type, byte fallback, unk surface).
+
+    ``extra_ids`` appends T5's sentinels ``<extra_id_k>`` past the pieces, as Hugging Face's
+    T5 tokenizers do. ``template`` places special tokens (T5's ``</s>``) in ``encode_plus``.
+    """
+
+    def __init__(self, model: ModelProto, *, extra_ids: int = 0, template: Template | None = None,
+                 special_tokens: dict[str, str] | None = None, added: dict[str, AddedToken] | None = None,
+                 where: str = "the model"):
+        self.model = model
+        trainer = model.trainer
+        if trainer.model_type not in (UNIGRAM, BPE):
+            name = MODEL_TYPES.get(trainer.model_type, trainer.model_type)
+            raise ArtifactError(f"{where}: a SentencePiece {name!r} model; modkit reads unigram and bpe models")
+        if trainer.treat_whitespace_as_suffix:
+            raise ArtifactError(f"{where}: treat_whitespace_as_suffix is not supported")
+        pieces = model.pieces
+        vocab = {}
+        for i, (piece, _, _) in enumerate(pieces):
+            vocab.setdefault(piece, i)
+        for token in sentinel_tokens(extra_ids):
+            vocab.setdefault(token, len(vocab))
+        self.extra_ids = extra_ids
+        roles = dict(special_tokens) if special_tokens is not None else self._roles()
+        extra = {t: AddedToken() for t in sentinel_tokens(extra_ids)}
+        controls = {p: AddedToken() for p, _, kind in pieces if kind == CONTROL}
+        super().__init__(vocab, roles, {**controls, **extra, **(added or {})})
+        self.template = template
+        types = [kind for _, _, kind in pieces]
+        self._types = types
+        self._unk_id = next((i for i, kind in enumerate(types) if kind == UNKNOWN), None)
+        if self._unk_id is None:
+            raise ArtifactError(f"{where}: the model has no unknown piece")
+        self._byte_ids = {}
+        if trainer.byte_fallback:
+            self._byte_ids = {b: vocab.get(byte_piece(b), self._unk_id) for b in range(256)}
+        user_defined = frozenset(p for p, _, kind in pieces if kind == USER_DEFINED)
+        self.normalizer = Normalizer(model.normalizer, user_defined, where=where)
+        self.denormalizer = (Normalizer(model.denormalizer, where=where)
+                             if model.denormalizer and model.denormalizer.precompiled_charsmap else None)
+        self._segmenter = self._make_segmenter(user_defined)
+
+    def _roles(self) -> dict[str, str]:
+        """Roles from the trainer spec's ids (sentencepiece's unk, bos, eos and pad)."""
+        roles = {}
+        for role in ("unk", "bos", "eos", "pad"):
+            i = getattr(self.model.trainer, f"{role}_id")
+            if 0 <= i < len(self.model.pieces):
+                roles[role] = self.model.pieces[i][0]
+        return roles
+
+    def _make_segmenter(self, user_defined: frozenset[str]):
+        pieces = self.model.pieces
+        in_trie = [(p, i) for i, (p, _, kind) in enumerate(pieces) if kind in (NORMAL, USER_DEFINED, UNUSED)]
+        if self.model.trainer.model_type == BPE:
+            return ScoredBPE(dict(reversed(in_trie)), [s for _, s, _ in pieces], self._unk_id, user_defined,
+                             frozenset(i for i, (_, _, kind) in enumerate(pieces) if kind == UNUSED))
+        normal = [s for _, s, kind in pieces if kind == NORMAL]
+        min_score = min(normal, default=0.0)
+        max_score = max(normal + [_FLT_MIN])
+        scores = []
+        for piece, score, kind in pieces:
+            if kind == USER_DEFINED:  # always chosen: sentencepiece's `length * max_score_ - 0.1`
+                score = _f32(_f32(len(piece.encode("utf-8")) * max_score) - _f32(0.1))
+            scores.append(score)
+        trie = build_trie((p, i) for p, i in in_trie if pieces[i][2] != UNUSED)
+        return Unigram(trie, scores, self._unk_id, min_score - UNK_PENALTY, float32_paths=True)
+
+    # -- encoding -----------------------------------------------------------------------
+    def _spans(self, normalized: str) -> list[tuple[int, int, int]]:
+        """(start, end, id) of each token of normalized text: a run of unknown characters is
+        one unk token, or with byte fallback one token per UTF-8 byte (each spanning its
+        character), as sentencepiece writes them."""
+        spans: list[tuple[int, int, int]] = []
+        unk, byte_ids = self._unk_id, self._byte_ids
+        for span in self._segmenter.segment(normalized):
+            if span[2] != unk:
+                spans.append(span)
+            elif byte_ids:
+                spans.extend((k, k + 1, byte_ids[b]) for k in range(span[0], span[1])
+                             for b in normalized[k].encode("utf-8"))
+            elif spans and spans[-1][2] == unk:
+                spans[-1] = (spans[-1][0], span[1], unk)
+            else:
+                spans.append(span)
+        return spans
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [piece_id for _, _, piece_id in self._spans(self.normalizer.normalize(text))]
+
+    def _segment_spans(self, segment: str):
+        normalized, origin = self.normalizer.normalize_aligned(segment)
+        for start, end, piece_id in self._spans(normalized):
+            yield piece_id, origin[start], origin[end]
+
+    def normalize(self, text: str) -> str:
+        """The text as the model sees it (sentencepiece's ``normalize``)."""
+        return self.normalizer.normalize(text)
+
+    # -- decoding ------------------------------------------------------------------------
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """As sentencepiece decodes: bytes pieces joined into characters (U+FFFD for each
+        invalid byte), ``▁`` as a space, the first space dropped, unknown pieces as the unk
+        surface. Control and other special tokens read as their text unless skipped (to
+        sentencepiece they are invisible)."""
+        spec = self.model.normalizer
+        strip_first = spec.add_dummy_prefix or spec.remove_extra_whitespaces
+        text: list[str] = []
+        pending = bytearray()
+        is_bos_ws, bos_ws_seen, written = True, False, False
+        n_pieces = len(self._types)
+        for i in ids:
+            i = int(i)
+            piece = self._token_of(i)
+            kind = self._types[i] if i < n_pieces else CONTROL
+            if kind == BYTE:
+                pending.append(int(piece[3:5], 16))
+                continue
+            if pending:
+                text.append(_bytes_text(pending))
+                pending.clear()
+                written = written or bool(text[-1])
+            if bos_ws_seen or written:
+                is_bos_ws = False
+            bos_ws_seen = False
+            if kind == UNKNOWN:
+                text.append(self.model.trainer.unk_surface)
+            elif i in self._special_ids or kind == CONTROL:
+                if not skip_special_tokens:
+                    text.append(piece)
+            else:
+                if is_bos_ws and strip_first and piece.startswith(SPACE):
+                    piece = piece[1:]
+                    bos_ws_seen = not spec.remove_extra_whitespaces
+                text.append(piece.replace(SPACE, " "))
+            written = written or bool(text and text[-1])
+        if pending:
+            text.append(_bytes_text(pending))
+        out = "".join(text)
+        return self.denormalizer.normalize(out) if self.denormalizer else out
+
+    # -- files ---------------------------------------------------------------------------
+    def save_model(self, path: str | Path) -> None:
+        """Write a sentencepiece ``.model`` file (sentinels and added tokens are not in it)."""
+        with atomic_path(Path(path)) as tmp:
+            tmp.write_bytes(serialize_model(self.model))
+
+    def to_json(self) -> dict[str, Any]:
+        from .spm_formats import to_hf_json
+
+        return to_hf_json(self)
+
+    @classmethod
+    def from_file(cls, path: Path):
+        from .spm_formats import load_sentencepiece
+
+        return load_sentencepiece(cls, Path(path))
+
+    @classmethod
+    def train(cls, files, options=None, progress=None):
+        raise NotImplementedError("training SentencePiece models is not implemented yet")
+
+
+def _f32(value: float) -> float:
+    from array import array
+
+    return array("f", [value])[0]
+
+
+def _bytes_text(data: bytes) -> str:
+    """Bytes as sentencepiece writes byte pieces: each valid UTF-8 character as itself,
+    each byte of an invalid sequence as U+FFFD."""
+    out = []
+    i, n = 0, len(data)
+    while i < n:
+        lead = data[i]
+        width = 1 if lead < 0x80 else 2 if 0xC2 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if 0xF0 <= lead < 0xF5 else 0
+        if width and i + width <= n:
+            try:
+                out.append(data[i:i + width].decode("utf-8"))
+                i += width
+                continue
+            except UnicodeDecodeError:
+                pass
+        out.append("\ufffd")
+        i += 1
+    return "".join(out)
