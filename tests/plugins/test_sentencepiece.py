@@ -162,3 +162,69 @@ def test_corrupt_model_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x0a\xff\xff\xff")
     with pytest.raises(modkit.ArtifactError, match="broken.model: not a SentencePiece model"):
         modkit.load_tokenizer(bad)
+
+
+# -- Hugging Face tokenizer.json -------------------------------------------------------------------
+
+def _hf_conversions(path, folder):
+    """tokenizer.json files transformers writes for a .model: its faithful converter
+    (``build_tokenizer_from_spm_proto``) and, for Unigram, the classic T5 one (Precompiled,
+    Strip, Replace and a splitting Metaspace; ``</s>`` appended, 100 sentinels)."""
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+    from transformers.convert_slow_tokenizer import SpmConverter, T5Converter
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    vocab = ({p.piece: i for i, p in enumerate(proto.pieces)} if proto.trainer_spec.model_type == 2
+             else [(p.piece, p.score) for p in proto.pieces])
+    files = [folder / f"{path.stem}-faithful.json"]
+    SpmConverter.build_tokenizer_from_spm_proto(proto, vocab).save(str(files[0]))
+    if proto.trainer_spec.model_type == 1:
+        class Slow:  # what T5Converter asks of a slow tokenizer
+            vocab_file, legacy, _extra_ids = str(path), True, 100
+            convert_tokens_to_ids = sentencepiece.SentencePieceProcessor(model_file=str(path)).piece_to_id
+
+        files.append(folder / f"{path.stem}-t5.json")
+        T5Converter(Slow()).converted().save(str(files[1]))
+    return files
+
+
+@pytest.mark.parity
+def test_hugging_face_json_reads_with_hugging_face_ids(spm_models, tmp_path):
+    tokenizers = import_or_skip("tokenizers", "pip install tokenizers (the dev extra)")
+    import_or_skip("transformers", "pip install transformers (the dev extra)")
+    texts = HELD_BACK + held_back_paragraphs()[:300] + _random_texts(300)
+    for path in spm_models.values():
+        for json_path in _hf_conversions(path, tmp_path):
+            reference, ours = tokenizers.Tokenizer.from_file(str(json_path)), modkit.load_tokenizer(json_path)
+            for text in texts:
+                want = reference.encode(text, add_special_tokens=False).ids
+                assert ours.encode(text, allow_special=True) == want, (json_path.name, text)
+                assert ours.decode(want) == reference.decode(want, skip_special_tokens=False), (json_path.name, text)
+            for a, b in zip(texts[:50], texts[1:51]):
+                assert ours.encode_plus(a, b, allow_special=True).ids == reference.encode(a, b).ids
+
+
+@pytest.mark.parity
+def test_saved_json_loads_in_hugging_face_and_back(spm_models, tmp_path):
+    """modkit writes what transformers' faithful converter writes (Hugging Face gives the same
+    ids from either, except that modkit's file marks control symbols as special added tokens,
+    as transformers' T5 tokenizers do), and reads its own file back as the .model it came from."""
+    import sentencepiece
+
+    tokenizers = import_or_skip("tokenizers", "pip install tokenizers (the dev extra)")
+    import_or_skip("transformers", "pip install transformers (the dev extra)")
+    texts = HELD_BACK + held_back_paragraphs()[:300] + _random_texts(300)
+    for name, path in spm_models.items():
+        saved = tmp_path / f"{name}.json"
+        modkit.load_tokenizer(path).save(saved)
+        converted = tokenizers.Tokenizer.from_file(str(_hf_conversions(path, tmp_path)[0]))
+        hf, back = tokenizers.Tokenizer.from_file(str(saved)), modkit.load_tokenizer(saved)
+        reference = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        controls = [reference.id_to_piece(i) for i in range(reference.get_piece_size()) if reference.is_control(i)]
+        for text in texts:
+            if not any(c in text for c in controls):
+                ids = converted.encode(text, add_special_tokens=False).ids
+                assert hf.encode(text, add_special_tokens=False).ids == ids, (name, text)
+            assert back.encode(text) == reference.encode(text), (name, text)

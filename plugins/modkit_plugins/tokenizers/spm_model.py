@@ -2,6 +2,7 @@
 ``.model`` file (without the ``sentencepiece`` package) and encoded as sentencepiece does."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,7 @@ from .spm_proto import (BPE, BYTE, CONTROL, MODEL_TYPES, NORMAL, UNIGRAM, UNKNOW
                         ModelProto, read_model, serialize_model)
 from .spm_segment import UNK_PENALTY, ScoredBPE, Unigram, build_trie
 
+_SENTINEL = re.compile(r"<extra_id_\d+>")
 _FLT_MIN = 1.1754943508222875e-38  # sentencepiece starts its max_score there (a C float's FLT_MIN)
 
 
@@ -121,13 +123,38 @@ class SentencePieceTokenizer(SubwordTokenizer):
                 spans.append(span)
         return spans
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        return [piece_id for _, _, piece_id in self._spans(self.normalizer.normalize(text))]
+    def _section(self, text: str, first: bool, aligned: bool) -> list[tuple[int, int, int]]:
+        """(id, start, end) of the tokens of a stretch of text without added tokens; the
+        offsets only when ``aligned``."""
+        if not aligned:
+            return [(i, 0, 0) for _, _, i in self._spans(self.normalizer.normalize(text))]
+        normalized, origin = self.normalizer.normalize_aligned(text)
+        return [(i, origin[start], origin[end]) for start, end, i in self._spans(normalized)]
 
-    def _segment_spans(self, segment: str):
-        normalized, origin = self.normalizer.normalize_aligned(segment)
-        for start, end, piece_id in self._spans(normalized):
-            yield piece_id, origin[start], origin[end]
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [i for i, _, _ in self._section(text, True, False)]
+
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        ids: list[int] = []
+        for segment, is_added, start, _ in self._segments_at(text, allow_special):
+            if is_added:
+                ids.append(self.vocab[segment])
+            else:
+                ids.extend(i for i, _, _ in self._section(segment, start == 0, False))
+        return ids
+
+    def encode_with_offsets(self, text: str, *, allow_special: bool = False):
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for segment, is_added, start, end in self._segments_at(text, allow_special):
+            if is_added:
+                ids.append(self.vocab[segment])
+                offsets.append((start, end))
+                continue
+            for i, a, b in self._section(segment, start == 0, True):
+                ids.append(i)
+                offsets.append((start + a, start + b))
+        return ids, offsets
 
     def normalize(self, text: str) -> str:
         """The text as the model sees it (sentencepiece's ``normalize``)."""
@@ -195,6 +222,56 @@ class SentencePieceTokenizer(SubwordTokenizer):
     @classmethod
     def train(cls, files, options=None, progress=None):
         raise NotImplementedError("training SentencePiece models is not implemented yet")
+
+
+class HubSentencePieceTokenizer(SentencePieceTokenizer):
+    """A Hugging Face tokenizer.json with a Unigram model (or a BPE with byte fallback),
+    encoded and decoded as Hugging Face's ``tokenizers`` does (see :mod:`.spm_hf`)."""
+
+    def __init__(self, doc: dict[str, Any], *, where: str = "tokenizer.json"):
+        from . import spm_hf
+        from .base import added_from_json, special_tokens_from_json
+
+        model = doc["model"]
+        if model.get("type") == "Unigram":
+            vocab = {}
+            for i, (piece, _) in enumerate(model["vocab"]):
+                vocab.setdefault(piece, i)
+        else:
+            vocab = dict(model["vocab"])
+        for entry in doc.get("added_tokens") or []:
+            vocab.setdefault(entry["content"], entry["id"])
+        self.doc = doc
+        SubwordTokenizer.__init__(self, vocab, special_tokens_from_json(doc),
+                                  added_from_json(doc, where, normalizes=bool(doc.get("normalizer"))))
+        self.template = Template.from_json(doc.get("post_processor"))
+        self.extra_ids = sum(1 for t in vocab if _SENTINEL.fullmatch(t))
+        self._normalize = spm_hf.normalizer(doc.get("normalizer"), where)
+        self._pre_tokenize = spm_hf.pre_tokenizer(doc.get("pre_tokenizer"), where)
+        self._model = spm_hf.HFModel(model, self.vocab, where)
+        self._decoder = spm_hf.decoder(doc.get("decoder"), where)
+        self._aligned = spm_hf.Aligned
+
+    def _section(self, text: str, first: bool, aligned: bool) -> list[tuple[int, int, int]]:
+        normalized = self._normalize(self._aligned.of(text))
+        out = []
+        for word in self._pre_tokenize([normalized], first):
+            for start, end, piece_id in self._model.spans(word.text):
+                out.append((piece_id, word.origin[start], word.origin[end]))
+        return out
+
+    def normalize(self, text: str) -> str:
+        return self._normalize(self._aligned.of(text)).text
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        tokens = [self._token_of(i) for i in ids if not (skip_special_tokens and int(i) in self._special_ids)]
+        return "".join(self._decoder(tokens))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.doc, "added_tokens": self._added_tokens_json()}
+
+    def save_model(self, path) -> None:
+        raise NotImplementedError("a tokenizer read from a tokenizer.json is saved as tokenizer.json only")
 
 
 def _f32(value: float) -> float:

@@ -98,6 +98,21 @@ class CharsMap:
         length, value = best
         return self._replacement(value), len(key[:length].decode("utf-8", "surrogatepass"))
 
+    def shortest(self, text: str) -> str | None:
+        """The replacement of the shortest key that starts ``text`` (Hugging Face's
+        ``Precompiled`` takes the first prefix match), or None."""
+        units, labels, offsets = self._units, self._labels, self._offsets
+        node = offsets[0]
+        for byte in text.encode("utf-8", "surrogatepass"):
+            node ^= byte
+            if node >= len(labels) or labels[node] != byte:
+                return None
+            has_leaf = units[node] >> 8 & 1
+            node ^= offsets[node]
+            if has_leaf:
+                return self._replacement(units[node] & 0x7FFFFFFF)
+        return None
+
     def _replacement(self, value: int) -> str:
         text = self._decoded.get(value)
         if text is None:

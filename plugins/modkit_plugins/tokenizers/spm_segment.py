@@ -211,3 +211,32 @@ class ScoredBPE:
             return [piece]
         left, right = split[piece]
         return self._resegment(left, split) + self._resegment(right, split)
+
+
+class RankedBPE:
+    """Hugging Face's BPE over one word: from characters, merge the adjacent pair of lowest
+    rank (the leftmost on a tie) until no pair has one. Characters not in the vocabulary get
+    ``unk_id``."""
+
+    def __init__(self, vocab: dict[str, int], ranks: dict[tuple[str, str], int], unk_id: int):
+        self.vocab = vocab
+        self.ranks = ranks
+        self.unk_id = unk_id
+
+    def segment(self, word: str) -> list[tuple[int, int, int]]:
+        symbols = list(word)
+        ranks = self.ranks
+        while len(symbols) > 1:
+            best, at = None, -1
+            for k in range(len(symbols) - 1):
+                rank = ranks.get((symbols[k], symbols[k + 1]))
+                if rank is not None and (best is None or rank < best):
+                    best, at = rank, k
+            if best is None:
+                break
+            symbols[at:at + 2] = [symbols[at] + symbols[at + 1]]
+        spans, start = [], 0
+        for symbol in symbols:
+            spans.append((start, start + len(symbol), self.vocab.get(symbol, self.unk_id)))
+            start += len(symbol)
+        return spans
