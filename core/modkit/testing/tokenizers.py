@@ -13,7 +13,8 @@ SAMPLE_TEXTS = ["Hello, world!", "The quick brown fox jumps over the lazy dog.",
 _FOREIGN = {
     "blob.bin": bytes(range(256)) * 4,
     "other.json": json.dumps({"hello": 1, "model": "not a tokenizer"}).encode(),
-    "unigram.json": json.dumps({"version": "1.0", "model": {"type": "Unigram", "vocab": [["a", 0.0]]}}).encode(),
+    # a tokenizer.json whose model no built-in reads (Unigram is the sentencepiece tokenizer's now)
+    "mystery.json": json.dumps({"version": "1.0", "model": {"type": "Mystery", "vocab": [["a", 0.0]]}}).encode(),
 }
 
 

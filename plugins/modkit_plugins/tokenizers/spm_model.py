@@ -221,7 +221,15 @@ class SentencePieceTokenizer(SubwordTokenizer):
 
     @classmethod
     def train(cls, files, options=None, progress=None):
-        raise NotImplementedError("training SentencePiece models is not implemented yet")
+        """A Unigram or BPE model learned from text files (see :mod:`.spm_train`)."""
+        from .sentencepiece import SentencePieceOptions
+        from .spm_train import train_model
+
+        options = options or SentencePieceOptions()
+        model = train_model(files, options, progress)
+        eos = model.pieces[options.special_ids["eos"]][0] if options.special_ids.get("eos", -1) >= 0 else None
+        return cls(model, extra_ids=options.extra_ids,
+                   template=t5_template(eos) if options.append_eos and eos else None)
 
 
 class HubSentencePieceTokenizer(SentencePieceTokenizer):
