@@ -87,7 +87,8 @@ def to_hf_json(tok) -> dict[str, Any]:
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": pre_tokenizers} if pre_tokenizers else None,
         "post_processor": tok.template.to_json(tok.token_to_id) if tok.template else None,
         "decoder": {"type": "Sequence", "decoders": decoders},
-        "model": {**_hf_model(proto, sentinels), _KEY: _spec_json(proto, len(sentinels))},
+        "model": {**_hf_model(proto, sentinels),
+                  _KEY: {**_spec_json(proto, len(sentinels)), "float32_scoring": tok.float32_scoring}},
     }
 
 
@@ -169,4 +170,5 @@ def _from_modkit_json(cls, doc: dict[str, Any], path: Path):
     added = {t: a for t, a in added_from_json(doc, path, normalizes=False).items()
              if t not in own and not t.startswith("<extra_id_")}
     return cls(proto, extra_ids=spec.get("extra_ids", 0), template=Template.from_json(doc.get("post_processor")),
+               float32_scoring=spec.get("float32_scoring", True),
                special_tokens=special_tokens_from_json(doc), added=added, where=str(path))

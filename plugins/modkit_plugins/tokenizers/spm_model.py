@@ -44,8 +44,12 @@ class SentencePieceTokenizer(SubwordTokenizer):
 
     def __init__(self, model: ModelProto, *, extra_ids: int = 0, template: Template | None = None,
                  special_tokens: dict[str, str] | None = None, added: dict[str, AddedToken] | None = None,
-                 where: str = "the model"):
+                 float32_scoring: bool = True, where: str = "the model"):
         self.model = model
+        #: Unigram path scores in float32 as sentencepiece adds them (a .model's), or in
+        #: doubles as Hugging Face does (a model modkit trained, so its tokenizer.json gives
+        #: the same ids in transformers: the two break exact ties differently)
+        self.float32_scoring = float32_scoring
         trainer = model.trainer
         if trainer.model_type not in (UNIGRAM, BPE):
             name = MODEL_TYPES.get(trainer.model_type, trainer.model_type)
@@ -102,7 +106,7 @@ class SentencePieceTokenizer(SubwordTokenizer):
                 score = _f32(_f32(len(piece.encode("utf-8")) * max_score) - _f32(0.1))
             scores.append(score)
         trie = build_trie((p, i) for p, i in in_trie if pieces[i][2] != UNUSED)
-        return Unigram(trie, scores, self._unk_id, min_score - UNK_PENALTY, float32_paths=True)
+        return Unigram(trie, scores, self._unk_id, min_score - UNK_PENALTY, float32_paths=self.float32_scoring)
 
     # -- encoding -----------------------------------------------------------------------
     def _spans(self, normalized: str) -> list[tuple[int, int, int]]:
@@ -164,8 +168,9 @@ class SentencePieceTokenizer(SubwordTokenizer):
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         """As sentencepiece decodes: bytes pieces joined into characters (U+FFFD for each
         invalid byte), ``▁`` as a space, the first space dropped, unknown pieces as the unk
-        surface. Control and other special tokens read as their text unless skipped (to
-        sentencepiece they are invisible)."""
+        surface (`` ⁇ ``). Control and other special tokens read as their text (to
+        sentencepiece they are invisible); ``skip_special_tokens`` drops them and unknown
+        pieces, as Hugging Face does."""
         spec = self.model.normalizer
         strip_first = spec.add_dummy_prefix or spec.remove_extra_whitespaces
         text: list[str] = []
@@ -187,7 +192,8 @@ class SentencePieceTokenizer(SubwordTokenizer):
                 is_bos_ws = False
             bos_ws_seen = False
             if kind == UNKNOWN:
-                text.append(self.model.trainer.unk_surface)
+                if not skip_special_tokens:
+                    text.append(self.model.trainer.unk_surface)
             elif i in self._special_ids or kind == CONTROL:
                 if not skip_special_tokens:
                     text.append(piece)
@@ -228,7 +234,7 @@ class SentencePieceTokenizer(SubwordTokenizer):
         options = options or SentencePieceOptions()
         model = train_model(files, options, progress)
         eos = model.pieces[options.special_ids["eos"]][0] if options.special_ids.get("eos", -1) >= 0 else None
-        return cls(model, extra_ids=options.extra_ids,
+        return cls(model, extra_ids=options.extra_ids, float32_scoring=False,
                    template=t5_template(eos) if options.append_eos and eos else None)
 
 
