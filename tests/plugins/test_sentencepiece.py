@@ -232,3 +232,27 @@ def test_saved_json_loads_in_hugging_face_and_back(spm_models, tmp_path):
                 ids = converted.encode(text, add_special_tokens=False).ids
                 assert hf.encode(text, add_special_tokens=False).ids == ids, (name, text)
             assert back.encode(text) == reference.encode(text), (name, text)
+
+
+@pytest.mark.parity
+def test_subword_sampling_is_reproducible_and_distributed_as_sentencepieces(spm_models):
+    """Segmentations drawn with a fixed seed repeat; over many draws each segmentation of a
+    word comes up as often as sentencepiece draws it (enable_sampling, nbest_size=-1)."""
+    import sentencepiece
+    from collections import Counter
+
+    path = spm_models["unigram-nmt_nfkc"]
+    ours = modkit.load_tokenizer(path)
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    text = "the interpreter returns"
+    draws = [ours.encode_sampled(text, alpha=0.5, rng=random.Random(seed)) for seed in range(3)]
+    assert draws == [ours.encode_sampled(text, alpha=0.5, rng=random.Random(seed)) for seed in range(3)]
+    rng = random.Random(0)
+    n = 3000
+    mine = Counter(tuple(ours.encode_sampled(text, alpha=0.5, rng=rng)) for _ in range(n))
+    theirs = Counter(tuple(reference.encode(text, enable_sampling=True, alpha=0.5, nbest_size=-1)) for _ in range(n))
+    assert all(ours.decode(list(ids)) == text for ids in mine)
+    assert len(mine) > 5
+    for ids, count in theirs.most_common(5):  # the common ones within 4 standard deviations
+        p = count / n
+        assert abs(mine[ids] / n - p) < 4 * (p * (1 - p) / n) ** 0.5 + 1e-3, (ids, mine[ids], count)

@@ -2,11 +2,12 @@
 ``.model`` file (without the ``sentencepiece`` package) and encoded as sentencepiece does."""
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from modkit import ArtifactError
+from modkit import ArtifactError, UserError
 from modkit.fileio import atomic_path
 from modkit.tokenization import Template
 
@@ -109,13 +110,13 @@ class SentencePieceTokenizer(SubwordTokenizer):
         return Unigram(trie, scores, self._unk_id, min_score - UNK_PENALTY, float32_paths=self.float32_scoring)
 
     # -- encoding -----------------------------------------------------------------------
-    def _spans(self, normalized: str) -> list[tuple[int, int, int]]:
+    def _spans(self, normalized: str, segmentation=None) -> list[tuple[int, int, int]]:
         """(start, end, id) of each token of normalized text: a run of unknown characters is
         one unk token, or with byte fallback one token per UTF-8 byte (each spanning its
         character), as sentencepiece writes them."""
         spans: list[tuple[int, int, int]] = []
         unk, byte_ids = self._unk_id, self._byte_ids
-        for span in self._segmenter.segment(normalized):
+        for span in segmentation if segmentation is not None else self._segmenter.segment(normalized):
             if span[2] != unk:
                 spans.append(span)
             elif byte_ids:
@@ -159,6 +160,15 @@ class SentencePieceTokenizer(SubwordTokenizer):
                 ids.append(i)
                 offsets.append((start + a, start + b))
         return ids, offsets
+
+    def encode_sampled(self, text: str, *, alpha: float = 0.1, rng: random.Random) -> list[int]:
+        """Ids of one segmentation drawn with probability proportional to exp(alpha x score)
+        over all segmentations (subword regularisation, Kudo 2018; sentencepiece's
+        ``enable_sampling`` with ``nbest_size=-1``). The same ``rng`` state gives the same ids."""
+        if not isinstance(self._segmenter, Unigram):
+            raise UserError("subword sampling needs a Unigram model; this one is BPE")
+        normalized = self.normalizer.normalize(text)
+        return [i for _, _, i in self._spans(normalized, self._segmenter.sample(normalized, alpha, rng))]
 
     def normalize(self, text: str) -> str:
         """The text as the model sees it (sentencepiece's ``normalize``)."""
