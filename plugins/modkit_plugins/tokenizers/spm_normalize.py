@@ -18,6 +18,7 @@ from modkit import ArtifactError
 from .spm_proto import NormalizerSpec
 
 SPACE = "\u2581"  # ▁, what a space is written as inside pieces
+_SPACE_RUNS = re.compile(" {2,}")
 
 
 class CharsMap:
@@ -49,11 +50,18 @@ class CharsMap:
 
     def _first_chars(self, np, units, offsets) -> set[str]:
         """The characters some key starts with: the trie's paths one UTF-8 character deep."""
+        return {char for _, char, _ in self._next_chars(np, units, offsets, [int(offsets[0])])}
+
+    @staticmethod
+    def _next_chars(np, units, offsets, starts: list[int]) -> list[tuple[int, str, int]]:
+        """(which start, character, base of the node it leads to) for each character that
+        continues a key from the nodes whose children are at ``starts``."""
         labels = units & ((1 << 31) | 0xFF)
         byte_values = np.arange(1, 256, dtype=np.int64)
-        bases = np.array([int(offsets[0])], dtype=np.int64)
-        keys: list[bytes] = [b""]
-        found_chars: set[str] = set()
+        bases = np.array(starts, dtype=np.int64)
+        origins = list(range(len(starts)))
+        keys: list[bytes] = [b""] * len(starts)
+        found: list[tuple[int, str, int]] = []
         for _ in range(4):
             if not len(bases):
                 break
@@ -62,16 +70,40 @@ class CharsMap:
             hit = inside & (labels[np.where(inside, children, 0)] == byte_values[None, :])
             rows, cols = np.nonzero(hit)
             child = children[rows, cols]
-            next_bases, next_keys = [], []
-            for key, base in zip((keys[r] + bytes((c + 1,)) for r, c in zip(rows.tolist(), cols.tolist())),
-                                 (child ^ offsets[child]).tolist()):
+            next_bases, next_keys, next_origins = [], [], []
+            for row, key, base in zip(rows.tolist(), (keys[r] + bytes((c + 1,)) for r, c in zip(rows.tolist(), cols.tolist())),
+                                      (child ^ offsets[child]).tolist()):
                 try:
-                    found_chars.add(key.decode("utf-8"))
+                    found.append((origins[row], key.decode("utf-8"), base))
                 except UnicodeDecodeError:  # not a whole character yet: go one byte deeper
                     next_bases.append(base)
                     next_keys.append(key)
-            bases, keys = np.array(next_bases, dtype=np.int64), next_keys
-        return found_chars
+                    next_origins.append(origins[row])
+            bases, keys, origins = np.array(next_bases, dtype=np.int64), next_keys, next_origins
+        return found
+
+    def fast_tables(self) -> tuple[dict[int, str], re.Pattern | None]:
+        """For normalising without a walk at every character: the replacement of every
+        one-character key (a ``str.translate`` table), and a pattern that finds where a key of
+        two or more characters may start (a first character followed by a possible second)."""
+        import numpy as np
+
+        units = np.array(self._units, dtype=np.int64)
+        offsets = np.array(self._offsets, dtype=np.int64)
+        firsts = self._next_chars(np, units, offsets, [self._offsets[0]])
+        single: dict[int, str] = {}
+        for _, char, _ in firsts:
+            found = self.match(char, 0)
+            if found is not None and found[1] == 1:
+                single[ord(char)] = found[0]
+        seconds = self._next_chars(np, units, offsets, [base for _, _, base in firsts])
+        if not seconds:
+            return single, None
+        longer_firsts = {firsts[origin][1] for origin, _, _ in seconds}
+
+        def klass(chars):
+            return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+        return single, re.compile(klass(longer_firsts) + klass({char for _, char, _ in seconds}))
 
     def match(self, text: str, at: int) -> tuple[str, int] | None:
         """(replacement, length in characters) of the longest key at ``text[at:]``, or None."""
@@ -147,6 +179,11 @@ class Normalizer:
         for symbol in self.user_defined:
             self._longest[symbol[0]] = max(self._longest.get(symbol[0], 0), len(symbol))
         starts = set(self._longest) | {" "} | (self.charsmap.first_chars if self.charsmap else set())
+        # the fast path: one-character replacements by str.translate, whitespace by regex; the
+        # unit-by-unit walk where a longer key may match, or user-defined symbols are in play,
+        # or a replacement holds two spaces (which unit-by-unit handling keeps)
+        self._translate, self._longer = self.charsmap.fast_tables() if self.charsmap else ({}, None)
+        self._fast = not self.user_defined and not any("  " in r for r in self._translate.values())
         self._special = re.compile("[" + "".join(re.escape(c) for c in sorted(starts)) + "]")
         self._space = SPACE if spec.escape_whitespaces else " "
 
@@ -176,7 +213,17 @@ class Normalizer:
         return units
 
     def normalize(self, text: str) -> str:
-        return self.normalize_aligned(text)[0]
+        if not self._fast or (self._longer is not None and self._longer.search(text)):
+            return self.normalize_aligned(text)[0]
+        spec = self.spec
+        out = text.translate(self._translate)
+        if spec.remove_extra_whitespaces:
+            out = _SPACE_RUNS.sub(" ", out).lstrip(" ")
+        if spec.escape_whitespaces:
+            out = out.replace(" ", SPACE)
+        if spec.add_dummy_prefix and (out if spec.remove_extra_whitespaces else text):
+            out = self._space + out
+        return out.rstrip(self._space) if spec.remove_extra_whitespaces else out
 
     def normalize_aligned(self, text: str) -> tuple[str, list[int]]:
         """The normalized text and, for each of its characters and one past the end, the
