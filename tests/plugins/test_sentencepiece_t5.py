@@ -79,3 +79,18 @@ def test_t5_tokenizer_fast_loads_the_artifact_with_equal_ids(artifact, paragraph
         assert reference(text).input_ids == tok.encode_plus(text, allow_special=True).ids, text
         ids = tok.encode(text, allow_special=True)
         assert reference.decode(ids, skip_special_tokens=True) == tok.decode(ids, skip_special_tokens=True), text
+
+
+@pytest.mark.parity
+def test_exported_folder_loads_in_auto_tokenizer_with_equal_ids(artifact, paragraphs, tmp_path):
+    transformers = import_or_skip("transformers", "pip install transformers (the dev extra)")
+    from modkit.builder.checkpoints import export_hf
+
+    out, _ = artifact
+    dest = export_hf(out, tmp_path / "hf")
+    tok = modkit.load_tokenizer(out)
+    reference = transformers.AutoTokenizer.from_pretrained(str(dest))
+    for text in paragraphs[:100] + ["Fill <extra_id_0> in."]:
+        assert reference(text).input_ids == tok.encode_plus(text, allow_special=True).ids, text
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(dest))
+    assert model.config.vocab_size == tok.vocab_size
