@@ -257,6 +257,8 @@ class HubSentencePieceTokenizer(SentencePieceTokenizer):
         from .base import added_from_json, special_tokens_from_json
 
         model = doc["model"]
+        if not model.get("vocab"):
+            raise ArtifactError(f"{where}: a {model.get('type')} model with an empty vocabulary")
         if model.get("type") == "Unigram":
             vocab = {}
             for i, (piece, _) in enumerate(model["vocab"]):
