@@ -256,3 +256,29 @@ def test_subword_sampling_is_reproducible_and_distributed_as_sentencepieces(spm_
     for ids, count in theirs.most_common(5):  # the common ones within 4 standard deviations
         p = count / n
         assert abs(mine[ids] / n - p) < 4 * (p * (1 - p) / n) ** 0.5 + 1e-3, (ids, mine[ids], count)
+
+
+# -- training --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_trained_model_follows_its_options_and_loads_in_sentencepiece(model_type, tmp_path, corpus_path):
+    import sentencepiece
+
+    from modkit_plugins.tokenizers.sentencepiece import SentencePieceOptions
+
+    (tmp_path / "c.txt").write_text(corpus_path.read_text()[:30_000] + "\\n".join(["版本 3.11 😀 café"] * 3))
+    options = SentencePieceOptions(model_type=model_type, vocab_size=600, byte_fallback=True, split_digits=True,
+                                   user_defined_symbols=["<sep>"], control_symbols=["<cls>"], extra_ids=3)
+    tok = SentencePieceTokenizer.train([tmp_path / "c.txt"], options)
+    assert tok.vocab_size == 600 and tok.token_to_id("<extra_id_0>") == 599
+    assert [tok.token_to_id(t) for t in ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<0x00>")] == [0, 1, 2, 3, 4, 5]
+    pieces = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    assert not any(len(p) > 1 and any(c.isdigit() for c in p.lstrip("▁")) for p in pieces if not p.startswith("<"))
+    assert tok.token_to_id("<sep>") in tok.encode("a<sep>b")
+    ids = tok.encode("ß→☃")  # characters it never saw: bytes
+    assert tok.decode(ids) == "ß→☃" and all(tok.id_to_token(i).startswith("<0x") for i in ids[1:])
+    tok.save_model(tmp_path / "trained.model")
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "trained.model"))
+    reread = SentencePieceTokenizer(read_model(tmp_path / "trained.model"))
+    for text in HELD_BACK + held_back_paragraphs()[:100]:
+        assert reread.encode(text) == reference.encode(text), text

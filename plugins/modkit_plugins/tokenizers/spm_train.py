@@ -134,10 +134,10 @@ def train_unigram(words: Counter[str], vocab_size: int, *, character_coverage: f
     while True:
         for _ in range(sub_iterations):
             expected = _expected_counts(scores, words)
-            kept = {p: f for p, f in expected.items() if f >= 0.5 or p in required_set}
+            scores = _digamma_scores({p: f for p, f in expected.items() if f >= 0.5})
+            floor = min(scores.values(), default=0.0) - 1.0  # a required character no path uses
             for char in required:
-                kept.setdefault(char, 0.0)
-            scores = _digamma_scores(kept)
+                scores.setdefault(char, floor)
         rounds += 1
         if progress:
             progress(rounds, rounds + 1)
