@@ -35,7 +35,7 @@ class Aligned(NamedTuple):
         return cls(text, list(range(base, base + len(text) + 1)))
 
     def cut(self, start: int, end: int) -> Aligned:
-        return Aligned(self.text[start:end], self.origin[start:end] + [self.origin[end] if end < len(self.text) else self.origin[-1]])
+        return Aligned(self.text[start:end], self.origin[start:end + 1])
 
 
 def _rebuild(parts: list[tuple[str, int]], end: int) -> Aligned:
@@ -88,7 +88,7 @@ def _strip(left: bool, right: bool, s: Aligned) -> Aligned:
     start = len(text) - len(text.lstrip(_WHITESPACE)) if left else 0
     end = len(text.rstrip(_WHITESPACE)) if right else len(text)
     if start >= end:
-        return Aligned("", [s.origin[end] if end < len(text) else s.origin[-1]])
+        return Aligned("", [s.origin[end]])
     return s.cut(start, end)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from array import array
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -297,12 +298,11 @@ class HubSentencePieceTokenizer(SentencePieceTokenizer):
         return {**self.doc, "added_tokens": self._added_tokens_json()}
 
     def save_model(self, path) -> None:
-        raise NotImplementedError("a tokenizer read from a tokenizer.json is saved as tokenizer.json only")
+        raise UserError("a tokenizer read from a Hugging Face tokenizer.json is saved as tokenizer.json only")
 
 
 def _f32(value: float) -> float:
-    from array import array
-
+    """``value`` rounded to a C float."""
     return array("f", [value])[0]
 
 
