@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modkit.errors import ArtifactError
@@ -25,6 +25,14 @@ def graph_file(name: str, precision: str = "fp32") -> str:
     return name if precision == "fp32" else name[: -len(".onnx")] + f".{precision}.onnx"
 
 
+def is_artifact_path(name: str) -> bool:
+    """Whether ``name`` is a file inside an artifact: a relative POSIX path (``model.onnx``,
+    ``checkpoints/stage1-step000006.safetensors``) that cannot climb out (no ``..``)."""
+    path = PurePosixPath(name)
+    return (bool(name) and "\\" not in name and not path.is_absolute() and ".." not in path.parts
+            and path.as_posix() == name)
+
+
 def read_manifest(folder: Path, *, verify: bool = True) -> dict[str, Any]:
     """The artifact's manifest; with ``verify``, every listed file's sha256 is checked.
 
@@ -44,7 +52,7 @@ def read_manifest(folder: Path, *, verify: bool = True) -> dict[str, Any]:
     _check_version(manifest, path)
     files = manifest.get("files")
     if not isinstance(files, dict) or not files or not all(
-            isinstance(name, str) and Path(name).name == name and isinstance(digest, str) and _SHA256.match(digest)
+            isinstance(name, str) and is_artifact_path(name) and isinstance(digest, str) and _SHA256.match(digest)
             for name, digest in files.items()):
         raise ArtifactError(f"{path}: 'files' must map every file of the artifact to its sha256; "
                             "the manifest is corrupt or was edited")
@@ -55,8 +63,9 @@ def read_manifest(folder: Path, *, verify: bool = True) -> dict[str, Any]:
                 raise ArtifactError(f"{f}: missing (listed in the manifest)")
             if sha256_file(f) != digest:
                 raise ArtifactError(f"{f}: sha256 does not match the manifest; the file is corrupt or was changed")
-        unlisted = sorted(f.name for f in folder.iterdir() if f.is_file() and f.suffix in _READ_BY_MODKIT
-                          and f.name != "manifest.json" and f.name not in files)
+        unlisted = sorted(name for name in (f.relative_to(folder).as_posix() for f in folder.rglob("*")
+                                            if f.is_file() and f.suffix in _READ_BY_MODKIT)
+                          if name != "manifest.json" and name not in files)
         if unlisted:
             raise ArtifactError(f"{folder}: {', '.join(unlisted)} not listed in the manifest's files; the "
                                 "artifact was changed after it was built")
