@@ -111,10 +111,11 @@ def assign_state(factory: Callable[[], Any], state: dict[str, Any], source: str 
 
 
 def _format(model_type: str, registry: Registry):
-    if model_type not in registry.checkpoint_formats:
+    found = registry.checkpoint_format(model_type)
+    if found is None:
         known = ", ".join(sorted(registry.checkpoint_formats)) or "none"
         raise ArtifactError(f"model_type {model_type!r} is not supported (supported: {known})")
-    return import_object(registry.checkpoint_formats[model_type][1])()
+    return import_object(found[1])()
 
 
 def load_hf(folder: str | Path, *, registry: Registry | None = None):
@@ -136,10 +137,14 @@ def load_hf(folder: str | Path, *, registry: Registry | None = None):
 
 def format_for(model, *, registry: Registry | None = None):
     """The registered checkpoint format that can write ``model``."""
-    for _plugin, impl in (registry or get_registry()).checkpoint_formats.values():
+    registry = registry or get_registry()
+    for _plugin, impl in registry.checkpoint_formats.values():
         fmt = import_object(impl)()
         if fmt.handles(model):
             return fmt
+    for model_type, entries in registry.format_conflicts.items():  # two plugins claim it: say which
+        if any(import_object(impl)().handles(model) for _, impl in entries):
+            registry.checkpoint_format(model_type)
     raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
 
 
