@@ -326,6 +326,14 @@ class PeftMethod:
         starts, after seeding, then trains only these modules and the task head."""
         raise NotImplementedError
 
+    def target_patterns(self) -> dict[str, list[str]]:
+        """The role patterns the user gave this method, by option name (``{"targets":
+        ["attn.q", "attn.v"]}``). Before any training, the build checks that every entry
+        matches at least one role of the backbone, so a typo is a spec error naming it, not a
+        layer silently left out. Default: the ``targets`` option, where the method has one."""
+        targets = getattr(self.options, "targets", None)
+        return {"targets": list(targets)} if targets else {}
+
     def merge(self, model: torch.nn.Module) -> None:
         """Fold the method into the base weights and remove its modules, where it can
         (``merges``); otherwise leave them in place, computing what they did (adapters stay,

@@ -31,7 +31,11 @@ def leftovers(folder):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq"]'),
-     "stages[1].peft[0]: lora: targets ['attn.qq'] match no layer; roles here: attn.k, attn.o"),
+     "stages[1].peft[0].targets[0]: 'attn.qq' matches no role of the backbone; roles here: attn.k, attn.o"),
+    # one typo among entries that match is found too
+    (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq", "attn.v"]'),
+     "stages[1].peft[0].targets[0]: 'attn.qq' matches no role of the backbone; roles here: attn.k, attn.o, "
+     "attn.q, attn.v, ffn.down, ffn.up"),
     (lambda s: s.replace('data = "modules.jsonl"', 'data = "empty.jsonl"'),
      "stages[1].data: {folder}/empty.jsonl: no records"),
     (lambda s: s.replace('data = "modules.jsonl"', 'data = "broken.jsonl"'),

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from modkit.errors import SpecError, UserError
+from modkit.nn.blocks import iter_roles, role_matches
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry
 from modkit.spec import Spec
@@ -97,6 +98,10 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
             if peft_source(spec, i, j):
                 continue  # a folder's layers are found from the real weights, when it is attached
             method = res.component.load()(res.options)
+            unmatched = _unmatched_patterns(method, shadow, f"stages[{i}].peft[{j}]")
+            if unmatched:
+                problems += unmatched
+                continue
             try:
                 method.apply(shadow)
             except UserError as e:
@@ -111,6 +116,15 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
         raise SpecError(str(spec.source), problems)
+
+
+def _unmatched_patterns(method, backbone: torch.nn.Module, where: str) -> list[tuple[str, str]]:
+    """Every role pattern of ``method`` that matches no role of ``backbone``: one typo in a
+    list would otherwise pass, since the other entries match."""
+    roles = sorted({role for _, _, role in iter_roles(backbone)})
+    return [(f"{where}.{key}[{n}]", f"{pattern!r} matches no role of the backbone; roles here: {', '.join(roles)}")
+            for key, patterns in method.target_patterns().items()
+            for n, pattern in enumerate(patterns) if not any(role_matches(role, [pattern]) for role in roles)]
 
 
 def check_world(spec: Spec, world: int) -> None:
