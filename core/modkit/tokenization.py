@@ -14,8 +14,9 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     """Load a tokenizer from an artifact folder, a tokenizer.json (modkit or Hugging Face),
     a BERT vocab.txt, a ``*.tiktoken`` ranks file, or a folder with vocab.json + merges.txt.
 
-    Every registered tokenizer is asked in turn whether it reads the file; the component an
-    artifact's manifest names is asked first.
+    Every registered tokenizer is asked in turn whether it reads the file. An artifact's
+    tokenizer is read by the component its manifest names, and only by it: another component
+    that claims the file could tokenize differently, so a missing one is an error naming it.
     """
     from modkit.registry import get_registry
 
@@ -23,19 +24,11 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
-    preferred = None
     if path.is_dir() and (path / "tokenizer.json").exists():
-        manifest = path / "manifest.json"
-        if manifest.exists():
-            try:
-                preferred = json.loads(manifest.read_text())["components"]["tokenizer"]["name"]
-            except (ValueError, KeyError, TypeError):
-                raise ArtifactError(f"{manifest}: not a modkit manifest") from None
+        if (path / "manifest.json").exists():
+            return _artifact_tokenizer(path, registry)
         path = path / "tokenizer.json"
     names = registry.names("tokenizer")
-    if preferred in names:
-        names.remove(preferred)
-        names.insert(0, preferred)
     for name in names:
         tokenizer = registry.get("tokenizer", name).load().from_file(path)
         if tokenizer is not None:
@@ -45,6 +38,24 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
         "expected a tokenizer.json, a BERT vocab.txt, a *.tiktoken file, or a folder with "
         "vocab.json and merges.txt"
     )
+
+
+def _artifact_tokenizer(folder: Path, registry) -> Tokenizer:
+    manifest = folder / "manifest.json"
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))["components"]["tokenizer"]
+        name, plugin, version = record["name"], record.get("plugin", "?"), record.get("version", "?")
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactError(f"{manifest}: not a modkit manifest") from None
+    if name not in registry.names("tokenizer"):
+        raise ArtifactError(
+            f"{folder}: the artifact's tokenizer {name!r} (plugin {plugin!r} {version}) is not installed here; "
+            "install that plugin (`modkit list --kind tokenizer` shows the tokenizers installed)")
+    tokenizer = registry.get("tokenizer", name).load().from_file(folder / "tokenizer.json")
+    if tokenizer is None:
+        raise ArtifactError(f"{folder / 'tokenizer.json'}: tokenizer {name!r} (plugin {plugin!r}), which the "
+                            "manifest names, does not read it; the artifact is corrupt")
+    return tokenizer
 
 
 # -- templates, truncation and padding: shared by every tokenizer --------------------------------

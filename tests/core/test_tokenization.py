@@ -64,6 +64,18 @@ def test_artifact_folder_and_vocab_merges_folder(tmp_path, corpus_path):
     assert modkit.load_tokenizer(folder).encode("hello world") == tok.encode("hello world")
 
 
+def test_an_artifact_whose_tokenizer_plugin_is_missing_is_an_error_naming_it(tmp_path, corpus_path):
+    # another tokenizer that claims the file could tokenize differently: no silent fallback
+    tok = BPETokenizer.train([corpus_path], BPEOptions(style="byte-level", vocab_size=300))
+    artifact = tmp_path / "artifact"
+    tok.save(artifact / "tokenizer.json")
+    (artifact / "manifest.json").write_text(json.dumps(
+        {"components": {"tokenizer": {"name": "fancy-bpe", "plugin": "fancy", "version": "1.2"}}}))
+    with pytest.raises(ArtifactError, match="the artifact's tokenizer 'fancy-bpe' \\(plugin 'fancy' 1.2\\) is not "
+                                            "installed here; install that plugin"):
+        modkit.load_tokenizer(artifact)
+
+
 def test_loading_does_not_import_torch(tmp_path, corpus_path):
     path = tmp_path / "tokenizer.json"
     WordPieceTokenizer.train([corpus_path], WordPieceOptions(vocab_size=300)).save(path)

@@ -41,14 +41,20 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
 
 def _on_meta(make: Callable[[], Any]) -> Any:
     """``make()`` on the meta device; None when a plugin's code cannot run there (it reads
-    values, say): that part is then checked when the build reaches it, as before."""
+    values: ``.item()``, a copy to the CPU): that part is then checked when the build reaches
+    it. Any other exception is a fault of the plugin and surfaces now, before any training."""
     try:
         with torch.device("meta"):
             return make()
-    except UserError:
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        if _needs_values(e):
+            return None
         raise
-    except Exception:
-        return None
+
+
+def _needs_values(error: Exception) -> bool:
+    """Whether torch raised ``error`` because a meta tensor has no values to read."""
+    return "meta" in str(error).lower()
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from starlette.routing import Route
 
 from modkit.errors import UserError
 from modkit.serve.batcher import Batcher, Overloaded
+
+log = logging.getLogger("modkit.serve")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def create_app(runtime, limits: Limits = Limits()) -> Starlette:
             return _error(504, f"no result within {limits.timeout_s:g} s")
         except UserError as e:
             return _error(422, str(e))
-        except Exception as e:  # a fault of modkit or a plugin: the server stays up
+        except Exception as e:  # a fault of modkit or a plugin: the server stays up, the log keeps the traceback
+            log.exception("internal error answering POST /v1/run")
             return _error(500, f"internal error: {type(e).__name__}: {e}")
         return JSONResponse({"results": results})
 
