@@ -22,7 +22,7 @@ from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
-from modkit.builder import precision_check
+from modkit.builder import fingerprint, precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
@@ -330,7 +330,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         meter = ResourceMeter.start()
         torch.manual_seed(spec.model.seed)
         # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
-        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo, resume))
         try:
             manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
                                  progress=progress, echo=echo, started=started, meter=meter, engine=engine)
@@ -346,9 +346,13 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             end_process_group()
 
 
-def _prepare(spec: Spec, work: Path, registry: Registry, echo):
+def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     """The tokenizer and the untrained backbone, once every check that needs only the spec, its
-    files and the backbone's shape has passed; only then is the work folder made."""
+    files and the backbone's shape has passed; only then is the work folder made. A resume
+    first checks the checkpoint was trained with this spec and data."""
+    continuing = resume and read_checkpoint_position(work) is not None
+    if continuing:
+        fingerprint.check(work, spec)
     tokenizer, trained = _tokenizer(spec, work, echo)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
@@ -356,6 +360,8 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     check_peft_plan(spec, backbone, bcomp)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
+    if not continuing:
+        fingerprint.save(work, spec)
     if trained:
         tokenizer.save(work / "tokenizer.json")
     return tokenizer, backbone, bcomp
