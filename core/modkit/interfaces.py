@@ -364,9 +364,10 @@ class Task:
     Registered through ``modkit_register_tasks`` under the name an objective's ``describe()``
     gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
     ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
-    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest``, ``.folder``,
-    ``.max_positions`` (None without learned positions), ``.session(file)`` (the onnxruntime
-    session of one of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
+    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest`` (the
+    :class:`modkit.manifest.Manifest`), ``.folder``, ``.max_positions`` (None without learned
+    positions), ``.session(file)`` (the onnxruntime session of one of the artifact's ONNX
+    files, opened once) and ``.has_graph(file)``.
     """
 
     #: fields an input record must have; ``modkit run --text T`` gives ``{"text": T}``

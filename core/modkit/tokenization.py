@@ -1,13 +1,13 @@
 """Finding the tokenizer component that reads a given file (torch-free)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from modkit.errors import ArtifactError
 from modkit.interfaces import Tokenizer
+from modkit.manifest import FILE as MANIFEST, Manifest
 
 
 def load_tokenizer(path, *, registry=None) -> Tokenizer:
@@ -24,9 +24,11 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / MANIFEST).exists():  # an artifact: its tokenizer.json's sha256 checked
+        manifest = Manifest.read(path, verify=False)
+        manifest.verify(path, ["tokenizer.json"])
+        return artifact_tokenizer(path, manifest, registry)
     if path.is_dir() and (path / "tokenizer.json").exists():
-        if (path / "manifest.json").exists():
-            return _artifact_tokenizer(path, registry)
         path = path / "tokenizer.json"
     names = registry.names("tokenizer")
     for name in names:
@@ -40,13 +42,10 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     )
 
 
-def _artifact_tokenizer(folder: Path, registry) -> Tokenizer:
-    manifest = folder / "manifest.json"
-    try:
-        record = json.loads(manifest.read_text(encoding="utf-8"))["components"]["tokenizer"]
-        name, plugin, version = record["name"], record.get("plugin", "?"), record.get("version", "?")
-    except (ValueError, KeyError, TypeError):
-        raise ArtifactError(f"{manifest}: not a modkit manifest") from None
+def artifact_tokenizer(folder: Path, manifest: Manifest, registry) -> Tokenizer:
+    """The tokenizer of an artifact, read by the component its manifest names (and no other)."""
+    record = manifest.components.tokenizer
+    name, plugin, version = record.name, record.plugin, record.version
     if name not in registry.names("tokenizer"):
         raise ArtifactError(
             f"{folder}: the artifact's tokenizer {name!r} (plugin {plugin!r} {version}) is not installed here; "

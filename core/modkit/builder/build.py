@@ -1,7 +1,6 @@
 """`modkit build`: run a spec's stages, merge, export, check parity, write the artifact."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -37,9 +36,9 @@ from modkit.generation_config import generation_record
 from modkit.nn.generation import generation_defaults, set_generation_defaults
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
-from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
+from modkit.manifest import MANIFEST_VERSION, Manifest
 from modkit.spec import Resolved, Spec, load_spec
-from modkit.tokenization import load_tokenizer
+from modkit.tokenization import artifact_tokenizer, load_tokenizer
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -135,23 +134,23 @@ def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance
     return merge_checked(model, todo, inputs, tolerance=tolerance)
 
 
-def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
+def assemble_model(manifest: Manifest, tokenizer, registry: Registry) -> ModkitModel:
     """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
-    comps = manifest["components"]
-    bcomp = registry.get("backbone", comps["backbone"]["name"])
-    backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
+    comps = manifest.components
+    bcomp = registry.get("backbone", comps.backbone.name)
+    backbone = bcomp.load()(bcomp.options.model_validate(comps.backbone.options))
     model = ModkitModel(backbone)
-    for i, stage in enumerate(comps["stages"]):
+    for i, stage in enumerate(comps.stages):
         objectives = []
-        for record in stage.get("objectives") or [stage["objective"]]:
-            ocomp = registry.get("objective", record["name"])
-            objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
-        kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
+        for record in stage.all_objectives():
+            ocomp = registry.get("objective", record.name)
+            objectives.append((ocomp, ocomp.options.model_validate(record.options)))
+        kept = [(registry.get("peft", p.name), p) for p in stage.peft if p.kept]
         _, methods, _ = _attach_stage(
             model, objectives,
-            [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
+            [(c, c.options.model_validate(p.options)) for c, p in kept], tokenizer, manifest.seed, i)
         for (_, method, _), (_, record) in zip(methods, kept):
-            if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
+            if record.merged:  # a kept method that merged has its merged shape (prefix constants)
                 method.merge(model.backbone)
     return model.eval()
 
@@ -159,17 +158,17 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
 def load_torch_model(folder: str | Path, *, registry=None):
     """Rebuild the trained torch model (a :class:`modkit.nn.model.ModkitModel`) of an artifact."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = Manifest.read(folder)
     registry = registry or get_registry()
-    tokenizer = load_tokenizer(folder, registry=registry)
+    tokenizer = artifact_tokenizer(folder, manifest, registry)
     model = assemble_model(manifest, tokenizer, registry)
     state = load_file(str(folder / "model.safetensors"))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
-    if "generation" in manifest:
-        set_generation_defaults(model, generation_record(manifest["generation"], f"{folder / 'manifest.json'}"))
+    if manifest.generation is not None:
+        set_generation_defaults(model, generation_record(manifest.generation, f"{folder / 'manifest.json'}"))
     return model.eval().requires_grad_(False)
 
 
@@ -507,8 +506,9 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        written = Manifest.model_validate(manifest)  # the schema every reader of the artifact uses
+        written.write(tmp)
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")
-    return manifest
+    return written.to_json()

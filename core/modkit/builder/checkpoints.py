@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 from modkit.errors import ArtifactError
 from modkit.fileio import atomic_dir
 from modkit.generation_config import read_hf_generation
+from modkit.manifest import FILE as MANIFEST
 from modkit.registry import Registry, get_registry, import_object
 
 
@@ -190,9 +191,11 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     from modkit.tokenization import load_tokenizer
 
     source = Path(source)
-    model = hf_model(load_model(source), registry=registry, echo=echo or (lambda msg: None))
+    model = hf_model(load_model(source, registry=registry), registry=registry, echo=echo or (lambda msg: None))
     tokenizer = None
-    if (source / "tokenizer.json").exists():
+    if (source / MANIFEST).exists():  # an artifact: its own tokenizer, read as its manifest says
+        tokenizer = load_tokenizer(source, registry=registry)
+    elif (source / "tokenizer.json").exists():
         try:
             tokenizer = load_tokenizer(source, registry=registry)
         except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
@@ -278,7 +281,7 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
-    if (path / "manifest.json").exists():
+    if (path / MANIFEST).exists():
         from modkit.builder.build import load_torch_model
 
         model = load_torch_model(path, **kwargs)

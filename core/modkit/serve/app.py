@@ -77,9 +77,9 @@ def create_app(runtime, limits: Limits = Limits()) -> Starlette:
     async def info(request: Request) -> JSONResponse:
         m = runtime.manifest
         return JSONResponse({
-            "name": m.get("name"), "modkit_version": m.get("modkit_version"), "task": runtime.task,
-            "components": {k: {"name": v["name"], "plugin": v["plugin"], "version": v["version"]}
-                           for k, v in m["components"].items() if isinstance(v, dict) and "name" in v},
+            "name": m.name, "modkit_version": m.modkit_version, "task": runtime.task,
+            "components": {k: {"name": c.name, "plugin": c.plugin, "version": c.version}
+                           for k, c in (("tokenizer", m.components.tokenizer), ("backbone", m.components.backbone))},
             "options": runtime.task_component.options.model_json_schema(),
             "limits": limits.__dict__, "served": batcher.figures})
 
