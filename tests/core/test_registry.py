@@ -104,6 +104,12 @@ def test_two_plugins_with_one_checkpoint_format_clash_unless_preferred(tmp_path)
     with pytest.raises(DuplicateComponentError) as err:
         reg.checkpoint_format("toy")
     assert "checkpoint_format 'toy' is registered by both 'one.py' and 'two.py'" in str(err.value)
+    from click.testing import CliRunner
+
+    from modkit.cli import main
+
+    r = CliRunner().invoke(main, ["--registry", str(tmp_path / "registry.toml"), "list"])
+    assert "conflict   checkpoint_format.toy: registered by one.py, two.py" in r.output, r.output
     path = user_registry(tmp_path, [a, b], '[prefer]\n"checkpoint_format.toy" = "two.py"\n')
     assert load_registry(path, use_entry_points=False).checkpoint_format("toy") == ("two.py", "two:ToyFormat")
 
