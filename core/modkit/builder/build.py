@@ -179,14 +179,14 @@ def _generation_record(backbone) -> dict[str, Any]:
     return {"generation": record} if record else {}
 
 
-def _tokenizer(spec: Spec, work: Path, echo):
+def _tokenizer(spec: Spec, work: Path, echo, registry: Registry):
     """(tokenizer, whether it was trained now): loaded with ``from``, from an interrupted build's
     work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.path(spec.model.tokenizer.from_)), False
+        return load_tokenizer(spec.path(spec.model.tokenizer.from_), registry=registry), False
     if saved.exists():
-        return load_tokenizer(saved), False
+        return load_tokenizer(saved, registry=registry), False
     res = spec.tokenizer
     files = [spec.path(f) for f in spec.model.tokenizer.train_on]
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
@@ -352,7 +352,7 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     continuing = resume and read_checkpoint_position(work) is not None
     if continuing:
         fingerprint.check(work, spec)
-    tokenizer, trained = _tokenizer(spec, work, echo)
+    tokenizer, trained = _tokenizer(spec, work, echo, registry)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)
