@@ -363,7 +363,7 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)
-    check_peft_plan(spec, backbone, bcomp)
+    check_peft_plan(spec, backbone, bcomp, tokenizer)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
     if trained:
