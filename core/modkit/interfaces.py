@@ -170,6 +170,9 @@ class Backbone:
     returns a :class:`modkit.nn.outputs.ModelOutput` with ``last_hidden_state`` and, on
     request, ``hidden_states``, ``attentions`` and ``past_key_values``. Projections built
     from :mod:`modkit.nn.blocks` carry role names (``attn.q``...), which PEFT methods target.
+    What else the core may rely on (position limit, optional inputs such as
+    ``inputs_embeds``, token embedding, decoder start, block class) the backbone declares in
+    :meth:`capabilities`.
     """
 
     config: Options
@@ -437,8 +440,9 @@ class Task:
     gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
     ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
     record: what ``describe()`` returned), ``.tokenizer``, ``.manifest``, ``.folder``,
-    ``.max_positions`` (how many positions input tokens may take; None: no limit), ``.session(file)`` (the onnxruntime
-    session of one of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
+    ``.max_positions`` (how many positions input tokens may take; None: no limit),
+    ``.session(file)`` (the onnxruntime session of one of the artifact's ONNX files, opened
+    once) and ``.has_graph(file)``.
     """
 
     #: fields an input record must have; ``modkit run --text T`` gives ``{"text": T}``
@@ -477,5 +481,5 @@ class Task:
         return {}
 
 
-__all__ = ["Tokenizer", "Backbone", "BackboneCapabilities", "capabilities_of", "CachedDecoder", "EncoderDecoder", "Objective", "PeftMethod", "PeftWrapper",
-           "Task"]
+__all__ = ["Tokenizer", "Backbone", "BackboneCapabilities", "capabilities_of", "CachedDecoder", "EncoderDecoder",
+           "Objective", "PeftMethod", "PeftWrapper", "Task"]

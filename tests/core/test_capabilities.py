@@ -21,7 +21,8 @@ from modkit_plugins.tokenizers.bpe_model import BPETokenizer
 def bpe(corpus_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bpe")
     (tmp / "c.txt").write_text(corpus_path.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
-    return BPETokenizer.train([tmp / "c.txt"], BPEOptions(vocab_size=300, special_tokens={"pad": "<pad>", "eos": "<eos>"}))
+    options = BPEOptions(vocab_size=300, special_tokens={"pad": "<pad>", "eos": "<eos>"})
+    return BPETokenizer.train([tmp / "c.txt"], options)
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -74,7 +74,8 @@ def _check_capabilities(backbone, ids: torch.Tensor) -> None:
         assert any(isinstance(m, caps.block) for m in backbone.modules()), \
             f"{name}: declares block {caps.block.__name__}, but has no such module"
     if seq2seq:
-        assert caps.decoder_start is not None, f"{name}: an encoder-decoder declares decoder_start (a special-token role)"
+        assert caps.decoder_start is not None, \
+            f"{name}: an encoder-decoder declares decoder_start (a special-token role)"
 
 
 def _check_padding(backbone, ids: torch.Tensor, pad: int) -> None:
