@@ -10,8 +10,9 @@ does with the slot, as Hugging Face PEFT's prompt tuning does, by kind of backbo
   P ones in front, given ``position_ids`` / ``token_type_ids`` get 0..P-1 / zeros in front (the
   tokens' positions shift by P). The outputs' first P positions are dropped from
   ``last_hidden_state`` and ``hidden_states``, so heads and objectives see the T tokens they
-  gave; what the backbone computed over the whole sequence (BERT's pooler reads position 0:
-  the first virtual token, as in Hugging Face) stays as it is;
+  gave; what the backbone computed over the whole sequence stays as it is (``attentions``
+  cover P + T positions; BERT's pooler reads position 0: the first virtual token, as in
+  Hugging Face);
 - a decoder (``is_decoder``, a :class:`~modkit.interfaces.CachedDecoder`): the virtual tokens
   come first and see nothing after them, so their keys and values are those of one pass over
   the P embeddings; they go in front of the cache (the mask gets P ones, given
