@@ -89,9 +89,20 @@ class StageRecord(_Record):
         return self.objectives or [ObjectiveRecord.model_validate(self.objective.model_dump(by_alias=True))]
 
 
+class BackboneRecord(ComponentRecord):
+    #: how many positions input tokens may take (the backbone's declared maximum less an input
+    #: prompt's virtual tokens); None: no limit (relative positions)
+    max_positions: int | None = None
+
+    def position_limit(self) -> int | None:
+        """``max_positions``; for artifacts written before it was recorded, the learned
+        positions' option (``n_positions``)."""
+        return self.max_positions if "max_positions" in self.model_fields_set else self.options.get("n_positions")
+
+
 class Components(_Record):
     tokenizer: ComponentRecord
-    backbone: ComponentRecord
+    backbone: BackboneRecord
     stages: list[StageRecord] = Field(min_length=1)
 
 

@@ -53,8 +53,9 @@ class Runtime:
                                                             str(self.folder / "manifest.json"))
         registry = registry or get_registry()
         self.tokenizer = artifact_tokenizer(self.folder, self.manifest, registry)
-        options = self.manifest.components.backbone.options
-        self.max_positions = options.get("n_positions")  # None for relative positions (T5)
+        #: how many positions input tokens may take (the backbone's declared max_positions less
+        #: an input prompt's); None for relative positions (T5)
+        self.max_positions = self.manifest.components.backbone.position_limit()
         self._sessions: dict[str, Any] = {}
         self.task_component = _task_component(registry, self.manifest, self.folder)
         self.task_impl = self.task_component.load()(self)
