@@ -7,6 +7,7 @@ Validation runs in two passes, and every problem of both is reported at once:
 from __future__ import annotations
 
 import difflib
+import glob
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modkit.errors import SpecError, UserError
 from modkit.options import Options
 from modkit.registry import Component, Registry, get_registry
+from modkit.sources import DataFile, infer_source, prepare
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,12 +56,24 @@ class BackboneSection(ComponentSection):
     from_: str | None = Field(None, alias="from", description="A Hugging Face checkpoint folder to start from.")
 
 
+class DataSection(ComponentSection):
+    """A stage's data as a table: ``use`` names a source (default: inferred from ``path``),
+    every other key is one of its options (``path``, ``fields``, ``split``, ``on_bad_rows``...)."""
+
+    use: str | None = None
+
+
+DataValue = Annotated[str | DataSection, Field(description=(
+    "A file or glob (its source inferred from its ending: .txt, .jsonl, .csv, .parquet..., compressed or not), "
+    "or a table { use = SOURCE, path = ..., fields = {...} }."))]
+
+
 class Stage(_Strict):
     objective: ComponentSection | Annotated[list[ComponentSection], Field(min_length=1)] = Field(
         description="An objective, or several trained together on summed losses (each may set `weight`, "
                     "default 1); the first is the stage's task.")
     peft: list[ComponentSection] = Field(default_factory=list)
-    data: str
+    data: DataValue
     steps: int = Field(ge=0, description="Training steps; 0 attaches the objective untrained (serve a checkpoint as it is).")
     lr: float = Field(3e-4, gt=0, description="Peak learning rate (AdamW).")
     batch_size: int = Field(16, gt=0)
@@ -70,7 +84,7 @@ class Stage(_Strict):
     checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
     accumulate: int = Field(1, gt=0, description="Micro-batches of batch_size per optimizer step (gradient accumulation).")
     eval_every: int = Field(0, ge=0, description="Steps between evaluations on held-back data (0: at the stage's end only).")
-    eval_data: str | None = Field(None, description="A file to evaluate on instead of the data's held-back part.")
+    eval_data: DataValue | None = Field(None, description="Data to evaluate on instead of the data's held-back part.")
     eval_examples: int = Field(256, gt=0, description="Held-back examples the evaluation loss averages over, at most.")
     keep_checkpoints: int = Field(0, ge=0, description="Weight snapshots kept in OUT/checkpoints: the last k evaluations' and the best.")
 
@@ -137,9 +151,20 @@ class Spec:
     backbone: Resolved | None  # None when loaded with `from`
     objectives: list[list[Resolved]] = field(default_factory=list)  # per stage; the first is the task
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
+    sources: list[dict[str, Resolved]] = field(default_factory=list)  # per stage: "data", "eval_data"
 
     def path(self, value: str) -> Path:
         return (self.source.parent / value).resolve()
+
+    def data_file(self, stage: int, objective, key: str = "data") -> DataFile:
+        """What ``objective`` reads of ``stages[stage].data`` (or ``eval_data``): see
+        :func:`modkit.sources.prepare`."""
+        res = self.sources[stage][key]
+        source = res.component.load()(res.options, self.source.parent)
+        try:
+            return prepare(res.component.name, source, getattr(objective, "reads", "records"))
+        except UserError as e:
+            raise UserError(f"{self.source}: {res.section}: {e}") from None
 
     def resolved_dict(self) -> dict[str, Any]:
         """The spec with every component's full option values, for the manifest."""
@@ -153,6 +178,8 @@ class Spec:
                 section.update(res.options.model_dump(mode="json"))
             for j, p in enumerate(stage["peft"]):
                 p.update(self.peft[i][j].options.model_dump(mode="json"))
+            for key, res in self.sources[i].items():
+                stage[key] = {"use": res.component.name, **res.options.model_dump(mode="json")}
         return out
 
 
@@ -296,7 +323,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         elif set(bb) - {"from", "use"}:
             problems.append(("backbone", f"options {sorted(set(bb) - {'from', 'use'})} cannot be combined with "
                                          "'from' (the checkpoint's config.json sets them)"))
-    objectives, peft = [], []
+    objectives, peft, sources = [], [], []
     stages = data.get("stages")
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
         stage = stage if isinstance(stage, dict) else {}
@@ -309,13 +336,30 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                                  "combined with 'from' (the adapter folder's adapter_config.json sets them)"))
             resolved.append(_resolve(registry, "peft", p, None, f"stages[{i}].peft[{j}]", problems, ("from",)))
         peft.append(resolved)
+        sources.append({key: _resolve_source(registry, stage[key], path.parent, f"stages[{i}].{key}", problems)
+                        for key in ("data", "eval_data") if stage.get(key) is not None})
     if model is not None:
         for loc, value in _paths(model):
-            if not (path.parent / value).exists():
+            if glob.has_magic(value) and not glob.glob(str(path.parent / value), recursive=True):
+                problems.append((loc, f"no file matches {value!r} (relative to {path.parent})"))
+            elif not glob.has_magic(value) and not (path.parent / value).exists():
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft)
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, sources)
+
+
+def _resolve_source(registry: Registry, value: Any, base: Path, loc: str,
+                    problems: list[tuple[str, str]]) -> Resolved | None:
+    """A stage's ``data``: a plain string is ``{path = string}`` read by the source its
+    ending names; a table names its source, or leaves it to its ``path``'s ending."""
+    section = {"path": value} if isinstance(value, str) else value
+    if not isinstance(section, dict):
+        return None  # the structural pass reports it
+    given = section.get("path")
+    first = given[0] if isinstance(given, list) and given else given
+    inferred = infer_source(registry, first, base) if isinstance(first, str) else "text"
+    return _resolve(registry, "source", section, inferred, loc, problems)
 
 
 def _paths(model: SpecModel):
@@ -326,9 +370,13 @@ def _paths(model: SpecModel):
     if model.backbone.from_:
         yield "backbone.from", model.backbone.from_
     for i, stage in enumerate(model.stages):
-        yield f"stages[{i}].data", stage.data
-        if stage.eval_data:
-            yield f"stages[{i}].eval_data", stage.eval_data
+        for key in ("data", "eval_data"):
+            value = getattr(stage, key)
+            paths = value if isinstance(value, str) else (value.model_extra or {}).get("path") if value else None
+            for j, one in enumerate([paths] if isinstance(paths, str) else paths or []):
+                if isinstance(one, str):
+                    yield f"stages[{i}].{key}" + ("" if isinstance(value, str) else ".path" +
+                                                  ("" if isinstance(paths, str) else f"[{j}]")), one
         for j, method in enumerate(stage.peft):
             if "from" in method.option_values():
                 yield f"stages[{i}].peft[{j}].from", method.option_values()["from"]

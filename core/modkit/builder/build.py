@@ -404,11 +404,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
-        datas = [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
-                 for obj in objs]
+        files = [main_first(world, rank, lambda o=obj: spec.data_file(i, o)) for obj in objs]
+        datas = [obj.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
         data = datas[0]
-        held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
-                if stage.eval_data else data)
+        data_record = {"data": files[0].record}
+        held = data
+        if stage.eval_data:
+            eval_file = main_first(world, rank, lambda: spec.data_file(i, objective, "eval_data"))
+            held = objective.load_eval_data(eval_file.path, stage.seq_len)
+            data_record["eval_data"] = eval_file.record
         names = [r.component.name for r in resolved]
         trainer, train_data = (objective, data) if len(objs) == 1 else (
             WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
@@ -436,7 +440,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
-            **stage_meter.summary()})
+            **stage_meter.summary(), **data_record})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
             reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
                                          "loss_last_10": _mean(trainer.history[n][-10:])}
@@ -458,7 +462,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
         load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
-        data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
+        last = len(spec.model.stages) - 1
+        data = objective.load_data(spec.data_file(last, objective).path, spec.model.stages[-1].seq_len)
 
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
