@@ -60,6 +60,16 @@ def modkit_register_data_sources(register):
 
 
 @hookspec
+def modkit_register_trackers(register):
+    """Add trackers: where a build's figures go besides metrics.jsonl (TensorBoard, MLflow...).
+
+    :param register: as for tokenizers; ``impl`` names a :class:`modkit.tracking.Tracker`
+        subclass, constructed as ``impl(options, base, name)``; import the tracking library
+        in its module, not the registering one: it is imported only when a build chooses it.
+    """
+
+
+@hookspec
 def modkit_register_checkpoint_formats(register):
     """Teach :func:`modkit.load_model` a Hugging Face ``model_type``.
 

@@ -28,7 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "source")
+KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "source", "tracker")
 _HOOKS = {
     "tokenizer": "modkit_register_tokenizers",
     "backbone": "modkit_register_backbones",
@@ -37,6 +37,7 @@ _HOOKS = {
     "task": "modkit_register_tasks",
     "command": "modkit_register_commands",
     "source": "modkit_register_data_sources",
+    "tracker": "modkit_register_trackers",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENTRY_POINT_GROUP = "modkit"

@@ -129,6 +129,8 @@ class SpecModel(_Strict):
     backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
     stages: list[Stage] = Field(min_length=1)
     export: Export = Field(default_factory=Export)
+    track: list[str | ComponentSection] = Field(default_factory=list, description=(
+        'Trackers the build logs to besides metrics.jsonl: names ("tensorboard", "mlflow") or tables with options.'))
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class Spec:
     objectives: list[list[Resolved]] = field(default_factory=list)  # per stage; the first is the task
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
     sources: list[dict[str, Resolved]] = field(default_factory=list)  # per stage: "data", "eval_data"
+    trackers: list[Resolved] = field(default_factory=list)
 
     def path(self, value: str) -> Path:
         return (self.source.parent / value).resolve()
@@ -180,6 +183,7 @@ class Spec:
                 p.update(self.peft[i][j].options.model_dump(mode="json"))
             for key, res in self.sources[i].items():
                 stage[key] = {"use": res.component.name, **res.options.model_dump(mode="json")}
+        out["track"] = [{"use": res.component.name, **res.options.model_dump(mode="json")} for res in self.trackers]
         return out
 
 
@@ -283,8 +287,10 @@ def _resolve_objectives(registry: Registry, sections: Any, loc: str,
     return out
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None) -> Spec:
-    """Read, override, validate and resolve a spec; raise SpecError listing every problem."""
+def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None,
+              track: list[str] = ()) -> Spec:
+    """Read, override, validate and resolve a spec; raise SpecError listing every problem.
+    ``track`` adds trackers to the spec's ``track`` list (``modkit build --track``)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -296,6 +302,11 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         raise SpecError(str(path), [("", f"not valid TOML: {e}")]) from None
     for text in overrides:
         _apply_override(data, *parse_override(text), text)
+    if track:
+        given = data.setdefault("track", [])
+        if isinstance(given, list):
+            named = {t.get("use") if isinstance(t, dict) else t for t in given}
+            given += [name for name in dict.fromkeys(track) if name not in named]
     backbone_from = data.get("backbone", {}).get("from") if isinstance(data.get("backbone"), dict) else None
     if "tokenizer" not in data and backbone_from:
         data["tokenizer"] = {"from": backbone_from}  # a checkpoint folder carries its tokenizer
@@ -338,6 +349,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         peft.append(resolved)
         sources.append({key: _resolve_source(registry, stage[key], path.parent, f"stages[{i}].{key}", problems)
                         for key in ("data", "eval_data") if stage.get(key) is not None})
+    trackers = data.get("track", [])
+    trackers = [_resolve(registry, "tracker", {"use": t} if isinstance(t, str) else t, None, f"track[{j}]", problems)
+                for j, t in enumerate(trackers if isinstance(trackers, list) else [])]
     if model is not None:
         for loc, value in _paths(model):
             if glob.has_magic(value) and not glob.glob(str(path.parent / value), recursive=True):
@@ -346,7 +360,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, sources)
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, sources, trackers)
 
 
 def _resolve_source(registry: Registry, value: Any, base: Path, loc: str,

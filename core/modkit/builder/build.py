@@ -24,6 +24,7 @@ from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
 from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.tracking import Trackers
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
@@ -288,7 +289,7 @@ def _mean(values: list[float]) -> float | None:
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           overwrite: bool = False, registry: Registry | None = None, progress: bool = True,
-          device: str | None = None,
+          device: str | None = None, track: list[str] = (),
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
 
@@ -299,13 +300,14 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     later says whether its work folder can be resumed, and where it is.
 
     ``max_steps`` (default: the environment variable ``MODKIT_MAX_STEPS``) caps every stage's
-    steps, for a quick smoke run of a spec; the manifest records the capped spec.
+    steps, for a quick smoke run of a spec; the manifest records the capped spec. ``track``
+    adds trackers (``--track``) to the spec's ``track`` list.
     """
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     if device is not None:  # --device: validated with the spec's own key
         overrides = [*overrides, f'device="{device}"']
-    spec = load_spec(spec_path, list(overrides), registry=registry)
+    spec = load_spec(spec_path, list(overrides), registry=registry, track=list(track))
     rank, local_rank, world = world_from_environment()
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
                     spec.model.compile, rank=rank, world=world)
@@ -331,13 +333,19 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         torch.manual_seed(spec.model.seed)
         # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
         tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        trackers = Trackers({r.component.name: r.component.load()(r.options, spec.source.parent, spec.model.name)
+                             for r in spec.trackers} if engine.is_main else {})
+        tracking = trackers.start(spec.resolved_dict())
         try:
             manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
-                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine)
+                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine,
+                                 trackers=trackers, tracking=tracking)
         except BaseException:
             if engine.is_main:
                 echo(_resume_hint(work, spec_path, out, overrides))
+            trackers.finish(None, None)
             raise
+        trackers.finish(manifest, out)
         if engine.is_main:
             shutil.rmtree(work, ignore_errors=True)
         return manifest
@@ -375,7 +383,8 @@ def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
 
 
 def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
-              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine) -> dict[str, Any]:
+              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine,
+              trackers: Trackers, tracking: dict[str, Any]) -> dict[str, Any]:
     """Train the stages (checkpointing into ``work``), merge, export and write ``out``; in a
     data-parallel build, every process trains and rank 0 alone writes (the others return {})."""
     seed, rank, world = spec.model.seed, engine.rank, engine.world
@@ -384,7 +393,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
-    metrics = MetricsLog(work / "metrics.jsonl")
+    metrics = MetricsLog(work / "metrics.jsonl", trackers.line if trackers.trackers else None)
     kept = KeptCheckpoints(work / "kept", 0)
     peak = measure_matmul_peak(engine.device, engine.precision)
     tolerance = spec.model.export.parity_tolerance
@@ -490,6 +499,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                      "processes": engine.world, "matmul_peak_flops": round(peak)},
         "stages": reports,
         **({"merge": merge_figures} if merge_figures else {}),
+        **({"tracking": tracking} if tracking else {}),
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")

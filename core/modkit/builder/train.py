@@ -208,6 +208,7 @@ class StepRecord:
     seconds: float
     flops_per_token: float = 0.0  # as counted on the stage's first step; 0 where not counted
     eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
+    grad_norm: float = 0.0  # of the trainable weights, before clipping
 
 
 def train_stage(
@@ -278,7 +279,7 @@ def train_stage(
             flops_per_token = counter.get_total_flops() / max(sum(tokens_in(m) for m in micros), 1)
         if scaler:
             scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -286,7 +287,8 @@ def train_stage(
             optimizer.step()
         value = engine.mean(total / stage.accumulate).item()
         losses.append(value)
-        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token)
+        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token,
+                            grad_norm=float(grad_norm))
         every = getattr(stage, "eval_every", 0)
         if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
             record.eval = evaluate(step + 1)
