@@ -24,6 +24,7 @@ from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
 from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.card import model_card
 from modkit.tracking import Trackers
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
@@ -517,6 +518,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")  # unlisted: made from the manifest
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")
