@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modkit.errors import SpecError, UserError
 from modkit.options import Options
 from modkit.registry import Component, Registry, get_registry
+from modkit.hub import HubFolder, check_name, is_hub_name
+from modkit.hub import resolve as resolve_hub
 from modkit.sources import DataFile, infer_source, prepare
 
 if sys.version_info >= (3, 11):
@@ -48,12 +50,14 @@ class TokenizerSection(ComponentSection):
     @classmethod
     def _one_file_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-    from_: str | None = Field(None, alias="from", description="A tokenizer file or folder to load instead of training.")
+    from_: str | None = Field(None, alias="from", description=(
+        "A tokenizer file or folder, or hf:ORG/NAME[@REVISION] in the Hugging Face cache, to load instead of training."))
 
 
 class BackboneSection(ComponentSection):
     use: str = "gpt"
-    from_: str | None = Field(None, alias="from", description="A Hugging Face checkpoint folder to start from.")
+    from_: str | None = Field(None, alias="from", description=(
+        "A Hugging Face checkpoint folder, or hf:ORG/NAME[@REVISION] in the Hugging Face cache, to start from."))
 
 
 class DataSection(ComponentSection):
@@ -155,6 +159,19 @@ class Spec:
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
     sources: list[dict[str, Resolved]] = field(default_factory=list)  # per stage: "data", "eval_data"
     trackers: list[Resolved] = field(default_factory=list)
+    hub: dict[str, HubFolder] = field(default_factory=dict)  # hf: names resolved so far
+
+    def from_path(self, value: str) -> Path:
+        """A ``from``: a folder or file relative to the spec, or an ``hf:`` name resolved through
+        the Hugging Face cache (once; its commit is then in :attr:`hub`)."""
+        if not is_hub_name(value):
+            return self.path(value)
+        if value not in self.hub:
+            try:
+                self.hub[value] = resolve_hub(value)
+            except UserError as e:
+                raise type(e)(f"{self.source}: {e}") from None
+        return self.hub[value].path
 
     def path(self, value: str) -> Path:
         return (self.source.parent / value).resolve()
@@ -354,7 +371,10 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                 for j, t in enumerate(trackers if isinstance(trackers, list) else [])]
     if model is not None:
         for loc, value in _paths(model):
-            if glob.has_magic(value) and not glob.glob(str(path.parent / value), recursive=True):
+            if is_hub_name(value):
+                if check_name(value):
+                    problems.append((loc, check_name(value)))
+            elif glob.has_magic(value) and not glob.glob(str(path.parent / value), recursive=True):
                 problems.append((loc, f"no file matches {value!r} (relative to {path.parent})"))
             elif not glob.has_magic(value) and not (path.parent / value).exists():
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))

@@ -28,7 +28,7 @@ from modkit.card import model_card
 from modkit.tracking import Trackers
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
+from modkit.builder.preflight import check_peft_plan, check_stages, check_world, method_from, peft_source, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
@@ -187,7 +187,7 @@ def _tokenizer(spec: Spec, work: Path, echo):
     work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.path(spec.model.tokenizer.from_)), False
+        return load_tokenizer(spec.from_path(spec.model.tokenizer.from_)), False
     if saved.exists():
         return load_tokenizer(saved), False
     res = spec.tokenizer
@@ -198,7 +198,7 @@ def _tokenizer(spec: Spec, work: Path, echo):
 
 def _backbone(spec: Spec, tokenizer, registry: Registry):
     if spec.model.backbone.from_:
-        loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
+        loaded = load_hf(spec.from_path(spec.model.backbone.from_), registry=registry)
         backbone = getattr(loaded, "backbone", loaded)
         return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
@@ -282,6 +282,13 @@ def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoin
     if stage.keep_checkpoints:
         kept.add(model, index, step, figures)
     return figures
+
+
+def _from_record(spec: Spec, value: str | None) -> dict[str, Any]:
+    """What the manifest records of a ``from``: the value, and for an ``hf:`` name the commit read."""
+    if not value:
+        return {}
+    return {"from": value, **({"hub": spec.hub[value].record()} if value in spec.hub else {})}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -486,13 +493,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
         "components": {
             "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
-                          **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
+                          **_from_record(spec, spec.model.tokenizer.from_)},
             "backbone": {**_component_record(bcomp, model.backbone.config),
-                         **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
+                         **_from_record(spec, spec.model.backbone.from_)},
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
+                                  "merged": id(m) in merged, **_from_record(spec, method_from(spec, i, j))}
+                                 for j, (c, m, mods) in enumerate(methods)]}
+                       for i, (rs, methods) in enumerate(stage_records)],
         },
         "task": objective.describe(),
         **_generation_record(model.backbone),

@@ -276,10 +276,17 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
     return config
 
 
+def _folder(path: str | Path) -> Path:
+    from modkit.hub import is_hub_name, resolve
+
+    return resolve(path).path if is_hub_name(path) else Path(path)
+
+
 def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder, with the
-    Hugging Face PEFT adapter folders ``peft`` applied in order."""
-    path = Path(path)
+    Hugging Face PEFT adapter folders ``peft`` applied in order. Any of them may be an
+    ``hf:ORG/NAME[@REVISION]`` name, read through the Hugging Face cache."""
+    path = _folder(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
     if (path / "manifest.json").exists():
@@ -292,6 +299,6 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
         from modkit.builder.peft_folders import apply_peft_folder
 
         for folder in peft:
-            apply_peft_folder(model, folder, registry=kwargs.get("registry"))
+            apply_peft_folder(model, _folder(folder), registry=kwargs.get("registry"))
         model.eval().requires_grad_(False)
     return model

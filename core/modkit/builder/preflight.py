@@ -64,10 +64,15 @@ def _at(spec, key: str, data: DataFile | None = None):
             f" (the rows of {', '.join(data.record['files'])} converted for the objective)" if converted else "")) from None
 
 
+def method_from(spec: Spec, stage: int, index: int) -> str | None:
+    """A stage's PEFT method's ``from`` as the spec gives it, if any."""
+    return spec.model.stages[stage].peft[index].option_values().get("from")
+
+
 def peft_source(spec: Spec, stage: int, index: int) -> Path | None:
-    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
-    source = spec.model.stages[stage].peft[index].option_values().get("from")
-    return spec.path(source) if source else None
+    """The adapter folder a stage's PEFT method starts from (``from``: a folder or ``hf:`` name), if any."""
+    source = method_from(spec, stage, index)
+    return spec.from_path(source) if source else None
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
