@@ -23,7 +23,9 @@ class Parquet(DataSource):
             raise MissingExtraError("the parquet source needs pyarrow: pip install 'modkit[parquet]'") from None
         for path in self.files():
             try:
-                table = pq.ParquetFile(path)
+                # no pre-buffering: pyarrow would keep every row group's column chunks it read
+                # until the file is closed (memory growing with the file), not one at a time
+                table = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
             except Exception as e:  # pyarrow's own error types: not a Parquet file, truncated...
                 raise UserError(f"{path}: not a Parquet file ({e})") from None
             names = table.schema_arrow.names
