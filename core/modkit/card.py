@@ -31,7 +31,7 @@ def model_card(manifest: dict[str, Any], *, library: str = "modkit") -> str:
     bases = [c["hub"]["repo_id"] for c in _components(manifest) if isinstance(c.get("hub"), dict)]
     if bases:
         front["base_model"] = bases[0]
-    files = [name for s in stages for key in ("data", "eval_data") for name in (s.get(key) or {}).get("files", {})]
+    files = [name for s in stages for key in ("data", "eval_data") for name in _datasets(s.get(key) or {})]
     if files:
         front["datasets"] = list(dict.fromkeys(files))
     if final:
@@ -100,6 +100,12 @@ def _cost(manifest) -> list[str]:
     if not rows:
         return []
     return ["", "## Cost and energy", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _datasets(record: dict[str, Any]) -> list[str]:
+    """A stage's data as the Hub names datasets: its repository, else its files."""
+    hub = record.get("hub")
+    return [hub["repo_id"]] if isinstance(hub, dict) else list(record.get("files", {}))
 
 
 def _components(manifest) -> list[dict[str, Any]]:

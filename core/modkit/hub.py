@@ -64,8 +64,9 @@ def cache_folder() -> Path:
     return Path(os.environ.get("HF_HUB_CACHE") or (Path(home) / "hub" if home else constants.HF_HUB_CACHE))
 
 
-def resolve(value: str) -> HubFolder:
-    """The snapshot folder of ``hf:ORG/NAME[@REVISION]``: from the cache, fetched first unless
+def resolve(value: str, *, repo_type: str = "model", files: list[str] = FILES) -> HubFolder:
+    """The snapshot folder of ``hf:ORG/NAME[@REVISION]`` (a model, or with ``repo_type =
+    "dataset"`` a dataset repository): from the cache, fetched first (only ``files``) unless
     HF_HUB_OFFLINE is set. Raise UserError (exit 2) if it cannot be had, saying how to get it."""
     problem = check_name(value)
     if problem:
@@ -79,8 +80,8 @@ def resolve(value: str) -> HubFolder:
     repo, revision = split_name(value)
     cache = cache_folder()
     try:
-        folder = Path(snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=offline(),
-                                        allow_patterns=FILES))
+        folder = Path(snapshot_download(repo, repo_type=repo_type, revision=revision, cache_dir=cache,
+                                        local_files_only=offline(), allow_patterns=files))
     except (RepositoryNotFoundError, GatedRepoError) as e:
         raise UserError(f"{value}: no such repository, or no access to it ({type(e).__name__})") from None
     except RevisionNotFoundError:
@@ -89,7 +90,8 @@ def resolve(value: str) -> HubFolder:
         why = "HF_HUB_OFFLINE is set" if offline() else "the Hub cannot be reached"
         raise UserError(
             f"{value}: {repo} at {revision!r} is not in the Hugging Face cache ({cache}) and {why}; fetch it "
-            f"where the Hub can be reached with `hf download {repo} --revision {revision}` (same HF_HUB_CACHE), "
+            f"where the Hub can be reached with `hf download {repo} --revision {revision}"
+            f"{' --repo-type dataset' if repo_type == 'dataset' else ''}` (same HF_HUB_CACHE), "
             "then build again") from None
     return HubFolder(folder, repo, revision, folder.name)  # snapshots/<commit hash>
 

@@ -49,6 +49,9 @@ class SourceOptions(Options):
     fields: dict[str, str] = Field(default_factory=dict, description=(
         "Role -> column: which column holds the text, text_pair, label, source, target, choices, tokens "
         "or tags the objective reads (default: the column of the role's own name)."))
+    repo: str | None = Field(None, description=(
+        "hf:ORG/NAME[@REVISION]: a dataset repository on the Hugging Face Hub, read through its cache "
+        "(HF_HUB_OFFLINE honoured); path is then inside it (e.g. \"data/train-*.parquet\")."))
     on_bad_rows: Literal["error", "skip"] = Field("error", description=(
         "A row that cannot be read (malformed, a mapped column missing): an error naming the file and row, "
         "or skipped and counted in the manifest."))
@@ -84,6 +87,16 @@ class DataSource:
     def __init__(self, options: SourceOptions, base: Path):
         self.options = options
         self.base = Path(base)
+        self.hub = None  # the dataset repository's snapshot, with ``repo``
+        if options.repo:
+            from modkit.hub import check_name, resolve
+
+            problem = check_name(options.repo)
+            if problem:
+                raise UserError(f"repo: {problem}")
+            paths = [options.path] if isinstance(options.path, str) else options.path
+            self.hub = resolve(options.repo, repo_type="dataset", files=[*paths, f"{paths[0]}/**", "*.json"])
+            self.base = self.hub.path
 
     def files(self) -> list[Path]:
         """The files the source reads, in order: every glob expanded (sorted); hashed for the
@@ -154,13 +167,14 @@ def read_chunks(path: Path, size: int = 1 << 20) -> Iterator[str]:
 
 def infer_source(registry, value: str, base: Path) -> str:
     """The source a plain ``data = "..."`` string is read by: the first (by name) whose
-    options claim its first file, else ``text``."""
+    options claim its first file (or, for files not here yet, a dataset repository's, its
+    ending), else ``text``."""
     matches = sorted(glob.glob(str(base / value), recursive=True))
-    if matches:
-        first = Path(matches[0])
-        for name in registry.names("source"):
-            if registry.get("source", name).options.claims(first):
-                return name
+    for name in registry.names("source"):
+        options = registry.get("source", name).options
+        if options.claims(Path(matches[0])) if matches else \
+                bool(options.suffixes) and strip_compression(value).endswith(options.suffixes):
+            return name
     return "text"
 
 
@@ -187,7 +201,7 @@ def prepare(name: str, source: DataSource, reads: str, *, folder: Path | None = 
         raise ValueError(f"reads must be 'text' or 'records', not {reads!r}")
     files = source.files()
     hashes = {_shown(f, source.base): sha256_file(f) for f in files}
-    record = {"source": name, "files": hashes}
+    record = {"source": name, "files": hashes, **({"hub": source.hub.record()} if source.hub else {})}
     direct = _direct(source, files, reads)
     if direct is not None:
         return DataFile(direct, record)
@@ -250,11 +264,12 @@ def _write(source: DataSource, reads: str, out) -> dict[str, int]:
 
 
 def _mapped(row: dict[str, Any], fields: dict[str, str], reads: str) -> dict[str, Any] | BadRow:
-    """The row with each mapped role under its own name (the other columns kept)."""
+    """The row with each mapped column renamed to its role (the other columns kept as they are)."""
     missing = [column for column in fields.values() if column not in row]
     if missing:
         return BadRow(f"no column {missing[0]!r} (columns: {', '.join(map(str, row))})")
-    mapped = {**row, **{role: row[column] for role, column in fields.items()}}
+    renamed = set(fields.values())
+    mapped = {**{k: v for k, v in row.items() if k not in renamed}, **{role: row[col] for role, col in fields.items()}}
     if reads == "text":
         text = mapped.get("text")
         if not isinstance(text, str):

@@ -180,8 +180,8 @@ class Spec:
         """What ``objective`` reads of ``stages[stage].data`` (or ``eval_data``): see
         :func:`modkit.sources.prepare`."""
         res = self.sources[stage][key]
-        source = res.component.load()(res.options, self.source.parent)
         try:
+            source = res.component.load()(res.options, self.source.parent)
             return prepare(res.component.name, source, getattr(objective, "reads", "records"))
         except UserError as e:
             raise UserError(f"{self.source}: {res.section}: {e}") from None
@@ -406,6 +406,8 @@ def _paths(model: SpecModel):
     for i, stage in enumerate(model.stages):
         for key in ("data", "eval_data"):
             value = getattr(stage, key)
+            if not isinstance(value, str) and value is not None and (value.model_extra or {}).get("repo"):
+                continue  # its path is inside the repository, found when it is read
             paths = value if isinstance(value, str) else (value.model_extra or {}).get("path") if value else None
             for j, one in enumerate([paths] if isinstance(paths, str) else paths or []):
                 if isinstance(one, str):

@@ -25,10 +25,11 @@ BASE, LORA = "a" * 40, "b" * 40  # commits
 LABELS = ["argparse", "datetime", "socket", "sqlite3", "unittest"]
 
 
-def put_in_cache(cache: Path, repo: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> None:
+def put_in_cache(cache: Path, repo: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",),
+                 kind: str = "models") -> None:
     """``folder``'s files as huggingface_hub stores a snapshot: content-named blobs, the snapshot's
     files linked to them, each ref naming the commit."""
-    root = cache / f"models--{repo.replace('/', '--')}"
+    root = cache / f"{kind}--{repo.replace('/', '--')}"
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = f.read_bytes()
         blob = root / "blobs" / hashlib.sha256(data).hexdigest()
@@ -116,3 +117,30 @@ def test_an_offline_miss_is_exit_2_saying_how_to_fetch_it(offline, tmp_path):
 def test_a_malformed_hub_name_is_a_spec_error(offline):
     with pytest.raises(SpecError, match=r"backbone\.from: 'hf:a/b/c' is not a Hugging Face name"):
         load_spec(_spec(offline, "hf:a/b/c", str(offline / "lora"), "bad"))
+
+
+def test_a_dataset_repository_is_read_through_the_cache(offline, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"review": f"line {i} of the reviews", "stars": i % 5} for i in range(30)]
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows[:20]), tmp_path / "repo" / "data" / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[20:]), tmp_path / "repo" / "data" / "train-00001-of-00002.parquet")
+    (tmp_path / "repo" / "README.md").write_text("---\nlicense: mit\n---\n")
+    put_in_cache(Path(os.environ["HF_HUB_CACHE"]), "modkit-tests/reviews", tmp_path / "repo", "c" * 40, kind="datasets")
+    (offline / "corpus.txt").write_text("unused\n")
+    spec = offline / "dataset.toml"
+    data = '{ repo = "hf:modkit-tests/reviews", path = "data/train-*.parquet", fields = { text = "review" } }'
+    spec.write_text(f'name = "d"\n[backbone]\nfrom = "{offline / "base"}"\n[[stages]]\nobjective = {{ use = "mlm" }}\n'
+                    f'data = {data}\nsteps = 1\n')
+    loaded = load_spec(spec)
+    assert loaded.sources[0]["data"].component.name == "parquet"  # from the path's ending
+    got = loaded.data_file(0, loaded.objectives[0][0].component.load())
+    assert got.path.read_text() == "".join(r["review"] + "\n" for r in rows)
+    assert got.record["hub"] == {"repo_id": "modkit-tests/reviews", "requested": "main", "revision": "c" * 40}
+    assert list(got.record["files"]) == [f"data/train-0000{i}-of-00002.parquet" for i in (0, 1)]
+    spec.write_text(spec.read_text().replace("hf:modkit-tests/reviews", "hf:modkit-tests/absent"))
+    result = subprocess.run([*MODKIT, "build", str(spec), "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and "`hf download modkit-tests/absent --revision main --repo-type dataset`" \
+        in result.stderr, result.stderr
