@@ -45,10 +45,10 @@ class SourceOptions(Options):
     """What every source takes; a source's own options model subclasses this one."""
 
     path: str | list[str] = Field(description="A file, folder or glob (shards/*.txt.gz), or a list of them; "
-                                              "relative to the spec's folder.")
+                                              "relative to the spec's folder (with repo: inside the repository).")
     fields: dict[str, str] = Field(default_factory=dict, description=(
         "Role -> column: which column holds the text, text_pair, label, source, target, choices, tokens "
-        "or tags the objective reads (default: the column of the role's own name)."))
+        "or tags the objective reads, renamed to the role (default: the column of the role's own name)."))
     repo: str | None = Field(None, description=(
         "hf:ORG/NAME[@REVISION]: a dataset repository on the Hugging Face Hub, read through its cache "
         "(HF_HUB_OFFLINE honoured); path is then inside it (e.g. \"data/train-*.parquet\")."))
