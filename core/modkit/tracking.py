@@ -60,13 +60,13 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 class Trackers:
-    """The build's trackers by component name, fed together a metrics.jsonl line at a time."""
+    """The build's trackers by component name, fed together a metrics.jsonl line at a time.
+    ``stage_steps``: each stage's steps, so stage k's step s is logged at the steps of the
+    stages before plus s (the same on a resumed build)."""
 
-    def __init__(self, trackers: dict[str, Tracker]):
+    def __init__(self, trackers: dict[str, Tracker], stage_steps: list[int] = ()):
         self.trackers = trackers
-        self.offset = 0  # steps of the stages before
-        self.stage: int | None = None
-        self.last_step = 0
+        self.stage_steps = list(stage_steps)
 
     def start(self, spec: dict[str, Any]) -> dict[str, Any]:
         params = flatten(spec)
@@ -74,13 +74,11 @@ class Trackers:
 
     def line(self, record: dict[str, Any]) -> None:
         """A metrics.jsonl line: its numbers, at a step running on across stages."""
-        if record.get("stage") != self.stage:
-            self.offset, self.stage = self.offset + self.last_step, record.get("stage")
-        self.last_step = int(record.get("step", 0))
+        step = sum(self.stage_steps[: int(record["stage"]) - 1]) + int(record["step"])
         numbers = {k: float(v) for k, v in record.items()
                    if k not in PLACING and isinstance(v, (int, float)) and not isinstance(v, bool)}
         for tracker in self.trackers.values():
-            tracker.log(numbers, self.offset + self.last_step)
+            tracker.log(numbers, step)
 
     def finish(self, manifest: dict[str, Any] | None, artifact: Path | None) -> None:
         for tracker in self.trackers.values():

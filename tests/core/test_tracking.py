@@ -18,6 +18,16 @@ from specs import tiny_gpt_parts, write_corpus
 MODKIT = [sys.executable, "-m", "modkit"]
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_left():
+    """A test reading runs sets MLflow's tracking URI (and so $MLFLOW_TRACKING_URI, which the
+    tracker honours): unset it after each, so a later build writes where its own spec says."""
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
 def _spec(folder: Path, track: str = "[]") -> Path:
     write_corpus(folder, 6000)
     spec = folder / "spec.toml"
@@ -94,3 +104,39 @@ def test_trackers_are_not_imported_unless_chosen(tmp_path):
             "bad = [m for m in ('mlflow', 'tensorboard', 'torch') if m in sys.modules]; assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_fails_and_the_resumed_one_logs_on_at_the_same_steps(tmp_path, monkeypatch):
+    import mlflow
+
+    from modkit.builder import build as build_module
+
+    spec, out = _spec(tmp_path, '["mlflow"]'), tmp_path / "out"
+    spec.write_text(spec.read_text().replace("steps = 3\n", "steps = 3\ncheckpoint_every = 1\n"))
+    real = build_module.train_stage
+
+    def crashing(model, objective, data, stage_cfg, *, index, on_step, **kw):
+        def boom(record):
+            on_step(record)
+            if index == 1 and record.step == 2:
+                raise Interrupt
+        return real(model, objective, data, stage_cfg, index=index, on_step=boom, **kw)
+
+    monkeypatch.setattr(build_module, "train_stage", crashing)
+    with pytest.raises(Interrupt):
+        modkit.build(spec, out, progress=False, echo=lambda _: None)
+    monkeypatch.setattr(build_module, "train_stage", real)
+    manifest = modkit.build(spec, out, progress=False, echo=lambda _: None, resume=True)
+    uri = manifest["tracking"]["mlflow"]["tracking_uri"]
+    client = mlflow.MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tracked"], order_by=["start_time"])
+    assert list(runs["status"]) == ["FAILED", "FINISHED"]
+    steps = [sorted(m.step for m in client.get_metric_history(r, "loss")) for r in runs["run_id"]]
+    # the crash came before step 2 of stage 2 was checkpointed: the resumed run redoes it, at the
+    # same global step (stage 1's four steps + 2), then logs the last one
+    assert steps == [[1, 2, 3, 4, 5, 6], [6, 7]]

@@ -342,7 +342,8 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
         tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
         trackers = Trackers({r.component.name: r.component.load()(r.options, spec.source.parent, spec.model.name)
-                             for r in spec.trackers} if engine.is_main else {})
+                             for r in spec.trackers} if engine.is_main else {},
+                            [stage.steps for stage in spec.model.stages])
         tracking = trackers.start(spec.resolved_dict())
         try:
             manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
