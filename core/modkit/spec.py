@@ -44,7 +44,8 @@ class ComponentSection(BaseModel):
 
 class TokenizerSection(ComponentSection):
     use: str = "bpe"
-    train_on: list[str] = Field(default_factory=list, description="Text files to train on.")
+    train_on: list[str] = Field(default_factory=list, description=(
+        "Text to train on: files or globs (compressed or not), or any file a data source reads (its text column)."))
 
     @field_validator("train_on", mode="before")
     @classmethod
@@ -159,6 +160,7 @@ class Spec:
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
     sources: list[dict[str, Resolved]] = field(default_factory=list)  # per stage: "data", "eval_data"
     trackers: list[Resolved] = field(default_factory=list)
+    train_on: list[Resolved] = field(default_factory=list)  # the tokenizer's text, as sources
     hub: dict[str, HubFolder] = field(default_factory=dict)  # hf: names resolved so far
 
     def from_path(self, value: str) -> Path:
@@ -176,15 +178,23 @@ class Spec:
     def path(self, value: str) -> Path:
         return (self.source.parent / value).resolve()
 
+    def tokenizer_text(self) -> list[Path]:
+        """The text files the tokenizer trains on: each ``train_on`` entry as a text objective
+        would read it (a plain text file as it is; globs, compressed files and other sources
+        streamed into one text file)."""
+        return [self._prepared(res, "text").path for res in self.train_on]
+
+    def _prepared(self, res: Resolved, reads: str) -> DataFile:
+        try:
+            source = res.component.load()(res.options, self.source.parent)
+            return prepare(res.component.name, source, reads)
+        except UserError as e:
+            raise UserError(f"{self.source}: {res.section}: {e}") from None
+
     def data_file(self, stage: int, objective, key: str = "data") -> DataFile:
         """What ``objective`` reads of ``stages[stage].data`` (or ``eval_data``): see
         :func:`modkit.sources.prepare`."""
-        res = self.sources[stage][key]
-        try:
-            source = res.component.load()(res.options, self.source.parent)
-            return prepare(res.component.name, source, getattr(objective, "reads", "records"))
-        except UserError as e:
-            raise UserError(f"{self.source}: {res.section}: {e}") from None
+        return self._prepared(self.sources[stage][key], getattr(objective, "reads", "records"))
 
     def resolved_dict(self) -> dict[str, Any]:
         """The spec with every component's full option values, for the manifest."""
@@ -338,10 +348,14 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     registry = registry or get_registry()
     tok, bb = data.get("tokenizer", {}), data.get("backbone", {})
     resolved_tok = resolved_bb = None
+    train_on = []
     if isinstance(tok, dict) and "from" not in tok:
         resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
         if not tok.get("train_on"):
             problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+        given = tok.get("train_on")
+        train_on = [_resolve_source(registry, f, path.parent, f"tokenizer.train_on[{i}]", problems)
+                    for i, f in enumerate([given] if isinstance(given, str) else given or []) if isinstance(f, str)]
     elif isinstance(tok, dict) and set(tok) - {"from", "use"}:
         problems.append(("tokenizer", f"options {sorted(set(tok) - {'from', 'use'})} cannot be combined with "
                                       "'from' (a loaded tokenizer is used as it is, not trained)"))
@@ -380,7 +394,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, sources, trackers)
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, sources, trackers, train_on)
 
 
 def _resolve_source(registry: Registry, value: Any, base: Path, loc: str,

@@ -213,3 +213,22 @@ def test_a_datasets_folder_with_several_splits_needs_one_named(tmp_path):
         spec.data_file(0, spec.objectives[0][0].component.load())
     spec = load_spec(_spec(tmp_path, '{ use = "clm" }', '{ path = "saved", split = "b", fields = { text = "review" } }'))
     assert spec.data_file(0, spec.objectives[0][0].component.load()).record["rows"] == 3
+
+
+def test_the_tokenizer_trains_on_globs_of_compressed_shards_as_on_the_plain_text(tmp_path):
+    text = write_corpus(tmp_path, 12000).read_text(encoding="utf-8")
+    (tmp_path / "shards").mkdir()
+    half = text.index("\n", len(text) // 2) + 1
+    for i, part in enumerate([text[:half], text[half:]]):
+        with gzip.open(tmp_path / "shards" / f"{i}.txt.gz", "wt", encoding="utf-8") as f:
+            f.write(part)
+    plain = load_spec(_spec(tmp_path, '{ use = "clm" }', '"corpus.txt"'))
+    sharded = _spec(tmp_path, '{ use = "clm" }', '"shards/*.txt.gz"')
+    sharded.write_text(sharded.read_text().replace('train_on = ["corpus.txt"]', 'train_on = ["shards/*.txt.gz"]'))
+    sharded = load_spec(sharded)
+    assert plain.tokenizer_text() == [tmp_path / "corpus.txt"]
+    (converted,) = sharded.tokenizer_text()
+    assert converted.read_text(encoding="utf-8") == text + ("" if text.endswith("\n") else "\n")
+    train = plain.tokenizer.component.load().train
+    assert train([converted], plain.tokenizer.options).to_json() == \
+        train([tmp_path / "corpus.txt"], plain.tokenizer.options).to_json()

@@ -191,7 +191,7 @@ def _tokenizer(spec: Spec, work: Path, echo):
     if saved.exists():
         return load_tokenizer(saved), False
     res = spec.tokenizer
-    files = [spec.path(f) for f in spec.model.tokenizer.train_on]
+    files = spec.tokenizer_text()
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
     return res.component.load().train(files, res.options), True
 
