@@ -28,7 +28,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "source", "tracker")
+KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "optimizer", "schedule", "source",
+         "tracker")
 _HOOKS = {
     "tokenizer": "modkit_register_tokenizers",
     "backbone": "modkit_register_backbones",
@@ -36,6 +37,8 @@ _HOOKS = {
     "peft": "modkit_register_peft_methods",
     "task": "modkit_register_tasks",
     "command": "modkit_register_commands",
+    "optimizer": "modkit_register_optimizers",
+    "schedule": "modkit_register_schedules",
     "source": "modkit_register_data_sources",
     "tracker": "modkit_register_trackers",
 }
@@ -225,10 +228,12 @@ class _Loader:
 
 def _add_presets(registry: Registry, data: dict[str, Any], source: str) -> None:
     for name, body in data.get("presets", {}).items():
-        if not isinstance(body, dict) or "kind" not in body or "use" not in body:
+        # a recipe is a stage's keys (optimizer, schedule, lr...), not one component's options
+        if not isinstance(body, dict) or "kind" not in body or ("use" not in body and body["kind"] != "recipe"):
             raise UserError(f"{source}: presets.{name}: expected a table with 'kind' and 'use'")
         values = {k: v for k, v in body.items() if k not in ("kind", "use", "doc")}
-        registry.presets[name] = Preset(name, body["kind"], body["use"], values, source, str(body.get("doc", "")))
+        registry.presets[name] = Preset(name, body["kind"], body.get("use", ""), values, source,
+                                        str(body.get("doc", "")))
 
 
 def _module_loader(spec: str, base: Path):

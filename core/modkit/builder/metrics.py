@@ -94,8 +94,8 @@ class StageMeter:
         self.flops_per_token = record.flops_per_token
         tps = record.tokens / record.seconds if record.seconds else 0.0
         line = {"stage": self.stage, "objective": self.objective, "step": record.step, "loss": record.loss,
-                "lr": record.lr, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
-                "mfu": round(self.mfu(tps), 5), "grad_norm": round(record.grad_norm, 5), **record.eval}
+                "lr": record.lr, "grad_norm": record.grad_norm, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
+                "mfu": round(self.mfu(tps), 5), **record.eval}
         if record.eval:
             self.last_eval = record.eval
         if self.log is not None:
