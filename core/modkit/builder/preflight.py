@@ -17,7 +17,9 @@ from typing import Any, Callable
 import torch
 
 from modkit.errors import SpecError, UserError
+from modkit.interfaces import capabilities_of
 from modkit.nn.model import ModkitModel
+from modkit.nn.prompt import reserved_positions
 from modkit.registry import Component, Registry
 from modkit.sources import DataFile, cache_folder
 from modkit.spec import Spec
@@ -93,10 +95,11 @@ def check_stages(spec: Spec, backbone, registry: Registry) -> None:
                         f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
 
 
-def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
+def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tokenizer=None) -> None:
     """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
     (on the meta device), so a clash (one method twice on a layer, targets that match
-    nothing) is a spec error before any training, not after the first stage."""
+    nothing) or a stage whose sequences and virtual tokens overrun the positions is a spec
+    error before any training, not after the first stage."""
     with torch.device("meta"):
         shadow = bcomp.load()(backbone.config)
     problems: list[tuple[str, str]] = []
@@ -107,11 +110,13 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
             if peft_source(spec, i, j):
                 continue  # a folder's layers are found from the real weights, when it is attached
             method = res.component.load()(res.options)
+            method.tokenizer = tokenizer  # as the build gives it
             try:
                 method.apply(shadow)
             except UserError as e:
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
             applied.append((j, method))
+        problems += _position_budget(spec, i, shadow)
         if i == last and not spec.model.export.merge:
             break  # the last stage's methods merge only for the export
         for j, method in applied:  # as the build does at a stage boundary and before the export
@@ -121,6 +126,18 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
         raise SpecError(str(spec.source), problems)
+
+
+def _position_budget(spec: Spec, stage: int, backbone: torch.nn.Module) -> list[tuple[str, str]]:
+    """A stage's ``seq_len`` plus the positions its PEFT methods reserve (a prompt's virtual
+    tokens) must fit the backbone's declared ``max_positions``."""
+    limit, reserved = capabilities_of(backbone).max_positions, reserved_positions(backbone)
+    seq_len = spec.model.stages[stage].seq_len
+    if not reserved or limit is None or seq_len + reserved <= limit:
+        return []
+    return [(f"stages[{stage}].seq_len", f"{seq_len} tokens + {reserved} positions the PEFT methods reserve (virtual "
+                                         f"tokens) > the backbone's {limit} positions; set seq_len <= "
+                                         f"{limit - reserved} or reserve fewer")]
 
 
 def check_world(spec: Spec, world: int) -> None:
