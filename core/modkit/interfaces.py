@@ -286,6 +286,11 @@ class Objective:
     #: this objective's artifacts: generate, classify, seq2seq, ... A build refuses an
     #: objective whose task no installed plugin serves, before any training.
     task: ClassVar[str]
+    #: the form :meth:`load_data` reads: ``"text"`` (a UTF-8 text file) or ``"records"`` (a
+    #: JSON-lines file, one object per example, each role under its own name: ``text``,
+    #: ``label``...). A stage's data source, whatever it is (CSV, Parquet, gzipped text...),
+    #: is given to the objective in this form (:mod:`modkit.sources`).
+    reads: ClassVar[str] = "records"
 
     def __init__(self, options: Options, backbone: Backbone, tokenizer: Tokenizer):
         type(self).check_backbone(backbone)
@@ -299,7 +304,8 @@ class Objective:
         may be on the meta device). The default accepts every backbone."""
 
     def load_data(self, path: Path, seq_len: int) -> Any:
-        """Read and tokenize a data file once per stage; the result goes to :meth:`batch`."""
+        """Read and tokenize a data file (in the form :attr:`reads` names) once per stage; the
+        result goes to :meth:`batch`."""
         raise NotImplementedError
 
     def batch(self, data: Any, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

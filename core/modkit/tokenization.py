@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from modkit.errors import ArtifactError
+from modkit.hub import is_hub_name
+from modkit.hub import resolve as resolve_hub
 from modkit.interfaces import Tokenizer
 from modkit.manifest import FILE as MANIFEST, Manifest
 
 
 def load_tokenizer(path, *, registry=None) -> Tokenizer:
     """Load a tokenizer from an artifact folder, a tokenizer.json (modkit or Hugging Face),
-    a BERT vocab.txt, a ``*.tiktoken`` ranks file, or a folder with vocab.json + merges.txt.
+    a BERT vocab.txt, a ``*.tiktoken`` ranks file, or a folder with vocab.json + merges.txt;
+    ``hf:ORG/NAME[@REVISION]`` reads a Hugging Face repository's folder through its cache.
 
     Every registered tokenizer is asked in turn whether it reads the file. An artifact's
     tokenizer is read by the component its manifest names, and only by it: another component
@@ -21,7 +24,7 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     from modkit.registry import get_registry
 
     registry = registry or get_registry()
-    path = Path(path)
+    path = resolve_hub(path).path if is_hub_name(path) else Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
     if path.is_dir() and (path / MANIFEST).exists():  # an artifact: its tokenizer.json's sha256 checked

@@ -30,16 +30,21 @@ def fingerprint(spec: Spec) -> dict[str, Any]:
     for stage in resolved["stages"]:
         for key in _FREE_IN_STAGE:
             stage.pop(key, None)
-    files = [] if spec.model.tokenizer.from_ else [("tokenizer.train_on", f) for f in spec.model.tokenizer.train_on]
-    for i, stage in enumerate(spec.model.stages):
-        files.append((f"stages[{i}].data", stage.data))
-        if stage.eval_data:
-            files.append((f"stages[{i}].eval_data", stage.eval_data))
-    return {"spec": resolved, "data": {f"{key}={name}": _digest(spec.path(name)) for key, name in files}}
+    sources = [] if spec.model.tokenizer.from_ else list(spec.train_on)
+    sources += [res for stage in spec.sources for res in stage.values() if res is not None]
+    base = spec.source.parent
+    data = {}
+    for res in sources:  # every file a source reads (its globs expanded), by the spec key that names it
+        for f in res.component.load()(res.options, base).files():
+            data[f"{res.section}={_shown(f, base)}"] = sha256_file(f)
+    return {"spec": resolved, "data": data}
 
 
-def _digest(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
+def _shown(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def save(work: Path, spec: Spec) -> None:
