@@ -1,7 +1,6 @@
 """`modkit build`: run a spec's stages, merge, export, check parity, write the artifact."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -19,14 +18,17 @@ from modkit.builder.device import check_device, cpu_state, resolve_device
 from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
 from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.export import ParityError
-from modkit.builder.exporter import Exporter
+from modkit.builder.exporter import Exporter, positions_left
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
-from modkit.builder import precision_check
+from modkit.builder import fingerprint, precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.card import model_card
+from modkit.tracking import Trackers
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import check_blocks, check_peft_plan, check_stages, check_world, peft_source, preflight
+from modkit.builder.preflight import (check_blocks, check_peft_plan, check_stages, check_world, method_from,
+                                      peft_source, preflight)
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.optim import check_schedules, schedule_of
@@ -35,12 +37,13 @@ from modkit.builder.train import (Engine, load_checkpoint, read_checkpoint_posit
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.generation_config import generation_record
+from modkit.interfaces import BackboneCapabilities
 from modkit.nn.generation import generation_defaults, set_generation_defaults
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
-from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
+from modkit.manifest import MANIFEST_VERSION, Manifest
 from modkit.spec import Resolved, Spec, load_spec
-from modkit.tokenization import load_tokenizer
+from modkit.tokenization import artifact_tokenizer, load_tokenizer
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -90,6 +93,7 @@ def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], p
             method, modules = found
         else:
             method = pcomp.load()(poptions)
+            method.tokenizer = tokenizer
             modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
@@ -136,23 +140,23 @@ def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance
     return merge_checked(model, todo, inputs, tolerance=tolerance)
 
 
-def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
+def assemble_model(manifest: Manifest, tokenizer, registry: Registry) -> ModkitModel:
     """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
-    comps = manifest["components"]
-    bcomp = registry.get("backbone", comps["backbone"]["name"])
-    backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
+    comps = manifest.components
+    bcomp = registry.get("backbone", comps.backbone.name)
+    backbone = bcomp.load()(bcomp.options.model_validate(comps.backbone.options))
     model = ModkitModel(backbone)
-    for i, stage in enumerate(comps["stages"]):
+    for i, stage in enumerate(comps.stages):
         objectives = []
-        for record in stage.get("objectives") or [stage["objective"]]:
-            ocomp = registry.get("objective", record["name"])
-            objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
-        kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
+        for record in stage.all_objectives():
+            ocomp = registry.get("objective", record.name)
+            objectives.append((ocomp, ocomp.options.model_validate(record.options)))
+        kept = [(registry.get("peft", p.name), p) for p in stage.peft if p.kept]
         _, methods, _ = _attach_stage(
             model, objectives,
-            [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
+            [(c, c.options.model_validate(p.options)) for c, p in kept], tokenizer, manifest.seed, i)
         for (_, method, _), (_, record) in zip(methods, kept):
-            if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
+            if record.merged:  # a kept method that merged has its merged shape (prefix constants)
                 method.merge(model.backbone)
     return model.eval()
 
@@ -160,17 +164,17 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
 def load_torch_model(folder: str | Path, *, registry=None):
     """Rebuild the trained torch model (a :class:`modkit.nn.model.ModkitModel`) of an artifact."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = Manifest.read(folder)
     registry = registry or get_registry()
-    tokenizer = load_tokenizer(folder, registry=registry)
+    tokenizer = artifact_tokenizer(folder, manifest, registry)
     model = assemble_model(manifest, tokenizer, registry)
     state = load_file(str(folder / "model.safetensors"))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
-    if "generation" in manifest:
-        set_generation_defaults(model, generation_record(manifest["generation"], f"{folder / 'manifest.json'}"))
+    if manifest.generation is not None:
+        set_generation_defaults(model, generation_record(manifest.generation, f"{folder / 'manifest.json'}"))
     return model.eval().requires_grad_(False)
 
 
@@ -181,27 +185,27 @@ def _generation_record(backbone) -> dict[str, Any]:
     return {"generation": record} if record else {}
 
 
-def _tokenizer(spec: Spec, work: Path, echo):
+def _tokenizer(spec: Spec, work: Path, echo, registry: Registry):
     """(tokenizer, whether it was trained now): loaded with ``from``, from an interrupted build's
     work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.path(spec.model.tokenizer.from_)), False
+        return load_tokenizer(spec.from_path(spec.model.tokenizer.from_), registry=registry), False
     if saved.exists():
-        return load_tokenizer(saved), False
+        return load_tokenizer(saved, registry=registry), False
     res = spec.tokenizer
-    files = [spec.path(f) for f in spec.model.tokenizer.train_on]
+    files = spec.tokenizer_text()
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
     return res.component.load().train(files, res.options), True
 
 
 def _backbone(spec: Spec, tokenizer, registry: Registry):
     if spec.model.backbone.from_:
-        loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
+        loaded = load_hf(spec.from_path(spec.model.backbone.from_), registry=registry)
         backbone = getattr(loaded, "backbone", loaded)
         return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
-    options = options_from_tokenizer(res.options, tokenizer)
+    options = options_from_tokenizer(res.options, tokenizer, res.component.load())
     if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
         raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
@@ -211,24 +215,32 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
 _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "bos"}
 
 
-def options_from_tokenizer(options, tokenizer):
-    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus ``extra_ids``
-    sentinel ids where the family has them and the tokenizer does not) and the special token
-    ids. A family's ``decoder_start_token_id`` follows the role its default shares (BART starts
-    with the eos, T5 with the pad)."""
+def options_from_tokenizer(options, tokenizer, backbone_class=None):
+    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus the ids the
+    family reserves past the tokenizer's vocabulary, as T5's sentinels, where the tokenizer lacks
+    them), the special token ids, and ``decoder_start_token_id`` from the role the backbone
+    declares its decoder starts from (BART the eos, T5 the pad)."""
     fields, given = type(options).model_fields, options.model_fields_set
+    caps = capabilities(backbone_class, options)
     update = {}
     if "vocab_size" in fields and not options.vocab_size:
         update["vocab_size"] = tokenizer.vocab_size
-        if getattr(options, "extra_ids", 0) and tokenizer.token_to_id("<extra_id_0>") is None:
-            update["vocab_size"] += options.extra_ids  # T5's sentinels, past the tokenizer's tokens
+        if caps.extra_ids and tokenizer.token_to_id("<extra_id_0>") is None:
+            update["vocab_size"] += caps.extra_ids
     for field, role in _ROLE_FIELDS.items():
         if field in fields and field not in given and tokenizer.special_id(role) is not None:
             update[field] = tokenizer.special_id(role)
-            if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given \
-                    and fields["decoder_start_token_id"].default == fields[field].default:
-                update["decoder_start_token_id"] = update[field]
+    start = caps.decoder_start and tokenizer.special_id(caps.decoder_start)
+    if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given and start is not None:
+        update["decoder_start_token_id"] = start
     return options.model_copy(update=update)
+
+
+def capabilities(backbone_class, options) -> BackboneCapabilities:
+    """What ``backbone_class`` built with ``options`` declares (the default record for a class
+    that is no :class:`modkit.Backbone`)."""
+    declare = getattr(backbone_class, "capabilities", None)
+    return declare(options) if declare is not None else BackboneCapabilities()
 
 
 def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
@@ -283,13 +295,20 @@ def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoin
     return figures
 
 
+def _from_record(spec: Spec, value: str | None) -> dict[str, Any]:
+    """What the manifest records of a ``from``: the value, and for an ``hf:`` name the commit read."""
+    if not value:
+        return {}
+    return {"from": value, **({"hub": spec.hub[value].record()} if value in spec.hub else {})}
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           overwrite: bool = False, registry: Registry | None = None, progress: bool = True,
-          device: str | None = None,
+          device: str | None = None, track: list[str] = (),
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
 
@@ -300,13 +319,14 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     later says whether its work folder can be resumed, and where it is.
 
     ``max_steps`` (default: the environment variable ``MODKIT_MAX_STEPS``) caps every stage's
-    steps, for a quick smoke run of a spec; the manifest records the capped spec.
+    steps, for a quick smoke run of a spec; the manifest records the capped spec. ``track``
+    adds trackers (``--track``) to the spec's ``track`` list.
     """
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     if device is not None:  # --device: validated with the spec's own key
         overrides = [*overrides, f'device="{device}"']
-    spec = load_spec(spec_path, list(overrides), registry=registry)
+    spec = load_spec(spec_path, list(overrides), registry=registry, track=list(track))
     rank, local_rank, world = world_from_environment()
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
                     spec.model.compile, rank=rank, world=world, strategy=spec.model.strategy,
@@ -332,14 +352,21 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         meter = ResourceMeter.start()
         torch.manual_seed(spec.model.seed)
         # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
-        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo, resume))
+        trackers = Trackers({r.component.name: r.component.load()(r.options, spec.source.parent, spec.model.name)
+                             for r in spec.trackers} if engine.is_main else {},
+                            [stage.steps for stage in spec.model.stages])
+        tracking = trackers.start(spec.resolved_dict())
         try:
             manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
-                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine)
+                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine,
+                                 trackers=trackers, tracking=tracking)
         except BaseException:
             if engine.is_main:
                 echo(_resume_hint(work, spec_path, out, overrides))
+            trackers.finish(None, None)
             raise
+        trackers.finish(manifest, out)
         if engine.is_main:
             shutil.rmtree(work, ignore_errors=True)
         return manifest
@@ -348,18 +375,24 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             end_process_group()
 
 
-def _prepare(spec: Spec, work: Path, registry: Registry, echo):
+def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     """The tokenizer and the untrained backbone, once every check that needs only the spec, its
-    files and the backbone's shape has passed; only then is the work folder made."""
-    tokenizer, trained = _tokenizer(spec, work, echo)
+    files and the backbone's shape has passed; only then is the work folder made. A resume
+    first checks the checkpoint was trained with this spec and data."""
+    continuing = resume and read_checkpoint_position(work) is not None
+    if continuing:
+        fingerprint.check(work, spec)
+    tokenizer, trained = _tokenizer(spec, work, echo, registry)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)
     check_blocks(spec, backbone)
     check_schedules(spec)
-    check_peft_plan(spec, backbone, bcomp)
+    check_peft_plan(spec, backbone, bcomp, tokenizer)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
+    if not continuing:
+        fingerprint.save(work, spec)
     if trained:
         tokenizer.save(work / "tokenizer.json")
     return tokenizer, backbone, bcomp
@@ -379,7 +412,8 @@ def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
 
 
 def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
-              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine) -> dict[str, Any]:
+              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine,
+              trackers: Trackers, tracking: dict[str, Any]) -> dict[str, Any]:
     """Train the stages (checkpointing into ``work``), merge, export and write ``out``; in a
     data-parallel build, every process trains and rank 0 alone writes (the others return {})."""
     seed, rank, world = spec.model.seed, engine.rank, engine.world
@@ -388,7 +422,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
-    metrics = MetricsLog(work / "metrics.jsonl")
+    metrics = MetricsLog(work / "metrics.jsonl", trackers.line if trackers.trackers else None)
     kept = KeptCheckpoints(work / "kept", 0)
     peak = measure_matmul_peak(engine.device, engine.precision)
     tolerance = spec.model.export.parity_tolerance
@@ -408,11 +442,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
-        datas = [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
-                 for obj in objs]
+        files = [main_first(world, rank, lambda o=obj: spec.data_file(i, o)) for obj in objs]
+        datas = [obj.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
         data = datas[0]
-        held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
-                if stage.eval_data else data)
+        data_record = {"data": files[0].record}
+        held = data
+        if stage.eval_data:
+            eval_file = main_first(world, rank, lambda: spec.data_file(i, objective, "eval_data"))
+            held = objective.load_eval_data(eval_file.path, stage.seq_len)
+            data_record["eval_data"] = eval_file.record
         names = [r.component.name for r in resolved]
         trainer, train_data = (objective, data) if len(objs) == 1 else (
             WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
@@ -442,7 +480,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
-            **stage_meter.summary()})
+            **stage_meter.summary(), **data_record})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
             reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
                                          "loss_last_10": _mean(trainer.history[n][-10:])}
@@ -464,7 +502,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
         load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
-        data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
+        last = len(spec.model.stages) - 1
+        data = objective.load_data(spec.data_file(last, objective).path, spec.model.stages[-1].seq_len)
 
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
@@ -477,16 +516,18 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
         "components": {
             "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
-                          **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
+                          **_from_record(spec, spec.model.tokenizer.from_)},
             "backbone": {**_component_record(bcomp, model.backbone.config),
-                         **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
+                         "max_positions": positions_left(model.backbone),
+                         **_from_record(spec, spec.model.backbone.from_)},
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods],
+                                  "merged": id(m) in merged, **_from_record(spec, method_from(spec, i, j))}
+                                 for j, (c, m, mods) in enumerate(methods)],
                         "optimizer": _component_record(opt.component, opt.options),
                         "schedule": _component_record(sched.component, sched.options)}
-                       for (rs, methods), opt, sched in zip(stage_records, spec.optimizers, spec.schedules)],
+                       for i, ((rs, methods), opt, sched) in enumerate(zip(stage_records, spec.optimizers, spec.schedules))],
         },
         "task": objective.describe(),
         **_generation_record(model.backbone),
@@ -495,6 +536,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                      "matmul_peak_flops": round(peak)},
         "stages": reports,
         **({"merge": merge_figures} if merge_figures else {}),
+        **({"tracking": tracking} if tracking else {}),
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
@@ -511,8 +553,10 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        written = Manifest.model_validate(manifest)  # the schema every reader of the artifact uses
+        written.write(tmp)
+        (tmp / "README.md").write_text(model_card(written.to_json()), encoding="utf-8")  # unlisted: made from the manifest
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")
-    return manifest
+    return written.to_json()

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from modkit.errors import ArtifactError
 from modkit.fileio import atomic_dir
 from modkit.generation_config import read_hf_generation
+from modkit.manifest import FILE as MANIFEST
 from modkit.registry import Registry, get_registry, import_object
 
 
@@ -76,10 +77,11 @@ def assign_state(factory: Callable[[], Any], state: dict[str, Any], source: str 
 
 
 def _format(model_type: str, registry: Registry):
-    if model_type not in registry.checkpoint_formats:
+    found = registry.checkpoint_format(model_type)
+    if found is None:
         known = ", ".join(sorted(registry.checkpoint_formats)) or "none"
         raise ArtifactError(f"model_type {model_type!r} is not supported (supported: {known})")
-    return import_object(registry.checkpoint_formats[model_type][1])()
+    return import_object(found[1])()
 
 
 def load_hf(folder: str | Path, *, registry: Registry | None = None):
@@ -101,20 +103,26 @@ def load_hf(folder: str | Path, *, registry: Registry | None = None):
 
 def format_for(model, *, registry: Registry | None = None):
     """The registered checkpoint format that can write ``model``."""
-    for _plugin, impl in (registry or get_registry()).checkpoint_formats.values():
+    registry = registry or get_registry()
+    for _plugin, impl in registry.checkpoint_formats.values():
         fmt = import_object(impl)()
         if fmt.handles(model):
             return fmt
+    for model_type, entries in registry.format_conflicts.items():  # two plugins claim it: say which
+        if any(import_object(impl)().handles(model) for _, impl in entries):
+            registry.checkpoint_format(model_type)
     raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
 
 
-def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None) -> Path:
+def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None,
+            card: str | None = None) -> Path:
     """Write a modkit model as a Hugging Face folder (config.json + model.safetensors, and
     generation_config.json with the model's generation defaults).
 
     ``tokenizer`` adds the tokenizer files ``transformers.AutoTokenizer`` reads: a
     :class:`modkit.Tokenizer` gives tokenizer.json and a tokenizer_config.json naming its special
-    tokens; a path to a Hugging Face tokenizer.json is copied as it is.
+    tokens; a path to a Hugging Face tokenizer.json is copied as it is. ``card`` is written as
+    README.md (the model card).
     """
     from safetensors.torch import save_file
 
@@ -134,6 +142,8 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
         elif tokenizer is not None:
             tokenizer.save(tmp / "tokenizer.json")
             (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
     return dest
 
 
@@ -150,14 +160,21 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     from modkit.tokenization import load_tokenizer
 
     source = Path(source)
-    model = hf_model(load_model(source), registry=registry, echo=echo or (lambda msg: None))
+    model = hf_model(load_model(source, registry=registry), registry=registry, echo=echo or (lambda msg: None))
     tokenizer = None
-    if (source / "tokenizer.json").exists():
+    if (source / MANIFEST).exists():  # an artifact: its own tokenizer, read as its manifest says
+        tokenizer = load_tokenizer(source, registry=registry)
+    elif (source / "tokenizer.json").exists():
         try:
             tokenizer = load_tokenizer(source, registry=registry)
         except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
             tokenizer = source / "tokenizer.json"
-    return save_hf(model, dest, tokenizer=tokenizer, registry=registry)
+    card = None
+    if (source / "manifest.json").exists():  # an artifact: its card, for the library that reads this folder
+        from modkit.card import model_card
+
+        card = model_card(json.loads((source / "manifest.json").read_text(encoding="utf-8")), library="transformers")
+    return save_hf(model, dest, tokenizer=tokenizer, registry=registry, card=card)
 
 
 def without_peft(model):
@@ -232,13 +249,20 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
     return config
 
 
+def _folder(path: str | Path) -> Path:
+    from modkit.hub import is_hub_name, resolve
+
+    return resolve(path).path if is_hub_name(path) else Path(path)
+
+
 def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder, with the
-    Hugging Face PEFT adapter folders ``peft`` applied in order."""
-    path = Path(path)
+    Hugging Face PEFT adapter folders ``peft`` applied in order. Any of them may be an
+    ``hf:ORG/NAME[@REVISION]`` name, read through the Hugging Face cache."""
+    path = _folder(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
-    if (path / "manifest.json").exists():
+    if (path / MANIFEST).exists():
         from modkit.builder.build import load_torch_model
 
         model = load_torch_model(path, **kwargs)
@@ -248,6 +272,6 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
         from modkit.builder.peft_folders import apply_peft_folder
 
         for folder in peft:
-            apply_peft_folder(model, folder, registry=kwargs.get("registry"))
+            apply_peft_folder(model, _folder(folder), registry=kwargs.get("registry"))
         model.eval().requires_grad_(False)
     return model

@@ -17,8 +17,12 @@ from typing import Any, Callable
 import torch
 
 from modkit.errors import SpecError, UserError
+from modkit.interfaces import capabilities_of
+from modkit.nn.blocks import iter_roles, role_matches
 from modkit.nn.model import ModkitModel
+from modkit.nn.prompt import reserved_positions
 from modkit.registry import Component, Registry
+from modkit.sources import DataFile, cache_folder
 from modkit.spec import Spec
 
 
@@ -46,35 +50,50 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
                 objective = _on_meta(lambda: model.add_objective(
                     res.component.name, res.component.load()(res.options, model.backbone, tokenizer)))
             if objective is not None:
-                with _at(spec, f"stages[{i}].data"):  # off the meta device: objectives may look at the values
-                    objective.load_data(spec.path(stage.data), stage.seq_len)
+                data = spec.data_file(i, objective)
+                with _at(spec, f"stages[{i}].data", data):  # off the meta device: objectives may look at the values
+                    objective.load_data(data.path, stage.seq_len)
 
 
 def _on_meta(make: Callable[[], Any]) -> Any:
     """``make()`` on the meta device; None when a plugin's code cannot run there (it reads
-    values, say): that part is then checked when the build reaches it, as before."""
+    values: ``.item()``, a copy to the CPU): that part is then checked when the build reaches
+    it. Any other exception is a fault of the plugin and surfaces now, before any training."""
     try:
         with torch.device("meta"):
             return make()
-    except UserError:
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        if _needs_values(e):
+            return None
         raise
-    except Exception:
-        return None
+
+
+def _needs_values(error: Exception) -> bool:
+    """Whether torch raised ``error`` because a meta tensor has no values to read."""
+    return "meta" in str(error).lower()
 
 
 @contextmanager
-def _at(spec, key: str):
-    """Name the spec file and key path in a UserError raised inside."""
+def _at(spec, key: str, data: DataFile | None = None):
+    """Name the spec file and key path in a UserError raised inside (and, when the objective
+    read a source's rows converted, which files they came from)."""
     try:
         yield
     except UserError as e:
-        raise UserError(f"{spec.source}: {key}: {e}") from None
+        converted = data is not None and data.path.parent == cache_folder()
+        raise UserError(f"{spec.source}: {key}: {e}" + (
+            f" (the rows of {', '.join(data.record['files'])} converted for the objective)" if converted else "")) from None
+
+
+def method_from(spec: Spec, stage: int, index: int) -> str | None:
+    """A stage's PEFT method's ``from`` as the spec gives it, if any."""
+    return spec.model.stages[stage].peft[index].option_values().get("from")
 
 
 def peft_source(spec: Spec, stage: int, index: int) -> Path | None:
-    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
-    source = spec.model.stages[stage].peft[index].option_values().get("from")
-    return spec.path(source) if source else None
+    """The adapter folder a stage's PEFT method starts from (``from``: a folder or ``hf:`` name), if any."""
+    source = method_from(spec, stage, index)
+    return spec.from_path(source) if source else None
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
@@ -95,10 +114,11 @@ def check_stages(spec: Spec, backbone, registry: Registry) -> None:
                         f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
 
 
-def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
+def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tokenizer=None) -> None:
     """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
     (on the meta device), so a clash (one method twice on a layer, targets that match
-    nothing) is a spec error before any training, not after the first stage."""
+    nothing) or a stage whose sequences and virtual tokens overrun the positions is a spec
+    error before any training, not after the first stage."""
     with torch.device("meta"):
         shadow = bcomp.load()(backbone.config)
     problems: list[tuple[str, str]] = []
@@ -109,11 +129,17 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
             if peft_source(spec, i, j):
                 continue  # a folder's layers are found from the real weights, when it is attached
             method = res.component.load()(res.options)
+            unmatched = _unmatched_patterns(method, shadow, f"stages[{i}].peft[{j}]")
+            if unmatched:
+                problems += unmatched
+                continue
+            method.tokenizer = tokenizer  # as the build gives it
             try:
                 method.apply(shadow)
             except UserError as e:
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
             applied.append((j, method))
+        problems += _position_budget(spec, i, shadow)
         if i == last and not spec.model.export.merge:
             break  # the last stage's methods merge only for the export
         for j, method in applied:  # as the build does at a stage boundary and before the export
@@ -123,6 +149,27 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
         raise SpecError(str(spec.source), problems)
+
+
+def _unmatched_patterns(method, backbone: torch.nn.Module, where: str) -> list[tuple[str, str]]:
+    """Every role pattern of ``method`` that matches no role of ``backbone``: one typo in a
+    list would otherwise pass, since the other entries match."""
+    roles = sorted({role for _, _, role in iter_roles(backbone)})
+    return [(f"{where}.{key}[{n}]", f"{pattern!r} matches no role of the backbone; roles here: {', '.join(roles)}")
+            for key, patterns in method.target_patterns().items()
+            for n, pattern in enumerate(patterns) if not any(role_matches(role, [pattern]) for role in roles)]
+
+
+def _position_budget(spec: Spec, stage: int, backbone: torch.nn.Module) -> list[tuple[str, str]]:
+    """A stage's ``seq_len`` plus the positions its PEFT methods reserve (a prompt's virtual
+    tokens) must fit the backbone's declared ``max_positions``."""
+    limit, reserved = capabilities_of(backbone).max_positions, reserved_positions(backbone)
+    seq_len = spec.model.stages[stage].seq_len
+    if not reserved or limit is None or seq_len + reserved <= limit:
+        return []
+    return [(f"stages[{stage}].seq_len", f"{seq_len} tokens + {reserved} positions the PEFT methods reserve (virtual "
+                                         f"tokens) > the backbone's {limit} positions; set seq_len <= "
+                                         f"{limit - reserved} or reserve fewer")]
 
 
 def check_world(spec: Spec, world: int) -> None:

@@ -33,14 +33,14 @@ def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: li
     if not 0 <= stage < len(spec.model.stages):
         raise UserError(f"{spec.source}: no stages[{stage}]; the spec has {len(spec.model.stages)} stage(s)")
     with tempfile.TemporaryDirectory() as work:
-        tokenizer, _ = _tokenizer(spec, Path(work), echo)
+        tokenizer, _ = _tokenizer(spec, Path(work), echo, registry)
     model = ModkitModel(_backbone(spec, tokenizer, registry)[0])
     for i in range(stage + 1):  # earlier stages' objectives too: their modules are part of the model
         objs, _, _ = _attach_stage(model, [(r.component, r.options) for r in spec.objectives[i]],
                                    [(r.component, r.options) for r in spec.peft[i]], tokenizer,
                                    spec.model.seed, i)
     settings = spec.model.stages[stage]
-    parts = [(r.component.name, obj, obj.load_data(spec.path(settings.data), settings.seq_len))
+    parts = [(r.component.name, obj, obj.load_data(spec.data_file(stage, obj).path, settings.seq_len))
              for r, obj in zip(spec.objectives[stage], objs)]
     yield from _records(parts, settings.batch_size, spec.model.seed, stage, n, tokenizer if texts else None)
 

@@ -34,12 +34,7 @@ from modkit.fileio import atomic_write_text
 
 def block_class(backbone: nn.Module) -> type | None:
     """The module class of one layer of ``backbone``, as its capabilities declare it."""
-    capabilities = getattr(type(backbone), "capabilities", None)
-    if capabilities is None:  # a backbone from before capabilities: the core's own block
-        from modkit.nn.blocks import Block
-
-        return Block
-    return capabilities(backbone.config).block
+    return type(backbone).capabilities(backbone.config).block
 
 
 def blocks_of(module: nn.Module, block: type | None) -> list[nn.Module]:

@@ -89,6 +89,8 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
     comps = [c for (k, _), c in sorted(reg.components.items()) if kind in (None, k)]
     presets = [p for p in sorted(reg.presets.values(), key=lambda p: p.name) if kind in (None, p.kind)]
     conflicts = {f"{k}.{n}": [c.plugin for c in cs] for (k, n), cs in reg.conflicts.items()}
+    if kind is None:  # Hugging Face checkpoint formats two plugins claim
+        conflicts.update({f"checkpoint_format.{t}": [p for p, _ in es] for t, es in reg.format_conflicts.items()})
     if as_json:
         click.echo(json.dumps({
             "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}
@@ -159,9 +161,12 @@ def _type_name(annotation) -> str:
 @click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default=None,
               help="How the processes share training (overrides the spec's strategy): full copies (ddp) "
                    "or sharded weights, gradients and optimizer state (fsdp).")
+@click.option("--track", multiple=True, metavar="TRACKER",
+              help="Also log to this tracker (tensorboard, mlflow; see `modkit list --kind tracker`); repeatable.")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-          quiet: bool, device: str | None, max_steps: int | None, nproc: int, strategy: str | None) -> None:
+          quiet: bool, device: str | None, max_steps: int | None, nproc: int, strategy: str | None,
+          track: tuple[str, ...]) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT.
 
     Every check that needs only the spec, its files and the backbone's shape runs before any
@@ -182,7 +187,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
                 "build", spec, "-o", out, *(f"--set={o}" for o in overrides), *(["--resume"] if resume else []),
                 *(["--overwrite"] if overwrite else []),
                 *(["--quiet"] if quiet else []), *(["--device", device] if device else []),
-                *(["--max-steps", str(max_steps)] if max_steps else [])]
+                *(["--max-steps", str(max_steps)] if max_steps else []), *(f"--track={t}" for t in track)]
         code = launch(nproc, args)
         if code:
             raise click.ClickException(f"the data-parallel build failed (torchrun exit status {code}); "
@@ -191,7 +196,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
     from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, overwrite=overwrite, registry=_registry(ctx),
-              progress=not quiet, device=device, max_steps=max_steps)
+              progress=not quiet, device=device, max_steps=max_steps, track=list(track))
 
 
 @main.command(short_help="Redraw an artifact's training curves (OUT/curves.png).")

@@ -39,6 +39,7 @@ def template_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 class MaskedLM(nn.Module, Objective):
     task = "fill-mask"
+    reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
