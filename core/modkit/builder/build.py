@@ -422,10 +422,11 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress or not engine.is_main) as tick:
-            losses = train_stage(
+            trained = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
                 reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
+        losses = trained.total
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
             figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
@@ -438,8 +439,9 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
             **stage_meter.summary()})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
-            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
-                                         "loss_last_10": _mean(trainer.history[n][-10:])}
+            own = {n: [row[k] for row in trained.parts] for k, n in enumerate(names)}
+            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(own[n][:10]),
+                                         "loss_last_10": _mean(own[n][-10:])}
                                      for n, r in zip(names, resolved)}
         echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
                              if losses else "no training steps")
