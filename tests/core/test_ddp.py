@@ -49,11 +49,12 @@ def test_an_mlm_and_nsp_stage_under_two_processes_equals_one(tmp_path):
     assert any(k.startswith("objectives.nsp.") for k in two)  # (BERT keeps its MLM head in the backbone)
     assert max_diff(one, two) < 1e-5
     # each objective's own loss is the mean over both processes, as one process sees it
-    losses = [json.loads((tmp_path / name / "manifest.json").read_text())["stages"][0]["losses"]
-              for name in ("one", "two")]
+    stages = [json.loads((tmp_path / name / "manifest.json").read_text())["stages"][0] for name in ("one", "two")]
     for name in ("mlm", "nsp"):
         for key in ("loss_first_10", "loss_last_10"):
-            assert abs(losses[0][name][key] - losses[1][name][key]) < 1e-5
+            assert abs(stages[0]["losses"][name][key] - stages[1]["losses"][name][key]) < 1e-5
+    # MFU over both processes' peaks (the tokens/s are both processes')
+    assert all(0 < stage["mfu"] <= 1 for stage in stages)
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_a_spec_error(tmp_path):

@@ -23,9 +23,10 @@ from modkit.builder.exporter import Exporter
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
 from modkit.builder import precision_check
-from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.builder.metrics import MetricsLog, StageMeter
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
+from modkit.builder.peak import matmul_peak
 from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
@@ -386,7 +387,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     all_methods, stage_records, data, merged = [], [], None, set()
     metrics = MetricsLog(work / "metrics.jsonl")
     kept = KeptCheckpoints(work / "kept", 0)
-    peak = measure_matmul_peak(engine.device, engine.precision)
+    peak = matmul_peak(engine.device, engine.precision)
     tolerance = spec.model.export.parity_tolerance
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
@@ -418,13 +419,18 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             metrics.rewind(i + 1, start)
             kept.rewind(i + 1, start)
         kept.keep = stage.keep_checkpoints
-        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable)
+        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable,
+                                 processes=world)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
                            quiet=not progress or not engine.is_main) as tick:
+            def on_step(record, tick=tick, meter=stage_meter) -> None:
+                meter(record)
+                tick(record.step, record.loss, mfu=meter.running_mfu())
+
             trained = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
-                reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
+                reports=reports, engine=engine, on_step=on_step,
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
         losses = trained.total
         figures = stage_meter.last_eval
@@ -447,7 +453,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                              if losses else "no training steps")
              + "".join(f", {k} {v:.4g}" for k, v in figures.items())
              + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
-               f"MFU {reports[-1]['mfu']:.1%}")
+               f"{stage_meter.mfu_text()}")
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
             checked = _merge(all_methods, merged, model, to_device(objective.export_inputs(data), engine.device),
                              tolerance)
