@@ -27,7 +27,8 @@ from modkit.builder.metrics import MetricsLog, StageMeter
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.peak import matmul_peak
-from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
+from modkit.builder.peft_plan import PeftPlan, PlannedMethod
+from modkit.builder.preflight import check_peft_plan, check_stages, check_world, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
@@ -64,10 +65,10 @@ def _seed_stage(seed: int, index: int) -> None:
     torch.manual_seed(step_seed(seed, index, 2**31))
 
 
-def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[tuple[Component, Any]],
+def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[PlannedMethod],
                   tokenizer, seed: int, index: int) -> tuple[list, list, list[torch.nn.Module]]:
-    """Add one stage's objectives (the first is the task) and PEFT methods; return
-    (objectives, methods, new modules)."""
+    """Add one stage's objectives (the first is the task) and planned PEFT methods; return
+    (objectives, (component, method, modules) per method, new modules)."""
     _seed_stage(seed, index)
     objs, new_modules = [], []
     for comp, options in objectives:
@@ -79,19 +80,9 @@ def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], p
             objs[-1].options = options
     model.task = objectives[0][0].name
     methods = []
-    for pcomp, poptions, *source in peft:
-        if source and source[0] is not None:  # started from a Hugging Face PEFT folder
-            from modkit.builder.peft_folders import read_peft_folder
-
-            config, weights = read_peft_folder(source[0])
-            found = pcomp.load().from_hf_peft(config, weights, model.backbone)
-            if found is None:
-                raise UserError(f"{source[0]}: a {config.get('peft_type')!r} adapter, not one {pcomp.name!r} reads")
-            method, modules = found
-        else:
-            method = pcomp.load()(poptions)
-            modules = method.apply(model.backbone)
-        methods.append((pcomp, method, modules))
+    for planned in peft:
+        method, modules = planned.attach(model.backbone)
+        methods.append((planned.component, method, modules))
         new_modules += modules
     return objs, methods, new_modules
 
@@ -142,17 +133,15 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
     bcomp = registry.get("backbone", comps["backbone"]["name"])
     backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
     model = ModkitModel(backbone)
+    plan = PeftPlan.from_manifest(manifest, registry)
     for i, stage in enumerate(comps["stages"]):
         objectives = []
         for record in stage.get("objectives") or [stage["objective"]]:
             ocomp = registry.get("objective", record["name"])
             objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
-        kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
-        _, methods, _ = _attach_stage(
-            model, objectives,
-            [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
-        for (_, method, _), (_, record) in zip(methods, kept):
-            if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
+        _, methods, _ = _attach_stage(model, objectives, plan.stages[i], tokenizer, manifest["seed"], i)
+        for planned, (_, method, _) in zip(plan.stages[i], methods):
+            if planned.merges:
                 method.merge(model.backbone)
     return model.eval()
 
@@ -388,16 +377,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     metrics = MetricsLog(work / "metrics.jsonl")
     kept = KeptCheckpoints(work / "kept", 0)
     peak = matmul_peak(engine.device, engine.precision)
+    plan = PeftPlan.from_spec(spec)
     tolerance = spec.model.export.parity_tolerance
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
         if at_boundary == i:  # saved after stage i-1, before stage i added its modules
             load_checkpoint(work, model, None)
         resolved: list[Resolved] = spec.objectives[i]
-        objs, methods, _ = _attach_stage(
-            model, [(r.component, r.options) for r in resolved],
-            [(r.component, r.options, peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
-            tokenizer, seed, i)
+        objs, methods, _ = _attach_stage(model, [(r.component, r.options) for r in resolved], plan.stages[i],
+                                         tokenizer, seed, i)
         objective = objs[0]  # the stage's task
         all_methods += methods
         model.to(engine.device)  # the stage's new heads and PEFT modules join the rest
