@@ -31,8 +31,9 @@ from modkit.builder.peft_plan import PeftPlan, PlannedMethod
 from modkit.builder.preflight import check_peft_plan, check_stages, check_world, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
-from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
-                                  step_seed, to_device, train_stage)
+from modkit.builder.optim import check_schedules, schedule_of
+from modkit.builder.train import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
+                                  to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.generation_config import generation_record
@@ -343,6 +344,7 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)
+    check_schedules(spec)
     check_peft_plan(spec, backbone, bcomp)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
@@ -410,7 +412,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable,
                                  processes=world)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
-                           lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
+                           lr_of=schedule_of(spec.schedules[i], stage),
                            quiet=not progress or not engine.is_main) as tick:
             def on_step(record, tick=tick, meter=stage_meter) -> None:
                 meter(record)
@@ -419,7 +421,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             trained = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
                 reports=reports, engine=engine, on_step=on_step,
-                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
+                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step),
+                optimizer=spec.optimizers[i], schedule=spec.schedules[i])
         losses = trained.total
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
@@ -473,7 +476,10 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
+                                  "merged": id(m) in merged} for c, m, mods in methods],
+                        "optimizer": _component_record(opt.component, opt.options),
+                        "schedule": _component_record(sched.component, sched.options)}
+                       for (rs, methods), opt, sched in zip(stage_records, spec.optimizers, spec.schedules)],
         },
         "task": objective.describe(),
         **_generation_record(model.backbone),

@@ -79,7 +79,8 @@ def _registry(ctx: click.Context):
 
 
 @main.command("list", short_help="Every component and preset, and plugins that failed.")
-@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of component.")
+@click.option("--kind", type=click.Choice((*KINDS, "recipe")), default=None,
+              help="Only this kind of component (or recipe: the stage presets).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.pass_context
 def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None:
@@ -100,7 +101,7 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
     for c in comps:
         click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
     for p in presets:
-        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24} {p.doc}")
+        click.echo(f"{p.kind:<10} {p.name:<16} {('preset of ' + p.use) if p.use else 'stage preset':<24} {p.doc}")
     for name, plugins in conflicts.items():
         click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
     for f in reg.failures:
@@ -116,6 +117,12 @@ def info(ctx: click.Context, name: str, kind: str | None) -> None:
     reg = _registry(ctx)
     kinds = [kind] if kind else [k for k in KINDS if (k, name) in reg.components or
                                  (name in reg.presets and reg.presets[name].kind == k)]
+    recipe = reg.presets.get(name)
+    if not kinds and recipe is not None and recipe.kind == "recipe":
+        click.echo(f"recipe {name} ({recipe.source}): {recipe.doc}")
+        for key, value in recipe.values.items():
+            click.echo(f"  {key} = {value!r}")
+        return
     if not kinds:
         raise UnknownComponentError(f"no component or preset named {name!r}; see `modkit list`")
     for k in kinds:
@@ -273,11 +280,24 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
 @click.option("--max-body-bytes", type=click.IntRange(1), default=1 << 20, show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
               help="Seconds a request may take, queueing included (504 after).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              help="Of the server's log and of its JSON access log (one line a request, at info).")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="Ask every request but the health probes for 'Authorization: Bearer KEY' (repeatable: any "
+                   "of them); 401 without it.")
+@click.option("--api-key-file", "api_key_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A file of API keys, one a line (repeatable); keeps them off the command line.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN call the server (repeatable; '*' for any); default none.")
+@click.option("--model-name", default=None,
+              help="The model's name in /v2/models/NAME and OpenAI's \"model\" (default the artifact's name).")
+@click.option("--chat-template", type=click.Path(dir_okay=False), default=None,
+              help="A JSON chat template for /v1/chat/completions (see docs/deploy.md); without one, chat is refused.")
 @click.pass_context
 def serve(ctx: click.Context, artifact: str, **settings) -> None:
     """Serve ARTIFACT over HTTP: POST /v1/run {"inputs": [...], options...} -> {"results": [...]},
-    GET /v1/info, GET /healthz. See docs/deploy.md."""
+    the Open Inference Protocol (/v2/...), OpenAI's /v1/completions, /v1/chat/completions,
+    /v1/embeddings, /v1/models, GET /metrics, GET /v1/info, GET /healthz. See docs/deploy.md."""
     from modkit.serve import serve as run_server
 
     run_server(artifact, registry_path=ctx.obj["registry_path"], **settings)
