@@ -51,7 +51,7 @@ import transformers
 import modkit
 from modkit.builder.export import onnx_export
 from modkit.builder.export_cached import export_with_past
-from modkit.builder.metrics import measure_matmul_peak
+from modkit.builder.peak import matmul_peak
 from modkit.builder.optimize import optimize_graph, quantize_graph
 from modkit.runtime.decoders import CachedLM
 from modkit.runtime.generation import generate
@@ -379,7 +379,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.skip_graphs:
-            peak = measure_matmul_peak(torch.device("cpu"), "fp32", size=1024)
+            peak = matmul_peak(torch.device("cpu"), "fp32")
             print(f"torch.mm peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
             rows = bench_graphs(tmp, args.threads, args.repeats, peak)
             print("\n| model | case | transformers eager (ms) | ONNX as exported | optimised fp32 | int8 | "

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import transformers
 
 import modkit
-from modkit.builder.metrics import measure_matmul_peak
 from modkit.builder.optim import stage_optimizer
+from modkit.builder.peak import matmul_peak
 
 from bench_backbones import median_seconds  # alternating runs, median
 
@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peak = measure_matmul_peak(torch.device("cpu"), "fp32", size=1024)
+    peak = matmul_peak(torch.device("cpu"), "fp32")
     print(f"torch.mm peak: {peak / 1e9:.1f} GFLOP/s ({args.threads} thread(s))", flush=True)
     families = {
         "gpt2-small": (lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_pdrop=0, resid_pdrop=0,

@@ -24,6 +24,39 @@ n_positions = {n_positions}
 '''
 
 
+#: 40 documents of 3 to 6 short sentences, for BERT's sentence pairs
+DOCS = "\n\n".join(
+    " ".join(f"Doc{d} sentence{s} word{(d * 7 + s) % 11}." for s in range(3 + d % 4)) for d in range(40))
+
+
+def write_tiny_bert_spec(folder: Path, objective: str, extra: str = "") -> Path:
+    """``folder/spec.toml``: a 200-token WordPiece and a 1-layer BERT of 32 trained on DOCS with
+    ``objective`` (inline TOML) for 6 steps of 8 windows of 32; ``extra`` goes into the stage."""
+    (folder / "docs.txt").write_text(DOCS)
+    spec = folder / "spec.toml"
+    spec.write_text(f"""
+name = "tiny-bert"
+[tokenizer]
+use = "wordpiece"
+vocab_size = 200
+min_frequency = 1
+train_on = "docs.txt"
+[backbone]
+use = "bert"
+d_model = 32
+n_layers = 1
+n_heads = 2
+[[stages]]
+objective = {objective}
+data = "docs.txt"
+steps = 6
+batch_size = 8
+seq_len = 32
+{extra}
+""")
+    return spec
+
+
 def write_corpus(folder: Path, chars: int) -> Path:
     """The first ``chars`` characters of tiny-gpt's corpus as ``folder/corpus.txt``."""
     corpus = folder / "corpus.txt"

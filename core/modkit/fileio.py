@@ -13,6 +13,12 @@ from typing import Iterator
 _umask_lock = threading.Lock()
 
 
+def cache_folder() -> Path:
+    """Where modkit keeps what outlives a build (token files, the measured matmul peak):
+    ``$MODKIT_CACHE``, default ``~/.cache/modkit``."""
+    return Path(os.environ.get("MODKIT_CACHE") or Path.home() / ".cache" / "modkit")
+
+
 def _normal_mode(directory: bool) -> int:
     """The mode ``open``/``mkdir`` would give under the current umask: mkstemp's 0600 and
     mkdtemp's 0700 would hide an artifact from a service running as another user."""

@@ -29,12 +29,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modkit.errors import UserError
-from modkit.fileio import atomic_path, atomic_write_text, sha256_file
+from modkit.fileio import atomic_path, atomic_write_text, cache_folder, sha256_file
 
 CHUNK_BYTES = 1 << 20  # text per worker task
 
 def default_cache_folder() -> Path:
-    return Path(os.environ.get("MODKIT_CACHE") or Path.home() / ".cache" / "modkit") / "tokens"
+    return cache_folder() / "tokens"
 
 
 @dataclass(frozen=True)

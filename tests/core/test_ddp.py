@@ -1,6 +1,7 @@
 """Data-parallel builds: torchrun, 2 CPU processes over gloo."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from specs import write_tiny_bert_spec
 from test_train import build_weights, lm_spec, max_diff
 
 MODKIT = [sys.executable, "-m", "modkit"]
@@ -44,6 +46,27 @@ def test_a_prompt_under_two_processes_equals_one(tmp_path):
     two = load_file(str(tmp_path / "two" / "model.safetensors"))
     assert max_diff(one, two) < 1e-5
     assert "backbone.input_prompt.weight" in two
+
+
+def test_an_mlm_and_nsp_stage_under_two_processes_equals_one(tmp_path):
+    # Both heads are in the module DDP wraps, so their gradients are averaged too. Two processes
+    # take half of each batch of 8, as one process does with micro-batches of 4 (MLM's loss is a
+    # mean over its slice's masked tokens, so both average the two halves' losses).
+    spec = write_tiny_bert_spec(tmp_path, '[{ use = "mlm" }, { use = "nsp", weight = 0.5 }]',
+                                "[export]\nonnx = false")
+    one = build_weights(spec, tmp_path / "one", overrides=["stages[0].batch_size=4", "stages[0].accumulate=2"])
+    done = cli_build(spec, tmp_path / "two", "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert any(k.startswith("objectives.nsp.") for k in two)  # (BERT keeps its MLM head in the backbone)
+    assert max_diff(one, two) < 1e-5
+    # each objective's own loss is the mean over both processes, as one process sees it
+    stages = [json.loads((tmp_path / name / "manifest.json").read_text())["stages"][0] for name in ("one", "two")]
+    for name in ("mlm", "nsp"):
+        for key in ("loss_first_10", "loss_last_10"):
+            assert abs(stages[0]["losses"][name][key] - stages[1]["losses"][name][key]) < 1e-5
+    # MFU over both processes' peaks (the tokens/s are both processes')
+    assert all(0 < stage["mfu"] <= 1 for stage in stages)
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_a_spec_error(tmp_path):

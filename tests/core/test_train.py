@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,52 @@ def test_mfu_is_the_counted_flops_of_the_first_step(tmp_path):
     peak = manifest["training"]["matmul_peak_flops"]
     for line in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
         assert line["mfu"] == pytest.approx(per_token * line["tokens_per_second"] / peak, rel=1e-3, abs=1e-5)
+
+
+def test_the_measured_peak_bounds_the_matrix_products_of_this_process():
+    # Products of other shapes, each timed alone (the best) and in a run (sustained), with the
+    # same threads: none may beat the peak. (A peak from 1024-wide products alone, timed while
+    # the machine was busy, measured the process's share of the CPU instead: MFU 130 %.)
+    import time
+
+    from modkit.builder.peak import measure_matmul_peak
+
+    peak = measure_matmul_peak(torch.device("cpu"))
+    for m, k, n in [(384, 384, 384), (128, 768, 512), (768, 96, 768)]:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        best, began = 0.0, time.perf_counter()
+        for _ in range(30):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t0))
+        sustained = 30 * 2 * m * k * n / (time.perf_counter() - began)
+        assert sustained <= best <= 1.05 * peak, (m, k, n, best / 1e9, peak / 1e9)  # 5 %: timer noise
+
+
+def test_reported_mfu_is_at_most_one_for_a_real_stage(tmp_path):
+    manifest = modkit.build(lm_spec(tmp_path, steps=6), tmp_path / "out", progress=False, echo=lambda _: None)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["mfu"] <= 1 for r in lines) and 0 < manifest["stages"][0]["mfu"] <= 1
+    # the peak is the best this machine has shown, kept for the next build
+    from modkit.builder.peak import cache_key
+
+    cached = json.loads((Path(os.environ["MODKIT_CACHE"]) / "matmul-peak.json").read_text())
+    assert manifest["training"]["matmul_peak_flops"] == round(cached[cache_key(torch.device("cpu"), "fp32")])
+
+
+def test_mfu_divides_by_every_process_peak_and_is_never_above_one():
+    from modkit.builder.metrics import StageMeter
+    from modkit.builder.train import StepRecord
+
+    def record():  # 1000 tokens in a second at 600 FLOPs each: 600 kFLOP/s over all processes
+        return StepRecord(step=1, loss=1.0, lr=1e-3, tokens=1000, seconds=1.0, flops_per_token=600)
+
+    one, two = (StageMeter(1, "clm", 100, 1e6, None, processes=n) for n in (1, 2))
+    assert one(record())["mfu"] == pytest.approx(0.6) and two(record())["mfu"] == pytest.approx(0.3)
+    assert one.mfu_text() == "MFU 60.0%"
+    # a peak the model outruns was measured low: no MFU from then on, and the build says why
+    low = StageMeter(1, "clm", 100, 5e5, None)
+    assert low(record())["mfu"] is None and low.summary()["mfu"] is None and low.running_mfu() is None
+    assert low.mfu_text().startswith("no MFU: the model outran the measured matmul peak (0.0 GFLOP/s a process)")
+

@@ -12,9 +12,7 @@ from modkit.builder.build import build
 from modkit.errors import SpecError
 from modkit.runtime import Runtime
 from modkit.spec import load_spec
-
-DOCS = "\n\n".join(
-    " ".join(f"Doc{d} sentence{s} word{(d * 7 + s) % 11}." for s in range(3 + d % 4)) for d in range(40))
+from specs import DOCS, write_tiny_bert_spec as write_spec
 
 
 def tiny_tokenizer(tmp_path):
@@ -52,30 +50,6 @@ def test_pairs_are_next_or_from_another_document(tmp_path):
             assert (doc_b, s_b) == (doc_a, s_a + 1)
         else:
             assert doc_b != doc_a
-
-
-def write_spec(tmp_path, objective: str, extra: str = "") -> None:
-    (tmp_path / "docs.txt").write_text(DOCS)
-    (tmp_path / "spec.toml").write_text(f"""
-name = "tiny-bert"
-[tokenizer]
-use = "wordpiece"
-vocab_size = 200
-min_frequency = 1
-train_on = "docs.txt"
-[backbone]
-use = "bert"
-d_model = 32
-n_layers = 1
-n_heads = 2
-[[stages]]
-objective = {objective}
-data = "docs.txt"
-steps = 6
-batch_size = 8
-seq_len = 32
-{extra}
-""")
 
 
 def test_mlm_and_nsp_in_one_stage_record_each_loss(tmp_path):
@@ -133,3 +107,34 @@ def test_objective_weights_must_be_positive(tmp_path):
     assert err.value.problems[0][0] == "stages[0].objective[1].weight"
     spec = json.dumps(load_spec(tmp_path / "spec.toml", ["stages[0].objective[1].weight=2"]).resolved_dict())
     assert '"weight": 2' in spec
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_resumed_mlm_and_nsp_stage_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    import modkit.builder.build as build_module
+    from modkit.fileio import sha256_file
+
+    write_spec(tmp_path, '[{ use = "mlm" }, { use = "nsp", weight = 0.5 }]',
+               "checkpoint_every = 2\n[export]\nonnx = false")
+    whole = build(tmp_path / "spec.toml", tmp_path / "whole", progress=False, echo=lambda m: None)
+    real = build_module.train_stage
+
+    def crashing(*args, on_step, **kw):
+        def tick(record):
+            on_step(record)
+            if record.step == 5:  # after the checkpoint at step 4
+                raise Interrupt
+        return real(*args, on_step=tick, **kw)
+
+    monkeypatch.setattr(build_module, "train_stage", crashing)
+    with pytest.raises(Interrupt):
+        build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
+    monkeypatch.setattr(build_module, "train_stage", real)
+    resumed = build(tmp_path / "spec.toml", tmp_path / "out", resume=True, progress=False, echo=lambda m: None)
+    assert sha256_file(tmp_path / "out" / "model.safetensors") == sha256_file(tmp_path / "whole" / "model.safetensors")
+    # each objective's own losses too: the steps before the interruption come from the checkpoint
+    for key in ("losses", "loss_first_10", "loss_last_10", "eval"):
+        assert resumed["stages"][0][key] == whole["stages"][0][key], key

@@ -22,13 +22,14 @@ from modkit.builder.exporter import Exporter, positions_left
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
 from modkit.builder import fingerprint, precision_check
-from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.builder.metrics import MetricsLog, StageMeter
 from modkit.card import model_card
 from modkit.tracking import Trackers
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import (check_blocks, check_peft_plan, check_stages, check_world, method_from,
-                                      peft_source, preflight)
+from modkit.builder.peak import matmul_peak
+from modkit.builder.peft_plan import PeftPlan, PlannedMethod
+from modkit.builder.preflight import check_blocks, check_peft_plan, check_stages, check_world, method_from, preflight
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.optim import check_schedules, schedule_of
@@ -67,10 +68,10 @@ def _seed_stage(seed: int, index: int) -> None:
     torch.manual_seed(step_seed(seed, index, 2**31))
 
 
-def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[tuple[Component, Any]],
+def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[PlannedMethod],
                   tokenizer, seed: int, index: int) -> tuple[list, list, list[torch.nn.Module]]:
-    """Add one stage's objectives (the first is the task) and PEFT methods; return
-    (objectives, methods, new modules)."""
+    """Add one stage's objectives (the first is the task) and planned PEFT methods; return
+    (objectives, (component, method, modules) per method, new modules)."""
     _seed_stage(seed, index)
     objs, new_modules = [], []
     for comp, options in objectives:
@@ -82,20 +83,9 @@ def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], p
             objs[-1].options = options
     model.task = objectives[0][0].name
     methods = []
-    for pcomp, poptions, *source in peft:
-        if source and source[0] is not None:  # started from a Hugging Face PEFT folder
-            from modkit.builder.peft_folders import read_peft_folder
-
-            config, weights = read_peft_folder(source[0])
-            found = pcomp.load().from_hf_peft(config, weights, model.backbone)
-            if found is None:
-                raise UserError(f"{source[0]}: a {config.get('peft_type')!r} adapter, not one {pcomp.name!r} reads")
-            method, modules = found
-        else:
-            method = pcomp.load()(poptions)
-            method.tokenizer = tokenizer
-            modules = method.apply(model.backbone)
-        methods.append((pcomp, method, modules))
+    for planned in peft:
+        method, modules = planned.attach(model.backbone, tokenizer)
+        methods.append((planned.component, method, modules))
         new_modules += modules
     return objs, methods, new_modules
 
@@ -146,17 +136,15 @@ def assemble_model(manifest: Manifest, tokenizer, registry: Registry) -> ModkitM
     bcomp = registry.get("backbone", comps.backbone.name)
     backbone = bcomp.load()(bcomp.options.model_validate(comps.backbone.options))
     model = ModkitModel(backbone)
+    plan = PeftPlan.from_manifest(manifest, registry)
     for i, stage in enumerate(comps.stages):
         objectives = []
         for record in stage.all_objectives():
             ocomp = registry.get("objective", record.name)
             objectives.append((ocomp, ocomp.options.model_validate(record.options)))
-        kept = [(registry.get("peft", p.name), p) for p in stage.peft if p.kept]
-        _, methods, _ = _attach_stage(
-            model, objectives,
-            [(c, c.options.model_validate(p.options)) for c, p in kept], tokenizer, manifest.seed, i)
-        for (_, method, _), (_, record) in zip(methods, kept):
-            if record.merged:  # a kept method that merged has its merged shape (prefix constants)
+        _, methods, _ = _attach_stage(model, objectives, plan.stages[i], tokenizer, manifest.seed, i)
+        for planned, (_, method, _) in zip(plan.stages[i], methods):
+            if planned.merges:  # a kept method that merged has its merged shape (prefix constants)
                 method.merge(model.backbone)
     return model.eval()
 
@@ -424,17 +412,16 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     all_methods, stage_records, data, merged = [], [], None, set()
     metrics = MetricsLog(work / "metrics.jsonl", trackers.line if trackers.trackers else None)
     kept = KeptCheckpoints(work / "kept", 0)
-    peak = measure_matmul_peak(engine.device, engine.precision)
+    peak = matmul_peak(engine.device, engine.precision)
+    plan = PeftPlan.from_spec(spec)
     tolerance = spec.model.export.parity_tolerance
     for i, stage in enumerate(spec.model.stages):
         _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
         if at_boundary == i:  # saved after stage i-1, before stage i added its modules
             load_checkpoint(work, model, None)
         resolved: list[Resolved] = spec.objectives[i]
-        objs, methods, _ = _attach_stage(
-            model, [(r.component, r.options) for r in resolved],
-            [(r.component, r.options, peft_source(spec, i, j)) for j, r in enumerate(spec.peft[i])],
-            tokenizer, seed, i)
+        objs, methods, _ = _attach_stage(model, [(r.component, r.options) for r in resolved], plan.stages[i],
+                                         tokenizer, seed, i)
         objective = objs[0]  # the stage's task
         all_methods += methods
         model.to(engine.device)  # the stage's new heads and PEFT modules join the rest
@@ -460,16 +447,22 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             metrics.rewind(i + 1, start)
             kept.rewind(i + 1, start)
         kept.keep = stage.keep_checkpoints
-        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable)
+        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable,
+                                 processes=world)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
                            lr_of=schedule_of(spec.schedules[i], stage),
                            quiet=not progress or not engine.is_main) as tick:
-            losses = train_stage(
+            def on_step(record, tick=tick, meter=stage_meter) -> None:
+                meter(record)
+                tick(record.step, record.loss, mfu=meter.running_mfu())
+
+            trained = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
-                reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
+                reports=reports, engine=engine, on_step=on_step,
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step),
                 optimizer=spec.optimizers[i], schedule=spec.schedules[i],
                 gather_everywhere=i + 1 < len(spec.model.stages))
+        losses = trained.total
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
             figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
@@ -482,14 +475,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
             **stage_meter.summary(), **data_record})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
-            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
-                                         "loss_last_10": _mean(trainer.history[n][-10:])}
+            own = {n: [row[k] for row in trained.parts] for k, n in enumerate(names)}
+            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(own[n][:10]),
+                                         "loss_last_10": _mean(own[n][-10:])}
                                      for n, r in zip(names, resolved)}
         echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
                              if losses else "no training steps")
              + "".join(f", {k} {v:.4g}" for k, v in figures.items())
              + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
-               f"MFU {reports[-1]['mfu']:.1%}")
+               f"{stage_meter.mfu_text()}")
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
             checked = _merge(all_methods, merged, model, to_device(objective.export_inputs(data), engine.device),
                              tolerance)

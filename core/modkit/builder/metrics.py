@@ -1,53 +1,26 @@
 """What a build measures while it trains: OUT/metrics.jsonl and model-FLOPs utilisation.
 
-MFU is the model FLOPs a second over the peak of the machine, which the build measures itself
-with ``torch.mm`` on the training device and in the training precision. The model FLOPs per
-token are counted by torch on the stage's first step (see
-:func:`modkit.builder.train.flop_counter`): matrix products and attention, and only what the
-step computes (an embedding lookup costs none, a frozen weight gets no gradient). Where nothing
-was counted (a compiled model), the estimate 4·N + 2·T per token stands in.
+MFU is the model FLOPs a second over the peak of the processes' devices
+(:mod:`modkit.builder.peak`: each process measures its device's, in the training precision,
+with the training thread count). The model FLOPs per token are counted by torch on the stage's
+first step (see :func:`modkit.builder.train.flop_counter`): matrix products and attention, and
+only what the step computes (an embedding lookup costs none, a frozen weight gets no gradient).
+Where nothing was counted (a compiled model), the estimate 4·N + 2·T per token stands in.
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
-from modkit.builder.device import _DTYPES
-
-
-def measure_matmul_peak(device: torch.device, precision: str = "fp32", *, size: int | None = None,
-                        repeats: int = 10) -> float:
-    """The best FLOP/s of square ``torch.mm`` on ``device`` (2·n³ FLOPs per product)."""
-    n = size or (4096 if device.type == "cuda" else 1024)
-    dtype = _DTYPES[precision]
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first product warms up
-        _sync(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def mfu(parameters: int, tokens_per_second: float, peak: float, trainable: int | None = None) -> float:
-    """Model-FLOPs utilisation estimated from the parameters: 2N per token forward, 2N backward
-    to the activations, and 2 per trainable weight for its gradient (6N when everything trains;
+def estimated_flops_per_token(parameters: int, trainable: int | None = None) -> float:
+    """Training FLOPs per token estimated from the parameters: 2N forward, 2N backward to the
+    activations, and 2 per trainable weight for its gradient (6N when everything trains;
     frozen weights skip that). Counts embedding tables as matrix products, so it reads high for
     models with large vocabularies and no LM head."""
     trainable = parameters if trainable is None else trainable
-    return (4 * parameters + 2 * trainable) * tokens_per_second / peak if peak else 0.0
+    return 4 * parameters + 2 * trainable
 
 
 class MetricsLog:
@@ -78,14 +51,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class StageMeter:
-    """Follows one stage's steps: totals for the manifest, a line per step in metrics.jsonl."""
+    """Follows one stage's steps: totals for the manifest, a line per step in metrics.jsonl.
+
+    ``peak`` is one process's (its device's); a step's tokens are all the processes', so MFU
+    divides by ``processes`` peaks. An MFU above 1 would prove the peak measured low: from
+    then on the stage reports none (``None``) and :meth:`mfu_text` says why."""
 
     def __init__(self, stage: int, objective: str, parameters: int, peak: float, log: MetricsLog | None,
-                 trainable: int | None = None):
-        self.stage, self.objective, self.parameters, self.peak, self.log = stage, objective, parameters, peak, log
+                 trainable: int | None = None, processes: int = 1):
+        self.stage, self.objective, self.parameters, self.log = stage, objective, parameters, log
+        self.peak, self.processes = peak, processes
         self.trainable = trainable
         self.tokens, self.seconds = 0, 0.0
         self.flops_per_token = 0.0
+        self.peak_too_low = False
         self.last_eval: dict[str, float] = {}
 
     def __call__(self, record) -> dict[str, Any]:
@@ -95,7 +74,7 @@ class StageMeter:
         tps = record.tokens / record.seconds if record.seconds else 0.0
         line = {"stage": self.stage, "objective": self.objective, "step": record.step, "loss": record.loss,
                 "lr": record.lr, "grad_norm": record.grad_norm, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
-                "mfu": round(self.mfu(tps), 5), **record.eval}
+                "mfu": _rounded(self.mfu(tps)), **record.eval}
         if record.eval:
             self.last_eval = record.eval
         if self.log is not None:
@@ -106,9 +85,32 @@ class StageMeter:
         """Figures of the steps this process ran (a resumed stage: since the resume)."""
         tps = self.tokens / self.seconds if self.seconds else 0.0
         return {"tokens": self.tokens, "train_seconds": round(self.seconds, 2), "tokens_per_second": round(tps, 1),
-                "mfu": round(self.mfu(tps), 5)}
+                "mfu": _rounded(self.running_mfu())}
 
-    def mfu(self, tokens_per_second: float) -> float:
-        if self.flops_per_token and self.peak:
-            return self.flops_per_token * tokens_per_second / self.peak
-        return mfu(self.parameters, tokens_per_second, self.peak, self.trainable)
+    def running_mfu(self) -> float | None:
+        """The stage's MFU so far (over every step this process ran), steadier than a step's."""
+        return self.mfu(self.tokens / self.seconds if self.seconds else 0.0)
+
+    def mfu(self, tokens_per_second: float) -> float | None:
+        """Model FLOPs a second over the processes' peak; None without a sound peak."""
+        if self.peak_too_low or not self.peak:
+            return None
+        per_token = self.flops_per_token or estimated_flops_per_token(self.parameters, self.trainable)
+        value = per_token * tokens_per_second / (self.peak * self.processes)
+        if value > 1:  # the model cannot outrun the device: the peak was measured low
+            self.peak_too_low = True
+            return None
+        return value
+
+    def mfu_text(self) -> str:
+        value = self.running_mfu()
+        if value is not None:
+            return f"MFU {value:.1%}"
+        if not self.peak:
+            return "no MFU (no matmul peak measured)"
+        return (f"no MFU: the model outran the measured matmul peak ({self.peak / 1e9:,.1f} GFLOP/s a process), "
+                f"so that peak is too low (measured while the machine was busy?)")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)

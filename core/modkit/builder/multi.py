@@ -5,24 +5,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
 
-class WeightedObjectives:
-    """The objective interface the training loop uses (``batch``, ``loss``) over
-    ``(name, objective, weight)`` parts; ``data`` is the list of the parts' data."""
+
+class WeightedObjectives(nn.Module):
+    """A stage's objectives as one module over ``(name, objective, weight)`` parts, so that the
+    module DDP and torch.compile wrap holds every objective's head (DDP averages only the
+    gradients of the parameters it was given). ``batch`` draws one batch per objective, from
+    the list of the parts' data; ``forward`` is the weighted sum of their losses."""
 
     def __init__(self, parts: list[tuple[str, Any, float]]):
-        self.parts = parts
-        #: each part's loss at every step, for the stage report
-        self.history: dict[str, list[float]] = {name: [] for name, _, _ in parts}
+        super().__init__()
+        self.names = [name for name, _, _ in parts]
+        self.parts = nn.ModuleList(objective for _, objective, _ in parts)
+        self.weights = [float(weight) for _, _, weight in parts]
 
     def batch(self, data: list, batch_size: int, generator) -> list[dict]:
-        return [obj.batch(d, batch_size, generator) for (_, obj, _), d in zip(self.parts, data)]
+        return [obj.batch(d, batch_size, generator) for obj, d in zip(self.parts, data)]
 
-    def loss(self, backbone, batches: list[dict]):
-        total, figures = 0.0, {}
-        for (name, obj, weight), batch in zip(self.parts, batches):
-            loss, own = obj.loss(backbone, batch)
-            self.history[name].append(loss.item())
-            total = total + weight * loss
-            figures.update({f"{name}.{k}": v for k, v in own.items()})
-        return total, figures
+    def forward(self, backbone: nn.Module, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the weighted sum to train on, each objective's own loss, detached). The own losses
+        stay on the device: the training loop reads them once a step with the total, rather
+        than syncing (and breaking a compiled graph) per objective and micro-batch."""
+        total, each = None, []
+        for obj, weight, batch in zip(self.parts, self.weights, batches):
+            loss = obj.loss(backbone, batch)[0]
+            total = weight * loss if total is None else total + weight * loss
+            each.append(loss.detach().float())
+        return total, torch.stack(each)

@@ -11,11 +11,11 @@ before.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from modkit.builder.peft_plan import PeftPlan
 from modkit.errors import SpecError, UserError
 from modkit.interfaces import capabilities_of
 from modkit.nn.blocks import iter_roles, role_matches
@@ -90,12 +90,6 @@ def method_from(spec: Spec, stage: int, index: int) -> str | None:
     return spec.model.stages[stage].peft[index].option_values().get("from")
 
 
-def peft_source(spec: Spec, stage: int, index: int) -> Path | None:
-    """The adapter folder a stage's PEFT method starts from (``from``: a folder or ``hf:`` name), if any."""
-    source = method_from(spec, stage, index)
-    return spec.from_path(source) if source else None
-
-
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:
     """Before any training: every stage's objective accepts the backbone, and the last one's
     task is served by an installed task component (else the artifact could not be run)."""
@@ -115,38 +109,33 @@ def check_stages(spec: Spec, backbone, registry: Registry) -> None:
 
 
 def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tokenizer=None) -> None:
-    """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
-    (on the meta device), so a clash (one method twice on a layer, targets that match
-    nothing) or a stage whose sequences and virtual tokens overrun the positions is a spec
-    error before any training, not after the first stage."""
+    """Replay the build's PEFT plan (:class:`modkit.builder.peft_plan.PeftPlan`) on a weightless
+    copy of the backbone (on the meta device), so a clash (one method twice on a layer, targets
+    that match nothing) or a stage whose sequences and virtual tokens overrun the positions is a
+    spec error before any training, not after the first stage."""
     with torch.device("meta"):
         shadow = bcomp.load()(backbone.config)
     problems: list[tuple[str, str]] = []
-    last = len(spec.peft) - 1
-    for i, resolved in enumerate(spec.peft):
+    for i, stage in enumerate(PeftPlan.from_spec(spec).stages):
         applied = []
-        for j, res in enumerate(resolved):
-            if peft_source(spec, i, j):
+        for planned in stage:
+            if planned.source is not None:
                 continue  # a folder's layers are found from the real weights, when it is attached
-            method = res.component.load()(res.options)
-            unmatched = _unmatched_patterns(method, shadow, f"stages[{i}].peft[{j}]")
+            unmatched = _unmatched_patterns(planned.component.load()(planned.options), shadow, planned.key)
             if unmatched:
                 problems += unmatched
                 continue
-            method.tokenizer = tokenizer  # as the build gives it
             try:
-                method.apply(shadow)
+                applied.append((planned, planned.attach(shadow, tokenizer)[0]))
             except UserError as e:
-                problems.append((f"stages[{i}].peft[{j}]", str(e)))
-            applied.append((j, method))
+                problems.append((planned.key, str(e)))
         problems += _position_budget(spec, i, shadow)
-        if i == last and not spec.model.export.merge:
-            break  # the last stage's methods merge only for the export
-        for j, method in applied:  # as the build does at a stage boundary and before the export
-            try:
-                method.merge(shadow)
-            except UserError as e:  # a method that cannot merge over what it found (its plugin says why)
-                problems.append((f"stages[{i}].peft[{j}]", str(e)))
+        for planned, method in applied:  # as the build does at a stage boundary and before the export
+            if planned.merges:
+                try:
+                    method.merge(shadow)
+                except UserError as e:  # a method that cannot merge over what it found (its plugin says why)
+                    problems.append((planned.key, str(e)))
     if problems:
         raise SpecError(str(spec.source), problems)
 

@@ -94,7 +94,7 @@ def gather_into(sharded: nn.Module, whole: nn.Module, *, everywhere: bool) -> No
 
 
 def save_sharded(folder: Path, sharded: nn.Module, optimizer: torch.optim.Optimizer, *, stage: int, step: int,
-                 losses: list[float], reports: list[dict], is_main: bool) -> None:
+                 losses: list[float], reports: list[dict], is_main: bool, part_losses: list[list[float]] = ()) -> None:
     """Every process writes its shards of the weights and optimizer state into a DCP folder;
     rank 0 then commits it by rewriting ``checkpoint.json`` (see the module's docstring). The
     stage-boundary weights file the previous checkpoint named stays named: it holds the heads
@@ -113,7 +113,8 @@ def save_sharded(folder: Path, sharded: nn.Module, optimizer: torch.optim.Optimi
     if not is_main:
         return
     previous = json.loads((folder / "checkpoint.json").read_text()) if (folder / "checkpoint.json").exists() else {}
-    meta = {"stage": stage, "step": step, "losses": losses, "reports": reports, "dcp": name,
+    meta = {"stage": stage, "step": step, "losses": losses, "part_losses": list(part_losses), "reports": reports,
+            "dcp": name,
             "weights": previous.get("weights")}
     atomic_write_text(folder / "checkpoint.json", json.dumps(meta))  # the commit point
     for old in folder.glob("checkpoint-*.dcp"):

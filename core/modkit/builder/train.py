@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
+from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optim import stage_optimizer
 from modkit.builder.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
                                      save_sharded, shard)
@@ -81,16 +82,21 @@ class Engine:
 
 
 class _StageLoss(nn.Module):
-    """The objective's loss as a module's forward, so DDP and torch.compile can wrap it. It
-    holds the backbone and this stage's head only: earlier stages' heads take no part."""
+    """The stage's loss as a module's forward, so DDP and torch.compile can wrap it. It holds
+    the backbone and this stage's heads only (all of them: DDP averages the gradients of the
+    parameters of the module it wraps, and no others); earlier stages' heads take no part.
+    Returns the loss to train on and each objective's own loss, detached."""
 
     def __init__(self, backbone: nn.Module, objective):
         super().__init__()
         self.backbone = backbone
         self.objective = objective
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.objective.loss(self.backbone, batch)[0]
+    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.objective, WeightedObjectives):
+            return self.objective(self.backbone, batch)
+        loss = self.objective.loss(self.backbone, batch)[0]
+        return loss, loss.detach().float().reshape(1)
 
 
 def micro_batches(batch: Any, size: int, count: int, rank: int, world: int) -> list[Any]:
@@ -110,9 +116,10 @@ def tokens_in(batch: Any) -> int:
 # --- checkpoints -----------------------------------------------------------------------
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    *, stage: int, step: int, losses: list[float], reports: list[dict]) -> None:
+                    *, stage: int, step: int, losses: list[float], reports: list[dict],
+                    part_losses: list[list[float]] = ()) -> None:
     """Weights + optimizer state + RNG state + position + the finished stages' reports,
-    written from CPU copies.
+    written from CPU copies. ``part_losses`` holds each objective's own loss at every step.
 
     One commit point: the tensors go to a new file first, then ``checkpoint.json``, which names
     that file and holds everything else, replaces the old one in one rename. An interruption
@@ -127,7 +134,8 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
             tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     weights = f"checkpoint-{stage}-{step}.safetensors"
-    meta = {"stage": stage, "step": step, "losses": losses, "reports": reports, "weights": weights,
+    meta = {"stage": stage, "step": step, "losses": losses, "part_losses": list(part_losses),
+            "reports": reports, "weights": weights,
             "param_groups": [{k: v for k, v in g.items()} for g in opt["param_groups"]]}
     with atomic_path(folder / weights) as tmp:
         save_file(tensors, str(tmp))
@@ -207,6 +215,15 @@ class StepRecord:
     eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
 
 
+@dataclass
+class StageLosses:
+    """A stage's loss at every step, and each objective's own loss at every step (one row per
+    step, in the order of the stage's objectives), averaged over micro-batches and processes."""
+
+    total: list[float] = field(default_factory=list)
+    parts: list[list[float]] = field(default_factory=list)
+
+
 def train_stage(
     model: nn.Module,
     objective,
@@ -224,8 +241,8 @@ def train_stage(
     optimizer=None,
     schedule=None,
     gather_everywhere: bool = True,
-) -> list[float]:
-    """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
+) -> StageLosses:
+    """Train ``model`` (already on ``engine.device``) on one stage; return every step's losses.
 
     The trainable parameters are those with requires_grad. With ``resume``, a checkpoint
     written inside this stage is restored first. Only the main process writes checkpoints;
@@ -249,13 +266,13 @@ def train_stage(
     optimizer = training.optimizer
     amp = engine.amp
     scaler = amp.scaler()
-    losses: list[float] = []
+    losses = StageLosses()
     start = 0
     position = read_checkpoint_position(checkpoint_dir) if resume else None
     if position is not None and position["stage"] == index and position["step"] > 0:
         meta = (load_sharded(checkpoint_dir, model, trained, optimizer) if fsdp
                 else load_checkpoint(checkpoint_dir, model, optimizer))
-        start, losses = meta["step"], meta["losses"]
+        start, losses = meta["step"], StageLosses(meta["losses"], meta.get("part_losses", []))
     step_loss = engine.wrap(trained)
     ddp = engine.world > 1 and not fsdp
     model.train()
@@ -267,7 +284,7 @@ def train_stage(
         drawn = objective.batch(data, stage.batch_size * stage.accumulate, generator)
         lr = training.set_lr(step)
         optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=engine.device)
+        summed = None  # the step's loss and each objective's, summed over micro-batches on the device
         micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
         # the first step counts its FLOPs for MFU (not under torch.compile, which runs its own kernels)
         counting = step == start and on_step is not None and not engine.compile
@@ -281,10 +298,11 @@ def train_stage(
                 sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
                 with sync:
                     with amp.autocast():
-                        loss = step_loss(to_device(micro, engine.device))
+                        loss, parts = step_loss(to_device(micro, engine.device))
                     scaled = loss.float() / stage.accumulate
                     (scaler.scale(scaled) if scaler else scaled).backward()
-                total += loss.detach().float()
+                figures = torch.cat([loss.detach().float().reshape(1), parts])
+                summed = figures if summed is None else summed + figures
         if counting:
             flops_per_token = counter.get_total_flops() / max(sum(tokens_in(m) for m in micros), 1)
         if scaler:
@@ -296,8 +314,9 @@ def train_stage(
             scaler.update()
         else:
             optimizer.step()
-        value = engine.mean(total / stage.accumulate).item()
-        losses.append(value)
+        value, *parts = engine.mean(summed / stage.accumulate).tolist()  # the step's one host sync of the losses
+        losses.total.append(value)
+        losses.parts.append(parts)
         record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token,
                             grad_norm)
         every = getattr(stage, "eval_every", 0)
@@ -309,11 +328,11 @@ def train_stage(
             on_step(record)
         if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
             if fsdp:
-                save_sharded(checkpoint_dir, trained, optimizer, stage=index, step=step + 1, losses=losses,
-                             reports=list(reports), is_main=engine.is_main)
+                save_sharded(checkpoint_dir, trained, optimizer, stage=index, step=step + 1, losses=losses.total,
+                             part_losses=losses.parts, reports=list(reports), is_main=engine.is_main)
             elif engine.is_main:
-                save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses,
-                                reports=list(reports))
+                save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses.total,
+                                part_losses=losses.parts, reports=list(reports))
     undo()
     if fsdp:
         gather_into(trained, whole, everywhere=gather_everywhere)
