@@ -3,6 +3,9 @@
 Validation runs in two passes, and every problem of both is reported at once:
 1. the spec's own structure (pydantic models below, unknown keys forbidden);
 2. each component section against the options model of the component it names.
+
+Both passes are strict: TOML has types, so ``d_model = "128"`` is an error naming the key, not
+a string quietly read as a number (an integer is still a valid float: ``lr = 1``).
 """
 from __future__ import annotations
 
@@ -171,9 +174,21 @@ def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[tuple[s
         loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and (p == "" or p.startswith("function-"))))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(e["input"], (dict, list)):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {e['input']!r}{_quoted_hint(e)})"
         problems.append((key_path(loc), msg))
     return problems
+
+
+def _quoted_hint(error: dict) -> str:
+    """A number or boolean written as a TOML string: say how to write it."""
+    value = error["input"]
+    if error["type"] not in ("int_type", "float_type", "bool_type") or not isinstance(value, str):
+        return ""
+    try:
+        tomllib.loads(f"v = {value}")
+    except tomllib.TOMLDecodeError:
+        return ""
+    return ", a string: write it without quotes"
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
@@ -224,7 +239,7 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
         return None
     values = {**preset_values, **{k: v for k, v in section.items() if k not in ("use", *structural)}}
     try:
-        options = component.options.model_validate(values)
+        options = component.options.model_validate(values, strict=True)
     except ValidationError as e:
         fields = list(component.options.model_fields)
         for sub_loc, msg in _pydantic_problems(e):
@@ -274,7 +289,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         data["tokenizer"] = {"from": backbone_from}  # a checkpoint folder carries its tokenizer
     problems: list[tuple[str, str]] = []
     try:
-        model = SpecModel.model_validate(data)
+        model = SpecModel.model_validate(data, strict=True)
     except ValidationError as e:
         problems += _pydantic_problems(e)
         model = None

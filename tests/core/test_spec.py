@@ -57,6 +57,14 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
 @pytest.mark.parametrize("override, key, words", [
     ("stages[1].peft[0].r=0", "stages[1].peft[0].r", "greater than 0"),
     ("stages[1].peft[0].r='x'", "stages[1].peft[0].r", "valid integer"),
+    # strict types: TOML has them, so a number written as a string is a mistake, not a number
+    ("stages[1].peft[0].r='8'", "stages[1].peft[0].r",
+     "Input should be a valid integer (got '8', a string: write it without quotes)"),
+    ("backbone.d_model='128'", "backbone.d_model", "valid integer (got '128', a string"),
+    ("stages[0].steps='5'", "stages[0].steps", "valid integer (got '5', a string"),
+    ("stages[0].lr='1e-3'", "stages[0].lr", "valid number (got '1e-3', a string"),
+    ("export.onnx='true'", "export.onnx", "valid boolean (got 'true', a string"),
+    ("stages[0].steps=5.0", "stages[0].steps", "valid integer (got 5.0)"),
     ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank", "unknown option of peft 'lora'"),
     ("stages[0].steps=-1", "stages[0].steps", "greater than or equal to 0"),
     ("stages[0].stepz=3", "stages[0].stepz", "Extra inputs are not permitted"),
@@ -77,6 +85,12 @@ def test_each_mistake_names_file_and_key(spec_file, override, key, words):
     assert first.startswith(f"error: {spec_file}: {key}: "), result.output
     assert words in first
     assert "Traceback" not in result.output and "Value error" not in first
+
+
+def test_strict_types_still_take_an_integer_where_a_number_is_expected(spec_file):
+    spec = load_spec(spec_file, ["stages[0].lr=1", "stages[1].peft[0].alpha=32", "stages[1].peft[0].targets=['attn.q']"])
+    assert spec.model.stages[0].lr == 1.0 and isinstance(spec.model.stages[0].lr, float)
+    assert spec.peft[1][0].options.alpha == 32.0 and list(spec.peft[1][0].options.targets) == ["attn.q"]
 
 
 def test_every_problem_is_reported_at_once(spec_file):
