@@ -26,7 +26,8 @@ from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import check_peft_plan, check_stages, check_world, peft_source, preflight
+from modkit.builder.preflight import (check_peft_plan, check_spec_shape, check_stages, check_world, peft_source,
+                                      preflight)
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
@@ -348,12 +349,15 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
 
 def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     """The tokenizer and the untrained backbone, once every check that needs only the spec, its
-    files and the backbone's shape has passed; only then is the work folder made."""
+    files and the backbone's shape has passed; only then is the work folder made. What needs
+    the spec alone is checked before the tokenizer trains."""
+    shape_checked = check_spec_shape(spec, registry)
     tokenizer, trained = _tokenizer(spec, work, echo)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
-    check_stages(spec, backbone, registry)
-    check_peft_plan(spec, backbone, bcomp)
+    if not shape_checked:  # a checkpoint's backbone: its shape is known now
+        check_stages(spec, backbone, registry)
+        check_peft_plan(spec, backbone, bcomp)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
     if trained:

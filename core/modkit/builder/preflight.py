@@ -6,7 +6,8 @@ stage's objective is attached to it as the build will attach it, and each stage'
 by it. So an empty or malformed data file of the last stage is reported at once, not after the
 earlier stages have trained. The PEFT plan (:func:`check_peft_plan`), the objective/backbone
 pairs (:func:`check_stages`) and a data-parallel layout (:func:`check_world`) are checked just
-before.
+before; the first two, on the spec's shape alone, before the tokenizer trains
+(:func:`check_spec_shape`).
 """
 from __future__ import annotations
 
@@ -111,6 +112,32 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
         raise SpecError(str(spec.source), problems)
+
+
+def check_spec_shape(spec: Spec, registry: Registry) -> bool:
+    """What needs only the spec's shape, before any work (the tokenizer's training included):
+    every stage's objective against a weightless backbone of the spec's options, the task, and
+    the PEFT plan (:func:`check_stages`, :func:`check_peft_plan`). The vocabulary is the
+    tokenizer's ``vocab_size`` option (the trained tokenizer's own size matters to no check here).
+
+    Returns whether it ran: a backbone from a checkpoint, or with no vocabulary size to be had
+    from the spec, is checked once it is loaded."""
+    if spec.backbone is None:
+        return False
+    options = spec.backbone.options
+    if "vocab_size" in type(options).model_fields and not options.vocab_size:
+        vocab = getattr(spec.tokenizer.options, "vocab_size", 0) if spec.tokenizer else 0
+        if not vocab:
+            return False
+        options = options.model_copy(update={"vocab_size": vocab})
+    bcomp = spec.backbone.component
+    with _at(spec, "backbone"):
+        backbone = _on_meta(lambda: bcomp.load()(options))
+    if backbone is None:
+        return False
+    check_stages(spec, backbone, registry)
+    check_peft_plan(spec, backbone, bcomp)
+    return True
 
 
 def check_world(spec: Spec, world: int) -> None:
