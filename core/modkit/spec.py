@@ -9,7 +9,6 @@ a string quietly read as a number (an integer is still a valid float: ``lr = 1``
 """
 from __future__ import annotations
 
-import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modkit.errors import SpecError, UserError
-from modkit.options import Options
+from modkit.options import Options, no_such_key
 from modkit.registry import Component, Registry, get_registry
 
 if sys.version_info >= (3, 11):
@@ -140,6 +139,7 @@ class Spec:
     backbone: Resolved | None  # None when loaded with `from`
     objectives: list[list[Resolved]] = field(default_factory=list)  # per stage; the first is the task
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
+    shown: str = ""  # the spec's path as the user gave it, for messages (as load_spec's errors print it)
 
     def path(self, value: str) -> Path:
         return (self.source.parent / value).resolve()
@@ -167,16 +167,35 @@ def key_path(loc: tuple) -> str:
     return out
 
 
-def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
+def _pydantic_problems(err: ValidationError, prefix: tuple = (), *, spec_tables: bool = False) -> list[tuple[str, str]]:
+    """(key path, message) per error; ``spec_tables``: the errors are of :class:`SpecModel`."""
     problems = []
     for e in err.errors():
         # a model validator's error has an empty loc part; its message a "Value error, " prefix
         loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and (p == "" or p.startswith("function-"))))
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and spec_tables and _table_of(loc) in _TABLES:
+            msg = _no_such_spec_key(loc)
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(e["input"], (dict, list)):
             msg += f" (got {e['input']!r}{_quoted_hint(e)})"
         problems.append((key_path(loc), msg))
     return problems
+
+
+#: the spec's own tables that forbid unknown keys (component sections take their options)
+_TABLES = {(): ("the spec", SpecModel), ("stages",): ("a stage", Stage), ("export",): ("[export]", Export)}
+
+
+def _table_of(loc: tuple) -> tuple:
+    """('stages', 0, 'stepz') -> ('stages',); a top-level key -> ()"""
+    return loc[:1] if len(loc) > 1 else ()
+
+
+def _no_such_spec_key(loc: tuple) -> str:
+    """A key of one of the spec's own tables that the table does not take."""
+    owner, model = _TABLES[_table_of(loc)]
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    return no_such_key(owner, str(loc[-1]), keys, noun="key")
 
 
 def _quoted_hint(error: dict) -> str:
@@ -241,11 +260,10 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
     try:
         options = component.options.model_validate(values, strict=True)
     except ValidationError as e:
-        fields = list(component.options.model_fields)
+        fields = [f for f in component.options.model_fields if f not in structural]
         for sub_loc, msg in _pydantic_problems(e):
             if msg == "Extra inputs are not permitted":
-                close = difflib.get_close_matches(sub_loc, fields, n=1)
-                msg = f"unknown option of {kind} {component.name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                msg = no_such_key(component.name, sub_loc, fields)
             problems.append((f"{loc}.{sub_loc}" if sub_loc else loc, msg))
         return None
     return Resolved(component, options, loc)
@@ -291,7 +309,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     try:
         model = SpecModel.model_validate(data, strict=True)
     except ValidationError as e:
-        problems += _pydantic_problems(e)
+        problems += _pydantic_problems(e, spec_tables=True)
         model = None
 
     # The second pass runs on the raw sections, so it reports even when the first failed.
@@ -330,7 +348,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft)
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, str(path))
 
 
 def _paths(model: SpecModel):

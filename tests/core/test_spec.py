@@ -65,9 +65,17 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
     ("stages[0].lr='1e-3'", "stages[0].lr", "valid number (got '1e-3', a string"),
     ("export.onnx='true'", "export.onnx", "valid boolean (got 'true', a string"),
     ("stages[0].steps=5.0", "stages[0].steps", "valid integer (got 5.0)"),
-    ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank", "unknown option of peft 'lora'"),
+    ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank",
+     "lora takes no option 'rank'; it takes: r, alpha, targets, dropout"),
+    ("stages[1].peft[0].rr=4", "stages[1].peft[0].rr", "lora takes no option 'rr' (did you mean 'r'?); it takes: r,"),
     ("stages[0].steps=-1", "stages[0].steps", "greater than or equal to 0"),
-    ("stages[0].stepz=3", "stages[0].stepz", "Extra inputs are not permitted"),
+    ("stages[0].stepz=3", "stages[0].stepz", "a stage takes no key 'stepz' (did you mean 'steps'?); it takes: "
+     "objective, peft, data, steps, lr, batch_size, seq_len, weight_decay, warmup_steps, grad_clip, "
+     "checkpoint_every, accumulate, eval_every, eval_data, eval_examples, keep_checkpoints"),
+    ("export.onx=true", "export.onx", "[export] takes no key 'onx' (did you mean 'onnx'?); it takes: merge, onnx, "
+     "opset, parity_tolerance, optimize, quantize"),
+    ("nmae='x'", "nmae", "the spec takes no key 'nmae' (did you mean 'name'?); it takes: name, seed, device, "
+     "precision, compile, tokenizer, backbone, stages, export"),
     ("backbone.use=gtp", "backbone.use", "did you mean 'gpt', 'gpt2'?"),
     ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'"),
     ("stages[0].data='missing.txt'", "stages[0].data", "no such file or folder: 'missing.txt'"),
@@ -140,3 +148,19 @@ def test_options_next_to_tokenizer_from_are_rejected(spec_file, sets, words):
     spec_file.write_text(GOOD.replace('use = "bpe"\nvocab_size = 300\ntrain_on = ["corpus.txt"]', 'from = "tok.json"'))
     assert load_spec(spec_file).model.tokenizer.from_ == "tok.json"
 
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["backbone.use=bert"], "spec.toml: stages[0].objective ('clm'): clm needs a decoder-only backbone that caches "
+                            "its keys and values (gpt, say); BERT is not one (use seq2seq for encoder-decoders)"),
+    (["stages[1].objective={use='seq2seq'}"], "spec.toml: stages[1].objective ('seq2seq'): seq2seq needs an "
+                                              "encoder-decoder backbone (bart or t5, say); GPT is not one"),
+    (["stages[1].objective.temprature=0.5"], "spec.toml: stages[1].objective.temprature: classify takes no option "
+     "'temprature'; it takes: format, labels, aux_lm_weight, text_field, text_pair_field, choices_field, label_field, "
+     "holdout, dropout, pooling"),
+])
+def test_messages_name_no_internal_class_and_print_the_spec_path_as_given(spec_file, monkeypatch, sets, message):
+    monkeypatch.chdir(spec_file.parent)
+    result = CliRunner().invoke(main, ["build", "spec.toml", "-o", "out", *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 2
+    assert result.output == f"error: {message}\n"

@@ -203,7 +203,7 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
     res = spec.backbone
     options = options_from_tokenizer(res.options, tokenizer)
     if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
-        raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
+        raise UserError(f"{spec.shown}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
     return res.component.load()(options), res.component
 
@@ -310,7 +310,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     rank, local_rank, world = world_from_environment()
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
                     spec.model.compile, rank=rank, world=world)
-    check_device(engine.device, engine.precision, str(spec.source))
+    check_device(engine.device, engine.precision, spec.shown)
     check_world(spec, world)
     if not engine.is_main:
         echo = lambda msg: None  # noqa: E731 - one voice: rank 0 reports

@@ -57,7 +57,7 @@ def _at(spec, key: str):
     try:
         yield
     except UserError as e:
-        raise UserError(f"{spec.source}: {key}: {e}") from None
+        raise UserError(f"{spec.shown}: {key}: {e}") from None
 
 
 def peft_source(spec: Spec, stage: int, index: int) -> Path | None:
@@ -71,7 +71,7 @@ def check_stages(spec: Spec, backbone, registry: Registry) -> None:
     task is served by an installed task component (else the artifact could not be run)."""
     for stage in spec.objectives:
         for res in stage:
-            where = f"{spec.source}: {res.section} ({res.component.name!r})"
+            where = f"{spec.shown}: {res.section} ({res.component.name!r})"
             cls = res.component.load()
             try:
                 cls.check_backbone(backbone)
@@ -111,7 +111,7 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
             except UserError as e:  # a method that cannot merge over what it found (its plugin says why)
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
-        raise SpecError(str(spec.source), problems)
+        raise SpecError(spec.shown, problems)
 
 
 def check_spec_shape(spec: Spec, registry: Registry) -> bool:
@@ -149,4 +149,4 @@ def check_world(spec: Spec, world: int) -> None:
         bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
                               "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
     if bad:
-        raise SpecError(str(spec.source), bad)
+        raise SpecError(spec.shown, bad)

@@ -47,7 +47,7 @@ class CausalLM(nn.Module, Objective):
     def check_backbone(cls, backbone):
         if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False) \
                 or not isinstance(backbone, CachedDecoder):
-            raise UserError(f"clm needs a decoder-only backbone with a cache (modkit.interfaces.CachedDecoder); "
+            raise UserError(f"clm needs a decoder-only backbone that caches its keys and values (gpt, say); "
                             f"{type(backbone).__name__} is not one (use seq2seq for encoder-decoders)")
 
     def _ids(self, path) -> np.ndarray:

@@ -50,8 +50,8 @@ class Seq2Seq(nn.Module, Objective):
     @classmethod
     def check_backbone(cls, backbone) -> None:
         if not getattr(backbone, "is_encoder_decoder", False) or not isinstance(backbone, EncoderDecoder):
-            raise UserError(f"seq2seq needs an encoder-decoder backbone (modkit.interfaces.EncoderDecoder), "
-                            f"not {type(backbone).__name__}")
+            raise UserError(f"seq2seq needs an encoder-decoder backbone (bart or t5, say); "
+                            f"{type(backbone).__name__} is not one")
 
     def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
         opts = self.options
