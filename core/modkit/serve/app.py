@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,9 +110,29 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+#: arrays and objects inside one another a body may hold: a request needs 4 ({"inputs": [{"choices":
+#: [...]}]}); the bound keeps the JSON parser's recursion (a RecursionError deep down) out of reach
+MAX_NESTING = 16
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nested_too_deep(body: bytes) -> bool:
+    """Whether arrays and objects nest more than :data:`MAX_NESTING` deep in a JSON text
+    (brackets inside strings aside)."""
+    depth = 0
+    for c in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
 def _parse(body: bytes, runtime, allowed_fields: set[str], gold_fields: set[str],
            limits: Limits) -> tuple[list[dict[str, Any]], Any]:
     """The request's records and validated options, or BadRequest naming the first problem."""
+    if _nested_too_deep(body):
+        raise BadRequest(400, f"body nests arrays and objects more than {MAX_NESTING} deep")
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
