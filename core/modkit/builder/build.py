@@ -43,6 +43,10 @@ from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import load_tokenizer
 
 
+NO_CURVES = ("no curves.png: drawing it needs matplotlib, which modkit[train] installs "
+             "(pip install 'modkit[plot]'; then `modkit plot OUT` draws it from OUT/metrics.jsonl)")
+
+
 def _component_record(component: Component, options) -> dict[str, Any]:
     return {"name": component.name, "plugin": component.plugin, "version": component.version,
             "options": options.model_dump(mode="json")}
@@ -501,8 +505,11 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             shutil.copytree(kept.folder, tmp / "checkpoints", ignore=shutil.ignore_patterns("kept.json"))
             manifest["checkpoints"] = kept.manifest()
         manifest["files"] = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
-        if (tmp / "metrics.jsonl").exists() and have_matplotlib():
-            draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
+        if (tmp / "metrics.jsonl").exists():
+            if have_matplotlib():
+                draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
+            else:
+                echo(NO_CURVES)
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
