@@ -82,6 +82,13 @@ def test_artifact_files_and_manifest(artifact):
     assert m["components"]["backbone"]["options"]["vocab_size"] == 300
 
 
+def test_each_stage_reports_the_figures_that_mean_something_for_its_objective(artifact):
+    clm, classify = (stage["eval"] for stage in read_manifest(artifact)["stages"])
+    assert set(clm) == {"eval_loss", "eval_perplexity"}  # no second held-back loss on fewer windows
+    # a classifier's loss (L2 + 0.5 L1) has no perplexity
+    assert set(classify) == {"eval_loss", "heldout_accuracy", "majority_baseline", "heldout_examples"}
+
+
 def test_artifact_is_readable_by_other_users_as_the_umask_allows(artifact):
     import os
     import stat

@@ -160,8 +160,9 @@ def test_metrics_curves_and_evaluation_during_training(tmp_path):
     assert stage["eval"] == {k: v for k, v in evals[-1].items() if k.startswith(("eval_", "heldout_"))}
     assert stage["tokens"] == 6 * 256 and stage["train_seconds"] > 0 and 0 < stage["mfu"] < 1
     assert manifest["training"]["matmul_peak_flops"] > 1e8 and manifest["training"]["device"] == "cpu"
-    # the held-back figures come from eval_data: 8 windows of 32 tokens from held.txt
-    assert "heldout_lm_loss" in stage["eval"]
+    # a language model's held-back figures are its loss on eval_data (8 windows of 32 tokens
+    # from held.txt) and that loss's perplexity, nothing beside them
+    assert set(stage["eval"]) == {"eval_loss", "eval_perplexity"}
     # curves.png is a PNG; `modkit plot` redraws it (it is not in the manifest's checked files)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "curves.png" not in manifest["files"] and "metrics.jsonl" in manifest["files"]

@@ -438,7 +438,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         if len(objs) > 1:  # every objective's own figures, by name
             figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
             for name, obj, d in zip(names[1:], objs[1:], datas[1:]):
-                figures.update({f"{name}.{k}": v for k, v in obj.evaluate(model.backbone, d).items()})
+                figures.update({f"{name}.{k}": v for k, v in evaluate_stage(model, obj, d, stage, engine).items()})
         reports.append({
             "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
