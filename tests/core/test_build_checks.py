@@ -73,6 +73,7 @@ def test_a_failed_build_says_how_to_resume_and_ctrl_c_exits_130(tmp_path, monkey
     assert r.output.rstrip().endswith("interrupted") and not out.exists()
     r = build_cli(spec, out, "--set", "seed=3", "--resume")
     assert r.exit_code == 0, r.output
+    assert "resuming stage 2/2 from step 3\n" in r.output
     assert leftovers(tmp_path) == []
 
 

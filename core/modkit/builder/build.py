@@ -369,6 +369,15 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     return tokenizer, backbone, bcomp
 
 
+def _resuming(position: dict | None, stages: int, work: Path) -> str:
+    """What --resume picks up: where in which stage the build goes on."""
+    if position is None:
+        return f"nothing to resume in {work}: starting from the first step"
+    if position["stage"] == stages:
+        return f"resuming: all {stages} stage(s) had finished; merging and exporting"
+    return f"resuming stage {position['stage'] + 1}/{stages} from step {position['step']}"
+
+
 def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
     """What a failed or interrupted build leaves: a work folder to resume, or nothing."""
     position = read_checkpoint_position(work)
@@ -389,6 +398,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     seed, rank, world = spec.model.seed, engine.rank, engine.world
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
+    if resume:
+        echo(_resuming(position, len(spec.model.stages), work))
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
