@@ -18,7 +18,7 @@ from modkit.cli import main
 from modkit.builder.export import ParityError, check_parity
 from modkit.fileio import sha256_file
 from modkit.runtime import Runtime
-from specs import tiny_gpt_parts, write_corpus
+from specs import assert_transformers_loads_quietly, tiny_gpt_parts, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt"
 LABELS = ["argparse", "datetime", "socket", "sqlite3", "unittest"]
@@ -326,6 +326,13 @@ def test_build_fails_with_exit_1_and_no_artifact_when_parity_is_off(tmp_path):
     assert "ONNX parity check failed: max abs difference" in r.output and "> 1e-12" in r.output
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.suffix == ".tmp"] == []
+
+
+def test_transformers_loads_an_export_hf_folder_without_a_warning(artifact, tmp_path):
+    pytest.importorskip("transformers")
+    r = CliRunner().invoke(main, ["export-hf", str(artifact), str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    assert_transformers_loads_quietly(tmp_path / "hf")
 
 
 def test_building_without_torch_says_which_extra_to_install(artifact, tmp_path):
