@@ -84,3 +84,17 @@ def test_code_blocks_close(doc):
 def test_every_example_has_a_readme():
     missing = [p.name for p in (ROOT / "examples").iterdir() if p.is_dir() and not (p / "README.md").exists()]
     assert missing == []
+
+
+WRITES = re.compile(r"(?:\s-o\s+|\s>\s*|export-(?:hf|peft)\s+\S+\s+)([A-Za-z][\w.-]*)")
+
+
+def test_what_the_readmes_commands_write_in_the_checkout_is_ignored_by_git():
+    readmes = [ROOT / "README.md", *(ROOT / "examples").glob("*/README.md")]
+    written = sorted({m.group(1) for doc in readmes for lang, code, _ in blocks(doc) if lang in SHELL
+                      for m in WRITES.finditer(" " + code)})
+    assert {"out", "out-tiny-gpt", "predictions.jsonl", "minilm-topics-hf"} <= set(written)
+    written += [".out-tiny-gpt.work", "examples/minilm-lora/minilm"]  # a build's work folder; the README's link
+    proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", *written],
+                          capture_output=True, text=True)
+    assert sorted(proc.stdout.split()) == sorted(written), set(written) - set(proc.stdout.split())
