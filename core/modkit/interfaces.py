@@ -1,4 +1,4 @@
-"""The four interfaces a plugin implements: Tokenizer, Backbone, Objective, PeftMethod.
+"""The interfaces a plugin implements: Tokenizer, Backbone, Objective, PeftMethod, CheckpointFormat.
 
 This module imports no torch, so the registry and the runtime can use it; the torch types in
 signatures are annotations only.
@@ -405,3 +405,29 @@ class Task:
 
 __all__ = ["Tokenizer", "Backbone", "CachedDecoder", "EncoderDecoder", "Objective", "PeftMethod", "PeftWrapper",
            "Task"]
+
+
+class CheckpointFormat:
+    """How one Hugging Face ``model_type`` maps to a modkit model, registered with
+    ``modkit_register_checkpoint_formats``. Most formats name their weights in a
+    :class:`modkit.builder.weight_table.WeightTable` read both ways and write only the
+    options <-> config.json mapping by hand.
+    """
+
+    def from_hf(self, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The model for a checkpoint, with its task head when the weights have one. A weight
+        name the format does not recognise is an :class:`~modkit.ArtifactError` naming it."""
+        raise NotImplementedError
+
+    def to_hf(self, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(config.json, weights)`` that transformers loads as the same model."""
+        raise NotImplementedError
+
+    def handles(self, model: torch.nn.Module) -> bool:
+        """Whether :meth:`to_hf` can write ``model``."""
+        raise NotImplementedError
+
+    def with_head(self, backbone: torch.nn.Module, head: dict[str, Any]) -> torch.nn.Module | None:
+        """The backbone with a task head that transformers has a class for (``head`` as
+        :meth:`Objective.hf_head` describes it), or None where it has none."""
+        return None

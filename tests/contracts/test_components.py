@@ -49,7 +49,7 @@ def trained_tokenizers(corpus_path, tmp_path_factory):
 @pytest.mark.parametrize("name", REGISTRY.names("tokenizer"))
 def test_tokenizer_contract(name, trained_tokenizers):
     tokenizer, _ = trained_tokenizers[name]
-    others = [path for other, (_, path) in trained_tokenizers.items() if other != name]
+    others = [(path, owner) for other, (owner, path) in trained_tokenizers.items() if other != name]
     check_tokenizer(tokenizer, foreign_files=others)
 
 

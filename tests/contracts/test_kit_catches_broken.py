@@ -192,6 +192,17 @@ def test_check_tokenizer_fails_a_broken_tokenizer(bpe, cls, message):
         check_tokenizer(broken)
 
 
+
+def test_a_second_format_read_right_passes_and_read_wrong_fails(bpe, corpus_path, tmp_path):
+    """A foreign file given with the tokenizer that wrote it may be read (a Unigram reader is not
+    failed for reading Unigram files), but only if the ids are the writer's."""
+    (tmp_path / "c.txt").write_text(corpus_path.read_text(encoding="utf-8")[20_000:40_000], encoding="utf-8")
+    other = BPETokenizer.train([tmp_path / "c.txt"], BPEOptions(vocab_size=350))
+    other.save(tmp_path / "other.json")
+    check_tokenizer(bpe, foreign_files=[(tmp_path / "other.json", other)])
+    with pytest.raises(AssertionError, match=r"read other\.json \(written by BPETokenizer\) but encodes differently"):
+        check_tokenizer(bpe, foreign_files=[(tmp_path / "other.json", bpe)])  # the wrong owner: ids differ
+
 # --- objectives
 
 class GlobalRandomBatches(Classify):

@@ -104,3 +104,35 @@ lr = 3e-3
 [export]
 quantize = ["int8", "fp16"]
 ''')
+
+
+@pytest.fixture(scope="session")
+def embed_artifact(tmp_path_factory) -> Path:
+    """Sentence embeddings: a 1-layer BERT trained a few steps on pairs of module descriptions."""
+    folder = tmp_path_factory.mktemp("embed")
+    texts = [json.loads(r)["text"] for r in (EXAMPLES / "tiny-gpt" / "modules.jsonl").read_text().splitlines()[:120]]
+    (folder / "pairs.jsonl").write_text("\n".join(json.dumps({"text": t, "text_pair": " ".join(t.split()[::-1])})
+                                                  for t in texts) + "\n")
+    (folder / "corpus.txt").write_text("\n".join(texts))
+    return _build(folder, '''
+name = "tiny-embed"
+seed = 3
+[tokenizer]
+use = "wordpiece"
+vocab_size = 300
+train_on = "corpus.txt"
+[backbone]
+use = "bert"
+d_model = 32
+n_layers = 1
+n_heads = 2
+d_ff = 64
+n_positions = 64
+[[stages]]
+objective = { use = "embed", pooling = "mean" }
+data = "pairs.jsonl"
+steps = 10
+batch_size = 8
+seq_len = 32
+lr = 2e-3
+''')

@@ -129,7 +129,7 @@ def test_deeply_nested_json_is_a_400_not_a_500(classifier, depth):
     url, _ = classifier
     body = b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}"
     r = httpx.post(url + "/v1/run", content=body, headers={"content-type": "application/json"}, timeout=30)
-    assert (r.status_code, r.json()) == (400, {"error": "body nests arrays and objects more than 16 deep"})
+    assert (r.status_code, r.json()) == (400, {"error": "body nested too deeply: arrays and objects nest at most 16 deep"})
     assert healthy(url)
 
 

@@ -1,25 +1,19 @@
 """Hugging Face checkpoint folders in and out, through formats that plugins register.
 
 A plugin teaches modkit a family with the ``modkit_register_checkpoint_formats`` hook:
-``register("gpt2", "modkit_plugins.backbones.gpt_hf:GPT2Format")``. A format is a class with
-
-- ``from_hf(config: dict, weights: dict[str, Tensor]) -> torch.nn.Module``: the model, with its
-  heads when the weights have them; it raises :class:`~modkit.ArtifactError` listing any
-  weight names it does not recognise (never dropping them silently);
-- ``to_hf(model) -> (config: dict, weights: dict[str, Tensor])`` for ``modkit export-hf``;
-- ``handles(model) -> bool``: whether ``to_hf`` can write that model.
-
-:class:`HFWeights` and :func:`assign_state` do the bookkeeping a format needs: every tensor of
-the checkpoint is taken by name or reported, every parameter of the model is filled.
-Weights are read from safetensors only; pickle checkpoints are refused.
+``register("gpt2", "modkit_plugins.backbones.gpt_hf:GPT2Format")``, a
+:class:`modkit.interfaces.CheckpointFormat`. Its weight names live in one
+:class:`~modkit.builder.weight_table.WeightTable` read both ways (every tensor of the checkpoint
+is taken by name or reported), and :func:`assign_state` builds the model on the meta device and
+checks every parameter is filled. Weights are read from safetensors only; pickle checkpoints
+are refused.
 """
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from modkit.errors import ArtifactError
 from modkit.fileio import atomic_dir
@@ -65,35 +59,6 @@ def read_safetensors(folder: Path) -> dict[str, Any]:
         except (SafetensorError, OSError) as e:
             raise ArtifactError(f"{f}: not a readable safetensors file ({e})") from None
     return weights
-
-
-class HFWeights:
-    """A checkpoint's tensors, taken one by one by name; what nobody took is an error.
-
-    ``ignore`` holds regular expressions for names that carry no weights of their own
-    (buffers such as ``position_ids``, copies of tied weights).
-    """
-
-    def __init__(self, weights: dict[str, Any], *, ignore: Iterable[str] = (), source: str = "checkpoint"):
-        self.weights = dict(weights)
-        self.source = source
-        self._ignore = [re.compile(p) for p in ignore]
-        self._taken: set[str] = set()
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.weights
-
-    def take(self, name: str):
-        if name not in self.weights:
-            raise ArtifactError(f"{self.source}: missing weight {name!r}")
-        self._taken.add(name)
-        return self.weights[name]
-
-    def check_all_taken(self) -> None:
-        left = sorted(n for n in self.weights
-                      if n not in self._taken and not any(p.search(n) for p in self._ignore))
-        if left:
-            raise ArtifactError(f"{self.source}: {len(left)} weight name(s) not recognised: {', '.join(left)}")
 
 
 def assign_state(factory: Callable[[], Any], state: dict[str, Any], source: str = "checkpoint"):

@@ -274,11 +274,24 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
 @click.option("--max-body-bytes", type=click.IntRange(1), default=1 << 20, show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
               help="Seconds a request may take, queueing included (504 after).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              help="Of the server's log and of its JSON access log (one line a request, at info).")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="Ask every request but the health probes for 'Authorization: Bearer KEY' (repeatable: any "
+                   "of them); 401 without it.")
+@click.option("--api-key-file", "api_key_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A file of API keys, one a line (repeatable); keeps them off the command line.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN call the server (repeatable; '*' for any); default none.")
+@click.option("--model-name", default=None,
+              help="The model's name in /v2/models/NAME and OpenAI's \"model\" (default the artifact's name).")
+@click.option("--chat-template", type=click.Path(dir_okay=False), default=None,
+              help="A JSON chat template for /v1/chat/completions (see docs/deploy.md); without one, chat is refused.")
 @click.pass_context
 def serve(ctx: click.Context, artifact: str, **settings) -> None:
     """Serve ARTIFACT over HTTP: POST /v1/run {"inputs": [...], options...} -> {"results": [...]},
-    GET /v1/info, GET /healthz. See docs/deploy.md."""
+    the Open Inference Protocol (/v2/...), OpenAI's /v1/completions, /v1/chat/completions,
+    /v1/embeddings, /v1/models, GET /metrics, GET /v1/info, GET /healthz. See docs/deploy.md."""
     from modkit.serve import serve as run_server
 
     run_server(artifact, registry_path=ctx.obj["registry_path"], **settings)

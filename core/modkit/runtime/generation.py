@@ -14,6 +14,7 @@ text's tokens do not depend on the texts batched with it.
 from __future__ import annotations
 
 import secrets
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -55,6 +56,29 @@ class TorchGenerator:
     def exponential(self, n: int) -> np.ndarray:
         """Exp(1) noise as float32, as ``Tensor.exponential_`` makes it."""
         return (-np.log1p(-self.uniform(n))).astype(np.float32)
+
+
+class StopDecoding(Exception):
+    """Raised by a :class:`Watcher` to end decoding now (a stop text was reached, nobody waits)."""
+
+
+class Watcher:
+    """Watches decoding step by step: a server streams tokens as they come, and stops decoding
+    that nobody waits for any more. Set in :data:`watcher` around a task's ``run``; every task
+    that decodes through :func:`decode` is watched without knowing it."""
+
+    def step(self) -> None:
+        """Before each decoding step (greedy, sampled or beam search); may raise StopDecoding."""
+
+    def tokens(self, rows: np.ndarray, tokens: np.ndarray, finished: np.ndarray, logits: np.ndarray) -> None:
+        """After each greedy or sampled step: the rows' indices (in the decoded batch), their new
+        tokens, which of them are the eos, and the model's logits (before any processing) they
+        were drawn from; may raise StopDecoding. Beam search reports no tokens (its beams change
+        until the end)."""
+
+
+#: the watcher of the decoding running in this thread (None: unwatched)
+watcher: ContextVar[Watcher | None] = ContextVar("modkit_decoding_watcher", default=None)
 
 
 @dataclass(frozen=True)
@@ -162,13 +186,20 @@ def generate(decoder: Decoder, rows: int, *, max_new_tokens: int, eos_token_id: 
     prefixes = prefixes or [[] for _ in range(rows)]
     out: list[list[int]] = [[] for _ in range(rows)]
     alive = np.arange(rows)  # original index of each row still in the batch
+    watch = watcher.get()
+    if watch:
+        watch.step()
     logits = decoder.start()
     for i in range(max_new_tokens):
+        raw = logits
         if constraints != Constraints():  # (no sequences to build otherwise)
             logits = constrain(logits, i, [prefixes[r] + out[r] for r in alive], max_new_tokens=max_new_tokens,
                                eos_token_id=eos_token_id, constraints=constraints)
         tokens = _next_tokens(logits, sampling, [rngs[r] for r in alive] if rngs else rngs)
         finished = tokens == eos_token_id if eos_token_id is not None else np.zeros(len(tokens), bool)
+        if watch:
+            watch.tokens(alive, tokens, finished, raw)
+            watch.step()
         for r, t, f in zip(alive, tokens.tolist(), finished):
             if not f:
                 out[r].append(t)
@@ -207,7 +238,10 @@ def beam_search(decoder: Decoder, rows: int, *, num_beams: int, max_new_tokens: 
     improvable = np.ones((batch, 1), bool)
     top_beams = np.arange(keep) < num_beams
     row_offset = np.arange(batch)[:, None] * num_beams
+    watch = watcher.get()
     for t in range(max_new_tokens):
+        if watch:
+            watch.step()
         log_probs = _log_softmax(logits.astype(np.float32))
         if constraints != Constraints():
             sequences = [prefixes[b] + running[b, k, :t].tolist() for b in range(batch) for k in range(num_beams)]

@@ -1,26 +1,32 @@
 """The HTTP service of `modkit serve`: a Starlette app over one :class:`~modkit.runtime.Runtime`.
 
 ``POST /v1/run`` ``{"inputs": [text or record, ...], <task run options>}`` -> ``{"results": [...]}``
-(the objects ``modkit run --json`` prints); ``GET /v1/info``; ``GET /healthz``. A bad request
-gets a 4xx and a JSON ``{"error": ...}`` naming what is wrong; it never reaches the model.
+(the objects ``modkit run --json`` prints); ``GET /v1/info``; ``GET /healthz``; ``GET /metrics``;
+the Open Inference Protocol (:mod:`modkit.serve.kserve`) and OpenAI's routes
+(:mod:`modkit.serve.openai_api`) beside them. A bad request gets a 4xx and a JSON
+``{"error": ...}`` naming what is wrong; it never reaches the model.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import re
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from modkit.errors import UserError
-from modkit.serve.batcher import Batcher, Overloaded
+from modkit.serve import kserve, openai_api
+from modkit.serve.batcher import Batcher
+from modkit.serve.metrics import Metrics
+from modkit.serve.middleware import RequestContext, setup_access_log
+from modkit.serve.service import BadRequest, Service, load_json, read_body
 
 
 @dataclass(frozen=True)
@@ -34,39 +40,43 @@ class Limits:
     timeout_s: float = 60.0  # per request, queueing included
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+@dataclass(frozen=True)
+class Access:
+    """Who may call, from where, and under which name."""
+
+    api_keys: tuple[str, ...] = ()  # none: no key asked
+    cors_origins: tuple[str, ...] = ()  # none: no CORS headers (browsers on other origins refused)
+    model_name: str | None = None  # default: the artifact's name
+    chat_template: Any = None  # a modkit.serve.chat.ChatTemplate, or None
+    metrics_table: str | None = None  # the table shared by the workers (None: this process's own)
+    log_level: str = "info"  # of the JSON access log
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": message}, status_code=status,
+                        headers={"Retry-After": "1"} if status == 503 else None)
 
 
-def create_app(runtime, limits: Limits = Limits()) -> Starlette:
+def create_app(runtime, limits: Limits = Limits(), access: Access = Access()) -> Starlette:
     """The service over a loaded runtime."""
+    setup_access_log(access.log_level)
+    metrics = Metrics(access.metrics_table)
     batcher = Batcher(runtime, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms,
-                      max_queue=limits.max_queue)
+                      max_queue=limits.max_queue, metrics=metrics)
     task = runtime.task_impl
     allowed_fields = set(task.input_fields) | set(task.optional_fields)
     gold_fields = set(task.optional_fields) - set(task.input_fields)
+    service = Service(runtime, batcher, limits, access.model_name or runtime.manifest.get("name") or "model",
+                      metrics, lambda doc: check_request(doc, runtime, allowed_fields, gold_fields, limits),
+                      access.chat_template)
 
     async def run(request: Request) -> JSONResponse:
         try:
-            records, options = _parse(await _body(request, limits.max_body_bytes), runtime, allowed_fields,
-                                      gold_fields, limits)
+            records, options = service.check(load_json(await read_body(request, limits.max_body_bytes)))
+            request.state.inputs = len(records)
+            results = await service.infer(records, options)
         except BadRequest as e:
             return _error(e.status, str(e))
-        try:
-            results = await asyncio.wait_for(batcher.submit(records, options), limits.timeout_s)
-        except Overloaded as e:
-            return JSONResponse({"error": f"overloaded: {e}; retry later"}, status_code=503,
-                                headers={"Retry-After": "1"})
-        except asyncio.TimeoutError:
-            return _error(504, f"no result within {limits.timeout_s:g} s")
-        except UserError as e:
-            return _error(422, str(e))
         except Exception as e:  # a fault of modkit or a plugin: the server stays up
             return _error(500, f"internal error: {type(e).__name__}: {e}")
         return JSONResponse({"results": results})
@@ -78,7 +88,10 @@ def create_app(runtime, limits: Limits = Limits()) -> Starlette:
             "components": {k: {"name": v["name"], "plugin": v["plugin"], "version": v["version"]}
                            for k, v in m["components"].items() if isinstance(v, dict) and "name" in v},
             "options": runtime.task_component.options.model_json_schema(),
-            "limits": limits.__dict__, "served": batcher.figures})
+            "limits": limits.__dict__, "served": served(metrics), "worker": os.getpid()})
+
+    async def scrape(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(request: Request) -> JSONResponse:
         alive = batcher.loop_task is not None and not batcher.loop_task.done()
@@ -93,52 +106,31 @@ def create_app(runtime, limits: Limits = Limits()) -> Starlette:
         yield
         await batcher.stop()  # uvicorn has finished the requests in flight by now
 
-    return Starlette(routes=[Route("/v1/run", run, methods=["POST"]), Route("/v1/info", info),
-                             Route("/healthz", healthz)],
-                     exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    middleware = [Middleware(RequestContext, metrics=metrics, api_keys=access.api_keys)]
+    if access.cors_origins:  # outside the key check: a browser's preflight carries no key
+        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(access.cors_origins),
+                                        allow_methods=["GET", "POST"], allow_headers=["*"],
+                                        expose_headers=["X-Request-ID"]))
+    routes = [Route("/v1/run", run, methods=["POST"]), Route("/v1/info", info), Route("/healthz", healthz),
+              Route("/metrics", scrape), *kserve.routes(service), *openai_api.routes(service)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error},
+                     lifespan=lifespan)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BadRequest(413, f"request body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():  # a chunked body has no length to check first
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(413, f"request body over {limit} bytes")
-    return bytes(body)
+def served(metrics: Metrics) -> dict[str, int]:
+    """What the model answered, over all workers: requests and inputs answered 200 on the routes
+    that run it, and batches run."""
+    model_routes = ("run", "infer", "completions", "chat", "embeddings")
+    return {"requests": int(sum(metrics.total("modkit_requests_total", route=r, code="200") for r in model_routes)),
+            "inputs": int(metrics.total("modkit_inputs_total")), "batches": int(metrics.total("modkit_batch_size"))}
 
 
-#: arrays and objects inside one another a body may hold: a request needs 4 ({"inputs": [{"choices":
-#: [...]}]}); the bound keeps the JSON parser's recursion (a RecursionError deep down) out of reach
-MAX_NESTING = 16
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _nested_too_deep(body: bytes) -> bool:
-    """Whether arrays and objects nest more than :data:`MAX_NESTING` deep in a JSON text
-    (brackets inside strings aside)."""
-    depth = 0
-    for c in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
-        depth += 1 if c in b"[{" else -1
-        if depth > MAX_NESTING:
-            return True
-    return False
-
-
-def _parse(body: bytes, runtime, allowed_fields: set[str], gold_fields: set[str],
-           limits: Limits) -> tuple[list[dict[str, Any]], Any]:
-    """The request's records and validated options, or BadRequest naming the first problem."""
-    if _nested_too_deep(body):
-        raise BadRequest(400, f"body nests arrays and objects more than {MAX_NESTING} deep")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(400, f"body is not valid JSON ({e})") from None
+def check_request(doc: Any, runtime, allowed_fields: set[str], gold_fields: set[str],
+                  limits: Limits) -> tuple[list[dict[str, Any]], Any]:
+    """A /v1/run body's records and validated options, or BadRequest naming the first problem."""
     if not isinstance(doc, dict):
         raise BadRequest(422, 'body must be a JSON object {"inputs": [...], ...options}')
+    doc = dict(doc)
     inputs = doc.pop("inputs", None)
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest(422, '"inputs" must be a non-empty list of texts or objects')

@@ -5,47 +5,39 @@ from typing import Any
 
 import torch
 
+from modkit.builder.checkpoints import assign_state
+from modkit.builder.weight_table import Row, WeightTable
 from modkit.errors import ArtifactError
+from modkit.interfaces import CheckpointFormat
 
 from .bart import BARTOptions
 from .bart_model import BART
 
-_ATTN = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
-# the token embedding's other names in transformers' files (all tied to `shared`)
-_EMBED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
-                  "lm_head.weight")
+def _rows() -> list[Row]:
+    # the token embedding's other names in transformers' files (all tied to `shared`)
+    rows = [Row("embed.weight", "shared.weight", aliases=(
+        "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"))]
+    for side, layer in (("encoder", "e"), ("decoder", "d")):
+        ours, theirs = f"{side}_blocks.{{{layer}}}", f"{side}.layers.{{{layer}}}"
+        subs = [("attn", "self_attn")] + ([("cross", "encoder_attn")] if side == "decoder" else [])
+        for p in ("weight", "bias"):
+            rows += [Row(f"{side}_positions.weight", f"{side}.embed_positions.weight"),
+                     Row(f"{side}_embed_norm.{p}", f"{side}.layernorm_embedding.{p}"),
+                     Row(f"{ours}.ffn.up.{p}", f"{theirs}.fc1.{p}"),
+                     Row(f"{ours}.ffn.down.{p}", f"{theirs}.fc2.{p}"),
+                     Row(f"{ours}.ffn_norm.{p}", f"{theirs}.final_layer_norm.{p}")]
+            for role, hf in subs:
+                rows += [Row(f"{ours}.{role}.{r}.{p}", f"{theirs}.{hf}.{h}.{p}")
+                         for r, h in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "out_proj"))]
+                rows.append(Row(f"{ours}.{role}_norm.{p}", f"{theirs}.{hf}_layer_norm.{p}"))
+            rows += [Row(f"classification_head.{n}.{p}", f"classification_head.{n}.{p}")
+                     for n in ("dense", "out_proj")]
+    return rows
 
 
-def _block_names(ours: str, theirs: str, cross: bool) -> dict[str, str]:
-    names = {}
-    parts = [("attn", "self_attn")] + ([("cross", "encoder_attn")] if cross else [])
-    for role, hf in parts:
-        for p, hp in _ATTN.items():
-            for t in ("weight", "bias"):
-                names[f"{ours}.{role}.{p}.{t}"] = f"{theirs}.{hf}.{hp}.{t}"
-        for t in ("weight", "bias"):
-            names[f"{ours}.{role}_norm.{t}"] = f"{theirs}.{hf}_layer_norm.{t}"
-    for t in ("weight", "bias"):
-        names[f"{ours}.ffn.up.{t}"] = f"{theirs}.fc1.{t}"
-        names[f"{ours}.ffn.down.{t}"] = f"{theirs}.fc2.{t}"
-        names[f"{ours}.ffn_norm.{t}"] = f"{theirs}.final_layer_norm.{t}"
-    return names
-
-
-def weight_names(model: BART) -> dict[str, str]:
-    """modkit parameter name -> transformers name (without the ``model.`` prefix)."""
-    names = {"embed.weight": "shared.weight"}
-    for side in ("encoder", "decoder"):
-        names[f"{side}_positions.weight"] = f"{side}.embed_positions.weight"
-        for t in ("weight", "bias"):
-            names[f"{side}_embed_norm.{t}"] = f"{side}.layernorm_embedding.{t}"
-        for i in range(len(getattr(model, f"{side}_blocks"))):
-            names.update(_block_names(f"{side}_blocks.{i}", f"{side}.layers.{i}", side == "decoder"))
-    if model.classification_head is not None:
-        for t in ("weight", "bias"):
-            for layer in ("dense", "out_proj"):
-                names[f"classification_head.{layer}.{t}"] = f"classification_head.{layer}.{t}"
-    return names
+#: behind ``model.`` in transformers' files, except the classification head
+TABLE = WeightTable(_rows(), source="bart checkpoint")
+_OUTSIDE = ("classification_head.",)
 
 
 #: the epsilon of every LayerNorm in transformers' BART (not a config setting there)
@@ -76,32 +68,18 @@ def options_from_config(config: dict[str, Any], num_labels: int) -> BARTOptions:
     )
 
 
-class BartFormat:
+class BartFormat(CheckpointFormat):
     def from_hf(self, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> BART:
-        original = {k.removeprefix("model."): k for k in weights}  # to name unknowns as the file does
-        weights = {k.removeprefix("model."): v for k, v in weights.items()}
-        embed = next((weights[k] for k in _EMBED_ALIASES if k in weights), None)
-        if embed is None:
+        weights = dict(weights)
+        bias = weights.pop("final_logits_bias", None)  # (1, vocab) there, (vocab,) here
+        state = TABLE.from_hf(weights, prefix="model.")
+        if "embed.weight" not in state:
             raise ArtifactError("bart: the checkpoint has no token embedding (model.shared.weight)")
-        head = weights.get("classification_head.out_proj.weight")
-        model = BART(options_from_config(config, 0 if head is None else head.shape[0]))
-        theirs = {hf: ours for ours, hf in weight_names(model).items()}
-        state = {"embed.weight": embed}
-        if "final_logits_bias" in weights:
-            state["final_logits_bias"] = weights["final_logits_bias"].reshape(-1)
-        unknown = []
-        for name, tensor in weights.items():
-            if name in theirs:
-                state[theirs[name]] = tensor
-            elif name not in _EMBED_ALIASES and name != "final_logits_bias":
-                unknown.append(original[name])
-        if unknown:
-            raise ArtifactError(f"bart: unrecognised weights in the checkpoint: {', '.join(sorted(unknown))}")
-        missing = sorted(set(theirs.values()) - set(state))
-        if missing:
-            raise ArtifactError(f"bart: weights missing from the checkpoint: {', '.join(missing)}")
-        model.load_state_dict(state, strict=False)  # final_logits_bias may be absent: stays zero
-        return model.eval()
+        head = state.get("classification_head.out_proj.weight")
+        options = options_from_config(config, 0 if head is None else head.shape[0])
+        state["final_logits_bias"] = (torch.zeros(options.vocab_size) if bias is None  # absent: zero
+                                      else bias.reshape(-1))
+        return assign_state(lambda: BART(options), state, "bart checkpoint")
 
     def to_hf(self, model: BART) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         c = model.config
@@ -110,10 +88,8 @@ class BartFormat:
                                 f"folder: transformers' BART has no such setting and always uses "
                                 f"{HF_LAYER_NORM_EPS:g}; build with layer_norm_eps = {HF_LAYER_NORM_EPS:g} to export it")
         state = model.state_dict()
-        weights = {f"model.{hf}": state[ours] for ours, hf in weight_names(model).items()}
-        weights = {k.replace("model.classification_head", "classification_head"): v
-                   for k, v in weights.items()}
-        weights["final_logits_bias"] = state["final_logits_bias"][None]
+        weights = TABLE.to_hf(state, prefix="model.", keep=_OUTSIDE)
+        weights["final_logits_bias"] = state["final_logits_bias"][None].contiguous()
         head = model.classification_head is not None
         config = {
             "model_type": "bart",

@@ -11,7 +11,9 @@ import re
 import torch
 
 from modkit.nn.blocks import ACTIVATIONS
-from modkit.builder.checkpoints import HFWeights, assign_state
+from modkit.builder.checkpoints import assign_state
+from modkit.builder.weight_table import Row, WeightTable
+from modkit.interfaces import CheckpointFormat
 from modkit.errors import ArtifactError
 
 from .bert import BERTOptions
@@ -27,33 +29,28 @@ _CLASS_OF = {kind: arch for arch, kind in ARCHITECTURES.items()}
 _IGNORED = (r"(^|\.)position_ids$", r"(^|\.)token_type_ids$", r"^cls\.predictions\.decoder\.(weight|bias)$")
 
 
-def _layer_names(i: int) -> list[tuple[str, str]]:
-    m, h = f"blocks.{i}.", f"encoder.layer.{i}."
-    pairs = [("attn.q", "attention.self.query"), ("attn.k", "attention.self.key"),
-             ("attn.v", "attention.self.value"), ("attn.o", "attention.output.dense"),
-             ("attn_norm", "attention.output.LayerNorm"), ("ffn.up", "intermediate.dense"),
-             ("ffn.down", "output.dense"), ("ffn_norm", "output.LayerNorm")]
-    return [(m + ours + p, h + theirs + p) for ours, theirs in pairs for p in (".weight", ".bias")]
+def _rows() -> list[Row]:
+    rows = [Row("embed.weight", "embeddings.word_embeddings.weight"),
+            Row("token_types.weight", "embeddings.token_type_embeddings.weight"),
+            Row("positions.weight", "embeddings.position_embeddings.weight"),
+            Row("pooler.weight", "pooler.dense.weight"), Row("pooler.bias", "pooler.dense.bias"),
+            Row("mlm_head.bias", "cls.predictions.bias")]
+    layers = [("attn.q", "attention.self.query"), ("attn.k", "attention.self.key"),
+              ("attn.v", "attention.self.value"), ("attn.o", "attention.output.dense"),
+              ("attn_norm", "attention.output.LayerNorm"), ("ffn.up", "intermediate.dense"),
+              ("ffn.down", "output.dense"), ("ffn_norm", "output.LayerNorm")]
+    others = [("embed_norm", "embeddings.LayerNorm"), ("mlm_head.dense", "cls.predictions.transform.dense"),
+              ("mlm_head.norm", "cls.predictions.transform.LayerNorm"), ("nsp", "cls.seq_relationship"),
+              ("classifier", "classifier")]
+    for p in ("weight", "bias"):
+        rows += [Row(f"blocks.{{i}}.{ours}.{p}", f"encoder.layer.{{i}}.{theirs}.{p}") for ours, theirs in layers]
+        rows += [Row(f"{ours}.{p}", f"{theirs}.{p}") for ours, theirs in others]
+    return rows
 
 
-def _names(o: BERTOptions) -> list[tuple[str, str]]:
-    """(modkit name, Hugging Face name without the ``bert.`` prefix) of the backbone."""
-    names = [("embed.weight", "embeddings.word_embeddings.weight"),
-             ("token_types.weight", "embeddings.token_type_embeddings.weight"),
-             ("positions.weight", "embeddings.position_embeddings.weight"),
-             ("embed_norm.weight", "embeddings.LayerNorm.weight"),
-             ("embed_norm.bias", "embeddings.LayerNorm.bias")]
-    for i in range(o.n_layers):
-        names += _layer_names(i)
-    if o.pooler:
-        names += [("pooler.weight", "pooler.dense.weight"), ("pooler.bias", "pooler.dense.bias")]
-    if o.mlm_head:
-        names += [("mlm_head.dense.weight", "cls.predictions.transform.dense.weight"),
-                  ("mlm_head.dense.bias", "cls.predictions.transform.dense.bias"),
-                  ("mlm_head.norm.weight", "cls.predictions.transform.LayerNorm.weight"),
-                  ("mlm_head.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
-                  ("mlm_head.bias", "cls.predictions.bias")]
-    return names
+#: the backbone's weights behind ``bert.`` in a headed checkpoint; the heads' outside it
+TABLE = WeightTable(_rows(), ignore=_IGNORED, source="bert checkpoint")
+_HEADS = ("cls.", "classifier.")
 
 
 def _head_kind(config: dict, weights: dict) -> str | None:
@@ -80,7 +77,7 @@ def _num_labels(config: dict) -> int:
     return len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
 
 
-class BertFormat:
+class BertFormat(CheckpointFormat):
     def options(self, config: dict, weights: dict, kind: str | None) -> BERTOptions:
         unsupported = [k for k, default in (("is_decoder", False), ("add_cross_attention", False),
                                             ("position_embedding_type", "absolute"))
@@ -104,23 +101,14 @@ class BertFormat:
         weights = _renamed(weights)
         kind = _head_kind(config, weights)
         options = self.options(config, weights, kind)
-        prefix = "bert." if any(k.startswith("bert.") for k in weights) else ""
-        w = HFWeights(weights, ignore=_IGNORED, source="bert checkpoint")
-        if config.get("tie_word_embeddings", True) is False and "cls.predictions.decoder.weight" in w:
+        if config.get("tie_word_embeddings", True) is False and "cls.predictions.decoder.weight" in weights:
             raise ArtifactError("bert checkpoint: an untied MLM decoder is not supported")
-        state = {ours: w.take(theirs if theirs.startswith("cls.") else prefix + theirs)
-                 for ours, theirs in _names(options)}
-        head_state = {}
-        if kind in ("nsp", "pretraining"):
-            head_state = {f"nsp.{p}": w.take(f"cls.seq_relationship.{p}") for p in ("weight", "bias")}
-        elif kind in ("sequence", "token"):
-            head_state = {f"classifier.{p}": w.take(f"classifier.{p}") for p in ("weight", "bias")}
-        w.check_all_taken()
+        state = TABLE.from_hf(weights, prefix="bert.")
         if kind is None:
             return assign_state(lambda: BERT(options), state, "bert checkpoint")
         # transformers: classifier_dropout unless it is None (0.0 included), else hidden_dropout_prob
         dropout = options.dropout if config.get("classifier_dropout") is None else config["classifier_dropout"]
-        state = {**{f"backbone.{k}": v for k, v in state.items()}, **head_state}
+        state = {(k if k.startswith(("nsp.", "classifier.")) else f"backbone.{k}"): v for k, v in state.items()}
         return assign_state(lambda: BertWithHead(BERT(options), kind, num_labels=_num_labels(config),
                                                  dropout=dropout), state, "bert checkpoint")
 
@@ -149,14 +137,10 @@ class BertFormat:
         # a bare backbone that has its MLM head is written as BertForMaskedLM, keeping the head
         kind = model.kind if with_head else "mlm" if backbone.mlm_head is not None else None
         o = backbone.config
-        prefix = "bert." if kind else ""
-        state = backbone.state_dict()
-        weights = {(theirs if theirs.startswith("cls.") else prefix + theirs): state[ours]
-                   for ours, theirs in _names(o) if kind in ("mlm", "pretraining") or not ours.startswith("mlm_head.")}
-        if kind in ("nsp", "pretraining"):
-            weights.update({f"cls.seq_relationship.{p}": getattr(model.nsp, p) for p in ("weight", "bias")})
-        elif kind in ("sequence", "token"):
-            weights.update({f"classifier.{p}": getattr(model.classifier, p) for p in ("weight", "bias")})
+        state = {k.removeprefix("backbone."): v for k, v in model.state_dict().items()}
+        if kind not in ("mlm", "pretraining"):  # BertModel / a classifier has no MLM head
+            state = {k: v for k, v in state.items() if not k.startswith("mlm_head.")}
+        weights = TABLE.to_hf(state, prefix="bert." if kind else "", keep=_HEADS)
         config = {
             "model_type": "bert", "architectures": [_CLASS_OF[kind]], "vocab_size": o.vocab_size,
             "hidden_size": o.d_model, "num_hidden_layers": o.n_layers, "num_attention_heads": o.n_heads,

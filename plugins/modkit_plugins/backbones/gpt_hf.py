@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 
 from modkit.nn.blocks import ACTIVATIONS
-from modkit.builder.checkpoints import HFWeights, assign_state
+from modkit.builder.checkpoints import assign_state
+from modkit.builder.weight_table import Row, WeightTable
+from modkit.interfaces import CheckpointFormat
 from modkit.errors import ArtifactError
 
 from .gpt import GPTOptions
@@ -22,24 +24,24 @@ _GPT1_ACT_IN = {"gelu": "gelu_new", "relu": "relu", "silu": "silu", "swish": "si
 _GPT1_ACT_OUT = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu", "silu": "silu"}
 
 
-def _layer_names(i: int) -> list[tuple[str, str, bool]]:
-    """(modkit name, Hugging Face name, transposed?) of one block, fused q/k/v aside."""
-    m, h = f"blocks.{i}.", f"h.{i}."
-    return [
-        (m + "attn_norm.weight", h + "ln_1.weight", False),
-        (m + "attn_norm.bias", h + "ln_1.bias", False),
-        (m + "attn.o.weight", h + "attn.c_proj.weight", True),
-        (m + "attn.o.bias", h + "attn.c_proj.bias", False),
-        (m + "ffn_norm.weight", h + "ln_2.weight", False),
-        (m + "ffn_norm.bias", h + "ln_2.bias", False),
-        (m + "ffn.up.weight", h + "mlp.c_fc.weight", True),
-        (m + "ffn.up.bias", h + "mlp.c_fc.bias", False),
-        (m + "ffn.down.weight", h + "mlp.c_proj.weight", True),
-        (m + "ffn.down.bias", h + "mlp.c_proj.bias", False),
-    ]
+def _table(tok: str, pos: str, source: str) -> WeightTable:
+    """GPT-1 and GPT-2 differ only in their embeddings' names (and GPT-2's final LayerNorm)."""
+    rows = [Row("embed.weight", f"{tok}.weight"), Row("positions.weight", f"{pos}.weight"),
+            Row("final_norm.weight", "ln_f.weight"), Row("final_norm.bias", "ln_f.bias"),
+            Row("lm_head.weight", "lm_head.weight"),
+            # one fused (in, 3 * out) Conv1D <-> three (out, in) linears
+            Row(tuple(f"blocks.{{i}}.attn.{r}.weight" for r in "qkv"), "h.{i}.attn.c_attn.weight",
+                transpose=True, dim=1),
+            Row(tuple(f"blocks.{{i}}.attn.{r}.bias" for r in "qkv"), "h.{i}.attn.c_attn.bias")]
+    for ours, theirs, conv in [("attn_norm", "ln_1", False), ("attn.o", "attn.c_proj", True),
+                               ("ffn_norm", "ln_2", False), ("ffn.up", "mlp.c_fc", True),
+                               ("ffn.down", "mlp.c_proj", True)]:
+        rows += [Row(f"blocks.{{i}}.{ours}.weight", f"h.{{i}}.{theirs}.weight", transpose=conv),
+                 Row(f"blocks.{{i}}.{ours}.bias", f"h.{{i}}.{theirs}.bias")]
+    return WeightTable(rows, ignore=_BUFFERS, source=source)
 
 
-class _GPTFormat:
+class _GPTFormat(CheckpointFormat):
     model_type: str
     variant: str
     embed_names: tuple[str, str]  # token, position embedding names in the checkpoint
@@ -54,14 +56,9 @@ class _GPTFormat:
         raise NotImplementedError
 
     # --- weights -----------------------------------------------------------------------
-    def _names(self, options: GPTOptions) -> list[tuple[str, str, bool]]:
-        tok, pos = self.embed_names
-        names = [("embed.weight", tok + ".weight", False), ("positions.weight", pos + ".weight", False)]
-        for i in range(options.n_layers):
-            names += _layer_names(i)
-        if options.variant == "gpt2":
-            names += [("final_norm.weight", "ln_f.weight", False), ("final_norm.bias", "ln_f.bias", False)]
-        return names
+    @property
+    def table(self) -> WeightTable:
+        return _table(*self.embed_names, source=f"{self.model_type} checkpoint")
 
     def from_hf(self, config: dict, weights: dict[str, torch.Tensor]):
         options = self.options(config)
@@ -71,24 +68,9 @@ class _GPTFormat:
             # a bare model (GPT2Model) has no head to untie: tie_word_embeddings=false in its
             # config.json says nothing about its weights
             options = options.model_copy(update={"tie_embeddings": True})
-        prefix = "transformer." if any(k.startswith("transformer.") for k in weights) else ""
-        w = HFWeights(weights, ignore=_BUFFERS, source=f"{self.model_type} checkpoint")
-        state = {}
-        for ours, theirs, transposed in self._names(options):
-            t = w.take(prefix + theirs)
-            state[ours] = t.T if transposed else t
-        for i in range(options.n_layers):  # fused (in, 3 * out) -> three (out, in)
-            qkv_w = w.take(f"{prefix}h.{i}.attn.c_attn.weight").chunk(3, dim=1)
-            qkv_b = w.take(f"{prefix}h.{i}.attn.c_attn.bias").chunk(3, dim=0)
-            for role, weight, bias in zip("qkv", qkv_w, qkv_b):
-                state[f"blocks.{i}.attn.{role}.weight"] = weight.T
-                state[f"blocks.{i}.attn.{role}.bias"] = bias
-        if "lm_head.weight" in w:
-            head = w.take("lm_head.weight")
-            if not options.tie_embeddings:
-                state["lm_head.weight"] = head
-        w.check_all_taken()
-        state = {k: v.contiguous() for k, v in state.items()}
+        if options.tie_embeddings:  # a copy of the token embedding, when the file keeps one
+            weights = {k: v for k, v in weights.items() if k != "lm_head.weight"}
+        state = self.table.from_hf(weights, prefix="transformer.")
         backbone = assign_state(lambda: GPT(options), state, f"{self.model_type} checkpoint")
         return GPTLMHeadModel(backbone) if with_head else backbone
 
@@ -105,24 +87,15 @@ class _GPTFormat:
         with_head = isinstance(model, GPTLMHeadModel)
         backbone = model.backbone if with_head else model
         options = backbone.config
-        prefix = "transformer." if with_head else ""
-        state = backbone.state_dict()
-        weights = {}
-        for ours, theirs, transposed in self._names(options):
-            weights[prefix + theirs] = state[ours].T if transposed else state[ours]
-        for i in range(options.n_layers):
-            a = f"blocks.{i}.attn."
-            weights[f"{prefix}h.{i}.attn.c_attn.weight"] = torch.cat([state[a + r + ".weight"].T for r in "qkv"], 1)
-            weights[f"{prefix}h.{i}.attn.c_attn.bias"] = torch.cat([state[a + r + ".bias"] for r in "qkv"])
-        if not options.tie_embeddings:
-            if not with_head:
-                raise ArtifactError("an untied GPT LM head is only written with the model's head "
-                                    "(GPTLMHeadModel)")
-            weights["lm_head.weight"] = state["lm_head.weight"]
+        if not options.tie_embeddings and not with_head:
+            raise ArtifactError("an untied GPT LM head is only written with the model's head "
+                                "(GPTLMHeadModel)")
+        weights = self.table.to_hf(backbone.state_dict(), prefix="transformer." if with_head else "",
+                                   keep=("lm_head.",))
         config = self.config(options)
         config["architectures"] = [self.head_class if with_head else self.base_class]
         config["tie_word_embeddings"] = options.tie_embeddings
-        return config, {k: v.detach().contiguous() for k, v in weights.items()}
+        return config, weights
 
 
 def _dropouts(config: dict) -> dict:

@@ -5,41 +5,39 @@ from typing import Any
 
 import torch
 
+from modkit.builder.checkpoints import assign_state
+from modkit.builder.weight_table import Row, WeightTable
 from modkit.errors import ArtifactError
+from modkit.interfaces import CheckpointFormat
 
 from .t5 import T5Options
 from .t5_model import T5
 
-_EMBED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+def _rows(gated: bool) -> list[Row]:
+    rows = [Row("embed.weight", "shared.weight",
+                aliases=("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")),
+            Row("lm_head.weight", "lm_head.weight")]
+    for side, layer in (("encoder", "e"), ("decoder", "d")):
+        ours, theirs = f"{side}_blocks.{{{layer}}}", f"{side}.block.{{{layer}}}.layer"
+        subs = [("attn", "SelfAttention")] + ([("cross", "EncDecAttention")] if side == "decoder" else [])
+        ffn = len(subs)  # the feed-forward sublayer's index
+        rows += [Row(f"{side}_bias.embedding.weight", f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+                 Row(f"{side}_norm.weight", f"{side}.final_layer_norm.weight"),
+                 Row(f"{ours}.ffn.down.weight", f"{theirs}.{ffn}.DenseReluDense.wo.weight"),
+                 Row(f"{ours}.ffn_norm.weight", f"{theirs}.{ffn}.layer_norm.weight")]
+        if gated:  # v1.1: wi_0 goes through the activation, wi_1 is the linear branch
+            rows += [Row(f"{ours}.ffn.gate.weight", f"{theirs}.{ffn}.DenseReluDense.wi_0.weight"),
+                     Row(f"{ours}.ffn.up.weight", f"{theirs}.{ffn}.DenseReluDense.wi_1.weight")]
+        else:
+            rows.append(Row(f"{ours}.ffn.up.weight", f"{theirs}.{ffn}.DenseReluDense.wi.weight"))
+        for n, (role, hf) in enumerate(subs):
+            rows += [Row(f"{ours}.{role}.{p}.weight", f"{theirs}.{n}.{hf}.{p}.weight") for p in "qkvo"]
+            rows.append(Row(f"{ours}.{role}_norm.weight", f"{theirs}.{n}.layer_norm.weight"))
+    return rows
 
 
-def _ffn_names(ours: str, theirs: str, gated: bool) -> dict[str, str]:
-    if gated:  # v1.1: wi_0 goes through the activation, wi_1 is the linear branch
-        return {f"{ours}.gate.weight": f"{theirs}.wi_0.weight", f"{ours}.up.weight": f"{theirs}.wi_1.weight",
-                f"{ours}.down.weight": f"{theirs}.wo.weight"}
-    return {f"{ours}.up.weight": f"{theirs}.wi.weight", f"{ours}.down.weight": f"{theirs}.wo.weight"}
-
-
-def weight_names(model: T5) -> dict[str, str]:
-    """modkit parameter name -> transformers name."""
-    names = {"embed.weight": "shared.weight"}
-    gated = model.encoder_blocks[0].ffn.gate is not None
-    for side in ("encoder", "decoder"):
-        names[f"{side}_bias.embedding.weight"] = f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-        names[f"{side}_norm.weight"] = f"{side}.final_layer_norm.weight"
-        for i in range(len(getattr(model, f"{side}_blocks"))):
-            ours, theirs = f"{side}_blocks.{i}", f"{side}.block.{i}.layer"
-            sublayers = [("attn", "SelfAttention")] + ([("cross", "EncDecAttention")] if side == "decoder" else [])
-            for n, (role, hf) in enumerate(sublayers):
-                for p in "qkvo":
-                    names[f"{ours}.{role}.{p}.weight"] = f"{theirs}.{n}.{hf}.{p}.weight"
-                names[f"{ours}.{role}_norm.weight"] = f"{theirs}.{n}.layer_norm.weight"
-            n = len(sublayers)
-            names.update(_ffn_names(f"{ours}.ffn", f"{theirs}.{n}.DenseReluDense", gated))
-            names[f"{ours}.ffn_norm.weight"] = f"{theirs}.{n}.layer_norm.weight"
-    if model.lm_head is not None:
-        names["lm_head.weight"] = "lm_head.weight"
-    return names
+#: by whether the feed-forward is gated (v1.1) or not (v1.0)
+TABLES = {gated: WeightTable(_rows(gated), source="t5 checkpoint") for gated in (False, True)}
 
 
 def _first(value: Any) -> Any:
@@ -65,37 +63,25 @@ def options_from_config(config: dict[str, Any], tied: bool) -> T5Options:
     )
 
 
-class T5Format:
+class T5Format(CheckpointFormat):
     def from_hf(self, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> T5:
-        embed = next((weights[k] for k in _EMBED_ALIASES if k in weights), None)
+        gated = any(".DenseReluDense.wi_0." in k for k in weights)
+        state = TABLES[gated].from_hf(weights)
+        embed, head = state.get("embed.weight"), state.get("lm_head.weight")
         if embed is None:
             raise ArtifactError("t5: the checkpoint has no token embedding (shared.weight)")
-        head = weights.get("lm_head.weight")
         tied = head is None or torch.equal(head, embed)
+        if tied:  # a copy of the embedding, when the file keeps one
+            state.pop("lm_head.weight", None)
         try:
-            model = T5(options_from_config(config, tied))
-        except ValueError as e:
+            return assign_state(lambda: T5(options_from_config(config, tied)), state, "t5 checkpoint")
+        except ValueError as e:  # options the model cannot be built with
             raise ArtifactError(str(e)) from None
-        theirs = {hf: ours for ours, hf in weight_names(model).items()}
-        state = {"embed.weight": embed}
-        unknown = []
-        for name, tensor in weights.items():
-            if name in theirs:
-                state[theirs[name]] = tensor
-            elif name not in _EMBED_ALIASES and not (tied and name == "lm_head.weight"):
-                unknown.append(name)
-        if unknown:
-            raise ArtifactError(f"t5: unrecognised weights in the checkpoint: {', '.join(sorted(unknown))}")
-        missing = sorted(set(theirs.values()) - set(state))
-        if missing:
-            raise ArtifactError(f"t5: weights missing from the checkpoint: {', '.join(missing)}")
-        model.load_state_dict(state)
-        return model.eval()
 
     def to_hf(self, model: T5) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         c = model.config
         state = model.state_dict()
-        weights = {hf: state[ours] for ours, hf in weight_names(model).items()}
+        weights = TABLES[model.encoder_blocks[0].ffn.gate is not None].to_hf(state)
         config = {
             "model_type": "t5", "architectures": ["T5ForConditionalGeneration"],
             "vocab_size": c.vocab_size, "d_model": c.d_model, "d_kv": c.d_kv or c.d_model // c.n_heads,
