@@ -49,7 +49,7 @@ objective = model.add_objective("clm", CausalLM(CLMOptions(), model.backbone, to
 t0 = time.perf_counter()
 data = objective.load_data(corpus, 64)
 tokenize_s = time.perf_counter() - t0
-class Stage: steps, lr, batch_size, seq_len, weight_decay, warmup_steps, grad_clip, checkpoint_every, accumulate = 20, 1e-3, 8, 64, 0.0, 0, 1.0, 1000, 1
+class Stage: steps, lr, batch_size, seq_len, weight_decay, warmup_steps, max_grad_norm, checkpoint_every, accumulate = 20, 1e-3, 8, 64, 0.0, 0, 1.0, 1000, 1
 train_stage(model, objective, data, Stage, seed=0, index=0, checkpoint_dir=work, resume=False, engine=Engine())
 status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
 kb = lambda key: int(status[key].split()[0]) / 1024  # noqa: E731

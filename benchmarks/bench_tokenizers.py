@@ -1,4 +1,4 @@
-"""Tokenizer speed: modkit against tiktoken and Hugging Face tokenizers, single thread.
+"""Tokenizer speed: modkit against tiktoken, sentencepiece and Hugging Face tokenizers, single thread.
 
     python tests/assets.py fetch            # GPT-2 ranks and the bert-base-uncased vocab
     python benchmarks/bench_tokenizers.py [TEXT]  # default: ../shared/data/pydoc-library.txt
@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,9 +59,10 @@ def bench_encode(text: str, ranks_path: Path, vocab_path: Path) -> list[tuple[st
     t_tt, ids_tt = timed(tt.encode_ordinary, text)
     t_hf, enc = timed(hf.encode, text)
     assert ids == ids_tt == enc.ids, "byte-level ids differ"
-    rows += [("GPT-2 byte-level encode, modkit", t_ours, len(text)),
-             ("GPT-2 byte-level encode, tiktoken", t_tt, len(text)),
-             ("GPT-2 byte-level encode, HF tokenizers", t_hf, len(text))]
+    size = len(text.encode("utf-8"))
+    rows += [("GPT-2 byte-level encode, modkit", t_ours, size),
+             ("GPT-2 byte-level encode, tiktoken", t_tt, size),
+             ("GPT-2 byte-level encode, HF tokenizers", t_hf, size)]
 
     lines = text.splitlines()
     bert = modkit.load_tokenizer(vocab_path)
@@ -70,9 +72,40 @@ def bench_encode(text: str, ranks_path: Path, vocab_path: Path) -> list[tuple[st
     t_ours, ids = timed(bert.encode_batch, lines)
     t_hf, encs = timed(lambda: ref.encode_batch(lines, add_special_tokens=False))
     assert ids == [e.ids for e in encs], "WordPiece ids differ"
-    rows += [("WordPiece encode_batch over lines, modkit", t_ours, len(text)),
-             ("WordPiece encode_batch over lines, HF tokenizers", t_hf, len(text))]
+    rows += [("WordPiece encode_batch over lines, modkit", t_ours, size),
+             ("WordPiece encode_batch over lines, HF tokenizers", t_hf, size)]
     return rows
+
+
+def bench_unigram(text: str, folder: Path) -> list[tuple[str, float, float]]:
+    """An 8k SentencePiece Unigram (nmt_nfkc) trained by sentencepiece on the first MB, then
+    the next MB, which it has not seen, encoded line by line by modkit (from the .model),
+    sentencepiece and Hugging Face tokenizers (transformers' faithful conversion)."""
+    import sentencepiece
+    import tokenizers
+    from sentencepiece import sentencepiece_model_pb2
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    import modkit
+
+    (folder / "train.txt").write_text(text[:1_000_000], encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(input=str(folder / "train.txt"), model_prefix=str(folder / "u8k"),
+                                             vocab_size=8000, num_threads=1, minloglevel=2)
+    model = folder / "u8k.model"
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    hf = SpmConverter.build_tokenizer_from_spm_proto(proto, [(p.piece, p.score) for p in proto.pieces])
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(model))
+    ours = modkit.load_tokenizer(model)
+    lines = text[1_000_000:2_000_000].splitlines()
+    size = sum(len(line.encode("utf-8")) for line in lines)
+    t_ours, ids = timed(lambda: [ours.encode(line) for line in lines])
+    t_sp, ids_sp = timed(lambda: [sp.encode(line) for line in lines])
+    t_hf, encs = timed(lambda: [hf.encode(line, add_special_tokens=False) for line in lines])
+    assert ids == ids_sp, "Unigram ids differ from sentencepiece's"
+    return [("Unigram 8k encode by line, modkit", t_ours, size),
+            ("Unigram 8k encode by line, sentencepiece", t_sp, size),
+            ("Unigram 8k encode by line, HF tokenizers", t_hf, size)]
 
 
 def train_child(which: str, text_path: str) -> None:
@@ -121,18 +154,23 @@ def main() -> None:
     mb = len(text.encode("utf-8")) / 1e6
     print(f"{text_path.name}: {mb:.2f} MB, single thread, cold caches\n")
     rows = bench_encode(text, ranks, vocab)
+    with tempfile.TemporaryDirectory() as folder:
+        rows += bench_unigram(text, Path(folder))
     print(f"| {'measurement':<50} | {'seconds':>8} | {'MB/s':>6} |")
     print(f"|{'-' * 52}|{'-' * 10}:|{'-' * 7}:|")
-    for name, seconds, _ in rows:
-        print(f"| {name:<50} | {seconds:8.3f} | {mb / seconds:6.2f} |")
+    for name, seconds, size in rows:
+        print(f"| {name:<50} | {seconds:8.3f} | {size / 1e6 / seconds:6.2f} |")
     seconds = {name: s for name, s, _ in rows}
     bl = "GPT-2 byte-level encode, "
     wp = "WordPiece encode_batch over lines, "
+    un = "Unigram 8k encode by line, "
     print()
     ratios = [
         ("byte-level: modkit / tiktoken throughput", bl + "tiktoken", bl + "modkit", ">= 0.5x"),
         ("byte-level: modkit / HF throughput      ", bl + "HF tokenizers", bl + "modkit", ">= 2x"),
         ("WordPiece:  modkit / HF throughput      ", wp + "HF tokenizers", wp + "modkit", ">= 1.5x"),
+        ("Unigram:    modkit / sentencepiece      ", un + "sentencepiece", un + "modkit", ">= 0.5x"),
+        ("Unigram:    modkit / HF throughput      ", un + "HF tokenizers", un + "modkit", ">= 2x"),
     ]
     for label, reference, ours, target in ratios:
         print(f"{label} = {seconds[reference] / seconds[ours]:.2f}x (target {target})")

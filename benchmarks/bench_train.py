@@ -21,15 +21,15 @@ import transformers
 
 import modkit
 from modkit.builder.metrics import measure_matmul_peak
-from modkit.builder.train import make_optimizer
+from modkit.builder.optim import stage_optimizer
 
 from bench_backbones import median_seconds  # alternating runs, median
 
 BATCH, SEQ = 4, 128
 
 
-class _Stage:  # the stage keys make_optimizer reads
-    lr, weight_decay = 1e-4, 0.01
+class _Stage:  # the stage keys stage_optimizer reads
+    lr, weight_decay, warmup_steps, steps = 1e-4, 0.01, 0, 1
 
 
 def reference_step(model, ids):
@@ -64,7 +64,7 @@ class _Loss(torch.nn.Module):
 
 def modkit_step(backbone, ids, causal: bool, compile_: bool):
     params = [p for p in backbone.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, _Stage)
+    optimizer = stage_optimizer(backbone, _Stage).optimizer  # the default: AdamW
     loss_fn = _Loss(backbone, causal)
     loss_fn = torch.compile(loss_fn) if compile_ else loss_fn
 

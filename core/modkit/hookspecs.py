@@ -82,3 +82,27 @@ def modkit_register_commands(register):
         naming a :class:`click.Command`; it is imported only when the command runs (or its
         help is shown), so a command may import torch at module level.
     """
+
+
+@hookspec
+def modkit_register_optimizers(register):
+    """Add optimizers, chosen per stage with ``optimizer = { use = NAME, <options> }``.
+
+    :param register: as for tokenizers; ``options`` subclasses :class:`modkit.optim.OptimizerOptions`
+        and ``impl`` names a callable ``impl(param_groups, options)`` that returns a
+        :class:`torch.optim.Optimizer`. Each group is a dict with ``params``, ``lr`` and
+        ``weight_decay``; the build sets every group's ``lr`` before each step, and the optimizer's
+        state must be tensors (it goes into safetensors checkpoints).
+    """
+
+
+@hookspec
+def modkit_register_schedules(register):
+    """Add learning-rate schedules, chosen per stage with ``schedule = { use = NAME, <options> }``.
+
+    :param register: as for tokenizers; ``options`` subclasses :class:`modkit.optim.ScheduleOptions`
+        and ``impl`` names a callable ``impl(options, steps, lr)`` (the stage's steps and peak lr,
+        ``options.warmup_steps`` filled in) that returns ``factor(n)``: the multiplier of the peak lr
+        at optimizer step ``n``, counted from 0. It must be a pure function of ``n``, so a resumed
+        stage needs no schedule state.
+    """

@@ -28,7 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command")
+KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "optimizer", "schedule")
 _HOOKS = {
     "tokenizer": "modkit_register_tokenizers",
     "backbone": "modkit_register_backbones",
@@ -36,6 +36,8 @@ _HOOKS = {
     "peft": "modkit_register_peft_methods",
     "task": "modkit_register_tasks",
     "command": "modkit_register_commands",
+    "optimizer": "modkit_register_optimizers",
+    "schedule": "modkit_register_schedules",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENTRY_POINT_GROUP = "modkit"
@@ -223,10 +225,12 @@ class _Loader:
 
 def _add_presets(registry: Registry, data: dict[str, Any], source: str) -> None:
     for name, body in data.get("presets", {}).items():
-        if not isinstance(body, dict) or "kind" not in body or "use" not in body:
+        # a recipe is a stage's keys (optimizer, schedule, lr...), not one component's options
+        if not isinstance(body, dict) or "kind" not in body or ("use" not in body and body["kind"] != "recipe"):
             raise UserError(f"{source}: presets.{name}: expected a table with 'kind' and 'use'")
         values = {k: v for k, v in body.items() if k not in ("kind", "use", "doc")}
-        registry.presets[name] = Preset(name, body["kind"], body["use"], values, source, str(body.get("doc", "")))
+        registry.presets[name] = Preset(name, body["kind"], body.get("use", ""), values, source,
+                                        str(body.get("doc", "")))
 
 
 def _module_loader(spec: str, base: Path):

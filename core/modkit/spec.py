@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modkit.errors import SpecError, UserError
 from modkit.options import Options, no_such_key
@@ -63,12 +63,19 @@ class Stage(_Strict):
     peft: list[ComponentSection] = Field(default_factory=list)
     data: str
     steps: int = Field(ge=0, description="Training steps; 0 attaches the objective untrained (serve a checkpoint as it is).")
-    lr: float = Field(3e-4, gt=0, description="Peak learning rate (AdamW).")
+    recipe: str | None = Field(None, description="A recipe preset (registry.toml) whose keys this stage starts from.")
+    optimizer: ComponentSection | None = Field(
+        None, description="The optimizer, { use = NAME, <options> }; default { use = \"adamw\", betas = [0.9, 0.98] }.")
+    schedule: ComponentSection | None = Field(
+        None, description="The lr schedule, { use = NAME, <options> }; default cosine to a tenth of the peak.")
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(16, gt=0)
     seq_len: int = Field(128, gt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.01, ge=0, description="Weight decay of matrices and embeddings (see the optimizer's "
+                                                        "decay_biases_and_norms).")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps of the schedule (unless it sets its own).")
+    max_grad_norm: float = Field(1.0, ge=0, validation_alias=AliasChoices("max_grad_norm", "grad_clip"),
+                                 description="Clip the gradients' global L2 norm to this (0: no clipping).")
     checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
     accumulate: int = Field(1, gt=0, description="Micro-batches of batch_size per optimizer step (gradient accumulation).")
     eval_every: int = Field(0, ge=0, description="Steps between evaluations on held-back data (0: at the stage's end only).")
@@ -139,6 +146,8 @@ class Spec:
     backbone: Resolved | None  # None when loaded with `from`
     objectives: list[list[Resolved]] = field(default_factory=list)  # per stage; the first is the task
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
+    optimizers: list[Resolved] = field(default_factory=list)  # per stage
+    schedules: list[Resolved] = field(default_factory=list)  # per stage
     shown: str = ""  # the spec's path as the user gave it, for messages (as load_spec's errors print it)
 
     def path(self, value: str) -> Path:
@@ -156,6 +165,8 @@ class Spec:
                 section.update(res.options.model_dump(mode="json"))
             for j, p in enumerate(stage["peft"]):
                 p.update(self.peft[i][j].options.model_dump(mode="json"))
+            for key, res in (("optimizer", self.optimizers[i]), ("schedule", self.schedules[i])):
+                stage[key] = {"use": res.component.name, **res.options.model_dump(mode="json")}
         return out
 
 
@@ -269,6 +280,36 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
     return Resolved(component, options, loc)
 
 
+#: a stage's optimizer and schedule when its spec names none (modkit's behaviour before they
+#: were components: AdamW with beta2 0.98; warm-up from lr/warmup, then cosine to a tenth)
+DEFAULT_OPTIMIZER = {"use": "adamw", "betas": [0.9, 0.98]}
+DEFAULT_SCHEDULE = {"use": "cosine", "floor": 0.1, "warmup_from_zero": False}
+
+
+def resolve_default(registry: Registry, kind: str) -> Resolved:
+    """The default optimizer or schedule of a stage, resolved."""
+    section = DEFAULT_OPTIMIZER if kind == "optimizer" else DEFAULT_SCHEDULE
+    problems: list[tuple[str, str]] = []
+    resolved = _resolve(registry, kind, dict(section), None, kind, problems)
+    if resolved is None:
+        raise UserError(f"the default {kind} {section['use']!r} is not available: {problems[0][1]}")
+    return resolved
+
+
+def _resolve_training(registry: Registry, stage: dict, loc: str,
+                      problems: list[tuple[str, str]]) -> tuple[Resolved | None, Resolved | None]:
+    """A stage's optimizer and schedule sections (the defaults where absent)."""
+    out = []
+    for kind, default in (("optimizer", DEFAULT_OPTIMIZER), ("schedule", DEFAULT_SCHEDULE)):
+        section = stage.get(kind, default)
+        out.append(_resolve(registry, kind, section, None, f"{loc}.{kind}", problems))
+    schedule = stage.get("schedule")
+    if isinstance(schedule, dict) and {"warmup_steps", "warmup_ratio"} & set(schedule) and "warmup_steps" in stage:
+        problems.append((f"{loc}.warmup_steps", "set the warm-up once: here or in the stage's schedule "
+                                                "(schedule.warmup_steps)"))
+    return out[0], out[1]
+
+
 def _resolve_objectives(registry: Registry, sections: Any, loc: str,
                         problems: list[tuple[str, str]]) -> list[Resolved | None]:
     """One objective section, or a list of them, each with an optional ``weight``."""
@@ -289,6 +330,43 @@ def _resolve_objectives(registry: Registry, sections: Any, loc: str,
     return out
 
 
+def _merge_recipe(recipe: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """The stage's keys over its recipe's, table by table: ``optimizer = { eps = 1e-6 }`` keeps the
+    recipe's optimizer and its other options; a table naming another component (``use``) replaces
+    the recipe's whole."""
+    out = dict(recipe)
+    for key, value in stage.items():
+        base = out.get(key)
+        if isinstance(base, dict) and isinstance(value, dict) and base.get("use") in (None, value.get("use", base.get("use"))):
+            out[key] = {**base, **value}
+        else:
+            out[key] = value
+    schedule = out.get("schedule")
+    if "warmup_steps" in stage and isinstance(schedule, dict) and {"warmup_steps", "warmup_ratio"} & set(schedule):
+        # the stage's own warmup_steps overrides the recipe's schedule's warm-up
+        rest = {k: v for k, v in schedule.items() if k not in ("warmup_steps", "warmup_ratio")}
+        out["schedule"] = {**rest, "warmup_steps": out.pop("warmup_steps")}
+    return out
+
+
+def _apply_recipes(registry: Registry, data: dict, problems: list[tuple[str, str]]) -> None:
+    """Expand every stage's ``recipe`` (a preset of kind "recipe") into the stage's keys."""
+    stages = data.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        if not isinstance(stage, dict) or "recipe" not in stage:
+            continue
+        name = stage["recipe"]
+        preset = registry.presets.get(name) if isinstance(name, str) else None
+        if preset is None or preset.kind != "recipe":
+            known = sorted(p.name for p in registry.presets.values() if p.kind == "recipe")
+            close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+            problems.append((f"stages[{i}].recipe", f"unknown recipe {name!r}"
+                             + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "")
+                             + f" Known recipes: {', '.join(known) or 'none'}."))
+            continue
+        stages[i] = _merge_recipe(preset.values, stage)
+
+
 def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None) -> Spec:
     """Read, override, validate and resolve a spec; raise SpecError listing every problem."""
     path = Path(path)
@@ -302,10 +380,12 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         raise SpecError(str(path), [("", f"not valid TOML: {e}")]) from None
     for text in overrides:
         _apply_override(data, *parse_override(text), text)
+    registry = registry or get_registry()
+    problems: list[tuple[str, str]] = []
+    _apply_recipes(registry, data, problems)
     backbone_from = data.get("backbone", {}).get("from") if isinstance(data.get("backbone"), dict) else None
     if "tokenizer" not in data and backbone_from:
         data["tokenizer"] = {"from": backbone_from}  # a checkpoint folder carries its tokenizer
-    problems: list[tuple[str, str]] = []
     try:
         model = SpecModel.model_validate(data, strict=True)
     except ValidationError as e:
@@ -313,7 +393,6 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         model = None
 
     # The second pass runs on the raw sections, so it reports even when the first failed.
-    registry = registry or get_registry()
     tok, bb = data.get("tokenizer", {}), data.get("backbone", {})
     resolved_tok = resolved_bb = None
     if isinstance(tok, dict) and "from" not in tok:
@@ -329,11 +408,14 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         elif set(bb) - {"from", "use"}:
             problems.append(("backbone", f"options {sorted(set(bb) - {'from', 'use'})} cannot be combined with "
                                          "'from' (the checkpoint's config.json sets them)"))
-    objectives, peft = [], []
+    objectives, peft, optimizers, schedules = [], [], [], []
     stages = data.get("stages")
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
         stage = stage if isinstance(stage, dict) else {}
         objectives.append(_resolve_objectives(registry, stage.get("objective"), f"stages[{i}].objective", problems))
+        optimizer, schedule = _resolve_training(registry, stage, f"stages[{i}]", problems)
+        optimizers.append(optimizer)
+        schedules.append(schedule)
         methods = stage.get("peft", [])
         resolved = []
         for j, p in enumerate(methods if isinstance(methods, list) else []):
@@ -348,7 +430,8 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, str(path))
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, optimizers, schedules,
+                shown=str(path))
 
 
 def _paths(model: SpecModel):

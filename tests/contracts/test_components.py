@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from modkit import load_registry
 from modkit.builder.build import options_from_tokenizer
 from modkit.errors import UserError
-from modkit.testing import check_backbone, check_objective, check_peft, check_tokenizer
+from modkit.testing import check_backbone, check_objective, check_optimizer, check_peft, check_tokenizer
 
 REGISTRY = load_registry()
 SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "encoder_layers": 2, "decoder_layers": 2, "n_heads": 4,
@@ -130,7 +131,49 @@ def test_objective_contract(objective, backbone, trained_tokenizers, sample_data
                 "fails before training.")
 
 
+@pytest.mark.parametrize("name", REGISTRY.names("optimizer"))
+def test_optimizer_contract(name):
+    comp = REGISTRY.get("optimizer", name)
+    check_optimizer(comp.load(), comp.options())
+
+
 def test_every_kind_has_components_to_check():
-    for kind in ("tokenizer", "backbone", "objective", "peft", "task"):
+    for kind in ("tokenizer", "backbone", "objective", "peft", "task", "optimizer", "schedule"):
         assert REGISTRY.names(kind), f"no {kind} registered: the contract tests above would check nothing"
     assert not REGISTRY.failures, f"plugins failed to load: {REGISTRY.failures}"
+
+
+def _smoothing_pairs():
+    """Every objective with a label_smoothing option, with the first backbone it accepts."""
+    first = {}
+    for pair in _pairs():
+        objective = pair.values[0]
+        if "label_smoothing" in REGISTRY.get("objective", objective).options.model_fields:
+            first.setdefault(objective, pair)
+    return list(first.values())
+
+
+@pytest.mark.parametrize("objective, backbone", _smoothing_pairs())
+def test_label_smoothing_smooths_the_objectives_loss(objective, backbone, trained_tokenizers, sample_data):
+    """Label-smoothed cross-entropy is (1-ε)·CE + ε·(mean -log p over the classes): on the same
+    logits the loss moves by the same amount from ε = 0 to 0.1 as from 0.1 to 0.2."""
+    comp = REGISTRY.get("objective", objective)
+    torch.manual_seed(0)
+    for tokenizer, _ in trained_tokenizers.values():
+        model = make_backbone(backbone, tokenizer)
+        try:
+            obj = comp.load()(small_options(comp, REQUIRED), model, tokenizer)
+        except UserError:
+            continue
+        break
+    data = obj.load_data(sample_data, 16)
+    batch = obj.batch(data, 4, torch.Generator().manual_seed(0))
+    model.eval()
+    obj.eval()
+    losses = []
+    for epsilon in (0.0, 0.1, 0.2):
+        obj.options = obj.options.model_copy(update={"label_smoothing": epsilon})
+        with torch.no_grad():
+            losses.append(obj.loss(model, batch)[0].item())
+    assert abs(losses[1] - losses[0]) > 1e-6
+    assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], rel=1e-3, abs=1e-6)

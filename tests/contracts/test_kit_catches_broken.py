@@ -231,3 +231,71 @@ def test_the_unbroken_objective_passes(classify_setup):
 def test_check_objective_fails_a_broken_objective(classify_setup, cls, message):
     with pytest.raises(AssertionError, match=message):
         check_objective(cls, *classify_setup, registry=load_registry(), export=False)
+
+
+# --- optimizers: SGD with momentum, broken one way each
+
+class _Momentum(torch.optim.Optimizer):
+    """Plain SGD with momentum, state as tensors: passes check_optimizer."""
+
+    def __init__(self, groups, options=None):
+        super().__init__(groups, {"lr": 1e-2, "weight_decay": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group)
+
+    def _update(self, p, group):
+        buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
+        buf.mul_(0.9).add_(p.grad)
+        p.add_(buf, alpha=-group["lr"])
+
+
+class _DecaysIdleWeights(_Momentum):
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step()
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"])  # even without a gradient
+
+
+class _PythonStepCount(_Momentum):
+    def _update(self, p, group):
+        super()._update(p, group)
+        self.state[p]["step"] = self.state[p].get("step", 0) + 1  # an int: not a safetensors tensor
+
+
+class _Noisy(_Momentum):
+    def _update(self, p, group):
+        super()._update(p, group)
+        p.add_(torch.randn_like(p) * 1e-6)  # from the global RNG: two runs differ
+
+
+class _ForgetsOnLoad(_Momentum):
+    def load_state_dict(self, state_dict):
+        super().load_state_dict({**state_dict, "state": {}})
+
+
+def test_the_unbroken_optimizer_passes():
+    from modkit.optim import OptimizerOptions
+    from modkit.testing import check_optimizer
+
+    check_optimizer(_Momentum, OptimizerOptions())
+
+
+@pytest.mark.parametrize("cls, message", [
+    (_DecaysIdleWeights, "without a gradient moved"),
+    (_PythonStepCount, "is a int, not a tensor"),
+    (_Noisy, "two identical runs gave different weights"),
+    (_ForgetsOnLoad, "after a checkpoint round trip"),
+])
+def test_check_optimizer_fails_a_broken_optimizer(cls, message):
+    from modkit.optim import OptimizerOptions
+    from modkit.testing import check_optimizer
+
+    with pytest.raises(AssertionError, match=message):
+        check_optimizer(cls, OptimizerOptions())

@@ -38,7 +38,8 @@ def test_missing_path_names_it(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("tokenizer.json", "{not json", "not valid JSON"),
-    ("tokenizer.json", json.dumps({"model": {"type": "Unigram", "vocab": []}}), "not a tokenizer"),
+    ("tokenizer.json", json.dumps({"model": {"type": "NoSuchModel", "vocab": []}}), "not a tokenizer"),
+    ("tokenizer.json", json.dumps({"model": {"type": "Unigram", "vocab": []}}), "empty vocabulary"),
     ("gpt.tiktoken", "not base64 at all\n", "tiktoken"),
     ("vocab.txt", "hello\nworld\n", "vocab.txt"),
     ("random.bin", "\x00\x01", "not a tokenizer"),

@@ -30,8 +30,9 @@ from modkit.builder.preflight import (check_peft_plan, check_spec_shape, check_s
                                       preflight)
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
-from modkit.builder.train import (Engine, load_checkpoint, lr_at, read_checkpoint_position, save_checkpoint,
-                                  step_seed, to_device, train_stage)
+from modkit.builder.optim import check_schedules, schedule_of
+from modkit.builder.train import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
+                                  to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.generation_config import generation_record
@@ -355,6 +356,7 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     """The tokenizer and the untrained backbone, once every check that needs only the spec, its
     files and the backbone's shape has passed; only then is the work folder made. What needs
     the spec alone is checked before the tokenizer trains."""
+    check_schedules(spec)
     shape_checked = check_spec_shape(spec, registry)
     tokenizer, trained = _tokenizer(spec, work, echo)
     _seed_stage(spec.model.seed, -1)
@@ -439,12 +441,13 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         kept.keep = stage.keep_checkpoints
         stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable)
         with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
-                           lr_of=lambda step: lr_at(step, stage.steps, stage.lr, stage.warmup_steps),
+                           lr_of=schedule_of(spec.schedules[i], stage),
                            quiet=not progress or not engine.is_main) as tick:
             losses = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
                 reports=reports, engine=engine, on_step=lambda r: tick(r.step, r.loss, mfu=stage_meter(r)["mfu"]),
-                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step))
+                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step),
+                optimizer=spec.optimizers[i], schedule=spec.schedules[i])
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
             figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
@@ -496,7 +499,10 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods]} for rs, methods in stage_records],
+                                  "merged": id(m) in merged} for c, m, mods in methods],
+                        "optimizer": _component_record(opt.component, opt.options),
+                        "schedule": _component_record(sched.component, sched.options)}
+                       for (rs, methods), opt, sched in zip(stage_records, spec.optimizers, spec.schedules)],
         },
         "task": objective.describe(),
         **_generation_record(model.backbone),

@@ -91,7 +91,7 @@ class StageMeter:
         self.flops_per_token = record.flops_per_token
         tps = record.tokens / record.seconds if record.seconds else 0.0
         line = {"stage": self.stage, "objective": self.objective, "step": record.step, "loss": record.loss,
-                "lr": record.lr, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
+                "lr": record.lr, "grad_norm": record.grad_norm, "tokens_per_second": round(tps, 1), "tokens": self.tokens,
                 "mfu": round(self.mfu(tps), 5), **record.eval}
         if record.eval:
             self.last_eval = record.eval

@@ -14,7 +14,6 @@ written from CPU copies, so they do not depend on the training device.
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,27 +25,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
+from modkit.builder.optim import stage_optimizer
 from modkit.fileio import atomic_path, atomic_write_text
 
 
 def step_seed(seed: int, stage: int, step: int) -> int:
     return (seed * 1_000_003 + stage * 10_007 + step) % (2**63)
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(params: list[nn.Parameter], stage) -> torch.optim.Optimizer:
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]  # biases and norms
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=stage.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
 @dataclass
@@ -207,6 +191,7 @@ class StepRecord:
     tokens: int  # over all processes
     seconds: float
     flops_per_token: float = 0.0  # as counted on the stage's first step; 0 where not counted
+    grad_norm: float = 0.0  # the gradients' global L2 norm before clipping
     eval: dict[str, float] = field(default_factory=dict)  # held-back figures, on evaluation steps
 
 
@@ -224,6 +209,8 @@ def train_stage(
     on_step: Callable[[StepRecord], None] | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,
     reports: list[dict] = (),
+    optimizer=None,
+    schedule=None,
 ) -> list[float]:
     """Train ``model`` (already on ``engine.device``) on one stage; return every step's loss.
 
@@ -231,11 +218,13 @@ def train_stage(
     written inside this stage is restored first. Only the main process writes checkpoints;
     ``reports`` (of the stages before) go into every checkpoint written. ``evaluate(step)``
     runs every ``stage.eval_every`` steps and after the last one; its figures go into that
-    step's record.
+    step's record. ``optimizer`` and ``schedule`` are the stage's resolved components (the
+    defaults when None).
     """
     engine = engine or Engine()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, stage)
+    training = stage_optimizer(model, stage, optimizer, schedule)
+    optimizer = training.optimizer
     amp = engine.amp
     scaler = amp.scaler()
     losses: list[float] = []
@@ -252,9 +241,7 @@ def train_stage(
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(step_seed(seed, index, step))
         drawn = objective.batch(data, stage.batch_size * stage.accumulate, generator)
-        lr = lr_at(step, stage.steps, stage.lr, stage.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = training.set_lr(step)
         optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=engine.device)
         micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
@@ -278,7 +265,8 @@ def train_stage(
             flops_per_token = counter.get_total_flops() / max(sum(tokens_in(m) for m in micros), 1)
         if scaler:
             scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
+        # the norm before clipping (max_grad_norm 0: measured, not clipped)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm or float("inf")).item()
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -286,7 +274,8 @@ def train_stage(
             optimizer.step()
         value = engine.mean(total / stage.accumulate).item()
         losses.append(value)
-        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token)
+        record = StepRecord(step + 1, value, lr, tokens_in(drawn), time.perf_counter() - began, flops_per_token,
+                            grad_norm)
         every = getattr(stage, "eval_every", 0)
         if evaluate and (step + 1 == stage.steps or (every and (step + 1) % every == 0)):
             record.eval = evaluate(step + 1)

@@ -79,7 +79,8 @@ def _registry(ctx: click.Context):
 
 
 @main.command("list", short_help="Every component and preset, and plugins that failed.")
-@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of component.")
+@click.option("--kind", type=click.Choice((*KINDS, "recipe")), default=None,
+              help="Only this kind of component (or recipe: the stage presets).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.pass_context
 def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None:
@@ -100,7 +101,7 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
     for c in comps:
         click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
     for p in presets:
-        click.echo(f"{p.kind:<10} {p.name:<16} {'preset of ' + p.use:<24} {p.doc}")
+        click.echo(f"{p.kind:<10} {p.name:<16} {('preset of ' + p.use) if p.use else 'stage preset':<24} {p.doc}")
     for name, plugins in conflicts.items():
         click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
     for f in reg.failures:
@@ -116,6 +117,12 @@ def info(ctx: click.Context, name: str, kind: str | None) -> None:
     reg = _registry(ctx)
     kinds = [kind] if kind else [k for k in KINDS if (k, name) in reg.components or
                                  (name in reg.presets and reg.presets[name].kind == k)]
+    recipe = reg.presets.get(name)
+    if not kinds and recipe is not None and recipe.kind == "recipe":
+        click.echo(f"recipe {name} ({recipe.source}): {recipe.doc}")
+        for key, value in recipe.values.items():
+            click.echo(f"  {key} = {value!r}")
+        return
     if not kinds:
         raise UnknownComponentError(f"no component or preset named {name!r}; see `modkit list`")
     for k in kinds:

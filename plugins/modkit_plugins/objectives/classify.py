@@ -22,6 +22,7 @@ class ClassifyOptions(modkit.Options):
     choices_field: str = Field("choices", description="JSONL field holding the list of candidate answers (choice).")
     label_field: str = Field("label", description="JSONL field holding the label (choice: the right choice's index).")
     holdout: float = Field(0.1, ge=0, lt=1, description="Fraction of examples held back for evaluation.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the classification loss's (not the auxiliary LM's) cross-entropy (0: none).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the classification head.")
     pooling: Literal["auto", "last", "first", "pooler"] = Field(
         "auto", description="State the head reads: last real token (GPT's extract token), first token "

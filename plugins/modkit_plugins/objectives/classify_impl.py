@@ -184,7 +184,7 @@ class Classify(nn.Module, Objective):
     def loss(self, backbone, batch):
         out = self._forward(backbone, batch)
         logits = self.logits(backbone, out, batch["attention_mask"])
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.options.label_smoothing)
         figures = {"cls_loss": loss.item(), "accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().item()}
         if self.options.aux_lm_weight > 0:  # GPT's L3: the LM loss over every row the model read
             aux = lm_loss(backbone, out.last_hidden_state, _flat(batch["input_ids"]), _flat(batch["attention_mask"]))

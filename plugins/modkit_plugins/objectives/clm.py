@@ -9,6 +9,7 @@ from modkit.runtime.generation import GenerationOptions
 
 class CLMOptions(modkit.Options):
     holdout: float = Field(0.05, ge=0, lt=1, description="Fraction of the text (its end) held back for evaluation.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the training loss's cross-entropy (0: none).")
 
 
 class GenerateOptions(GenerationOptions):

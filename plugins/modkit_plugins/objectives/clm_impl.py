@@ -81,7 +81,7 @@ class CausalLM(nn.Module, Objective):
 
     def loss(self, backbone, batch):
         out = backbone(batch["input_ids"])
-        loss = lm_loss(backbone, out.last_hidden_state, batch["input_ids"])
+        loss = lm_loss(backbone, out.last_hidden_state, batch["input_ids"], label_smoothing=self.options.label_smoothing)
         return loss, {"lm_loss": loss.item()}
 
     def logits(self, backbone, output, attention_mask):

@@ -14,6 +14,7 @@ class MLMOptions(modkit.Options):
     whole_word_mask: bool = Field(False, description="Choose whole words: every sub-token of a chosen word is predicted "
                                                      "(words: WordPiece's '##' pieces, else tokens not separated by a gap).")
     holdout: float = Field(0.05, ge=0, lt=1, description="Fraction of the text (its end) held back for evaluation.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the masked tokens' cross-entropy (0: none).")
     top_k: int = Field(5, gt=0, description="Fillers `modkit run` prints per mask.")
 
     @model_validator(mode="after")

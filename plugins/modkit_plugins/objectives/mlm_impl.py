@@ -116,7 +116,7 @@ class MaskedLM(nn.Module, Objective):
         chosen = batch["labels"] != IGNORE
         logits = self.vocab_logits(backbone, out.last_hidden_state[chosen])  # only where predicted
         targets = batch["labels"][chosen]
-        loss = F.cross_entropy(logits.float(), targets) if len(targets) else logits.sum() * 0
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.options.label_smoothing) if len(targets) else logits.sum() * 0
         accuracy = (logits.argmax(-1) == targets).float().mean().item() if len(targets) else 0.0
         return loss, {"mlm_loss": loss.item(), "mlm_accuracy": accuracy}
 

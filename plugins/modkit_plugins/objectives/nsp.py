@@ -9,6 +9,7 @@ import modkit
 class NSPOptions(modkit.Options):
     not_next_prob: float = Field(0.5, gt=0, lt=1, description="Share of pairs whose second sentence comes from another document.")
     holdout: float = Field(0.1, ge=0, lt=1, description="Fraction of the documents held back for evaluation.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the is-next cross-entropy (0: none).")
 
 
 @modkit.hookimpl

@@ -107,7 +107,7 @@ class NextSentence(nn.Module, Objective):
     def loss(self, backbone, batch):
         logits = self.forward_logits(backbone, batch)
         labels = batch["next_sentence_label"]
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.options.label_smoothing)
         return loss, {"nsp_loss": loss.item(), "nsp_accuracy": (logits.argmax(-1) == labels).float().mean().item()}
 
     def eval_batches(self, data, batch_size, limit):

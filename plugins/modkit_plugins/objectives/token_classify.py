@@ -11,6 +11,7 @@ class TokenClassifyOptions(modkit.Options):
     tokens_field: str = Field("tokens", description="JSONL field holding the list of words.")
     tags_field: str = Field("tags", description="JSONL field holding one tag per word.")
     holdout: float = Field(0.1, ge=0, lt=1, description="Fraction of the sentences held back for evaluation.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the tags' cross-entropy (0: none).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the tagging head.")
 
 

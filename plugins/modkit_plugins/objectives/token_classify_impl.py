@@ -97,7 +97,8 @@ class TokenClassify(nn.Module, Objective):
     def loss(self, backbone, batch):
         logits = self.logits(backbone, backbone(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
         labels = batch["labels"]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                               label_smoothing=self.options.label_smoothing)
         scored = labels != IGNORE
         accuracy = (logits.argmax(-1)[scored] == labels[scored]).float().mean().item() if scored.any() else 0.0
         return loss, {"tag_loss": loss.item(), "tag_accuracy": accuracy}

@@ -234,6 +234,14 @@ def added_from_json(doc: dict[str, Any], path: Path, *, normalizes: bool) -> dic
     return added
 
 
+def sentencepiece_style(doc: dict[str, Any]) -> bool:
+    """Whether a tokenizer.json's BPE model is SentencePiece's (byte fallback, or ``▁`` for
+    spaces through Metaspace), which the sentencepiece tokenizer reads rather than bpe."""
+    model = doc["model"]
+    uses_metaspace = "Metaspace" in json.dumps([doc.get("pre_tokenizer"), doc.get("decoder")])
+    return bool(model.get("byte_fallback") or "modkit_sentencepiece" in model or uses_metaspace)
+
+
 def read_tokenizer_json(path: Path) -> dict[str, Any] | None:
     """The parsed document if ``path`` looks like a tokenizer.json, else None. Treat it as
     read-only: it is cached, so the next plugin asked about the file does not parse it again.

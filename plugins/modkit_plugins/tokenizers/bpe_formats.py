@@ -18,7 +18,7 @@ from modkit import ArtifactError
 from . import pretokenize
 from modkit.tokenization import Template
 
-from .base import added_from_json, read_tokenizer_json, special_tokens_from_json
+from .base import added_from_json, read_tokenizer_json, sentencepiece_style, special_tokens_from_json
 
 GPT2_SPECIALS = {"eos": "<|endoftext|>", "bos": "<|endoftext|>"}
 CLIP_SPECIALS = {"bos": "<start_of_text>", "eos": "<end_of_text>"}  # open_clip >= 2.24
@@ -39,6 +39,8 @@ def load_bpe(cls, path: Path):
         return _from_vocab_merges(cls, path, path.with_name("merges.txt"))
     doc = read_tokenizer_json(path)
     if doc is None or doc["model"].get("type", "BPE") != "BPE" or "merges" not in doc["model"]:
+        return None
+    if sentencepiece_style(doc):  # the sentencepiece tokenizer reads it
         return None
     return bpe_from_json(cls, doc, path)
 
