@@ -9,7 +9,10 @@ a string quietly read as a number (an integer is still a valid float: ``lr = 1``
 """
 from __future__ import annotations
 
+import difflib
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -209,6 +212,20 @@ def _no_such_spec_key(loc: tuple) -> str:
     return no_such_key(owner, str(loc[-1]), keys, noun="key")
 
 
+def _takes_tuple(annotation: Any) -> bool:
+    """tuple[...], or a union with one (``tuple[float, float] | None``)."""
+    return typing.get_origin(annotation) is tuple or any(_takes_tuple(a) for a in typing.get_args(annotation)
+                                                          if typing.get_origin(annotation) in (typing.Union, types.UnionType))
+
+
+def _arrays_as_tuples(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """TOML has arrays, not tuples: an array given to a tuple field is one (strict validation
+    takes no list for a tuple, and everything else it checks strictly)."""
+    fields = model.model_fields
+    return {k: tuple(v) if isinstance(v, list) and k in fields and _takes_tuple(fields[k].annotation) else v
+            for k, v in values.items()}
+
+
 def _quoted_hint(error: dict) -> str:
     """A number or boolean written as a TOML string: say how to write it."""
     value = error["input"]
@@ -269,7 +286,7 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
         return None
     values = {**preset_values, **{k: v for k, v in section.items() if k not in ("use", *structural)}}
     try:
-        options = component.options.model_validate(values, strict=True)
+        options = component.options.model_validate(_arrays_as_tuples(component.options, values), strict=True)
     except ValidationError as e:
         fields = [f for f in component.options.model_fields if f not in structural]
         for sub_loc, msg in _pydantic_problems(e):

@@ -70,8 +70,9 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
     ("stages[1].peft[0].rr=4", "stages[1].peft[0].rr", "lora takes no option 'rr' (did you mean 'r'?); it takes: r,"),
     ("stages[0].steps=-1", "stages[0].steps", "greater than or equal to 0"),
     ("stages[0].stepz=3", "stages[0].stepz", "a stage takes no key 'stepz' (did you mean 'steps'?); it takes: "
-     "objective, peft, data, steps, lr, batch_size, seq_len, weight_decay, warmup_steps, grad_clip, "
-     "checkpoint_every, accumulate, eval_every, eval_data, eval_examples, keep_checkpoints"),
+     "objective, peft, data, steps, recipe, optimizer, schedule, lr, batch_size, seq_len, weight_decay, "
+     "warmup_steps, max_grad_norm, checkpoint_every, accumulate, eval_every, eval_data, eval_examples, "
+     "keep_checkpoints"),
     ("export.onx=true", "export.onx", "[export] takes no key 'onx' (did you mean 'onnx'?); it takes: merge, onnx, "
      "opset, parity_tolerance, optimize, quantize"),
     ("nmae='x'", "nmae", "the spec takes no key 'nmae' (did you mean 'name'?); it takes: name, seed, device, "
@@ -99,6 +100,9 @@ def test_strict_types_still_take_an_integer_where_a_number_is_expected(spec_file
     spec = load_spec(spec_file, ["stages[0].lr=1", "stages[1].peft[0].alpha=32", "stages[1].peft[0].targets=['attn.q']"])
     assert spec.model.stages[0].lr == 1.0 and isinstance(spec.model.stages[0].lr, float)
     assert spec.peft[1][0].options.alpha == 32.0 and list(spec.peft[1][0].options.targets) == ["attn.q"]
+    # a TOML array is a tuple where an option is one
+    spec = load_spec(spec_file, ["stages[0].optimizer={use='adamw', betas=[0.9, 0.95]}"])
+    assert spec.optimizers[0].options.betas == (0.9, 0.95)
 
 
 def test_every_problem_is_reported_at_once(spec_file):
@@ -157,7 +161,7 @@ def test_options_next_to_tokenizer_from_are_rejected(spec_file, sets, words):
                                               "encoder-decoder backbone (bart or t5, say); GPT is not one"),
     (["stages[1].objective.temprature=0.5"], "spec.toml: stages[1].objective.temprature: classify takes no option "
      "'temprature'; it takes: format, labels, aux_lm_weight, text_field, text_pair_field, choices_field, label_field, "
-     "holdout, dropout, pooling"),
+     "holdout, label_smoothing, dropout, pooling"),
 ])
 def test_messages_name_no_internal_class_and_print_the_spec_path_as_given(spec_file, monkeypatch, sets, message):
     monkeypatch.chdir(spec_file.parent)
