@@ -3,13 +3,14 @@
     python benchmarks/peft_parity.py [--seeds 3]
 
 For each family (GPT-2, BERT, BART, T5; random tiny configs, a new random base per seed) and
-each method (LoRA with random non-zero B, prefix tuning):
+each method (LoRA with random non-zero B, prefix tuning, prompt tuning):
   read:  a folder peft's `get_peft_model(...).save_pretrained` writes, applied by
          `modkit.load_model(base, peft=[folder])`, against `PeftModel.from_pretrained` on the base;
   write: a modkit model with the method, written by `export-hf` + `export-peft`, loaded by
          `PeftModel.from_pretrained`, against modkit's own outputs.
 Outputs compared: GPT-2 logits and BERT's last hidden state at the real positions of a
-right-padded batch of 3, BART's and T5's decoder logits. AdapterHub: the committed fixture of
+right-padded batch of 3 (PeftModel's prompt-tuned outputs without their virtual positions),
+BART's and T5's decoder logits. AdapterHub: the committed fixture of
 tests/fixtures/adapterhub (made by its make_fixture.py). Prints a Markdown table: the largest
 abs difference over the seeds, and the largest abs output beside it for scale.
 """
@@ -31,8 +32,11 @@ from modkit_plugins.peft.lora import LoRAOptions
 from modkit_plugins.peft.lora_impl import LoRA, LoRALinear
 from modkit_plugins.peft.prefix import PrefixOptions
 from modkit_plugins.peft.prefix_impl import PrefixTuning
+from modkit_plugins.peft.prompt import PromptOptions
+from modkit_plugins.peft.prompt_impl import PromptTuning
 
 VOCAB = 61
+VIRTUAL = 3  # prefix and prompt length
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "adapterhub"
 
 FAMILIES = {  # name -> (transformers class, config, PEFT task type for prefixes)
@@ -62,7 +66,8 @@ def new_hf(family: str, seed: int):
     return cls(config()).eval()
 
 
-def outputs(model, family: str, hf: bool) -> torch.Tensor:
+def outputs(model, family: str, hf: bool, virtual: int = 0) -> torch.Tensor:
+    """``virtual``: the virtual positions PeftModel's outputs start with (prompt tuning)."""
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, VOCAB, (3, 9), generator=g)
     mask = torch.ones_like(ids)
@@ -70,9 +75,10 @@ def outputs(model, family: str, hf: bool) -> torch.Tensor:
     kwargs = {"decoder_input_ids": torch.randint(3, VOCAB, (3, 5), generator=g)} if family in ("BART", "T5") else {}
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, **kwargs) if hf else model(ids, mask, **kwargs)
-    if family == "BERT":
-        return out.last_hidden_state[mask.bool()]
-    return out.logits[mask.bool()] if family == "GPT-2" else out.logits
+    if family in ("BART", "T5"):
+        return out.logits
+    values = out.last_hidden_state if family == "BERT" else out.logits
+    return values[:, virtual:][mask.bool()]
 
 
 def read(tmp: Path, family: str, method: str, seed: int) -> tuple[float, float]:
@@ -80,12 +86,14 @@ def read(tmp: Path, family: str, method: str, seed: int) -> tuple[float, float]:
     base.save_pretrained(tmp / "base", safe_serialization=True)
     if method == "lora":
         config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=PEFT_LORA_TARGETS[family], init_lora_weights=False)
+    elif method == "prefix":
+        config = peft.PrefixTuningConfig(task_type=FAMILIES[family][2], num_virtual_tokens=VIRTUAL,
+                                         prefix_projection=True, encoder_hidden_size=16)
     else:
-        config = peft.PrefixTuningConfig(task_type=FAMILIES[family][2], num_virtual_tokens=3, prefix_projection=True,
-                                         encoder_hidden_size=16)
+        config = peft.PromptTuningConfig(task_type=FAMILIES[family][2], num_virtual_tokens=VIRTUAL)
     peft.get_peft_model(new_hf(family, seed + 100), config).save_pretrained(tmp / "adapter")
     theirs = peft.PeftModel.from_pretrained(base, tmp / "adapter").eval()
-    expected = outputs(theirs, family, hf=True)
+    expected = outputs(theirs, family, hf=True, virtual=VIRTUAL if method == "prompt" else 0)
     got = outputs(modkit.load_model(tmp / "base", peft=[tmp / "adapter"]), family, hf=False)
     return float((got - expected).abs().max()), float(expected.abs().max())
 
@@ -101,12 +109,15 @@ def write(tmp: Path, family: str, method: str, seed: int) -> tuple[float, float]
             for m in backbone.modules():
                 if isinstance(m, LoRALinear):
                     m.update.B.normal_(0.0, 0.2)
+    elif method == "prefix":
+        PrefixTuning(PrefixOptions(length=VIRTUAL, projection=8, positions="peft")).apply(backbone)
     else:
-        PrefixTuning(PrefixOptions(length=3, projection=8, positions="peft")).apply(backbone)
+        PromptTuning(PromptOptions(num_virtual_tokens=VIRTUAL, init="vocab")).apply(backbone)
     save_hf(hf_model(ours), tmp / "back")
     (folder,) = export_peft(ours, tmp / "peft")
     hf = FAMILIES[family][0].from_pretrained(tmp / "back").eval()
-    expected = outputs(peft.PeftModel.from_pretrained(hf, folder).eval(), family, hf=True)
+    expected = outputs(peft.PeftModel.from_pretrained(hf, folder).eval(), family, hf=True,
+                       virtual=VIRTUAL if method == "prompt" else 0)
     got = outputs(ours, family, hf=False)
     return float((got - expected).abs().max()), float(expected.abs().max())
 
@@ -130,7 +141,7 @@ def main() -> None:
     print("| family | method | direction | max abs diff | max abs output |")
     print("|---|---|---|---:|---:|")
     for family in FAMILIES:
-        for method in ("lora", "prefix"):
+        for method in ("lora", "prefix", "prompt"):
             for direction, fn in (("PEFT folder -> modkit", read), ("modkit -> export-peft -> PeftModel", write)):
                 diff = scale = 0.0
                 for seed in range(args.seeds):

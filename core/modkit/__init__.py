@@ -17,7 +17,7 @@ from modkit.errors import (
     UnknownComponentError,
     UserError,
 )
-from modkit.interfaces import Backbone, CheckpointFormat, Objective, PeftMethod, Task, Tokenizer
+from modkit.interfaces import Backbone, BackboneCapabilities, CheckpointFormat, Objective, PeftMethod, Task, Tokenizer
 from modkit.options import Options
 from modkit.registry import get_registry, load_registry
 from modkit.tokenization import load_tokenizer
@@ -62,7 +62,8 @@ def preview(spec: str | Path, stage: int = 0, n: int = 10, **kwargs: Any):
 
 
 __all__ = [
-    "ArtifactError", "Backbone", "CheckpointFormat", "DuplicateComponentError", "ModkitError", "Objective",
+    "ArtifactError", "Backbone", "BackboneCapabilities", "CheckpointFormat", "DuplicateComponentError",
+    "ModkitError", "Objective",
     "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
     "UnknownComponentError", "UserError", "build", "export_peft", "get_registry", "hookimpl",
     "load_model", "load_registry", "load_tokenizer", "preview",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence, runtime_checkable
 
@@ -108,6 +109,59 @@ class Tokenizer(ABC):
         atomic_write_text(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=1))
 
 
+#: the inputs beyond ``input_ids`` and ``attention_mask`` a backbone's ``forward`` may take
+OPTIONAL_INPUTS = frozenset({"position_ids", "token_type_ids", "inputs_embeds"})
+#: the special-token roles a decoder may start from
+START_ROLES = frozenset({"bos", "eos", "pad", "cls", "sep"})
+
+
+@dataclass(frozen=True)
+class BackboneCapabilities:
+    """What a backbone can do, declared in one place (``Backbone.capabilities``) so that the core
+    never guesses it from option names or ``forward``'s signature.
+
+    The default (every field unset) is what the core assumes of a backbone that declares
+    nothing: no known position limit, ``forward(input_ids, attention_mask)`` only, no input-side
+    PEFT (prompt tuning), and blocks FSDP and activation checkpointing cannot find.
+    ``modkit.testing.check_backbone`` checks a declaration against the backbone.
+    """
+
+    #: the longest sequence ``forward`` accepts (learned positions); None: no limit (T5's
+    #: relative positions). The build checks ``seq_len`` plus the positions PEFT methods
+    #: reserve against it, and serving truncates inputs to it.
+    max_positions: int | None = None
+    #: which of :data:`OPTIONAL_INPUTS` ``forward`` takes (an encoder-decoder: its encoder side)
+    inputs: frozenset[str] = frozenset()
+    #: attribute name of the token-embedding module (an ``nn.Embedding`` of ``vocab_size`` rows):
+    #: what ``get_input_embeddings`` is in transformers. ``inputs_embeds`` replace
+    #: ``embed_tokens(input_ids)`` (see :meth:`Backbone.embed_tokens`).
+    token_embedding: str | None = None
+    #: an encoder-decoder's first decoder input, as the tokenizer's special-token role (BART
+    #: starts from the eos, T5 from the pad); the build fills ``decoder_start_token_id`` from it
+    decoder_start: str | None = None
+    #: ids past the tokenizer's vocabulary the family reserves (T5's sentinels ``<extra_id_N>``);
+    #: the build adds them to ``vocab_size`` when the tokenizer lacks them
+    extra_ids: int = 0
+    #: the module class of one layer: the unit FSDP shards and activation checkpointing wraps
+    block: type | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.inputs) - OPTIONAL_INPUTS
+        if unknown:
+            raise ValueError(f"BackboneCapabilities.inputs: unknown {sorted(unknown)}; expected some of "
+                             f"{sorted(OPTIONAL_INPUTS)}")
+        if self.decoder_start is not None and self.decoder_start not in START_ROLES:
+            raise ValueError(f"BackboneCapabilities.decoder_start: {self.decoder_start!r} is not a role "
+                             f"({', '.join(sorted(START_ROLES))})")
+        if "inputs_embeds" in self.inputs and not self.token_embedding:
+            raise ValueError("BackboneCapabilities: inputs_embeds needs token_embedding (the module they replace)")
+        object.__setattr__(self, "inputs", frozenset(self.inputs))
+
+    def takes(self, name: str) -> bool:
+        """Whether ``forward`` takes the optional input ``name``."""
+        return name in self.inputs
+
+
 class Backbone:
     """A torch.nn.Module mapping ids to hidden states; concrete backbones subclass both.
 
@@ -116,6 +170,9 @@ class Backbone:
     returns a :class:`modkit.nn.outputs.ModelOutput` with ``last_hidden_state`` and, on
     request, ``hidden_states``, ``attentions`` and ``past_key_values``. Projections built
     from :mod:`modkit.nn.blocks` carry role names (``attn.q``...), which PEFT methods target.
+    What else the core may rely on (position limit, optional inputs such as
+    ``inputs_embeds``, token embedding, decoder start, block class) the backbone declares in
+    :meth:`capabilities`.
     """
 
     config: Options
@@ -127,6 +184,29 @@ class Backbone:
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits from hidden states (usually the tied input embedding)."""
         raise NotImplementedError(f"{type(self).__name__} has no language-model head")
+
+    @classmethod
+    def capabilities(cls, options: Options) -> BackboneCapabilities:
+        """What this backbone built with ``options`` can do (see :class:`BackboneCapabilities`).
+        Read from the options alone: the build asks before the backbone exists. The default
+        declares nothing."""
+        return BackboneCapabilities()
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """What ``forward(inputs_embeds=...)`` replaces: the token embeddings of ``input_ids``,
+        before positions are added (a family that scales its embeddings, as BART may, scales
+        them here too). By default the declared ``token_embedding`` module's output."""
+        name = capabilities_of(self).token_embedding
+        if name is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no token_embedding")
+        return getattr(self, name)(input_ids)
+
+
+def capabilities_of(backbone: Any) -> BackboneCapabilities:
+    """A built backbone's declared capabilities; the default record for a module that is no
+    :class:`Backbone`."""
+    declare = getattr(type(backbone), "capabilities", None)
+    return declare(backbone.config) if declare is not None else BackboneCapabilities()
 
 
 @runtime_checkable
@@ -321,6 +401,9 @@ class PeftMethod:
     #: ``merge`` folds the method into the base weights and leaves no module of it behind
     #: (LoRA); False for methods that stay in the exported graph (adapters, prefixes)
     merges: ClassVar[bool] = True
+    #: the build's tokenizer, set before ``apply`` (a method may start from a text's token
+    #: embeddings, as prompt tuning's ``init = "text"``); None where there is none
+    tokenizer: Tokenizer | None = None
 
     def __init__(self, options: Options):
         self.options = options
@@ -363,8 +446,9 @@ class Task:
     gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
     ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
     record: what ``describe()`` returned), ``.tokenizer``, ``.manifest``, ``.folder``,
-    ``.max_positions`` (None without learned positions), ``.session(file)`` (the onnxruntime
-    session of one of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
+    ``.max_positions`` (how many positions input tokens may take; None: no limit),
+    ``.session(file)`` (the onnxruntime session of one of the artifact's ONNX files, opened
+    once) and ``.has_graph(file)``.
     """
 
     #: fields an input record must have; ``modkit run --text T`` gives ``{"text": T}``
@@ -403,8 +487,8 @@ class Task:
         return {}
 
 
-__all__ = ["Tokenizer", "Backbone", "CachedDecoder", "EncoderDecoder", "Objective", "PeftMethod", "PeftWrapper",
-           "Task"]
+__all__ = ["Tokenizer", "Backbone", "BackboneCapabilities", "capabilities_of", "CachedDecoder", "EncoderDecoder",
+           "Objective", "PeftMethod", "PeftWrapper", "Task", "CheckpointFormat"]
 
 
 class CheckpointFormat:

@@ -29,7 +29,7 @@ def make_backbone(name: str, tokenizer=None):
     comp = REGISTRY.get("backbone", name)
     options = small_options(comp, SMALL)
     if tokenizer is not None:
-        options = options_from_tokenizer(options.model_copy(update={"vocab_size": 0}), tokenizer)
+        options = options_from_tokenizer(options.model_copy(update={"vocab_size": 0}), tokenizer, comp.load())
     return comp.load()(options)
 
 

@@ -219,7 +219,8 @@ def classify_setup(bpe, paragraphs, tmp_path_factory):
     path = tmp_path_factory.mktemp("classify") / "data.jsonl"
     path.write_text("".join(json.dumps({"text": p[:200], "label": "ab"[i % 2]}) + "\n"
                             for i, p in enumerate(paragraphs[:30])))
-    options = options_from_tokenizer(GPTOptions(vocab_size=0, d_model=32, n_layers=1, n_heads=4, n_positions=32), bpe)
+    options = options_from_tokenizer(GPTOptions(vocab_size=0, d_model=32, n_layers=1, n_heads=4, n_positions=32),
+                                     bpe, GPT)
     return ClassifyOptions(labels=["a", "b"]), GPT(options), bpe, path
 
 

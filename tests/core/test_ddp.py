@@ -34,6 +34,18 @@ def test_two_processes_equal_one_with_the_same_batch(tmp_path):
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 20
 
 
+def test_a_prompt_under_two_processes_equals_one(tmp_path):
+    # the virtual tokens live in the backbone's input slot: DDP averages their gradient too
+    spec = lm_spec(tmp_path, steps=6, batch_size=8, extra_stage='peft = [{ use = "prompt", num_virtual_tokens = 4 }]')
+    spec.write_text(spec.read_text().replace("seq_len = 32", "seq_len = 28"))  # 28 + 4 virtual = 32 positions
+    one = build_weights(spec, tmp_path / "one")
+    done = cli_build(spec, tmp_path / "two", "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert max_diff(one, two) < 1e-5
+    assert "backbone.input_prompt.weight" in two
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_a_spec_error(tmp_path):
     spec = lm_spec(tmp_path, steps=2, batch_size=3)
     done = cli_build(spec, tmp_path / "out", "--nproc", "2")

@@ -86,3 +86,18 @@ seq_len = 32
         want = want[: want.index(eos)] if eos in want else want
         [result] = runtime.run([prompt], max_new_tokens=12)
         assert result["ids"] == want
+
+
+def test_a_third_party_backbone_that_declares_inputs_embeds_takes_prompt_tuning(rope):
+    """It declares its capabilities (no position table, position_ids, inputs_embeds, its token
+    embedding, its layer class) and the kit holds it to them; the core's input slot then gives
+    it prompt tuning: its cached steps, and its cached ONNX graph, carry the virtual tokens."""
+    from modkit.testing import check_backbone, check_peft
+    from modkit_plugins.peft.prompt import PromptOptions
+    from modkit_plugins.peft.prompt_impl import PromptTuning
+    from modkit_rope import RopeOptions
+
+    torch.manual_seed(0)
+    backbone = rope.RopeDecoder(RopeOptions(vocab_size=50, d_model=32, n_layers=2, n_heads=4))
+    check_backbone(backbone)
+    check_peft(PromptTuning(PromptOptions(num_virtual_tokens=3)), backbone)

@@ -19,7 +19,7 @@ from modkit.builder.device import check_device, cpu_state, resolve_device
 from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
 from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.export import ParityError
-from modkit.builder.exporter import Exporter
+from modkit.builder.exporter import Exporter, positions_left
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
 from modkit.builder import precision_check
@@ -36,6 +36,7 @@ from modkit.builder.train import (Engine, load_checkpoint, read_checkpoint_posit
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.generation_config import generation_record
+from modkit.interfaces import BackboneCapabilities
 from modkit.nn.generation import generation_defaults, set_generation_defaults
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
@@ -95,6 +96,7 @@ def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], p
             method, modules = found
         else:
             method = pcomp.load()(poptions)
+            method.tokenizer = tokenizer
             modules = method.apply(model.backbone)
         methods.append((pcomp, method, modules))
         new_modules += modules
@@ -206,7 +208,7 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
         backbone = getattr(loaded, "backbone", loaded)
         return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
-    options = options_from_tokenizer(res.options, tokenizer)
+    options = options_from_tokenizer(res.options, tokenizer, res.component.load())
     if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
         raise UserError(f"{spec.shown}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
@@ -216,24 +218,32 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
 _ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "bos"}
 
 
-def options_from_tokenizer(options, tokenizer):
-    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus ``extra_ids``
-    sentinel ids where the family has them and the tokenizer does not) and the special token
-    ids. A family's ``decoder_start_token_id`` follows the role its default shares (BART starts
-    with the eos, T5 with the pad)."""
+def options_from_tokenizer(options, tokenizer, backbone_class=None):
+    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus the ids the
+    family reserves past the tokenizer's vocabulary, as T5's sentinels, where the tokenizer lacks
+    them), the special token ids, and ``decoder_start_token_id`` from the role the backbone
+    declares its decoder starts from (BART the eos, T5 the pad)."""
     fields, given = type(options).model_fields, options.model_fields_set
+    caps = capabilities(backbone_class, options)
     update = {}
     if "vocab_size" in fields and not options.vocab_size:
         update["vocab_size"] = tokenizer.vocab_size
-        if getattr(options, "extra_ids", 0) and tokenizer.token_to_id("<extra_id_0>") is None:
-            update["vocab_size"] += options.extra_ids  # T5's sentinels, past the tokenizer's tokens
+        if caps.extra_ids and tokenizer.token_to_id("<extra_id_0>") is None:
+            update["vocab_size"] += caps.extra_ids
     for field, role in _ROLE_FIELDS.items():
         if field in fields and field not in given and tokenizer.special_id(role) is not None:
             update[field] = tokenizer.special_id(role)
-            if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given \
-                    and fields["decoder_start_token_id"].default == fields[field].default:
-                update["decoder_start_token_id"] = update[field]
+    start = caps.decoder_start and tokenizer.special_id(caps.decoder_start)
+    if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given and start is not None:
+        update["decoder_start_token_id"] = start
     return options.model_copy(update=update)
+
+
+def capabilities(backbone_class, options) -> BackboneCapabilities:
+    """What ``backbone_class`` built with ``options`` declares (the default record for a class
+    that is no :class:`modkit.Backbone`)."""
+    declare = getattr(backbone_class, "capabilities", None)
+    return declare(options) if declare is not None else BackboneCapabilities()
 
 
 def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
@@ -357,13 +367,12 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo):
     files and the backbone's shape has passed; only then is the work folder made. What needs
     the spec alone is checked before the tokenizer trains."""
     check_schedules(spec)
-    shape_checked = check_spec_shape(spec, registry)
+    check_spec_shape(spec, registry)
     tokenizer, trained = _tokenizer(spec, work, echo)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
-    if not shape_checked:  # a checkpoint's backbone: its shape is known now
-        check_stages(spec, backbone, registry)
-        check_peft_plan(spec, backbone, bcomp)
+    check_stages(spec, backbone, registry)  # again on the backbone as built: a checkpoint's, say
+    check_peft_plan(spec, backbone, bcomp, tokenizer)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
     if trained:
@@ -495,6 +504,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
                           **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
             "backbone": {**_component_record(bcomp, model.backbone.config),
+                         "max_positions": positions_left(model.backbone),
                          **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],

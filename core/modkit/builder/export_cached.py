@@ -2,15 +2,15 @@
 
 ``model_with_past.onnx``: ``input_ids (B, T), attention_mask (B, P+T)[, position_ids (B, T)],
 past.{i}.key/value (B, H, P, Dh) -> logits (B, V) of the last position, present.{i}.key/value
-(B, H, P+T, Dh)``. The first step passes a past of length 0. When the backbone's forward takes
-``position_ids`` the graph does too, so left-padded prompts of different lengths share a batch
-(each row counts its own real tokens); otherwise positions run from P. The backbone must meet
+(B, H, P+T, Dh)``. The first step passes a past of length 0. When the backbone declares
+``position_ids`` (:class:`~modkit.interfaces.BackboneCapabilities`) the graph takes them too,
+so left-padded prompts of different lengths share a batch (each row counts its own real
+tokens); otherwise positions run from P. The backbone must meet
 :class:`modkit.interfaces.CachedDecoder`: its cache is one ``((keys, values), None)`` per layer,
 as the core :class:`~modkit.nn.blocks.Block` returns, but any layers may produce it.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from modkit.builder.export import ParityError, onnx_export
+from modkit.interfaces import capabilities_of
 from modkit.nn.generation import generate
 from modkit.runtime import greedy_with_past, make_session
 
@@ -40,7 +41,7 @@ class CachedStep(nn.Module):
 
 
 def takes_positions(backbone: nn.Module) -> bool:
-    return "position_ids" in inspect.signature(backbone.forward).parameters
+    return capabilities_of(backbone).takes("position_ids")
 
 
 def export_with_past(backbone: nn.Module, folder: Path, *, opset: int = 17, optimize: str = "none") -> Path:

@@ -65,13 +65,14 @@ def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor
         past = [t for self_kv, _ in cache for t in self_kv]
     n = len(past) // 2
     past_names, cross_names, present_names = _names("past", n), _names("cross", n), _names("present", n)
-    batch, src = {0: "batch"}, {0: "batch", 1: "source"}
+    # the encoder's output may be longer than the source (an input prompt's virtual tokens first)
+    batch, src, encoded_axes = {0: "batch"}, {0: "batch", 1: "source"}, {0: "batch", 1: "encoded"}
     kv_axes = lambda length: {0: "batch", 2: length}  # noqa: E731 - (B, H, T, Dh)
     encoder = onnx_export(
         EncoderGraph(model), (input_ids, attention_mask), out_dir / "encoder.onnx", opset=opset, optimize=optimize,
         input_names=["input_ids", "attention_mask"], output_names=["encoder_hidden_states", *cross_names],
-        dynamic_axes={"input_ids": src, "attention_mask": src, "encoder_hidden_states": src,
-                      **{name: kv_axes("source") for name in cross_names}})
+        dynamic_axes={"input_ids": src, "attention_mask": src, "encoder_hidden_states": encoded_axes,
+                      **{name: kv_axes("encoded") for name in cross_names}})
     decoder = onnx_export(
         DecoderGraph(model), (start, attention_mask, *past, *cross), out_dir / "decoder.onnx", opset=opset,
         optimize=optimize,
@@ -79,7 +80,7 @@ def export_graphs(model: nn.Module, out_dir: str | Path, input_ids: torch.Tensor
         output_names=["logits", *present_names],
         dynamic_axes={"decoder_input_ids": {0: "batch", 1: "new"}, "attention_mask": src,
                       "logits": batch, **{name: kv_axes("past") for name in past_names},
-                      **{name: kv_axes("source") for name in cross_names},
+                      **{name: kv_axes("encoded") for name in cross_names},
                       **{name: kv_axes("total") for name in present_names}})
     return encoder, decoder
 

@@ -12,6 +12,8 @@ import torch
 from modkit.builder.export import ParityError, check_parity, export_onnx, onnx_export
 from modkit.builder.export_cached import check_with_past, export_with_past
 from modkit.builder.export_seq2seq import export_seq2seq
+from modkit.interfaces import capabilities_of
+from modkit.nn.prompt import reserved_positions
 
 
 @dataclass
@@ -50,9 +52,9 @@ class Exporter:
         torch's and its logits within the tolerance."""
         path = export_with_past(backbone, self.folder, opset=self.opset, optimize=self.optimize)
         self.written.append(path.name)
-        # learned positions end at n_positions (the option the runtime reads too): a checkpoint
-        # with few of them is checked on the steps it has, not failed by the check itself
-        limit = _positions(backbone)
+        # learned positions end at the declared max_positions (which the runtime reads too): a
+        # checkpoint with few of them is checked on the steps it has, not failed by the check itself
+        limit = positions_left(backbone)
         if limit is not None:
             prompt = prompt[:max(1, limit - 1)]
             max_new_tokens = max(1, min(max_new_tokens, limit - len(prompt)))
@@ -64,7 +66,7 @@ class Exporter:
         """``encoder.onnx`` + ``decoder.onnx`` of an :class:`~modkit.interfaces.EncoderDecoder`;
         the encoder output and every greedy step's logits within the tolerance, the greedy
         tokens equal to torch's."""
-        limit = _positions(backbone)  # decoding k tokens feeds the decoder positions 0..k-1
+        limit = positions_left(backbone)  # decoding k tokens feeds the decoder positions 0..k-1
         max_new_tokens = max_new_tokens if limit is None else max(1, min(max_new_tokens, limit))
         figures = export_seq2seq(backbone, self.folder, inputs, max_new_tokens=max_new_tokens,
                                  decoder_start_token_id=decoder_start_token_id, eos_token_id=eos_token_id,
@@ -78,7 +80,8 @@ class Exporter:
                 "inputs": {k: list(v.shape) for k, v in inputs.items()}, **figures}
 
 
-def _positions(backbone: torch.nn.Module) -> int | None:
-    """How many learned positions the backbone has (its ``n_positions`` option, which the
-    runtime reads too); None for relative positions."""
-    return getattr(getattr(backbone, "config", None), "n_positions", None)
+def positions_left(backbone: torch.nn.Module) -> int | None:
+    """How many positions the backbone's tokens may take: its declared ``max_positions`` less
+    those PEFT methods reserve (an input prompt's virtual tokens); None: no limit."""
+    limit = capabilities_of(backbone).max_positions
+    return None if limit is None else limit - reserved_positions(backbone)

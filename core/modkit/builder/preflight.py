@@ -18,7 +18,9 @@ from typing import Any, Callable
 import torch
 
 from modkit.errors import SpecError, UserError
+from modkit.interfaces import capabilities_of
 from modkit.nn.model import ModkitModel
+from modkit.nn.prompt import reserved_positions
 from modkit.registry import Component, Registry
 from modkit.spec import Spec
 
@@ -84,10 +86,11 @@ def check_stages(spec: Spec, backbone, registry: Registry) -> None:
                         f"registers no task {task!r}); `modkit list --kind task` shows the tasks served here")
 
 
-def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> None:
+def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tokenizer=None) -> None:
     """Apply every stage's PEFT methods, in build order, to a weightless copy of the backbone
     (on the meta device), so a clash (one method twice on a layer, targets that match
-    nothing) is a spec error before any training, not after the first stage."""
+    nothing) or a stage whose sequences and virtual tokens overrun the positions is a spec
+    error before any training, not after the first stage."""
     with torch.device("meta"):
         shadow = bcomp.load()(backbone.config)
     problems: list[tuple[str, str]] = []
@@ -98,11 +101,13 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
             if peft_source(spec, i, j):
                 continue  # a folder's layers are found from the real weights, when it is attached
             method = res.component.load()(res.options)
+            method.tokenizer = tokenizer  # as the build gives it
             try:
                 method.apply(shadow)
             except UserError as e:
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
             applied.append((j, method))
+        problems += _position_budget(spec, i, shadow)
         if i == last and not spec.model.export.merge:
             break  # the last stage's methods merge only for the export
         for j, method in applied:  # as the build does at a stage boundary and before the export
@@ -114,30 +119,28 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component) -> 
         raise SpecError(spec.shown, problems)
 
 
-def check_spec_shape(spec: Spec, registry: Registry) -> bool:
+def check_spec_shape(spec: Spec, registry: Registry) -> None:
     """What needs only the spec's shape, before any work (the tokenizer's training included):
     every stage's objective against a weightless backbone of the spec's options, the task, and
-    the PEFT plan (:func:`check_stages`, :func:`check_peft_plan`). The vocabulary is the
-    tokenizer's ``vocab_size`` option (the trained tokenizer's own size matters to no check here).
-
-    Returns whether it ran: a backbone from a checkpoint, or with no vocabulary size to be had
-    from the spec, is checked once it is loaded."""
+    the PEFT plan (:func:`check_stages`, :func:`check_peft_plan`; both run again once the
+    backbone and tokenizer are made). The vocabulary is the tokenizer's ``vocab_size`` option
+    (the trained tokenizer's own size matters to no check here). A backbone from a checkpoint,
+    or with no vocabulary size to be had from the spec, is checked once it is loaded."""
     if spec.backbone is None:
-        return False
+        return
     options = spec.backbone.options
     if "vocab_size" in type(options).model_fields and not options.vocab_size:
         vocab = getattr(spec.tokenizer.options, "vocab_size", 0) if spec.tokenizer else 0
         if not vocab:
-            return False
+            return
         options = options.model_copy(update={"vocab_size": vocab})
     bcomp = spec.backbone.component
     with _at(spec, "backbone"):
         backbone = _on_meta(lambda: bcomp.load()(options))
     if backbone is None:
-        return False
+        return
     check_stages(spec, backbone, registry)
     check_peft_plan(spec, backbone, bcomp)
-    return True
 
 
 def check_world(spec: Spec, world: int) -> None:

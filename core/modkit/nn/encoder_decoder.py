@@ -14,6 +14,7 @@ from torch import nn
 from modkit.interfaces import Backbone
 from modkit.nn.generation import Seq2SeqGenerationMixin
 from modkit.nn.outputs import ModelOutput
+from modkit.nn.prompt import extend_mask, prompt_of, with_prompt
 
 
 def shift_tokens_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
@@ -30,10 +31,29 @@ class EncoderDecoderModel(nn.Module, Seq2SeqGenerationMixin, Backbone):
     is_decoder = True
     is_encoder_decoder = True
 
-    def run_encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, **outputs):
+    def run_encoder(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                    inputs_embeds: torch.Tensor | None = None, **outputs):
         """(x, hidden states, attentions, None, None) of the encoder, as ``run_blocks`` returns;
+        ``inputs_embeds`` (when the family declares them) replace ``embed_tokens(input_ids)``;
         ``outputs``: ``output_hidden_states``, ``output_attentions``."""
         raise NotImplementedError
+
+    def _encoder(self, input_ids, attention_mask, inputs_embeds=None, **outputs):
+        """``run_encoder``, with the input prompt's virtual tokens first when the slot holds one
+        (see :mod:`modkit.nn.prompt`): its output then has P more positions than the mask."""
+        prompt = prompt_of(self)
+        if prompt is not None:
+            embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+            inputs_embeds, attention_mask = with_prompt(prompt, embeds, attention_mask)
+            input_ids = None
+        if inputs_embeds is None:  # a family's run_encoder need not take them
+            return self.run_encoder(input_ids, attention_mask, **outputs)
+        return self.run_encoder(input_ids, attention_mask, inputs_embeds=inputs_embeds, **outputs)
+
+    def _source_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The source mask over what the encoder returned: the prompt's positions come first."""
+        prompt = prompt_of(self)
+        return attention_mask if prompt is None else extend_mask(attention_mask, prompt.length)
 
     def run_decoder(self, decoder_input_ids: torch.Tensor, encoder_hidden: torch.Tensor,
                     attention_mask: torch.Tensor | None, decoder_attention_mask: torch.Tensor | None = None,
@@ -48,9 +68,10 @@ class EncoderDecoderModel(nn.Module, Seq2SeqGenerationMixin, Backbone):
         a classifier can read the decoder, as BART's does)."""
         return shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The encoder's last hidden state (B, S, D)."""
-        return self.run_encoder(input_ids, attention_mask)[0]
+    def encode(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None,
+               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's last hidden state (B, S, D), or (B, P + S, D) with an input prompt."""
+        return self._encoder(input_ids, attention_mask, inputs_embeds)[0]
 
     def cross_kv(self, encoder_hidden: torch.Tensor) -> list:
         """Every decoder layer's cross-attention (keys, values) of the encoder output."""
@@ -59,7 +80,7 @@ class EncoderDecoderModel(nn.Module, Seq2SeqGenerationMixin, Backbone):
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, past=None,
                     use_cache: bool = True):
         """Logits (B, V) for the position after ``decoder_input_ids``, and the new cache."""
-        x, *_, cache = self.run_decoder(decoder_input_ids, encoder_hidden, attention_mask, past=past,
+        x, *_, cache = self.run_decoder(decoder_input_ids, encoder_hidden, self._source_mask(attention_mask), past=past,
                                         use_cache=use_cache)
         return self.lm_logits(x[:, -1]), cache
 
@@ -70,6 +91,7 @@ class EncoderDecoderModel(nn.Module, Seq2SeqGenerationMixin, Backbone):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         *,
+        inputs_embeds: torch.Tensor | None = None,
         encoder_outputs: torch.Tensor | None = None,
         past_key_values: list | None = None,
         use_cache: bool = False,
@@ -77,15 +99,17 @@ class EncoderDecoderModel(nn.Module, Seq2SeqGenerationMixin, Backbone):
         output_attentions: bool = False,
     ) -> ModelOutput:
         """Encoder (unless ``encoder_outputs``, its last hidden state, is given) then decoder,
-        with transformers' output fields."""
+        with transformers' output fields. ``inputs_embeds`` replace ``embed_tokens(input_ids)``
+        on the encoder side (then ``decoder_input_ids`` must be given)."""
         if decoder_input_ids is None:
             decoder_input_ids = self.default_decoder_inputs(input_ids)
         flags = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         enc_hidden = enc_attn = None
         if encoder_outputs is None:
-            encoder_outputs, enc_hidden, enc_attn, _, _ = self.run_encoder(input_ids, attention_mask, **flags)
+            encoder_outputs, enc_hidden, enc_attn, _, _ = self._encoder(input_ids, attention_mask, inputs_embeds,
+                                                                        **flags)
         x, dec_hidden, dec_attn, cross_attn, cache = self.run_decoder(
-            decoder_input_ids, encoder_outputs, attention_mask, decoder_attention_mask,
+            decoder_input_ids, encoder_outputs, self._source_mask(attention_mask), decoder_attention_mask,
             past=past_key_values, use_cache=use_cache, **flags)
         return ModelOutput(
             last_hidden_state=x, logits=self.lm_logits(x), past_key_values=cache,

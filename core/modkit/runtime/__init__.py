@@ -52,8 +52,12 @@ class Runtime:
                                                             str(self.folder / "manifest.json"))
         registry = registry or get_registry()
         self.tokenizer = load_tokenizer(self.folder, registry=registry)
-        options = self.manifest["components"]["backbone"]["options"]
-        self.max_positions = options.get("n_positions")  # None for relative positions (T5)
+        backbone = self.manifest["components"]["backbone"]
+        #: how many positions input tokens may take (the backbone's declared max_positions less
+        #: an input prompt's); None for relative positions (T5). Artifacts from before the
+        #: record: the learned positions' option
+        self.max_positions = backbone["max_positions"] if "max_positions" in backbone \
+            else backbone["options"].get("n_positions")
         self._sessions: dict[str, Any] = {}
         self.task_component = _task_component(registry, self.manifest, self.folder)
         self.task_impl = self.task_component.load()(self)

@@ -1,7 +1,6 @@
 """Backbone contract: outputs, padding invariance, causality, the cache, export parity."""
 from __future__ import annotations
 
-import inspect
 import tempfile
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modkit.interfaces import CachedDecoder, EncoderDecoder
+from modkit.interfaces import CachedDecoder, EncoderDecoder, capabilities_of
 from modkit.nn.blocks import iter_roles
 
 ATOL = 1e-5
@@ -19,10 +18,6 @@ ATOL = 1e-5
 def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
     diff = (a - b).abs().max().item() if a.numel() else 0.0
     assert a.shape == b.shape and diff <= atol, f"{what} (shapes {tuple(a.shape)} vs {tuple(b.shape)}, max diff {diff:.3g})"
-
-
-def _takes(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
 
 
 def _hidden(backbone, ids, mask=None, decoder_ids=None, **extra) -> torch.Tensor:
@@ -44,6 +39,45 @@ def _check_outputs(backbone, ids, mask) -> None:
     assert {"attn.q", "attn.k", "attn.v", "attn.o"} <= roles, f"missing attention roles (has {sorted(roles)})"
 
 
+def _check_capabilities(backbone, ids: torch.Tensor) -> None:
+    """What the backbone declares (:class:`~modkit.interfaces.BackboneCapabilities`) holds: every
+    declared input is taken (``inputs_embeds`` of ``embed_tokens(ids)`` give what ``ids`` give),
+    the token embedding is an embedding of the vocabulary, a sequence of ``max_positions`` tokens
+    runs, one block class is found, an encoder-decoder says which token its decoder starts from."""
+    caps, name = capabilities_of(backbone), type(backbone).__name__
+    seq2seq = getattr(backbone, "is_encoder_decoder", False)
+    if caps.token_embedding is not None:
+        embedding = getattr(backbone, caps.token_embedding, None)
+        assert isinstance(embedding, nn.Embedding) and embedding.num_embeddings >= backbone.vocab_size, \
+            f"{name}: token_embedding {caps.token_embedding!r} is not an nn.Embedding of the vocabulary"
+    if caps.takes("inputs_embeds"):
+        embeds = backbone.embed_tokens(ids)
+        if seq2seq:
+            got, want = backbone(None, decoder_input_ids=ids, inputs_embeds=embeds).logits, \
+                backbone(ids, decoder_input_ids=ids).logits
+        else:
+            got, want = backbone(None, inputs_embeds=embeds).last_hidden_state, backbone(ids).last_hidden_state
+        _close(got, want, f"{name}: inputs_embeds=embed_tokens(ids) differ from input_ids (inputs_embeds declared)")
+    dec = ids if seq2seq else None
+    if caps.takes("position_ids"):
+        counted = torch.arange(ids.shape[1])[None].expand_as(ids)
+        _close(_hidden(backbone, ids, decoder_ids=dec, position_ids=counted), _hidden(backbone, ids, decoder_ids=dec),
+               f"{name}: position_ids declared, but 0..T-1 give other outputs than none")
+    if caps.takes("token_type_ids"):  # a segment embedding, or (GPT) the token embedding: values may differ
+        out = _hidden(backbone, ids, decoder_ids=dec, token_type_ids=torch.zeros_like(ids))
+        assert out.shape == _hidden(backbone, ids, decoder_ids=dec).shape, f"{name}: token_type_ids declared, not taken"
+    if caps.max_positions is not None:
+        longest = torch.randint(0, backbone.vocab_size, (1, caps.max_positions))
+        out = backbone.encode(longest) if seq2seq else backbone(longest).last_hidden_state
+        assert out.shape[1] == caps.max_positions, f"{name}: max_positions {caps.max_positions} tokens do not run"
+    if caps.block is not None:
+        assert any(isinstance(m, caps.block) for m in backbone.modules()), \
+            f"{name}: declares block {caps.block.__name__}, but has no such module"
+    if seq2seq:
+        assert caps.decoder_start is not None, \
+            f"{name}: an encoder-decoder declares decoder_start (a special-token role)"
+
+
 def _check_padding(backbone, ids: torch.Tensor, pad: int) -> None:
     """Right padding never changes real positions; left padding neither (with ``position_ids``
     counting real tokens where ``forward`` takes them). Pad ids are random tokens, so a
@@ -61,7 +95,7 @@ def _check_padding(backbone, ids: torch.Tensor, pad: int) -> None:
         return  # the source's learned absolute positions cannot be shifted through encode()
     mask = torch.cat([0 * fill, ones], 1)
     extra = {}
-    if _takes(backbone.forward, "position_ids"):
+    if capabilities_of(backbone).takes("position_ids"):
         extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     left = _hidden(backbone, torch.cat([fill, ids], 1), mask, **extra)
     _close(left[:, pad:], plain, "left padding changes the outputs at real positions (is attention_mask honoured?)")
@@ -163,7 +197,8 @@ def _check_export(backbone, ids: torch.Tensor, mask: torch.Tensor, tolerance: fl
 
 def check_backbone(backbone, *, batch: int = 2, length: int = 8, seed: int = 0, export: bool = True,
                    tolerance: float = 1e-4) -> None:
-    """Shapes, hidden states and role names; right and left padding invariance; causality
+    """Shapes, hidden states and role names; the declared capabilities; right and left padding
+    invariance; causality
     and cached steps == the full pass for decoders (:class:`~modkit.interfaces.CachedDecoder`);
     ``decode_step`` == ``forward`` for encoder-decoders
     (:class:`~modkit.interfaces.EncoderDecoder`); a safetensors round trip; and (``export``)
@@ -174,6 +209,7 @@ def check_backbone(backbone, *, batch: int = 2, length: int = 8, seed: int = 0, 
     mask = torch.ones_like(ids)
     with torch.no_grad():
         _check_outputs(backbone, ids, mask)
+        _check_capabilities(backbone, ids)
         _check_padding(backbone, ids, pad=3)
         if getattr(backbone, "is_decoder", False):
             _check_causal(backbone, ids, at=length // 2)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions, run_blocks
+from modkit.interfaces import BackboneCapabilities
 from modkit.nn.encoder_decoder import EncoderDecoderModel
 
 BART_POSITION_OFFSET = 2  # fairseq reserved the first two position ids
@@ -56,15 +57,23 @@ class BART(EncoderDecoderModel):
             ClassificationHead(d, config.num_labels, config.dropout) if config.num_labels else None)
         self.apply(init_weights)
 
-    def _embed(self, ids: torch.Tensor, positions: LearnedPositions, norm: nn.LayerNorm,
-               past_len) -> torch.Tensor:
-        pos = torch.arange(past_len, past_len + ids.shape[1], device=ids.device)[None]
-        return self.drop(norm(self.embed(ids) * self.embed_scale + positions(pos)))  # (B, T, D)
+    @classmethod
+    def capabilities(cls, options) -> BackboneCapabilities:
+        return BackboneCapabilities(max_positions=options.n_positions, token_embedding="embed", block=Block,
+                                    inputs=frozenset({"inputs_embeds"}), decoder_start="eos")
 
-    def run_encoder(self, input_ids, attention_mask, **outputs):
-        x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm,
-                        prefix_positions(self.encoder_blocks))
-        t = input_ids.shape[1]
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids) * self.embed_scale
+
+    def _embed(self, x: torch.Tensor, positions: LearnedPositions, norm: nn.LayerNorm, past_len) -> torch.Tensor:
+        """Token embeddings ``x`` (B, T, D) plus positions from ``past_len``, normalised."""
+        pos = torch.arange(past_len, past_len + x.shape[1], device=x.device)[None]
+        return self.drop(norm(x + positions(pos)))  # (B, T, D)
+
+    def run_encoder(self, input_ids, attention_mask, inputs_embeds=None, **outputs):
+        embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        x = self._embed(embeds, self.encoder_positions, self.encoder_embed_norm, prefix_positions(self.encoder_blocks))
+        t = x.shape[1]
         bias = None if attention_mask is None else attention_bias(
             attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)
         return run_blocks(self.encoder_blocks, x, bias=bias, **outputs)
@@ -72,7 +81,7 @@ class BART(EncoderDecoderModel):
     def run_decoder(self, decoder_input_ids, encoder_hidden, attention_mask,
                     decoder_attention_mask=None, past=None, **outputs):
         past_len = past[0][0][0].shape[2] if past else 0
-        x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm,
+        x = self._embed(self.embed_tokens(decoder_input_ids), self.decoder_positions, self.decoder_embed_norm,
                         past_len + prefix_positions(self.decoder_blocks))
         t = decoder_input_ids.shape[1]
         self_bias = None if decoder_attention_mask is None else attention_bias(

@@ -11,7 +11,7 @@ from torch import nn
 
 from modkit.nn.blocks import (ACTIVATIONS, Block, LearnedPositions, attention_bias, init_weights, prefix_positions,
                               run_blocks)
-from modkit.interfaces import Backbone
+from modkit.interfaces import Backbone, BackboneCapabilities
 from modkit.nn.outputs import ModelOutput
 
 
@@ -53,25 +53,33 @@ class BERT(nn.Module, Backbone):
                          if config.mlm_head else None)
         self.apply(init_weights)
 
+    @classmethod
+    def capabilities(cls, options) -> BackboneCapabilities:
+        return BackboneCapabilities(max_positions=options.n_positions, token_embedding="embed", block=Block,
+                                    inputs=frozenset({"position_ids", "token_type_ids", "inputs_embeds"}))
+
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         *,
+        inputs_embeds: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
         """``attention_mask`` (B, T) has 1 for real tokens; segments default to 0 and
-        positions to 0..T-1, as in transformers."""
-        b, t = input_ids.shape
+        positions to 0..T-1, as in transformers. ``inputs_embeds`` (B, T, D) replace
+        ``embed(input_ids)``."""
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        t = x.shape[1]
         if position_ids is None:
-            position_ids = torch.arange(t, device=input_ids.device)[None]
+            position_ids = torch.arange(t, device=x.device)[None]
         position_ids = position_ids + prefix_positions(self.blocks)  # tokens after a prefix that holds positions
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embed(input_ids) + self.token_types(token_type_ids) + self.positions(position_ids)
+            token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+        x = x + self.token_types(token_type_ids) + self.positions(position_ids)
         x = self.drop(self.embed_norm(x))  # (B, T, D)
         bias = None
         if attention_mask is not None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from modkit.nn.blocks import Block, LearnedPositions, attention_bias, init_weights, prefix_positions, run_blocks
 from modkit.nn.generation import GenerationMixin, decode
-from modkit.interfaces import Backbone
+from modkit.interfaces import Backbone, BackboneCapabilities
 from modkit.nn.outputs import ModelOutput
 
 
@@ -38,11 +38,17 @@ class GPT(nn.Module, GenerationMixin, Backbone):
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(init_weights)
 
+    @classmethod
+    def capabilities(cls, options) -> BackboneCapabilities:
+        return BackboneCapabilities(max_positions=options.n_positions, token_embedding="embed", block=Block,
+                                    inputs=frozenset({"position_ids", "token_type_ids", "inputs_embeds"}))
+
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         *,
+        inputs_embeds: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         past_key_values: list | None = None,
@@ -53,14 +59,16 @@ class GPT(nn.Module, GenerationMixin, Backbone):
         """``attention_mask`` (B, past + T) has 1 for real tokens. Positions default to
         past + 0..T-1 whatever the padding, as in transformers; pass ``position_ids`` for
         left-padded batches (``generate`` does). ``token_type_ids`` are looked up in the token
-        embedding, as the original GPTs did."""
-        b, t = input_ids.shape
+        embedding, as the original GPTs did. ``inputs_embeds`` (B, T, D) replace
+        ``embed(input_ids)``."""
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        t = x.shape[1]
         past_len = past_key_values[0][0][0].shape[2] if past_key_values else 0
         offset = prefix_positions(self.blocks)  # tokens after a prefix that holds positions
         if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + t, device=input_ids.device)[None]
+            position_ids = torch.arange(past_len, past_len + t, device=x.device)[None]
         position_ids = position_ids + offset
-        x = self.embed(input_ids) + self.positions(position_ids)  # (B, T, D)
+        x = x + self.positions(position_ids)  # (B, T, D)
         if token_type_ids is not None:
             x = x + self.embed(token_type_ids)
         x = self.drop(x)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modkit.nn.blocks import Block, RMSNorm, attention_bias, prefix_positions, run_blocks
+from modkit.interfaces import BackboneCapabilities
 from modkit.nn.encoder_decoder import EncoderDecoderModel
 
 from .t5_positions import RelativePositionBias
@@ -75,9 +76,15 @@ class T5(EncoderDecoderModel):
     def _final(self, norm: RMSNorm):
         return lambda x: self.drop(norm(x))
 
-    def run_encoder(self, input_ids, attention_mask, **outputs):
-        t = input_ids.shape[1]
-        x = self.drop(self.embed(input_ids))  # (B, S, D)
+    @classmethod
+    def capabilities(cls, options) -> BackboneCapabilities:
+        return BackboneCapabilities(max_positions=None, token_embedding="embed", block=Block,  # relative positions
+                                    inputs=frozenset({"inputs_embeds"}), decoder_start="pad",
+                                    extra_ids=options.extra_ids)
+
+    def run_encoder(self, input_ids, attention_mask, inputs_embeds=None, **outputs):
+        x = self.drop(self.embed(input_ids) if inputs_embeds is None else inputs_embeds)  # (B, S, D)
+        t = x.shape[1]
         bias = self.encoder_bias(t, t)  # (1, H, S, S), shared by every layer
         if attention_mask is not None:
             bias = bias + attention_bias(attention_mask, t, t, causal=False, dtype=x.dtype, device=x.device)

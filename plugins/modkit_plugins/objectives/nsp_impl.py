@@ -4,7 +4,6 @@ transformers) or a sentence of another document (label 1, NotNext). The head rea
 pooled first token, as BertForNextSentencePrediction's does."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from modkit.data import pad_batch, read_text, split_holdout
 from modkit.errors import UserError
-from modkit.interfaces import Objective
+from modkit.interfaces import Objective, capabilities_of
 
 from .pairs import documents, pair_ids
 
@@ -27,7 +26,7 @@ class Documents:
 
 
 def takes_segments(backbone) -> bool:
-    return "token_type_ids" in inspect.signature(backbone.forward).parameters
+    return capabilities_of(backbone).takes("token_type_ids")
 
 
 class NextSentence(nn.Module, Objective):

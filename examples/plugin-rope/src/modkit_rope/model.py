@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.interfaces import Backbone
+from modkit.interfaces import Backbone, BackboneCapabilities
 from modkit.nn.outputs import ModelOutput
 
 
@@ -102,15 +102,21 @@ class RopeDecoder(nn.Module, Backbone):
             keep = keep & attention_mask[:, None, None, :].bool()
         return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)
 
-    def forward(self, input_ids, attention_mask=None, *, position_ids=None, past_key_values=None,
+    @classmethod
+    def capabilities(cls, options) -> BackboneCapabilities:
+        # rotary positions have no table to run out of; the layer is the unit to shard
+        return BackboneCapabilities(max_positions=None, inputs=frozenset({"position_ids", "inputs_embeds"}),
+                                    token_embedding="embed", block=RopeLayer)
+
+    def forward(self, input_ids, attention_mask=None, *, inputs_embeds=None, position_ids=None, past_key_values=None,
                 use_cache=False, output_hidden_states=False, output_attentions=False) -> ModelOutput:
         if output_attentions:
             raise NotImplementedError("rope-decoder does not return attention weights")
-        t = input_ids.shape[1]
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        t = x.shape[1]
         past_len = past_key_values[0][0][0].shape[2] if past_key_values else 0
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + t)[None]
-        x = self.embed(input_ids)
         bias = self.attention_bias(attention_mask, t, past_len + t, x.dtype)
         hidden, cache = [], []
         for i, layer in enumerate(self.layers):
