@@ -119,6 +119,18 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tok
         raise SpecError(spec.shown, problems)
 
 
+def _position_budget(spec: Spec, stage: int, backbone: torch.nn.Module) -> list[tuple[str, str]]:
+    """A stage's ``seq_len`` plus the positions its PEFT methods reserve (a prompt's virtual
+    tokens) must fit the backbone's declared ``max_positions``."""
+    limit, reserved = capabilities_of(backbone).max_positions, reserved_positions(backbone)
+    seq_len = spec.model.stages[stage].seq_len
+    if not reserved or limit is None or seq_len + reserved <= limit:
+        return []
+    return [(f"stages[{stage}].seq_len", f"{seq_len} tokens + {reserved} positions the PEFT methods reserve (virtual "
+                                         f"tokens) > the backbone's {limit} positions; set seq_len <= "
+                                         f"{limit - reserved} or reserve fewer")]
+
+
 def check_spec_shape(spec: Spec, registry: Registry) -> None:
     """What needs only the spec's shape, before any work (the tokenizer's training included):
     every stage's objective against a weightless backbone of the spec's options, the task, and
