@@ -50,6 +50,26 @@ def modkit_register_peft_methods(register):
 
 
 @hookspec
+def modkit_register_data_sources(register):
+    """Add data sources: where a stage's ``data`` is read from (CSV, Parquet, ...).
+
+    :param register: as for tokenizers; ``impl`` names a :class:`modkit.sources.DataSource`
+        subclass, constructed as ``impl(options, base)`` (``base``: the spec's folder), and
+        ``options`` subclasses :class:`modkit.sources.SourceOptions`.
+    """
+
+
+@hookspec
+def modkit_register_trackers(register):
+    """Add trackers: where a build's figures go besides metrics.jsonl (TensorBoard, MLflow...).
+
+    :param register: as for tokenizers; ``impl`` names a :class:`modkit.tracking.Tracker`
+        subclass, constructed as ``impl(options, base, name)``; import the tracking library
+        in its module, not the registering one: it is imported only when a build chooses it.
+    """
+
+
+@hookspec
 def modkit_register_checkpoint_formats(register):
     """Teach :func:`modkit.load_model` a Hugging Face ``model_type``.
 

@@ -290,6 +290,11 @@ class Objective:
     #: mlm, seq2seq), so that exp(eval_loss) is a perplexity the build reports as
     #: ``eval_perplexity``; a classifier's loss is not one
     perplexity: ClassVar[bool] = False
+    #: the form :meth:`load_data` reads: ``"text"`` (a UTF-8 text file) or ``"records"`` (a
+    #: JSON-lines file, one object per example, each role under its own name: ``text``,
+    #: ``label``...). A stage's data source, whatever it is (CSV, Parquet, gzipped text...),
+    #: is given to the objective in this form (:mod:`modkit.sources`).
+    reads: ClassVar[str] = "records"
 
     def __init__(self, options: Options, backbone: Backbone, tokenizer: Tokenizer):
         type(self).check_backbone(backbone)
@@ -303,7 +308,8 @@ class Objective:
         may be on the meta device). The default accepts every backbone."""
 
     def load_data(self, path: Path, seq_len: int) -> Any:
-        """Read and tokenize a data file once per stage; the result goes to :meth:`batch`."""
+        """Read and tokenize a data file (in the form :attr:`reads` names) once per stage; the
+        result goes to :meth:`batch`."""
         raise NotImplementedError
 
     def batch(self, data: Any, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -28,7 +28,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "optimizer", "schedule")
+KINDS = ("tokenizer", "backbone", "objective", "peft", "task", "command", "optimizer", "schedule", "source",
+         "tracker")
 _HOOKS = {
     "tokenizer": "modkit_register_tokenizers",
     "backbone": "modkit_register_backbones",
@@ -38,6 +39,8 @@ _HOOKS = {
     "command": "modkit_register_commands",
     "optimizer": "modkit_register_optimizers",
     "schedule": "modkit_register_schedules",
+    "source": "modkit_register_data_sources",
+    "tracker": "modkit_register_trackers",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENTRY_POINT_GROUP = "modkit"

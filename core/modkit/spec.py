@@ -10,6 +10,7 @@ a string quietly read as a number (an integer is still a valid float: ``lr = 1``
 from __future__ import annotations
 
 import difflib
+import glob
 import sys
 import types
 import typing
@@ -22,6 +23,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from modkit.errors import SpecError, UserError
 from modkit.options import Options, no_such_key
 from modkit.registry import Component, Registry, get_registry
+from modkit.hub import HubFolder, check_name, is_hub_name
+from modkit.hub import resolve as resolve_hub
+from modkit.sources import DataFile, infer_source, prepare
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,18 +49,33 @@ class ComponentSection(BaseModel):
 
 class TokenizerSection(ComponentSection):
     use: str = "bpe"
-    train_on: list[str] = Field(default_factory=list, description="Text files to train on.")
+    train_on: list[str] = Field(default_factory=list, description=(
+        "Text to train on: files or globs (compressed or not), or any file a data source reads (its text column)."))
 
     @field_validator("train_on", mode="before")
     @classmethod
     def _one_file_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-    from_: str | None = Field(None, alias="from", description="A tokenizer file or folder to load instead of training.")
+    from_: str | None = Field(None, alias="from", description=(
+        "A tokenizer file or folder, or hf:ORG/NAME[@REVISION] in the Hugging Face cache, to load instead of training."))
 
 
 class BackboneSection(ComponentSection):
     use: str = "gpt"
-    from_: str | None = Field(None, alias="from", description="A Hugging Face checkpoint folder to start from.")
+    from_: str | None = Field(None, alias="from", description=(
+        "A Hugging Face checkpoint folder, or hf:ORG/NAME[@REVISION] in the Hugging Face cache, to start from."))
+
+
+class DataSection(ComponentSection):
+    """A stage's data as a table: ``use`` names a source (default: inferred from ``path``),
+    every other key is one of its options (``path``, ``fields``, ``split``, ``on_bad_rows``...)."""
+
+    use: str | None = None
+
+
+DataValue = Annotated[str | DataSection, Field(description=(
+    "A file or glob (its source inferred from its ending: .txt, .jsonl, .csv, .parquet..., compressed or not), "
+    "or a table { use = SOURCE, path = ..., fields = {...} }."))]
 
 
 class Stage(_Strict):
@@ -64,7 +83,7 @@ class Stage(_Strict):
         description="An objective, or several trained together on summed losses (each may set `weight`, "
                     "default 1); the first is the stage's task.")
     peft: list[ComponentSection] = Field(default_factory=list)
-    data: str
+    data: DataValue
     steps: int = Field(ge=0, description="Training steps; 0 attaches the objective untrained (serve a checkpoint as it is).")
     recipe: str | None = Field(None, description="A recipe preset (registry.toml) whose keys this stage starts from.")
     optimizer: ComponentSection | None = Field(
@@ -82,7 +101,7 @@ class Stage(_Strict):
     checkpoint_every: int = Field(100, gt=0, description="Steps between resumable checkpoints.")
     accumulate: int = Field(1, gt=0, description="Micro-batches of batch_size per optimizer step (gradient accumulation).")
     eval_every: int = Field(0, ge=0, description="Steps between evaluations on held-back data (0: at the stage's end only).")
-    eval_data: str | None = Field(None, description="A file to evaluate on instead of the data's held-back part.")
+    eval_data: DataValue | None = Field(None, description="Data to evaluate on instead of the data's held-back part.")
     eval_examples: int = Field(256, gt=0, description="Held-back examples the evaluation loss averages over, at most.")
     keep_checkpoints: int = Field(0, ge=0, description="Weight snapshots kept in OUT/checkpoints: the last k evaluations' and the best.")
 
@@ -127,6 +146,8 @@ class SpecModel(_Strict):
     backbone: BackboneSection = Field(default_factory=lambda: BackboneSection(use="gpt"))
     stages: list[Stage] = Field(min_length=1)
     export: Export = Field(default_factory=Export)
+    track: list[str | ComponentSection] = Field(default_factory=list, description=(
+        'Trackers the build logs to besides metrics.jsonl: names ("tensorboard", "mlflow") or tables with options.'))
 
 
 @dataclass(frozen=True)
@@ -151,10 +172,44 @@ class Spec:
     peft: list[list[Resolved]] = field(default_factory=list)  # per stage
     optimizers: list[Resolved] = field(default_factory=list)  # per stage
     schedules: list[Resolved] = field(default_factory=list)  # per stage
+    sources: list[dict[str, Resolved]] = field(default_factory=list)  # per stage: "data", "eval_data"
+    trackers: list[Resolved] = field(default_factory=list)
+    train_on: list[Resolved] = field(default_factory=list)  # the tokenizer's text, as sources
+    hub: dict[str, HubFolder] = field(default_factory=dict)  # hf: names resolved so far
     shown: str = ""  # the spec's path as the user gave it, for messages (as load_spec's errors print it)
+
+    def from_path(self, value: str) -> Path:
+        """A ``from``: a folder or file relative to the spec, or an ``hf:`` name resolved through
+        the Hugging Face cache (once; its commit is then in :attr:`hub`)."""
+        if not is_hub_name(value):
+            return self.path(value)
+        if value not in self.hub:
+            try:
+                self.hub[value] = resolve_hub(value)
+            except UserError as e:
+                raise type(e)(f"{self.shown}: {e}") from None
+        return self.hub[value].path
 
     def path(self, value: str) -> Path:
         return (self.source.parent / value).resolve()
+
+    def tokenizer_text(self) -> list[Path]:
+        """The text files the tokenizer trains on: each ``train_on`` entry as a text objective
+        would read it (a plain text file as it is; globs, compressed files and other sources
+        streamed into one text file)."""
+        return [self._prepared(res, "text").path for res in self.train_on]
+
+    def _prepared(self, res: Resolved, reads: str) -> DataFile:
+        try:
+            source = res.component.load()(res.options, self.source.parent)
+            return prepare(res.component.name, source, reads)
+        except UserError as e:
+            raise UserError(f"{self.shown}: {res.section}: {e}") from None
+
+    def data_file(self, stage: int, objective, key: str = "data") -> DataFile:
+        """What ``objective`` reads of ``stages[stage].data`` (or ``eval_data``): see
+        :func:`modkit.sources.prepare`."""
+        return self._prepared(self.sources[stage][key], getattr(objective, "reads", "records"))
 
     def resolved_dict(self) -> dict[str, Any]:
         """The spec with every component's full option values, for the manifest."""
@@ -170,6 +225,9 @@ class Spec:
                 p.update(self.peft[i][j].options.model_dump(mode="json"))
             for key, res in (("optimizer", self.optimizers[i]), ("schedule", self.schedules[i])):
                 stage[key] = {"use": res.component.name, **res.options.model_dump(mode="json")}
+            for key, res in self.sources[i].items():
+                stage[key] = {"use": res.component.name, **res.options.model_dump(mode="json")}
+        out["track"] = [{"use": res.component.name, **res.options.model_dump(mode="json")} for res in self.trackers]
         return out
 
 
@@ -384,8 +442,10 @@ def _apply_recipes(registry: Registry, data: dict, problems: list[tuple[str, str
         stages[i] = _merge_recipe(preset.values, stage)
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None) -> Spec:
-    """Read, override, validate and resolve a spec; raise SpecError listing every problem."""
+def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None,
+              track: list[str] = ()) -> Spec:
+    """Read, override, validate and resolve a spec; raise SpecError listing every problem.
+    ``track`` adds trackers to the spec's ``track`` list (``modkit build --track``)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -397,6 +457,11 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         raise SpecError(str(path), [("", f"not valid TOML: {e}")]) from None
     for text in overrides:
         _apply_override(data, *parse_override(text), text)
+    if track:
+        given = data.setdefault("track", [])
+        if isinstance(given, list):
+            named = {t.get("use") if isinstance(t, dict) else t for t in given}
+            given += [name for name in dict.fromkeys(track) if name not in named]
     registry = registry or get_registry()
     problems: list[tuple[str, str]] = []
     _apply_recipes(registry, data, problems)
@@ -412,10 +477,14 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     # The second pass runs on the raw sections, so it reports even when the first failed.
     tok, bb = data.get("tokenizer", {}), data.get("backbone", {})
     resolved_tok = resolved_bb = None
+    train_on = []
     if isinstance(tok, dict) and "from" not in tok:
         resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
         if not tok.get("train_on"):
             problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+        given = tok.get("train_on")
+        train_on = [_resolve_source(registry, f, path.parent, f"tokenizer.train_on[{i}]", problems)
+                    for i, f in enumerate([given] if isinstance(given, str) else given or []) if isinstance(f, str)]
     elif isinstance(tok, dict) and set(tok) - {"from", "use"}:
         problems.append(("tokenizer", f"options {sorted(set(tok) - {'from', 'use'})} cannot be combined with "
                                       "'from' (a loaded tokenizer is used as it is, not trained)"))
@@ -425,7 +494,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
         elif set(bb) - {"from", "use"}:
             problems.append(("backbone", f"options {sorted(set(bb) - {'from', 'use'})} cannot be combined with "
                                          "'from' (the checkpoint's config.json sets them)"))
-    objectives, peft, optimizers, schedules = [], [], [], []
+    objectives, peft, optimizers, schedules, sources = [], [], [], [], []
     stages = data.get("stages")
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
         stage = stage if isinstance(stage, dict) else {}
@@ -441,14 +510,37 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
                                  "combined with 'from' (the adapter folder's adapter_config.json sets them)"))
             resolved.append(_resolve(registry, "peft", p, None, f"stages[{i}].peft[{j}]", problems, ("from",)))
         peft.append(resolved)
+        sources.append({key: _resolve_source(registry, stage[key], path.parent, f"stages[{i}].{key}", problems)
+                        for key in ("data", "eval_data") if stage.get(key) is not None})
+    trackers = data.get("track", [])
+    trackers = [_resolve(registry, "tracker", {"use": t} if isinstance(t, str) else t, None, f"track[{j}]", problems)
+                for j, t in enumerate(trackers if isinstance(trackers, list) else [])]
     if model is not None:
         for loc, value in _paths(model):
-            if not (path.parent / value).exists():
+            if is_hub_name(value):
+                if check_name(value):
+                    problems.append((loc, check_name(value)))
+            elif glob.has_magic(value) and not glob.glob(str(path.parent / value), recursive=True):
+                problems.append((loc, f"no file matches {value!r} (relative to {path.parent})"))
+            elif not glob.has_magic(value) and not (path.parent / value).exists():
                 problems.append((loc, f"no such file or folder: {value!r} (relative to {path.parent})"))
     if problems:
         raise SpecError(str(path), problems)
-    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, optimizers, schedules,
-                shown=str(path))
+    return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, optimizers, schedules, sources,
+                trackers, train_on, shown=str(path))
+
+
+def _resolve_source(registry: Registry, value: Any, base: Path, loc: str,
+                    problems: list[tuple[str, str]]) -> Resolved | None:
+    """A stage's ``data``: a plain string is ``{path = string}`` read by the source its
+    ending names; a table names its source, or leaves it to its ``path``'s ending."""
+    section = {"path": value} if isinstance(value, str) else value
+    if not isinstance(section, dict):
+        return None  # the structural pass reports it
+    given = section.get("path")
+    first = given[0] if isinstance(given, list) and given else given
+    inferred = infer_source(registry, first, base) if isinstance(first, str) else "text"
+    return _resolve(registry, "source", section, inferred, loc, problems)
 
 
 def _paths(model: SpecModel):
@@ -459,9 +551,15 @@ def _paths(model: SpecModel):
     if model.backbone.from_:
         yield "backbone.from", model.backbone.from_
     for i, stage in enumerate(model.stages):
-        yield f"stages[{i}].data", stage.data
-        if stage.eval_data:
-            yield f"stages[{i}].eval_data", stage.eval_data
+        for key in ("data", "eval_data"):
+            value = getattr(stage, key)
+            if not isinstance(value, str) and value is not None and (value.model_extra or {}).get("repo"):
+                continue  # its path is inside the repository, found when it is read
+            paths = value if isinstance(value, str) else (value.model_extra or {}).get("path") if value else None
+            for j, one in enumerate([paths] if isinstance(paths, str) else paths or []):
+                if isinstance(one, str):
+                    yield f"stages[{i}].{key}" + ("" if isinstance(value, str) else ".path" +
+                                                  ("" if isinstance(paths, str) else f"[{j}]")), one
         for j, method in enumerate(stage.peft):
             if "from" in method.option_values():
                 yield f"stages[{i}].peft[{j}].from", method.option_values()["from"]

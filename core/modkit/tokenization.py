@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from modkit.errors import ArtifactError
+from modkit.hub import is_hub_name
+from modkit.hub import resolve as resolve_hub
 from modkit.interfaces import Tokenizer
 
 
 def load_tokenizer(path, *, registry=None) -> Tokenizer:
     """Load a tokenizer from an artifact folder, a tokenizer.json (modkit or Hugging Face),
-    a BERT vocab.txt, a ``*.tiktoken`` ranks file, or a folder with vocab.json + merges.txt.
+    a BERT vocab.txt, a ``*.tiktoken`` ranks file, or a folder with vocab.json + merges.txt;
+    ``hf:ORG/NAME[@REVISION]`` reads a Hugging Face repository's folder through its cache.
 
     Every registered tokenizer is asked in turn whether it reads the file; the component an
     artifact's manifest names is asked first.
@@ -20,7 +23,7 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     from modkit.registry import get_registry
 
     registry = registry or get_registry()
-    path = Path(path)
+    path = resolve_hub(path).path if is_hub_name(path) else Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
     preferred = None

@@ -11,7 +11,7 @@ import torch
 from modkit import load_registry
 from modkit.builder.build import options_from_tokenizer
 from modkit.errors import UserError
-from modkit.testing import check_backbone, check_objective, check_optimizer, check_peft, check_tokenizer
+from modkit.testing import check_backbone, check_objective, check_optimizer, check_peft, check_source, check_tokenizer
 
 REGISTRY = load_registry()
 SMALL = {"vocab_size": 101, "d_model": 32, "n_layers": 2, "encoder_layers": 2, "decoder_layers": 2, "n_heads": 4,
@@ -137,8 +137,46 @@ def test_optimizer_contract(name):
     check_optimizer(comp.load(), comp.options())
 
 
+ROWS = [{"text": "first line", "label": "a"}, {"text": "second, with a comma", "label": "b"},
+        {"text": "third", "label": "a"}]
+
+
+def _sample(name: str, folder: Path) -> str:
+    """ROWS in the format of the built-in source ``name``; the ``path`` to give it."""
+    if name == "text":
+        (folder / "s.txt").write_text("".join(r["text"] + "\n" for r in ROWS))
+        return "s.txt"
+    if name == "jsonl":
+        (folder / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+        return "s.jsonl"
+    if name in ("csv", "tsv"):
+        import csv
+
+        with open(folder / f"s.{name}", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["text", "label"], delimiter="," if name == "csv" else "\t")
+            writer.writeheader()
+            writer.writerows(ROWS)
+        return f"s.{name}"
+    if name == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(ROWS), folder / "s.parquet")
+        return "s.parquet"
+    import datasets
+
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(folder / "saved"))
+    return "saved"
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("source"))
+def test_source_contract(name, tmp_path):
+    comp = REGISTRY.get("source", name)
+    check_source(comp.load()(comp.options(path=_sample(name, tmp_path)), tmp_path), rows=len(ROWS))
+
+
 def test_every_kind_has_components_to_check():
-    for kind in ("tokenizer", "backbone", "objective", "peft", "task", "optimizer", "schedule"):
+    for kind in ("tokenizer", "backbone", "objective", "peft", "task", "optimizer", "schedule", "source"):
         assert REGISTRY.names(kind), f"no {kind} registered: the contract tests above would check nothing"
     assert not REGISTRY.failures, f"plugins failed to load: {REGISTRY.failures}"
 

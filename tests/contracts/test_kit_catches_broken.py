@@ -11,13 +11,14 @@ from torch import nn
 from conftest import import_or_skip
 from modkit import load_registry
 from modkit.builder.build import options_from_tokenizer
-from modkit.testing import check_backbone, check_objective, check_peft, check_tokenizer
+from modkit.testing import check_backbone, check_objective, check_peft, check_source, check_tokenizer
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.backbones.gpt_model import GPT
 from modkit_plugins.objectives.classify import ClassifyOptions
 from modkit_plugins.objectives.classify_impl import Classify
 from modkit_plugins.peft.lora import LoRAOptions
 from modkit_plugins.peft.lora_impl import LoRA, LoRALinear
+from modkit_plugins.sources.jsonl import JsonLines, JsonLinesOptions
 from modkit_plugins.tokenizers.bpe import BPEOptions
 from modkit_plugins.tokenizers.bpe_model import BPETokenizer
 
@@ -300,3 +301,50 @@ def test_check_optimizer_fails_a_broken_optimizer(cls, message):
 
     with pytest.raises(AssertionError, match=message):
         check_optimizer(cls, OptimizerOptions())
+
+
+# --- data sources: the JSONL source, broken one way each
+
+class _ListOfRows(JsonLines):
+    def rows(self, columns=None):
+        return list(super().rows(columns))  # every row in memory at once
+
+
+class _Nameless(JsonLines):
+    def rows(self, columns=None):
+        for n, (_, row) in enumerate(super().rows(columns), 1):
+            yield f"row {n}", row
+
+
+class _Shuffled(JsonLines):
+    reads = 0
+
+    def rows(self, columns=None):
+        rows = list(super().rows(columns))
+        type(self).reads += 1
+        yield from (rows if self.reads % 2 else rows[::-1])
+
+
+class _DropsNarrowedColumn(JsonLines):
+    def rows(self, columns=None):
+        for where, row in super().rows(None):
+            yield where, {k: v for k, v in row.items() if columns is None or k not in columns}
+
+
+@pytest.fixture
+def jsonl_sample(tmp_path):
+    (tmp_path / "s.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    return JsonLinesOptions(path="s.jsonl"), tmp_path
+
+
+def test_the_unbroken_source_passes(jsonl_sample):
+    check_source(JsonLines(*jsonl_sample), rows=2)
+
+
+@pytest.mark.parametrize("cls, message", [
+    (_ListOfRows, "must stream"), (_Nameless, "must be FILE:ROW"), (_Shuffled, "a second read gave other rows"),
+    (_DropsNarrowedColumn, "must still give column 'text'"),
+])
+def test_check_source_fails_a_broken_source(jsonl_sample, cls, message):
+    with pytest.raises(AssertionError, match=message):
+        check_source(cls(*jsonl_sample))

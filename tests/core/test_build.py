@@ -64,8 +64,8 @@ def artifact(tmp_path_factory):
 
 
 def test_artifact_files_and_manifest(artifact):
-    assert sorted(p.name for p in artifact.iterdir()) == ["curves.png", "manifest.json", "metrics.jsonl", "model.onnx",
-                                                          "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in artifact.iterdir()) == ["README.md", "curves.png", "manifest.json", "metrics.jsonl",
+                                                          "model.onnx", "model.safetensors", "tokenizer.json"]
     m = read_manifest(artifact)
     assert set(m["files"]) == {"metrics.jsonl", "model.onnx", "model.safetensors", "tokenizer.json"}
     assert all(sha256_file(artifact / f) == h for f, h in m["files"].items())

@@ -24,10 +24,12 @@ from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
 from modkit.builder import precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
+from modkit.card import model_card
+from modkit.tracking import Trackers
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.preflight import (check_peft_plan, check_spec_shape, check_stages, check_world, peft_source,
-                                      preflight)
+from modkit.builder.preflight import (check_peft_plan, check_spec_shape, check_stages, check_world, method_from,
+                                      peft_source, preflight)
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.optim import check_schedules, schedule_of
@@ -193,18 +195,18 @@ def _tokenizer(spec: Spec, work: Path, echo):
     work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.path(spec.model.tokenizer.from_)), False
+        return load_tokenizer(spec.from_path(spec.model.tokenizer.from_)), False
     if saved.exists():
         return load_tokenizer(saved), False
     res = spec.tokenizer
-    files = [spec.path(f) for f in spec.model.tokenizer.train_on]
+    files = spec.tokenizer_text()
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
     return res.component.load().train(files, res.options), True
 
 
 def _backbone(spec: Spec, tokenizer, registry: Registry):
     if spec.model.backbone.from_:
-        loaded = load_hf(spec.path(spec.model.backbone.from_), registry=registry)
+        loaded = load_hf(spec.from_path(spec.model.backbone.from_), registry=registry)
         backbone = getattr(loaded, "backbone", loaded)
         return backbone, component_of("backbone", backbone, registry)
     res = spec.backbone
@@ -298,13 +300,20 @@ def _evaluate(model, objective, held, stage, engine: Engine, kept: KeptCheckpoin
     return figures
 
 
+def _from_record(spec: Spec, value: str | None) -> dict[str, Any]:
+    """What the manifest records of a ``from``: the value, and for an ``hf:`` name the commit read."""
+    if not value:
+        return {}
+    return {"from": value, **({"hub": spec.hub[value].record()} if value in spec.hub else {})}
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
 def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), resume: bool = False,
           overwrite: bool = False, registry: Registry | None = None, progress: bool = True,
-          device: str | None = None,
+          device: str | None = None, track: list[str] = (),
           echo: Callable[[str], None] | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Build ``spec_path`` into the artifact folder ``out``; return the manifest.
 
@@ -315,13 +324,14 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     later says whether its work folder can be resumed, and where it is.
 
     ``max_steps`` (default: the environment variable ``MODKIT_MAX_STEPS``) caps every stage's
-    steps, for a quick smoke run of a spec; the manifest records the capped spec.
+    steps, for a quick smoke run of a spec; the manifest records the capped spec. ``track``
+    adds trackers (``--track``) to the spec's ``track`` list.
     """
     echo = echo or (lambda msg: click.echo(msg, err=True))
     registry = registry or get_registry()
     if device is not None:  # --device: validated with the spec's own key
         overrides = [*overrides, f'device="{device}"']
-    spec = load_spec(spec_path, list(overrides), registry=registry)
+    spec = load_spec(spec_path, list(overrides), registry=registry, track=list(track))
     rank, local_rank, world = world_from_environment()
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
                     spec.model.compile, rank=rank, world=world)
@@ -347,13 +357,20 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         torch.manual_seed(spec.model.seed)
         # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
         tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        trackers = Trackers({r.component.name: r.component.load()(r.options, spec.source.parent, spec.model.name)
+                             for r in spec.trackers} if engine.is_main else {},
+                            [stage.steps for stage in spec.model.stages])
+        tracking = trackers.start(spec.resolved_dict())
         try:
             manifest = _build_in(work, spec, out, tokenizer, backbone, bcomp, resume=resume, registry=registry,
-                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine)
+                                 progress=progress, echo=echo, started=started, meter=meter, engine=engine,
+                                 trackers=trackers, tracking=tracking)
         except BaseException:
             if engine.is_main:
                 echo(_resume_hint(work, spec_path, out, overrides))
+            trackers.finish(None, None)
             raise
+        trackers.finish(manifest, out)
         if engine.is_main:
             shutil.rmtree(work, ignore_errors=True)
         return manifest
@@ -403,7 +420,8 @@ def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
 
 
 def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
-              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine) -> dict[str, Any]:
+              registry: Registry, progress: bool, echo, started: float, meter, engine: Engine,
+              trackers: Trackers, tracking: dict[str, Any]) -> dict[str, Any]:
     """Train the stages (checkpointing into ``work``), merge, export and write ``out``; in a
     data-parallel build, every process trains and rank 0 alone writes (the others return {})."""
     seed, rank, world = spec.model.seed, engine.rank, engine.world
@@ -414,7 +432,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
-    metrics = MetricsLog(work / "metrics.jsonl")
+    metrics = MetricsLog(work / "metrics.jsonl", trackers.line if trackers.trackers else None)
     kept = KeptCheckpoints(work / "kept", 0)
     peak = measure_matmul_peak(engine.device, engine.precision)
     tolerance = spec.model.export.parity_tolerance
@@ -434,11 +452,15 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         stage_records.append((resolved, methods))
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
-        datas = [main_first(world, rank, lambda o=obj: o.load_data(spec.path(stage.data), stage.seq_len))
-                 for obj in objs]
+        files = [main_first(world, rank, lambda o=obj: spec.data_file(i, o)) for obj in objs]
+        datas = [obj.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
         data = datas[0]
-        held = (main_first(world, rank, lambda: objective.load_eval_data(spec.path(stage.eval_data), stage.seq_len))
-                if stage.eval_data else data)
+        data_record = {"data": files[0].record}
+        held = data
+        if stage.eval_data:
+            eval_file = main_first(world, rank, lambda: spec.data_file(i, objective, "eval_data"))
+            held = objective.load_eval_data(eval_file.path, stage.seq_len)
+            data_record["eval_data"] = eval_file.record
         names = [r.component.name for r in resolved]
         trainer, train_data = (objective, data) if len(objs) == 1 else (
             WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
@@ -467,7 +489,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
-            **stage_meter.summary()})
+            **stage_meter.summary(), **data_record})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
             reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(trainer.history[n][:10]),
                                          "loss_last_10": _mean(trainer.history[n][-10:])}
@@ -489,7 +511,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
         load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
-        data = objective.load_data(spec.path(spec.model.stages[-1].data), spec.model.stages[-1].seq_len)
+        last = len(spec.model.stages) - 1
+        data = objective.load_data(spec.data_file(last, objective).path, spec.model.stages[-1].seq_len)
 
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
@@ -502,17 +525,18 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
         "components": {
             "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
-                          **({"from": spec.model.tokenizer.from_} if spec.model.tokenizer.from_ else {})},
+                          **_from_record(spec, spec.model.tokenizer.from_)},
             "backbone": {**_component_record(bcomp, model.backbone.config),
                          "max_positions": positions_left(model.backbone),
-                         **({"from": spec.model.backbone.from_} if spec.model.backbone.from_ else {})},
+                         **_from_record(spec, spec.model.backbone.from_)},
             "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
                         "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
                         "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged} for c, m, mods in methods],
+                                  "merged": id(m) in merged, **_from_record(spec, method_from(spec, i, j))}
+                                 for j, (c, m, mods) in enumerate(methods)],
                         "optimizer": _component_record(opt.component, opt.options),
                         "schedule": _component_record(sched.component, sched.options)}
-                       for (rs, methods), opt, sched in zip(stage_records, spec.optimizers, spec.schedules)],
+                       for i, ((rs, methods), opt, sched) in enumerate(zip(stage_records, spec.optimizers, spec.schedules))],
         },
         "task": objective.describe(),
         **_generation_record(model.backbone),
@@ -520,6 +544,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                      "processes": engine.world, "matmul_peak_flops": round(peak)},
         "stages": reports,
         **({"merge": merge_figures} if merge_figures else {}),
+        **({"tracking": tracking} if tracking else {}),
     }
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
@@ -540,6 +565,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")  # unlisted: made from the manifest
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")

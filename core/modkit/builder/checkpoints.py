@@ -108,13 +108,15 @@ def format_for(model, *, registry: Registry | None = None):
     raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
 
 
-def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None) -> Path:
+def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | None = None,
+            card: str | None = None) -> Path:
     """Write a modkit model as a Hugging Face folder (config.json + model.safetensors, and
     generation_config.json with the model's generation defaults).
 
     ``tokenizer`` adds the tokenizer files ``transformers.AutoTokenizer`` reads: a
     :class:`modkit.Tokenizer` gives tokenizer.json and a tokenizer_config.json naming its special
-    tokens; a path to a Hugging Face tokenizer.json is copied as it is.
+    tokens; a path to a Hugging Face tokenizer.json is copied as it is. ``card`` is written as
+    README.md (the model card).
     """
     from safetensors.torch import save_file
 
@@ -136,6 +138,8 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
         elif tokenizer is not None:
             _save_hf_tokenizer(tokenizer, tmp / "tokenizer.json")
             (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
     return dest
 
 
@@ -175,7 +179,12 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
             tokenizer = load_tokenizer(source, registry=registry)
         except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
             tokenizer = source / "tokenizer.json"
-    return save_hf(model, dest, tokenizer=tokenizer, registry=registry)
+    card = None
+    if (source / "manifest.json").exists():  # an artifact: its card, for the library that reads this folder
+        from modkit.card import model_card
+
+        card = model_card(json.loads((source / "manifest.json").read_text(encoding="utf-8")), library="transformers")
+    return save_hf(model, dest, tokenizer=tokenizer, registry=registry, card=card)
 
 
 def without_peft(model):
@@ -250,10 +259,17 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
     return config
 
 
+def _folder(path: str | Path) -> Path:
+    from modkit.hub import is_hub_name, resolve
+
+    return resolve(path).path if is_hub_name(path) else Path(path)
+
+
 def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     """A modkit artifact folder (manifest.json) or a Hugging Face checkpoint folder, with the
-    Hugging Face PEFT adapter folders ``peft`` applied in order."""
-    path = Path(path)
+    Hugging Face PEFT adapter folders ``peft`` applied in order. Any of them may be an
+    ``hf:ORG/NAME[@REVISION]`` name, read through the Hugging Face cache."""
+    path = _folder(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
     if (path / "manifest.json").exists():
@@ -266,6 +282,6 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
         from modkit.builder.peft_folders import apply_peft_folder
 
         for folder in peft:
-            apply_peft_folder(model, folder, registry=kwargs.get("registry"))
+            apply_peft_folder(model, _folder(folder), registry=kwargs.get("registry"))
         model.eval().requires_grad_(False)
     return model

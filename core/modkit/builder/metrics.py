@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -54,12 +54,15 @@ class MetricsLog:
     """``metrics.jsonl``: one JSON object per logged step (and evaluation), appended as they
     happen so a resumed build keeps its history."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_write: Callable[[dict[str, Any]], None] | None = None):
         self.path = path
+        self.on_write = on_write  # the build's trackers
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.on_write:
+            self.on_write(record)
 
     def rewind(self, stage: int, step: int) -> None:
         """Drop records after (stage, step): steps a resumed build is about to redo."""

@@ -22,6 +22,7 @@ from modkit.interfaces import capabilities_of
 from modkit.nn.model import ModkitModel
 from modkit.nn.prompt import reserved_positions
 from modkit.registry import Component, Registry
+from modkit.sources import DataFile, cache_folder
 from modkit.spec import Spec
 
 
@@ -37,8 +38,9 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
                 objective = _on_meta(lambda: model.add_objective(
                     res.component.name, res.component.load()(res.options, model.backbone, tokenizer)))
             if objective is not None:
-                with _at(spec, f"stages[{i}].data"):  # off the meta device: objectives may look at the values
-                    objective.load_data(spec.path(stage.data), stage.seq_len)
+                data = spec.data_file(i, objective)
+                with _at(spec, f"stages[{i}].data", data):  # off the meta device: objectives may look at the values
+                    objective.load_data(data.path, stage.seq_len)
 
 
 def _on_meta(make: Callable[[], Any]) -> Any:
@@ -54,18 +56,26 @@ def _on_meta(make: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _at(spec, key: str):
-    """Name the spec file and key path in a UserError raised inside."""
+def _at(spec, key: str, data: DataFile | None = None):
+    """Name the spec file and key path in a UserError raised inside (and, when the objective
+    read a source's rows converted, which files they came from)."""
     try:
         yield
     except UserError as e:
-        raise UserError(f"{spec.shown}: {key}: {e}") from None
+        converted = data is not None and data.path.parent == cache_folder()
+        raise UserError(f"{spec.shown}: {key}: {e}" + (
+            f" (the rows of {', '.join(data.record['files'])} converted for the objective)" if converted else "")) from None
+
+
+def method_from(spec: Spec, stage: int, index: int) -> str | None:
+    """A stage's PEFT method's ``from`` as the spec gives it, if any."""
+    return spec.model.stages[stage].peft[index].option_values().get("from")
 
 
 def peft_source(spec: Spec, stage: int, index: int) -> Path | None:
-    """The adapter folder a stage's PEFT method starts from (``from``), if any."""
-    source = spec.model.stages[stage].peft[index].option_values().get("from")
-    return spec.path(source) if source else None
+    """The adapter folder a stage's PEFT method starts from (``from``: a folder or ``hf:`` name), if any."""
+    source = method_from(spec, stage, index)
+    return spec.from_path(source) if source else None
 
 
 def check_stages(spec: Spec, backbone, registry: Registry) -> None:

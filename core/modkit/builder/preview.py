@@ -40,7 +40,7 @@ def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: li
                                    [(r.component, r.options) for r in spec.peft[i]], tokenizer,
                                    spec.model.seed, i)
     settings = spec.model.stages[stage]
-    parts = [(r.component.name, obj, obj.load_data(spec.path(settings.data), settings.seq_len))
+    parts = [(r.component.name, obj, obj.load_data(spec.data_file(stage, obj).path, settings.seq_len))
              for r, obj in zip(spec.objectives[stage], objs)]
     yield from _records(parts, settings.batch_size, spec.model.seed, stage, n, tokenizer if texts else None)
 

@@ -156,9 +156,11 @@ def _type_name(annotation) -> str:
               help="Cap every stage at this many steps: a quick smoke run of a spec [env MODKIT_MAX_STEPS].")
 @click.option("--nproc", type=click.IntRange(1), default=1,
               help="Data-parallel processes on this machine (DDP started through torchrun).")
+@click.option("--track", multiple=True, metavar="TRACKER",
+              help="Also log to this tracker (tensorboard, mlflow; see `modkit list --kind tracker`); repeatable.")
 @click.pass_context
 def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-          quiet: bool, device: str | None, max_steps: int | None, nproc: int) -> None:
+          quiet: bool, device: str | None, max_steps: int | None, nproc: int, track: tuple[str, ...]) -> None:
     """Train the spec's stages, merge, export ONNX, check parity, write OUT.
 
     Every check that needs only the spec, its files and the backbone's shape runs before any
@@ -177,7 +179,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
                 "build", spec, "-o", out, *(f"--set={o}" for o in overrides), *(["--resume"] if resume else []),
                 *(["--overwrite"] if overwrite else []),
                 *(["--quiet"] if quiet else []), *(["--device", device] if device else []),
-                *(["--max-steps", str(max_steps)] if max_steps else [])]
+                *(["--max-steps", str(max_steps)] if max_steps else []), *(f"--track={t}" for t in track)]
         code = launch(nproc, args)
         if code:
             raise click.ClickException(f"the data-parallel build failed (torchrun exit status {code}); "
@@ -186,7 +188,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
     from modkit.builder.build import build as run_build
 
     run_build(spec, out, overrides=list(overrides), resume=resume, overwrite=overwrite, registry=_registry(ctx),
-              progress=not quiet, device=device, max_steps=max_steps)
+              progress=not quiet, device=device, max_steps=max_steps, track=list(track))
 
 
 @main.command(short_help="Redraw an artifact's training curves (OUT/curves.png).")

@@ -10,6 +10,8 @@ from modkit.testing.backbones import check_backbone
 from modkit.testing.objectives import check_objective
 from modkit.testing.optimizers import check_optimizer
 from modkit.testing.peft import check_peft
+from modkit.testing.sources import check_source
 from modkit.testing.tokenizers import SAMPLE_TEXTS, check_tokenizer
 
-__all__ = ["SAMPLE_TEXTS", "check_backbone", "check_objective", "check_optimizer", "check_peft", "check_tokenizer"]
+__all__ = ["SAMPLE_TEXTS", "check_backbone", "check_objective", "check_optimizer", "check_peft", "check_source",
+           "check_tokenizer"]

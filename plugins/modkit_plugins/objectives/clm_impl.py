@@ -37,6 +37,7 @@ def _show_progress(path) -> bool:
 class CausalLM(nn.Module, Objective):
     task = "generate"
     perplexity = True
+    reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)

@@ -42,6 +42,7 @@ def pack(docs: list[list[list[int]]], width: int) -> list[list[list[int]]]:
 
 class Denoise(Seq2Seq):
     task = "seq2seq"
+    reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         super().__init__(options, backbone, tokenizer)

@@ -40,6 +40,7 @@ def template_ids(tokenizer) -> tuple[list[int], list[int]]:
 class MaskedLM(nn.Module, Objective):
     task = "fill-mask"
     perplexity = True
+    reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)

@@ -31,6 +31,7 @@ def takes_segments(backbone) -> bool:
 
 class NextSentence(nn.Module, Objective):
     task = "next-sentence"
+    reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)

@@ -27,6 +27,7 @@ class TokenStream:
 
 class SpanCorruption(Seq2Seq):
     task = "seq2seq"
+    reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         super().__init__(options, backbone, tokenizer)
