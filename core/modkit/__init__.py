@@ -18,6 +18,7 @@ from modkit.errors import (
     UserError,
 )
 from modkit.interfaces import Backbone, BackboneCapabilities, CheckpointFormat, Objective, PeftMethod, Task, Tokenizer
+from modkit.manifest import Manifest
 from modkit.options import Options
 from modkit.registry import get_registry, load_registry
 from modkit.tokenization import load_tokenizer
@@ -63,7 +64,7 @@ def preview(spec: str | Path, stage: int = 0, n: int = 10, **kwargs: Any):
 
 __all__ = [
     "ArtifactError", "Backbone", "BackboneCapabilities", "CheckpointFormat", "DuplicateComponentError",
-    "ModkitError", "Objective",
+    "Manifest", "ModkitError", "Objective",
     "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
     "UnknownComponentError", "UserError", "build", "export_peft", "get_registry", "hookimpl",
     "load_model", "load_registry", "load_tokenizer", "preview",

@@ -421,6 +421,14 @@ class PeftMethod:
         starts, after seeding, then trains only these modules and the task head."""
         raise NotImplementedError
 
+    def target_patterns(self) -> dict[str, list[str]]:
+        """The role patterns the user gave this method, by option name (``{"targets":
+        ["attn.q", "attn.v"]}``). Before any training, the build checks that every entry
+        matches at least one role of the backbone, so a typo is a spec error naming it, not a
+        layer silently left out. Default: the ``targets`` option, where the method has one."""
+        targets = getattr(self.options, "targets", None)
+        return {"targets": list(targets)} if targets else {}
+
     def merge(self, model: torch.nn.Module) -> None:
         """Fold the method into the base weights and remove its modules, where it can
         (``merges``); otherwise leave them in place, computing what they did (adapters stay,
@@ -451,10 +459,10 @@ class Task:
     Registered through ``modkit_register_tasks`` under the name an objective's ``describe()``
     gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
     ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
-    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest``, ``.folder``,
-    ``.max_positions`` (how many positions input tokens may take; None: no limit),
-    ``.session(file)`` (the onnxruntime session of one of the artifact's ONNX files, opened
-    once) and ``.has_graph(file)``.
+    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest`` (the
+    :class:`modkit.manifest.Manifest`), ``.folder``, ``.max_positions`` (how many positions
+    input tokens may take; None: no limit), ``.session(file)`` (the onnxruntime session of one
+    of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
     """
 
     #: fields an input record must have; ``modkit run --text T`` gives ``{"text": T}``

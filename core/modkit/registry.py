@@ -94,7 +94,10 @@ class Registry:
     presets: dict[str, Preset] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     conflicts: dict[tuple[str, str], list[Component]] = field(default_factory=dict)
+    #: model_type -> (plugin, import path) of the Hugging Face checkpoint format that reads it
     checkpoint_formats: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: model types two plugins registered a format for, with each (plugin, import path)
+    format_conflicts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> version
 
     def names(self, kind: str) -> list[str]:
@@ -103,15 +106,17 @@ class Registry:
     def get(self, kind: str, name: str) -> Component:
         """The component of ``kind`` called ``name`` (not a preset)."""
         if (kind, name) in self.conflicts:
-            plugins = " and ".join(repr(c.plugin) for c in self.conflicts[(kind, name)])
-            raise DuplicateComponentError(
-                f"{kind} {name!r} is registered by both {plugins}; choose one in your "
-                f"registry.toml with [prefer] \"{kind}.{name}\" = \"<plugin>\""
-            )
+            _raise_duplicate(kind, name, [c.plugin for c in self.conflicts[(kind, name)]])
         try:
             return self.components[(kind, name)]
         except KeyError:
             raise UnknownComponentError(self._unknown_message(kind, name)) from None
+
+    def checkpoint_format(self, model_type: str) -> tuple[str, str] | None:
+        """(plugin, import path) of the format that reads Hugging Face ``model_type``, or None."""
+        if model_type in self.format_conflicts:
+            _raise_duplicate("checkpoint_format", model_type, [p for p, _ in self.format_conflicts[model_type]])
+        return self.checkpoint_formats.get(model_type)
 
     def resolve(self, kind: str, name: str) -> tuple[Component, dict[str, Any]]:
         """A component or preset name -> (component, option values the preset sets)."""
@@ -134,6 +139,12 @@ class Registry:
         if self.failures:
             msg += " Plugins that failed to load: " + ", ".join(f.plugin for f in self.failures) + "."
         return msg
+
+
+def _raise_duplicate(kind: str, name: str, plugins: list[str]):
+    raise DuplicateComponentError(
+        f"{kind} {name!r} is registered by both {' and '.join(map(repr, plugins))}; choose one in your "
+        f"registry.toml with [prefer] \"{kind}.{name}\" = \"<plugin>\"")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -171,37 +182,47 @@ class _Loader:
                 self.pm.unregister(name=plugin)
             self.registry.failures.append(PluginFailure(plugin, f"{type(e).__name__}: {e}"))
             return
-        before = dict(self.registry.components)
+        # Everything the plugin registers is held back until all its hooks have run: a plugin
+        # that fails half-way leaves the registry (components, clashes, formats) as it found it.
+        components: list[Component] = []
+        formats: list[tuple[str, str]] = []
         try:
             for kind, hook in _HOOKS.items():
                 for impl in getattr(self.pm.hook, hook).get_hookimpls():
                     if impl.plugin_name == plugin:
-                        impl.function(register=self._register_callback(kind, plugin, version))
+                        impl.function(register=self._register_callback(kind, plugin, version, components))
             for impl in self.pm.hook.modkit_register_checkpoint_formats.get_hookimpls():
                 if impl.plugin_name == plugin:
-                    impl.function(register=self._format_callback(plugin))
+                    impl.function(register=self._format_callback(formats))
         except Exception as e:
-            self.registry.components = before
+            self.pm.unregister(name=plugin)
             self.registry.failures.append(PluginFailure(plugin, f"{type(e).__name__}: {e}"))
             return
+        for comp in components:
+            self._add(comp)
+        for model_type, impl in formats:
+            self._add_format(model_type, plugin, impl)
         self.registry.plugins[plugin] = version
 
-    def _register_callback(self, kind: str, plugin: str, version: str):
+    @staticmethod
+    def _register_callback(kind: str, plugin: str, version: str, into: list[Component]):
         def register(name: str, impl: str, options: type[Options] = Options, doc: str = "",
                      version: str = version) -> None:
             if not _NAME.match(name):
                 raise ValueError(f"component name {name!r} must match {_NAME.pattern}")
             if not (isinstance(options, type) and issubclass(options, Options)):
                 raise TypeError(f"options of {kind} {name!r} must subclass modkit.Options")
-            comp = Component(kind, name, plugin, str(version), doc.strip().split("\n")[0],
-                             options, impl)
-            self._add(comp)
+            into.append(Component(kind, name, plugin, str(version), doc.strip().split("\n")[0], options, impl))
 
         return register
 
-    def _format_callback(self, plugin: str):
+    @staticmethod
+    def _format_callback(into: list[tuple[str, str]]):
         def register(model_type: str, impl: str) -> None:
-            self.registry.checkpoint_formats[model_type] = (plugin, impl)
+            if not isinstance(model_type, str) or not model_type or not isinstance(impl, str) or ":" not in impl:
+                raise ValueError(f"checkpoint format {model_type!r}: expected a model_type and a 'module:Class' "
+                                 f"path, got {impl!r}")
+            into.append((model_type, impl))
 
         return register
 
@@ -215,8 +236,18 @@ class _Loader:
         else:
             reg.components[key] = comp
 
+    def _add_format(self, model_type: str, plugin: str, impl: str) -> None:
+        reg = self.registry
+        if model_type in reg.format_conflicts:
+            reg.format_conflicts[model_type].append((plugin, impl))
+        elif model_type in reg.checkpoint_formats and reg.checkpoint_formats[model_type][0] != plugin:
+            reg.format_conflicts[model_type] = [reg.checkpoint_formats.pop(model_type), (plugin, impl)]
+        else:
+            reg.checkpoint_formats[model_type] = (plugin, impl)
+
     def settle_conflicts(self) -> None:
-        """Apply the user's [prefer] table; conflicts it does not settle stay errors."""
+        """Apply the user's [prefer] table (``"tokenizer.bpe" = "plugin"``,
+        ``"checkpoint_format.llama" = "plugin"``); conflicts it does not settle stay errors."""
         reg = self.registry
         for key, comps in list(reg.conflicts.items()):
             wanted = self.prefer.get(f"{key[0]}.{key[1]}")
@@ -224,6 +255,12 @@ class _Loader:
             if chosen:
                 reg.components[key] = chosen[0]
                 del reg.conflicts[key]
+        for model_type, entries in list(reg.format_conflicts.items()):
+            wanted = self.prefer.get(f"checkpoint_format.{model_type}")
+            chosen = [e for e in entries if e[0] == wanted]
+            if chosen:
+                reg.checkpoint_formats[model_type] = chosen[0]
+                del reg.format_conflicts[model_type]
 
 
 def _add_presets(registry: Registry, data: dict[str, Any], source: str) -> None:

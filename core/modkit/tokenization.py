@@ -1,7 +1,6 @@
 """Finding the tokenizer component that reads a given file (torch-free)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +9,7 @@ from modkit.errors import ArtifactError
 from modkit.hub import is_hub_name
 from modkit.hub import resolve as resolve_hub
 from modkit.interfaces import Tokenizer
+from modkit.manifest import FILE as MANIFEST, Manifest
 
 
 def load_tokenizer(path, *, registry=None) -> Tokenizer:
@@ -17,8 +17,9 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     a BERT vocab.txt, a ``*.tiktoken`` ranks file, or a folder with vocab.json + merges.txt;
     ``hf:ORG/NAME[@REVISION]`` reads a Hugging Face repository's folder through its cache.
 
-    Every registered tokenizer is asked in turn whether it reads the file; the component an
-    artifact's manifest names is asked first.
+    Every registered tokenizer is asked in turn whether it reads the file. An artifact's
+    tokenizer is read by the component its manifest names, and only by it: another component
+    that claims the file could tokenize differently, so a missing one is an error naming it.
     """
     from modkit.registry import get_registry
 
@@ -26,19 +27,13 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
     path = resolve_hub(path).path if is_hub_name(path) else Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
-    preferred = None
+    if path.is_dir() and (path / MANIFEST).exists():  # an artifact: its tokenizer.json's sha256 checked
+        manifest = Manifest.read(path, verify=False)
+        manifest.verify(path, ["tokenizer.json"])
+        return artifact_tokenizer(path, manifest, registry)
     if path.is_dir() and (path / "tokenizer.json").exists():
-        manifest = path / "manifest.json"
-        if manifest.exists():
-            try:
-                preferred = json.loads(manifest.read_text())["components"]["tokenizer"]["name"]
-            except (ValueError, KeyError, TypeError):
-                raise ArtifactError(f"{manifest}: not a modkit manifest") from None
         path = path / "tokenizer.json"
     names = registry.names("tokenizer")
-    if preferred in names:
-        names.remove(preferred)
-        names.insert(0, preferred)
     for name in names:
         tokenizer = registry.get("tokenizer", name).load().from_file(path)
         if tokenizer is not None:
@@ -48,6 +43,21 @@ def load_tokenizer(path, *, registry=None) -> Tokenizer:
         "expected a tokenizer.json, a BERT vocab.txt, a *.tiktoken file, or a folder with "
         "vocab.json and merges.txt"
     )
+
+
+def artifact_tokenizer(folder: Path, manifest: Manifest, registry) -> Tokenizer:
+    """The tokenizer of an artifact, read by the component its manifest names (and no other)."""
+    record = manifest.components.tokenizer
+    name, plugin, version = record.name, record.plugin, record.version
+    if name not in registry.names("tokenizer"):
+        raise ArtifactError(
+            f"{folder}: the artifact's tokenizer {name!r} (plugin {plugin!r} {version}) is not installed here; "
+            "install that plugin (`modkit list --kind tokenizer` shows the tokenizers installed)")
+    tokenizer = registry.get("tokenizer", name).load().from_file(folder / "tokenizer.json")
+    if tokenizer is None:
+        raise ArtifactError(f"{folder / 'tokenizer.json'}: tokenizer {name!r} (plugin {plugin!r}), which the "
+                            "manifest names, does not read it; the artifact is corrupt")
+    return tokenizer
 
 
 # -- templates, truncation and padding: shared by every tokenizer --------------------------------

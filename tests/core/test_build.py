@@ -395,3 +395,36 @@ def test_cuda_provider_that_cannot_start_is_a_clear_error(artifact, monkeypatch)
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     r = CliRunner().invoke(main, ["run", str(artifact), "--provider", "cuda", "--text", "x"])
     assert r.exit_code == 2 and "could not start its CUDAExecutionProvider" in r.output, r.output
+
+
+def test_a_resume_with_another_spec_or_data_is_refused_naming_the_change(tmp_path, monkeypatch):
+    # interrupted in its first stage, then resumed with another lr, then with other data
+    spec, out = tiny_spec(tmp_path, steps=(6, 1)), tmp_path / "out"
+    real = build_module.train_stage
+
+    def crashing(model, objective, data, stage_cfg, *, index, on_step, **kw):
+        def boom(record):
+            on_step(record)
+            if record.step == 5:  # after the checkpoint at step 4
+                raise Interrupt
+        return real(model, objective, data, stage_cfg, index=index, on_step=boom, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "train_stage", crashing)
+        with pytest.raises(Interrupt):
+            quiet_build(spec, out)
+    build = ["build", str(spec), "-o", str(out), "--quiet", "--resume"]
+    r = CliRunner().invoke(main, [*build, "--set", "stages[0].lr=0.002"])
+    assert r.exit_code == 2, r.output
+    assert f"error: {spec}: stages[0].lr: 0.0003 -> 0.002" in r.output
+    assert "--resume continues a build only with the spec and data it started with" in r.output
+    assert "Traceback" not in r.output
+    with open(tmp_path / "modules.jsonl", "a") as f:
+        f.write('{"text": "one more", "label": "socket"}\n')
+    r = CliRunner().invoke(main, build)
+    assert r.exit_code == 2 and f"stages[1].data: data file modules.jsonl changed since the checkpoint" in r.output
+    # what may differ (the artifact's name, where it trains, checkpoint spacing) does not stop a resume
+    (tmp_path / "modules.jsonl").write_text((EXAMPLE / "modules.jsonl").read_text(encoding="utf-8"))
+    r = CliRunner().invoke(main, [*build, "--set", 'name="renamed"', "--set", "stages[0].checkpoint_every=2",
+                                  "--set", 'device="cpu"'])
+    assert r.exit_code == 0, r.output

@@ -33,7 +33,11 @@ def leftovers(folder):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq"]'),
-     "stages[1].peft[0]: lora: targets ['attn.qq'] match no layer; roles here: attn.k, attn.o"),
+     "stages[1].peft[0].targets[0]: 'attn.qq' matches no role of the backbone; roles here: attn.k, attn.o"),
+    # one typo among entries that match is found too
+    (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq", "attn.v"]'),
+     "stages[1].peft[0].targets[0]: 'attn.qq' matches no role of the backbone; roles here: attn.k, attn.o, "
+     "attn.q, attn.v, ffn.down, ffn.up"),
     (lambda s: s.replace('data = "modules.jsonl"', 'data = "empty.jsonl"'),
      "stages[1].data: {folder}/empty.jsonl: no records"),
     (lambda s: s.replace('data = "modules.jsonl"', 'data = "broken.jsonl"'),
@@ -155,3 +159,25 @@ def test_what_needs_only_the_spec_is_checked_before_the_tokenizer_trains(tmp_pat
     assert r.exit_code == 2, r.output
     assert f"error: {spec}: {message}" in r.output and "training tokenizer" not in r.output
     assert leftovers(tmp_path) == []
+
+
+def test_a_plugin_fault_in_the_meta_rehearsal_surfaces_before_any_training(tmp_path, no_training, monkeypatch):
+    # only "a meta tensor has no values" defers a check to the build; a plugin's bug is not swallowed
+    from modkit.registry import load_registry
+
+    (tmp_path / "faulty_objective.py").write_text(
+        "import modkit\nfrom modkit_plugins.objectives.clm import CLMOptions\n"
+        "from modkit_plugins.objectives.clm_impl import CausalLM\n"
+        "class Faulty(CausalLM):\n"
+        "    def __init__(self, options, backbone, tokenizer):\n"
+        "        raise KeyError('a bug in the plugin')\n"
+        "@modkit.hookimpl\ndef modkit_register_objectives(register):\n"
+        "    register('faulty', 'faulty_objective:Faulty', options=CLMOptions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "registry.toml").write_text('plugins = ["faulty_objective"]\n')
+    spec = tiny_spec(tmp_path)
+    text = spec.read_text()
+    spec.write_text(text + text[text.index("[[stages]]"): text.index("[[stages]]", text.index("[[stages]]") + 1)]
+                    .replace('use = "clm"', 'use = "faulty"'))
+    with pytest.raises(KeyError, match="a bug in the plugin"):
+        quiet_build(spec, tmp_path / "out", registry=load_registry(tmp_path / "registry.toml"))

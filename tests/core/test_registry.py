@@ -76,6 +76,44 @@ def test_plugin_whose_hook_raises_registers_nothing(tmp_path):
     assert reg.failures[0].error == "ValueError: bad"
 
 
+FORMAT = textwrap.dedent('''
+    @modkit.hookimpl
+    def modkit_register_checkpoint_formats(register):
+        register("toy", "{module}:ToyFormat")
+''')
+RAISES = "\n@modkit.hookimpl\ndef modkit_register_peft_methods(register):\n    raise ValueError('bad')\n"
+
+
+def test_a_plugin_failing_half_way_leaves_the_others_untouched(tmp_path):
+    # the broken plugin registers a clashing tokenizer and format, then fails: no trace of it stays
+    good = write_plugin(tmp_path, "good.py", body=PLUGIN.format(name="hello") + FORMAT.format(module="good"))
+    broken = write_plugin(tmp_path, "broken.py",
+                          body=PLUGIN.format(name="hello") + FORMAT.format(module="broken") + RAISES)
+    for order in ([good, broken], [broken, good]):
+        reg = load_registry(user_registry(tmp_path, order), use_entry_points=False)
+        assert reg.get("tokenizer", "hello").plugin == "good.py"
+        assert not reg.conflicts and not reg.format_conflicts
+        assert reg.checkpoint_format("toy") == ("good.py", "good:ToyFormat")
+        assert [f.plugin for f in reg.failures] == ["broken.py"] and "broken.py" not in reg.plugins
+
+
+def test_two_plugins_with_one_checkpoint_format_clash_unless_preferred(tmp_path):
+    a = write_plugin(tmp_path, "one.py", body="import modkit\n" + FORMAT.format(module="one"))
+    b = write_plugin(tmp_path, "two.py", body="import modkit\n" + FORMAT.format(module="two"))
+    reg = load_registry(user_registry(tmp_path, [a, b]), use_entry_points=False)
+    with pytest.raises(DuplicateComponentError) as err:
+        reg.checkpoint_format("toy")
+    assert "checkpoint_format 'toy' is registered by both 'one.py' and 'two.py'" in str(err.value)
+    from click.testing import CliRunner
+
+    from modkit.cli import main
+
+    r = CliRunner().invoke(main, ["--registry", str(tmp_path / "registry.toml"), "list"])
+    assert "conflict   checkpoint_format.toy: registered by one.py, two.py" in r.output, r.output
+    path = user_registry(tmp_path, [a, b], '[prefer]\n"checkpoint_format.toy" = "two.py"\n')
+    assert load_registry(path, use_entry_points=False).checkpoint_format("toy") == ("two.py", "two:ToyFormat")
+
+
 def test_name_clash_names_both_plugins(tmp_path):
     a, b = write_plugin(tmp_path, "one.py"), write_plugin(tmp_path, "two.py")
     reg = load_registry(user_registry(tmp_path, [a, b]), use_entry_points=False)

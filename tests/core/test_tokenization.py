@@ -56,13 +56,43 @@ def test_artifact_folder_and_vocab_merges_folder(tmp_path, corpus_path):
     tok = BPETokenizer.train([corpus_path], BPEOptions(style="byte-level", vocab_size=600))
     artifact = tmp_path / "artifact"
     tok.save(artifact / "tokenizer.json")
-    (artifact / "manifest.json").write_text(json.dumps({"components": {"tokenizer": {"name": "bpe"}}}))
+    write_manifest(artifact, {"name": "bpe", "plugin": "bpe", "version": "0.1.0"})
     assert modkit.load_tokenizer(artifact).encode("hello world") == tok.encode("hello world")
     folder = tmp_path / "gpt2-style"
     folder.mkdir()
     (folder / "vocab.json").write_text(json.dumps({t: i for t, i in tok.vocab.items()}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in tok.merges))
     assert modkit.load_tokenizer(folder).encode("hello world") == tok.encode("hello world")
+
+
+def write_manifest(artifact, tokenizer: dict) -> None:
+    """A manifest listing the folder's tokenizer.json, as the builder writes one."""
+    from modkit.fileio import sha256_file
+
+    modkit.Manifest(format="modkit-artifact", version=1, name="tok", task={"task": "generate"},
+                    components={"tokenizer": tokenizer, "backbone": {"name": "gpt"}, "stages": [{"objective": {"name": "clm"}}]},
+                    files={"tokenizer.json": sha256_file(artifact / "tokenizer.json")}).write(artifact)
+
+
+def test_a_changed_artifact_tokenizer_is_refused(tmp_path, corpus_path):
+    artifact = tmp_path / "artifact"
+    BPETokenizer.train([corpus_path], BPEOptions(vocab_size=300)).save(artifact / "tokenizer.json")
+    write_manifest(artifact, {"name": "bpe", "plugin": "bpe", "version": "0.1.0"})
+    with open(artifact / "tokenizer.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ArtifactError, match="tokenizer.json: sha256 does not match the manifest"):
+        modkit.load_tokenizer(artifact)
+
+
+def test_an_artifact_whose_tokenizer_plugin_is_missing_is_an_error_naming_it(tmp_path, corpus_path):
+    # another tokenizer that claims the file could tokenize differently: no silent fallback
+    tok = BPETokenizer.train([corpus_path], BPEOptions(style="byte-level", vocab_size=300))
+    artifact = tmp_path / "artifact"
+    tok.save(artifact / "tokenizer.json")
+    write_manifest(artifact, {"name": "fancy-bpe", "plugin": "fancy", "version": "1.2"})
+    with pytest.raises(ArtifactError, match="the artifact's tokenizer 'fancy-bpe' \\(plugin 'fancy' 1.2\\) is not "
+                                            "installed here; install that plugin"):
+        modkit.load_tokenizer(artifact)
 
 
 def test_loading_does_not_import_torch(tmp_path, corpus_path):

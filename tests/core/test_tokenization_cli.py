@@ -64,3 +64,18 @@ def test_unreadable_tokenizer_is_a_user_error(tmp_path):
     bad.write_text("{")
     result = run("encode", bad, "--text", "x", ok=False)
     assert isinstance(result.exception, UserError) and "tokenizer.json" in str(result.exception)
+
+
+def test_tokenize_commands_use_the_registry_named_by_registry(tmp_path, corpus_path):
+    from modkit.cli import main
+
+    (tmp_path / "mine.py").write_text(
+        "import modkit\nfrom modkit_plugins.tokenizers.bpe import BPEOptions\n"
+        "@modkit.hookimpl\ndef modkit_register_tokenizers(register):\n"
+        "    register('my-bpe', 'modkit_plugins.tokenizers.bpe_model:BPETokenizer', options=BPEOptions)\n")
+    (tmp_path / "registry.toml").write_text('plugins = ["mine.py"]\n')
+    out = tmp_path / "tokenizer.json"
+    r = CliRunner().invoke(main, ["--registry", str(tmp_path / "registry.toml"), "tokenize", "train",
+                                  "--kind", "my-bpe", "--vocab-size", "300", str(corpus_path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert modkit.load_tokenizer(out).vocab_size == 300

@@ -219,6 +219,28 @@ def test_a_build_ships_kept_checkpoints_listed_and_hashed(tmp_path):
     assert max_diff(last, load_file(str(tmp_path / "out" / "model.safetensors"))) == 0.0
 
 
+def test_an_artifact_with_kept_checkpoints_is_served_and_loaded(tmp_path):
+    # the manifest lists checkpoints/… files: every reader of the artifact accepts them
+    spec = lm_spec(tmp_path, steps=4, extra_stage="eval_every = 2\neval_examples = 8\nkeep_checkpoints = 1")
+    spec.write_text(spec.read_text().replace("onnx = false", "onnx = true"))
+    out = tmp_path / "out"
+    manifest = modkit.build(spec, out, progress=False, echo=lambda _: None)
+    assert "checkpoints/stage1-step000004.safetensors" in manifest["files"]
+    r = CliRunner().invoke(main, ["run", str(out), "--text", "The module", "--max-new-tokens", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    assert 1 <= len(json.loads(r.output)["ids"]) <= 3
+    model = modkit.load_model(out)
+    assert max_diff(cpu_weights(model), load_file(str(out / "model.safetensors"))) == 0.0
+    # a snapshot the manifest does not list is a change after the build
+    (out / "checkpoints" / "extra.safetensors").write_bytes(b"")
+    r = CliRunner().invoke(main, ["run", str(out), "--text", "x"])
+    assert r.exit_code == 2 and "checkpoints/extra.safetensors not listed" in r.output, r.output
+
+
+def cpu_weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
 @pytest.mark.parametrize("layers, width, length", [(2, 32, 16), (3, 48, 24)])
 def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, length):
     # forward: 2 per weight of every linear layer, the tied LM head over the T-1 predicted

@@ -81,3 +81,25 @@ lr = 3e-3
     assert manifest["task"]["task"] == "seq2seq" and manifest["task"]["sentinel_base"] == 419
     [result] = Runtime(tmp_path / "out").run(["The module provides <extra_id_0> functions."])
     assert result["generated"].startswith("<extra_id_0>")  # every target starts with the first sentinel
+
+
+def test_t5_reserves_t5s_100_sentinels_by_default_and_says_what_to_write_without(tmp_path, corpus_path):
+    from click.testing import CliRunner
+
+    from modkit.cli import main
+
+    (tmp_path / "c.txt").write_text(corpus_path.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    spec = tmp_path / "spec.toml"
+    body = ('name = "spans"\n[tokenizer]\nuse = "bpe"\nstyle = "byte-level"\nvocab_size = 400\ntrain_on = "c.txt"\n'
+            '[backbone]\nuse = "t5"\nd_model = 16\nd_kv = 8\nd_ff = 32\nencoder_layers = 1\ndecoder_layers = 1\n'
+            'n_heads = 2\n{extra}[[stages]]\nobjective = {{ use = "span-corruption" }}\ndata = "c.txt"\nsteps = 1\n'
+            'batch_size = 2\nseq_len = 16\n[export]\nonnx = false\n')
+    spec.write_text(body.format(extra=""))
+    manifest = build(spec, tmp_path / "out", progress=False, echo=lambda m: None)
+    assert manifest["components"]["backbone"]["options"]["extra_ids"] == 100
+    assert manifest["components"]["backbone"]["options"]["vocab_size"] == 500  # the tokenizer's 400 + 100
+    spec.write_text(body.format(extra="extra_ids = 0\n"))
+    r = CliRunner().invoke(main, ["build", str(spec), "-o", str(tmp_path / "none"), "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert ("stages[0].objective ('span-corruption'): span-corruption needs sentinel ids, and the backbone's "
+            "extra_ids is 0: write extra_ids = 100 under [backbone]") in r.output

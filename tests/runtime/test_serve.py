@@ -192,3 +192,22 @@ def test_several_workers_serve(classifier_artifact):
             answers = list(pool.map(lambda i: httpx.post(url + "/v1/run", json={"inputs": [f"text {i}"]}, timeout=60),
                                     range(12)))
         assert all(a.status_code == 200 for a in answers)
+
+
+def test_an_internal_error_answers_500_and_logs_its_traceback(classifier_artifact, caplog):
+    # a plugin's task that fails while answering: the client gets a 500, the log the traceback
+    from starlette.testclient import TestClient
+
+    from modkit.serve.app import create_app
+
+    runtime = Runtime(classifier_artifact)
+
+    def broken(records, options):
+        raise RuntimeError("the task broke")
+
+    runtime.task_impl.run = broken
+    with TestClient(create_app(runtime)) as client, caplog.at_level("ERROR", logger="modkit.serve"):
+        r = client.post("/v1/run", json={"inputs": ["connect a socket"]})
+    assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError: the task broke"}
+    [record] = [r for r in caplog.records if r.name == "modkit.serve"]
+    assert record.exc_info and "the task broke" in caplog.text and "Traceback" in caplog.text

@@ -1,7 +1,6 @@
 """`modkit build`: run a spec's stages, merge, export, check parity, write the artifact."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -22,7 +21,7 @@ from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter, positions_left
 from modkit.builder.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
-from modkit.builder import precision_check
+from modkit.builder import fingerprint, precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter, measure_matmul_peak
 from modkit.card import model_card
 from modkit.tracking import Trackers
@@ -42,9 +41,9 @@ from modkit.interfaces import BackboneCapabilities
 from modkit.nn.generation import generation_defaults, set_generation_defaults
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
-from modkit.runtime.artifact import MANIFEST_VERSION, read_manifest
+from modkit.manifest import MANIFEST_VERSION, Manifest
 from modkit.spec import Resolved, Spec, load_spec
-from modkit.tokenization import load_tokenizer
+from modkit.tokenization import artifact_tokenizer, load_tokenizer
 
 
 NO_CURVES = ("no curves.png: drawing it needs matplotlib, which modkit[train] installs "
@@ -145,23 +144,23 @@ def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance
     return merge_checked(model, todo, inputs, tolerance=tolerance)
 
 
-def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> ModkitModel:
+def assemble_model(manifest: Manifest, tokenizer, registry: Registry) -> ModkitModel:
     """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
-    comps = manifest["components"]
-    bcomp = registry.get("backbone", comps["backbone"]["name"])
-    backbone = bcomp.load()(bcomp.options.model_validate(comps["backbone"]["options"]))
+    comps = manifest.components
+    bcomp = registry.get("backbone", comps.backbone.name)
+    backbone = bcomp.load()(bcomp.options.model_validate(comps.backbone.options))
     model = ModkitModel(backbone)
-    for i, stage in enumerate(comps["stages"]):
+    for i, stage in enumerate(comps.stages):
         objectives = []
-        for record in stage.get("objectives") or [stage["objective"]]:
-            ocomp = registry.get("objective", record["name"])
-            objectives.append((ocomp, ocomp.options.model_validate(record["options"])))
-        kept = [(registry.get("peft", p["name"]), p) for p in stage["peft"] if p.get("kept")]
+        for record in stage.all_objectives():
+            ocomp = registry.get("objective", record.name)
+            objectives.append((ocomp, ocomp.options.model_validate(record.options)))
+        kept = [(registry.get("peft", p.name), p) for p in stage.peft if p.kept]
         _, methods, _ = _attach_stage(
             model, objectives,
-            [(c, c.options.model_validate(p["options"])) for c, p in kept], tokenizer, manifest["seed"], i)
+            [(c, c.options.model_validate(p.options)) for c, p in kept], tokenizer, manifest.seed, i)
         for (_, method, _), (_, record) in zip(methods, kept):
-            if record.get("merged"):  # a kept method that merged has its merged shape (prefix constants)
+            if record.merged:  # a kept method that merged has its merged shape (prefix constants)
                 method.merge(model.backbone)
     return model.eval()
 
@@ -169,17 +168,17 @@ def assemble_model(manifest: dict[str, Any], tokenizer, registry: Registry) -> M
 def load_torch_model(folder: str | Path, *, registry=None):
     """Rebuild the trained torch model (a :class:`modkit.nn.model.ModkitModel`) of an artifact."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = Manifest.read(folder)
     registry = registry or get_registry()
-    tokenizer = load_tokenizer(folder, registry=registry)
+    tokenizer = artifact_tokenizer(folder, manifest, registry)
     model = assemble_model(manifest, tokenizer, registry)
     state = load_file(str(folder / "model.safetensors"))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
-    if "generation" in manifest:
-        set_generation_defaults(model, generation_record(manifest["generation"], f"{folder / 'manifest.json'}"))
+    if manifest.generation is not None:
+        set_generation_defaults(model, generation_record(manifest.generation, f"{folder / 'manifest.json'}"))
     return model.eval().requires_grad_(False)
 
 
@@ -190,14 +189,14 @@ def _generation_record(backbone) -> dict[str, Any]:
     return {"generation": record} if record else {}
 
 
-def _tokenizer(spec: Spec, work: Path, echo):
+def _tokenizer(spec: Spec, work: Path, echo, registry: Registry):
     """(tokenizer, whether it was trained now): loaded with ``from``, from an interrupted build's
     work folder, or trained (and saved into the work folder only once the checks pass)."""
     saved = work / "tokenizer.json"
     if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.from_path(spec.model.tokenizer.from_)), False
+        return load_tokenizer(spec.from_path(spec.model.tokenizer.from_), registry=registry), False
     if saved.exists():
-        return load_tokenizer(saved), False
+        return load_tokenizer(saved, registry=registry), False
     res = spec.tokenizer
     files = spec.tokenizer_text()
     echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
@@ -356,7 +355,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         meter = ResourceMeter.start()
         torch.manual_seed(spec.model.seed)
         # Rank 0 trains the tokenizer and checks everything first; the others then load its tokenizer.
-        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo))
+        tokenizer, backbone, bcomp = main_first(world, rank, lambda: _prepare(spec, work, registry, echo, resume))
         trackers = Trackers({r.component.name: r.component.load()(r.options, spec.source.parent, spec.model.name)
                              for r in spec.trackers} if engine.is_main else {},
                             [stage.steps for stage in spec.model.stages])
@@ -379,19 +378,25 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
             end_process_group()
 
 
-def _prepare(spec: Spec, work: Path, registry: Registry, echo):
+def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     """The tokenizer and the untrained backbone, once every check that needs only the spec, its
     files and the backbone's shape has passed; only then is the work folder made. What needs
-    the spec alone is checked before the tokenizer trains."""
+    the spec alone is checked before the tokenizer trains; a resume then checks the checkpoint
+    was trained with this spec and data."""
     check_schedules(spec)
     check_spec_shape(spec, registry)
-    tokenizer, trained = _tokenizer(spec, work, echo)
+    continuing = resume and read_checkpoint_position(work) is not None
+    if continuing:
+        fingerprint.check(work, spec)
+    tokenizer, trained = _tokenizer(spec, work, echo, registry)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)  # again on the backbone as built: a checkpoint's, say
     check_peft_plan(spec, backbone, bcomp, tokenizer)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
+    if not continuing:
+        fingerprint.save(work, spec)
     if trained:
         tokenizer.save(work / "tokenizer.json")
     return tokenizer, backbone, bcomp
@@ -564,9 +569,10 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                 echo(NO_CURVES)
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")  # unlisted: made from the manifest
+        written = Manifest.model_validate(manifest)  # the schema every reader of the artifact uses
+        written.write(tmp)
+        (tmp / "README.md").write_text(model_card(written.to_json()), encoding="utf-8")  # unlisted: made from the manifest
     if "parity" in manifest:
         echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
     echo(f"wrote {out} in {manifest['build_seconds']} s")
-    return manifest
+    return written.to_json()

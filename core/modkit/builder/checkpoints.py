@@ -18,6 +18,7 @@ from typing import Any, Callable
 from modkit.errors import ArtifactError
 from modkit.fileio import atomic_dir
 from modkit.generation_config import read_hf_generation
+from modkit.manifest import FILE as MANIFEST
 from modkit.registry import Registry, get_registry, import_object
 
 
@@ -76,10 +77,11 @@ def assign_state(factory: Callable[[], Any], state: dict[str, Any], source: str 
 
 
 def _format(model_type: str, registry: Registry):
-    if model_type not in registry.checkpoint_formats:
+    found = registry.checkpoint_format(model_type)
+    if found is None:
         known = ", ".join(sorted(registry.checkpoint_formats)) or "none"
         raise ArtifactError(f"model_type {model_type!r} is not supported (supported: {known})")
-    return import_object(registry.checkpoint_formats[model_type][1])()
+    return import_object(found[1])()
 
 
 def load_hf(folder: str | Path, *, registry: Registry | None = None):
@@ -101,10 +103,14 @@ def load_hf(folder: str | Path, *, registry: Registry | None = None):
 
 def format_for(model, *, registry: Registry | None = None):
     """The registered checkpoint format that can write ``model``."""
-    for _plugin, impl in (registry or get_registry()).checkpoint_formats.values():
+    registry = registry or get_registry()
+    for _plugin, impl in registry.checkpoint_formats.values():
         fmt = import_object(impl)()
         if fmt.handles(model):
             return fmt
+    for model_type, entries in registry.format_conflicts.items():  # two plugins claim it: say which
+        if any(import_object(impl)().handles(model) for _, impl in entries):
+            registry.checkpoint_format(model_type)
     raise ArtifactError(f"no checkpoint format can write a {type(model).__name__}")
 
 
@@ -172,9 +178,11 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     from modkit.tokenization import load_tokenizer
 
     source = Path(source)
-    model = hf_model(load_model(source), registry=registry, echo=echo or (lambda msg: None))
+    model = hf_model(load_model(source, registry=registry), registry=registry, echo=echo or (lambda msg: None))
     tokenizer = None
-    if (source / "tokenizer.json").exists():
+    if (source / MANIFEST).exists():  # an artifact: its own tokenizer, read as its manifest says
+        tokenizer = load_tokenizer(source, registry=registry)
+    elif (source / "tokenizer.json").exists():
         try:
             tokenizer = load_tokenizer(source, registry=registry)
         except ArtifactError:  # no tokenizer plugin reads it: it is a Hugging Face file already
@@ -272,7 +280,7 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     path = _folder(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
-    if (path / "manifest.json").exists():
+    if (path / MANIFEST).exists():
         from modkit.builder.build import load_torch_model
 
         model = load_torch_model(path, **kwargs)

@@ -19,6 +19,7 @@ import torch
 
 from modkit.errors import SpecError, UserError
 from modkit.interfaces import capabilities_of
+from modkit.nn.blocks import iter_roles, role_matches
 from modkit.nn.model import ModkitModel
 from modkit.nn.prompt import reserved_positions
 from modkit.registry import Component, Registry
@@ -45,14 +46,20 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
 
 def _on_meta(make: Callable[[], Any]) -> Any:
     """``make()`` on the meta device; None when a plugin's code cannot run there (it reads
-    values, say): that part is then checked when the build reaches it, as before."""
+    values: ``.item()``, a copy to the CPU): that part is then checked when the build reaches
+    it. Any other exception is a fault of the plugin and surfaces now, before any training."""
     try:
         with torch.device("meta"):
             return make()
-    except UserError:
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        if _needs_values(e):
+            return None
         raise
-    except Exception:
-        return None
+
+
+def _needs_values(error: Exception) -> bool:
+    """Whether torch raised ``error`` because a meta tensor has no values to read."""
+    return "meta" in str(error).lower()
 
 
 @contextmanager
@@ -111,6 +118,10 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tok
             if peft_source(spec, i, j):
                 continue  # a folder's layers are found from the real weights, when it is attached
             method = res.component.load()(res.options)
+            unmatched = _unmatched_patterns(method, shadow, f"stages[{i}].peft[{j}]")
+            if unmatched:
+                problems += unmatched
+                continue
             method.tokenizer = tokenizer  # as the build gives it
             try:
                 method.apply(shadow)
@@ -127,6 +138,15 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tok
                 problems.append((f"stages[{i}].peft[{j}]", str(e)))
     if problems:
         raise SpecError(spec.shown, problems)
+
+
+def _unmatched_patterns(method, backbone: torch.nn.Module, where: str) -> list[tuple[str, str]]:
+    """Every role pattern of ``method`` that matches no role of ``backbone``: one typo in a
+    list would otherwise pass, since the other entries match."""
+    roles = sorted({role for _, _, role in iter_roles(backbone)})
+    return [(f"{where}.{key}[{n}]", f"{pattern!r} matches no role of the backbone; roles here: {', '.join(roles)}")
+            for key, patterns in method.target_patterns().items()
+            for n, pattern in enumerate(patterns) if not any(role_matches(role, [pattern]) for role in roles)]
 
 
 def _position_budget(spec: Spec, stage: int, backbone: torch.nn.Module) -> list[tuple[str, str]]:

@@ -33,7 +33,7 @@ def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: li
     if not 0 <= stage < len(spec.model.stages):
         raise UserError(f"{spec.shown}: no stages[{stage}]; the spec has {len(spec.model.stages)} stage(s)")
     with tempfile.TemporaryDirectory() as work:
-        tokenizer, _ = _tokenizer(spec, Path(work), echo)
+        tokenizer, _ = _tokenizer(spec, Path(work), echo, registry)
     model = ModkitModel(_backbone(spec, tokenizer, registry)[0])
     for i in range(stage + 1):  # earlier stages' objectives too: their modules are part of the model
         objs, _, _ = _attach_stage(model, [(r.component, r.options) for r in spec.objectives[i]],

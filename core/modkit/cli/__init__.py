@@ -89,6 +89,8 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
     comps = [c for (k, _), c in sorted(reg.components.items()) if kind in (None, k)]
     presets = [p for p in sorted(reg.presets.values(), key=lambda p: p.name) if kind in (None, p.kind)]
     conflicts = {f"{k}.{n}": [c.plugin for c in cs] for (k, n), cs in reg.conflicts.items()}
+    if kind is None:  # Hugging Face checkpoint formats two plugins claim
+        conflicts.update({f"checkpoint_format.{t}": [p for p, _ in es] for t, es in reg.format_conflicts.items()})
     if as_json:
         click.echo(json.dumps({
             "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}

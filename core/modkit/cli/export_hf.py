@@ -11,7 +11,8 @@ from modkit.errors import UserError
 @click.command("export-hf", short_help="Write an artifact as a Hugging Face folder.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
-def export_hf(out: str, dest: str) -> None:
+@click.pass_context
+def export_hf(ctx: click.Context, out: str, dest: str) -> None:
     """Write artifact OUT as a Hugging Face folder DEST, with its task head.
 
     DEST gets config.json, model.safetensors and the tokenizer files, which transformers'
@@ -21,7 +22,7 @@ def export_hf(out: str, dest: str) -> None:
     from modkit.builder.checkpoints import export_hf as export
 
     try:
-        path = export(out, dest, echo=lambda msg: click.echo(msg, err=True))
+        path = export(out, dest, registry=_registry(ctx), echo=lambda msg: click.echo(msg, err=True))
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -31,7 +32,8 @@ def export_hf(out: str, dest: str) -> None:
 @click.command("export-peft", short_help="Write an artifact's PEFT methods as Hugging Face PEFT folders.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
-def export_peft(out: str, dest: str) -> None:
+@click.pass_context
+def export_peft(ctx: click.Context, out: str, dest: str) -> None:
     """Write each PEFT method of artifact OUT as a folder DEST/<method> that peft's
     PeftModel.from_pretrained loads over the base `modkit export-hf OUT` writes.
 
@@ -42,9 +44,16 @@ def export_peft(out: str, dest: str) -> None:
     from modkit.builder.peft_folders import export_peft as export
 
     try:
-        paths = export(out, dest)
+        paths = export(out, dest, registry=_registry(ctx))
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+def _registry(ctx: click.Context):
+    """The registry with the user's registry.toml that ``modkit --registry`` names."""
+    from modkit.registry import get_registry
+
+    return get_registry((ctx.find_root().obj or {}).get("registry_path"))

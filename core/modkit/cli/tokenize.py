@@ -29,11 +29,10 @@ def tokenize():
               help="Where to write the tokenizer.json.")
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def train(kind, vocab_size, min_frequency, style, output, files):
+@click.pass_context
+def train(ctx, kind, vocab_size, min_frequency, style, output, files):
     """Learn a vocabulary from text FILES and write it as a tokenizer.json."""
-    from modkit.registry import get_registry
-
-    component = get_registry().get("tokenizer", kind)
+    component = _registry(ctx).get("tokenizer", kind)
     values = {"vocab_size": vocab_size, "min_frequency": min_frequency, "style": style}
     values = {k: v for k, v in values.items() if v is not None}
     unknown = sorted(set(values) - set(component.options.model_fields))
@@ -61,7 +60,8 @@ def train(kind, vocab_size, min_frequency, style, output, files):
               show_default=True, help="ids: space-separated ids; tokens: one token per line; "
               "json: ids, tokens and offsets.")
 @click.option("--allow-special", is_flag=True, help="Read special-token strings as specials.")
-def encode(tokenizer, text, file, fmt, allow_special):
+@click.pass_context
+def encode(ctx, tokenizer, text, file, fmt, allow_special):
     """Encode text with TOKENIZER (a tokenizer.json, vocab.txt, *.tiktoken, or folder)."""
     from modkit.tokenization import load_tokenizer
 
@@ -72,7 +72,7 @@ def encode(tokenizer, text, file, fmt, allow_special):
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise UserError(f"{file}: not UTF-8 text") from None
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, registry=_registry(ctx))
     if fmt == "ids":
         click.echo(" ".join(map(str, tok.encode(text, allow_special=allow_special))))
         return
@@ -85,6 +85,13 @@ def encode(tokenizer, text, file, fmt, allow_special):
         click.echo("\n".join(tokens))
     else:
         click.echo(json.dumps({"ids": ids, "tokens": tokens, "offsets": offsets}, ensure_ascii=False))
+
+
+def _registry(ctx: click.Context):
+    """The registry with the user's registry.toml that ``modkit --registry`` names."""
+    from modkit.registry import get_registry
+
+    return get_registry((ctx.find_root().obj or {}).get("registry_path"))
 
 
 class _Progress:

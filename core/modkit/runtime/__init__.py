@@ -16,11 +16,12 @@ import pydantic
 
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
 from modkit.generation_config import generation_record
+from modkit.manifest import Manifest
 from modkit.options import no_such_key
-from modkit.runtime.artifact import PRECISIONS, graph_file, read_manifest
+from modkit.runtime.artifact import PRECISIONS, graph_file
 from modkit.runtime.sessions import (PROVIDERS, greedy, greedy_with_past, make_session, pad_ids, softmax,
                                      strip_after_eos)
-from modkit.tokenization import load_tokenizer
+from modkit.tokenization import artifact_tokenizer
 
 
 DEFAULT_BATCH_SIZE = 32
@@ -43,21 +44,19 @@ class Runtime:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         self.precision = precision
-        self.manifest = read_manifest(self.folder)
+        #: the artifact's manifest (every listed file's sha256 checked)
+        self.manifest: Manifest = Manifest.read(self.folder)
         #: the objective's describe(): the task name and what serving it needs
-        self.task: dict[str, Any] = self.manifest["task"]
+        self.task: dict[str, Any] = self.manifest.task.model_dump()
         #: the generation defaults generating tasks apply where a request leaves an option unset
         #: (see :mod:`modkit.generation_config`); empty for artifacts that record none
-        self.generation: dict[str, Any] = generation_record(self.manifest.get("generation") or {},
+        self.generation: dict[str, Any] = generation_record(self.manifest.generation or {},
                                                             str(self.folder / "manifest.json"))
         registry = registry or get_registry()
-        self.tokenizer = load_tokenizer(self.folder, registry=registry)
-        backbone = self.manifest["components"]["backbone"]
+        self.tokenizer = artifact_tokenizer(self.folder, self.manifest, registry)
         #: how many positions input tokens may take (the backbone's declared max_positions less
-        #: an input prompt's); None for relative positions (T5). Artifacts from before the
-        #: record: the learned positions' option
-        self.max_positions = backbone["max_positions"] if "max_positions" in backbone \
-            else backbone["options"].get("n_positions")
+        #: an input prompt's); None for relative positions (T5)
+        self.max_positions = self.manifest.components.backbone.position_limit()
         self._sessions: dict[str, Any] = {}
         self.task_component = _task_component(registry, self.manifest, self.folder)
         self.task_impl = self.task_component.load()(self)
@@ -143,15 +142,15 @@ def batches_by_size(sizes: list[int], batch_size: int, max_padding: float) -> li
     return batches
 
 
-def _task_component(registry, manifest: dict[str, Any], folder: Path):
-    name = manifest["task"]["task"]
+def _task_component(registry, manifest: Manifest, folder: Path):
+    name = manifest.task.task
     try:
         return registry.get("task", name)
     except UnknownComponentError:
-        obj = manifest["components"]["stages"][-1]["objective"]
+        obj = manifest.components.stages[-1].objective
         raise ArtifactError(
             f"{folder}: task {name!r} is served by the plugin that registers it; the artifact's objective "
-            f"{obj['name']!r} came from plugin {obj['plugin']!r} {obj['version']}, which is not installed "
+            f"{obj.name!r} came from plugin {obj.plugin!r} {obj.version}, which is not installed "
             f"here (or registers no task {name!r}). Install that plugin; `modkit list --kind task` shows "
             f"the tasks served here.") from None
 

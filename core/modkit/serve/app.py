@@ -26,7 +26,7 @@ from modkit.serve import kserve, openai_api
 from modkit.serve.batcher import Batcher
 from modkit.serve.metrics import Metrics
 from modkit.serve.middleware import RequestContext, setup_access_log
-from modkit.serve.service import BadRequest, Service, load_json, read_body
+from modkit.serve.service import BadRequest, Service, internal_error, load_json, read_body
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def create_app(runtime, limits: Limits = Limits(), access: Access = Access()) ->
     task = runtime.task_impl
     allowed_fields = set(task.input_fields) | set(task.optional_fields)
     gold_fields = set(task.optional_fields) - set(task.input_fields)
-    service = Service(runtime, batcher, limits, access.model_name or runtime.manifest.get("name") or "model",
+    service = Service(runtime, batcher, limits, access.model_name or runtime.manifest.name or "model",
                       metrics, lambda doc: check_request(doc, runtime, allowed_fields, gold_fields, limits),
                       access.chat_template)
 
@@ -77,16 +77,16 @@ def create_app(runtime, limits: Limits = Limits(), access: Access = Access()) ->
             results = await service.infer(records, options)
         except BadRequest as e:
             return _error(e.status, str(e))
-        except Exception as e:  # a fault of modkit or a plugin: the server stays up
-            return _error(500, f"internal error: {type(e).__name__}: {e}")
+        except Exception as e:  # a fault of modkit or a plugin: the server stays up, the log keeps the traceback
+            return _error(500, internal_error(request, e))
         return JSONResponse({"results": results})
 
     async def info(request: Request) -> JSONResponse:
         m = runtime.manifest
         return JSONResponse({
-            "name": m.get("name"), "modkit_version": m.get("modkit_version"), "task": runtime.task,
-            "components": {k: {"name": v["name"], "plugin": v["plugin"], "version": v["version"]}
-                           for k, v in m["components"].items() if isinstance(v, dict) and "name" in v},
+            "name": m.name, "modkit_version": m.modkit_version, "task": runtime.task,
+            "components": {k: {"name": c.name, "plugin": c.plugin, "version": c.version}
+                           for k, c in (("tokenizer", m.components.tokenizer), ("backbone", m.components.backbone))},
             "options": runtime.task_component.options.model_json_schema(),
             "limits": limits.__dict__, "served": served(metrics), "worker": os.getpid()})
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from modkit.serve.service import BadRequest, Service, load_json, read_body
+from modkit.serve.service import BadRequest, Service, internal_error, load_json, read_body
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 VERSION = "1"  # an artifact is one version of one model
@@ -98,8 +98,8 @@ def routes(service: Service) -> list[Route]:
                                       f"{', '.join(t['name'] for t in to_tensors(results, task.input_fields))}")
         except BadRequest as e:
             return _error(e.status, str(e))
-        except Exception as e:  # a fault of modkit or a plugin: the server stays up
-            return _error(500, f"internal error: {type(e).__name__}: {e}")
+        except Exception as e:  # a fault of modkit or a plugin: the server stays up, the log keeps the traceback
+            return _error(500, internal_error(request, e))
         answer = {"model_name": service.name, "model_version": VERSION,
                   "id": doc.get("id", request.state.request_id)}
         return _response(answer, tensors, {n for n in (t["name"] for t in tensors) if binary(n)})

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from modkit.runtime.generation import GenerationOptions, StopDecoding, Watcher
-from modkit.serve.service import BadRequest, Service, load_json, read_body
+from modkit.serve.service import BadRequest, Service, internal_error, load_json, read_body
 
 _KIND = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
          503: "server_overloaded", 504: "timeout"}
@@ -246,8 +246,8 @@ def routes(service: Service) -> list[Route]:
                 return await complete(request, chat)
             except BadRequest as e:
                 return _error(e.status, str(e), code="model_not_found" if "does not exist" in str(e) else None)
-            except Exception as e:  # a fault of modkit or a plugin: the server stays up
-                return _error(500, f"internal error: {type(e).__name__}: {e}")
+            except Exception as e:  # a fault of modkit or a plugin: the server stays up, the log keeps the traceback
+                return _error(500, internal_error(request, e))
         return answer
 
     async def embeddings(request: Request):
@@ -262,7 +262,7 @@ def routes(service: Service) -> list[Route]:
         except BadRequest as e:
             return _error(e.status, str(e))
         except Exception as e:
-            return _error(500, f"internal error: {type(e).__name__}: {e}")
+            return _error(500, internal_error(request, e))
 
         def encoded(vector):
             if req.encoding_format == "float":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -13,6 +14,16 @@ from starlette.requests import Request
 from modkit.errors import UserError
 from modkit.serve.batcher import Batcher, Overloaded
 from modkit.serve.metrics import Metrics
+
+
+log = logging.getLogger("modkit.serve")
+
+
+def internal_error(request: Request, error: Exception) -> str:
+    """Log a fault of modkit or a plugin met answering ``request``, with its traceback (call it
+    in the ``except`` block); return the message the client gets, without the traceback."""
+    log.exception("internal error answering %s %s", request.method, request.url.path)
+    return f"internal error: {type(error).__name__}: {error}"
 
 
 class BadRequest(Exception):

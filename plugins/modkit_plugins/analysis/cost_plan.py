@@ -3,7 +3,6 @@ backbone preset. Models are built on torch's meta device (no memory, no init cos
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,21 +104,22 @@ def plan_from_spec(path: Path, registry) -> Plan:
 
 
 def plan_from_artifact(folder: Path, registry) -> Plan:
+    manifest = modkit.Manifest.read(folder, verify=False)  # the plan needs only the recorded shapes and steps
+    comps = manifest.components
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        comps, spec_stages = manifest["components"], manifest["spec"]["stages"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{folder / 'manifest.json'}: not a readable modkit manifest ({e})") from None
-    bcomp = registry.get("backbone", comps["backbone"]["name"])
-    backbone = _meta_backbone(bcomp, bcomp.options.model_validate(comps["backbone"]["options"]))
+        spec_stages = [(s["steps"], s["batch_size"], s["seq_len"]) for s in manifest.spec["stages"]]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{folder / 'manifest.json'}: spec.stages lacks {e}; not a readable modkit manifest") from None
+    bcomp = registry.get("backbone", comps.backbone.name)
+    backbone = _meta_backbone(bcomp, bcomp.options.model_validate(comps.backbone.options))
     shape = shape_of(backbone)
     stages = []
-    for record, s in zip(comps["stages"], spec_stages):
-        methods = [(registry.get("peft", p["name"]), registry.get("peft", p["name"]).options.model_validate(p["options"]))
-                   for p in record["peft"]]
-        stages.append(_stage(backbone, record["objective"]["name"], record["objective"]["options"], methods,
-                             s["steps"], s["batch_size"], s["seq_len"], shape.encoder_decoder))
-    return Plan(manifest.get("name", folder.name), shape, stages, manifest.get("resources") or {})
+    for record, (steps, batch_size, seq_len) in zip(comps.stages, spec_stages):
+        methods = [(registry.get("peft", p.name), registry.get("peft", p.name).options.model_validate(p.options))
+                   for p in record.peft]
+        stages.append(_stage(backbone, record.objective.name, record.objective.options, methods,
+                             steps, batch_size, seq_len, shape.encoder_decoder))
+    return Plan(manifest.name, shape, stages, manifest.resources or {})
 
 
 def plan_from_preset(name: str, registry, tokens: float, seq_len: int, target_len: int | None) -> Plan:

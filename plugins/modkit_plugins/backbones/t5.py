@@ -26,8 +26,9 @@ class T5Options(modkit.Options):
     pad_token_id: int = Field(0, ge=0, description="Padding id.")
     eos_token_id: int = Field(1, ge=0, description="End of sequence.")
     decoder_start_token_id: int = Field(0, ge=0, description="First decoder input (T5 uses the pad).")
-    extra_ids: int = Field(0, ge=0, description="Sentinel ids <extra_id_0>... added past the tokenizer's vocabulary "
-                                                  "when vocab_size is taken from a tokenizer that has none (span corruption).")
+    extra_ids: int = Field(100, ge=0, description="Sentinel ids <extra_id_0>... (span corruption), added past the "
+                                                    "tokenizer's vocabulary when vocab_size is taken from a tokenizer "
+                                                    "that has none; 100 as in T5.")
 
 
 @modkit.hookimpl

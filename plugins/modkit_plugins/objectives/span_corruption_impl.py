@@ -37,9 +37,12 @@ class SpanCorruption(Seq2Seq):
     @classmethod
     def check_backbone(cls, backbone):
         super().check_backbone(backbone)
-        if not getattr(backbone.config, "extra_ids", 0):
-            raise UserError(f"span-corruption needs sentinel ids: a backbone with extra_ids (T5), not "
-                            f"{type(backbone).__name__}")
+        if not hasattr(backbone.config, "extra_ids"):
+            raise UserError(f"span-corruption needs sentinel ids, which a t5 backbone reserves (extra_ids); "
+                            f"a {type(backbone).__name__} has none: use backbone t5")
+        if not backbone.config.extra_ids:
+            raise UserError("span-corruption needs sentinel ids, and the backbone's extra_ids is 0: write "
+                            "extra_ids = 100 under [backbone] (T5's count; the default), or leave extra_ids out")
 
     def sentinel(self, k: int) -> int:
         if self.named_sentinels:
