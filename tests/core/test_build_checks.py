@@ -143,8 +143,8 @@ def test_a_method_that_cannot_merge_is_a_spec_error_before_training_unless_the_e
      "stages[0].objective ('clm'): clm needs a decoder-only backbone"),
     (lambda s: re.sub(r'objective = \{ use = "classify".*', 'objective = { use = "seq2seq" }', s),
      "stages[1].objective ('seq2seq'): seq2seq needs an encoder-decoder backbone"),
-    (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq"]'),
-     "stages[1].peft[0]: lora: targets ['attn.qq'] match no layer"),
+    (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq", "attn.v"]'),
+     "stages[1].peft[0].targets[0]: 'attn.qq' matches no role of the backbone"),
 ])
 def test_what_needs_only_the_spec_is_checked_before_the_tokenizer_trains(tmp_path, monkeypatch, edit, message):
     from modkit_plugins.tokenizers.bpe_model import BPETokenizer
