@@ -439,6 +439,13 @@ def _apply_recipes(registry: Registry, data: dict, problems: list[tuple[str, str
                              + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "")
                              + f" Known recipes: {', '.join(known) or 'none'}."))
             continue
+        objective = preset.values.get("objective")
+        if isinstance(objective, dict) and isinstance(stage.get("objective"), list):
+            # which of the listed objectives the recipe's options are for is not ours to guess
+            problems.append((f"stages[{i}].objective", f"recipe {name!r} sets objective options "
+                             f"({', '.join(sorted(objective))}) for a single objective, and this stage "
+                             "lists several: write them in the table of the objective they are for"))
+            continue
         stages[i] = _merge_recipe(preset.values, stage)
 
 

@@ -196,6 +196,18 @@ def test_a_recipes_tables_merge_with_the_stages(tmp_path):
     assert spec.objectives[0][0].options.label_smoothing == 0.1 and spec.model.stages[0].max_grad_norm == 0.1
 
 
+
+def test_a_recipes_objective_options_on_a_stage_of_several_objectives_are_an_error(tmp_path):
+    """gpt1-finetune's objective options were dropped without a word when the stage listed
+    several objectives; which one they are for is the user's to say."""
+    spec = recipe_spec(tmp_path, "gpt1-finetune")
+    text = spec.read_text().replace('objective = { use = "classify", labels = ["a", "b"] }',
+                                    'objective = [{ use = "classify", labels = ["a", "b"] }, { use = "clm" }]')
+    spec.write_text(text)
+    with pytest.raises(SpecError, match=r"stages\[0\]\.objective: recipe 'gpt1-finetune' sets objective options "
+                                        r"\(aux_lm_weight, dropout\) for a single objective, and this stage lists several"):
+        load_spec(spec)
+
 def test_t5_recipe_gives_t5s_learning_rate(tmp_path):
     from types import SimpleNamespace
 
