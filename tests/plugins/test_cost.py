@@ -130,6 +130,15 @@ def test_spec_with_a_lora_stage(tmp_path):
     assert r["hours_source"].startswith("FLOPs at 40%")
 
 
+def test_a_decoder_only_model_is_not_called_an_encoder(tmp_path):
+    result = CliRunner().invoke(main, ["cost", str(tiny_spec(tmp_path)), "--hardware", "cpux2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "model     tiny: matmul weights 0.0246 M"
+    t5 = CliRunner().invoke(main, ["cost", "t5-small", "--tokens", "1e6"])
+    assert t5.exit_code == 0, t5.output
+    assert t5.output.splitlines()[0] == "model     t5-small: matmul weights encoder 18.9 M, decoder 25.2 M"
+
+
 def test_artifact_records_and_reports_measured_resources(tmp_path):
     out = tmp_path / "out"
     quiet_build(tiny_spec(tmp_path, steps=(2, 2)), out)
