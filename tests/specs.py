@@ -93,3 +93,29 @@ print(tok("a socket")["input_ids"])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("["), proc.stdout  # the ids alone
+
+
+class Interrupt(Exception):
+    """Stands for a build killed mid-stage."""
+
+
+def killed_after_step(step: int, monkeypatch, run) -> None:
+    """Call ``run()`` (a build) with its training stopped right after step ``step``, as a kill
+    would stop it: the work folder keeps what the last checkpoint saved."""
+    import pytest
+
+    import modkit.builder.build as build_module
+
+    real = build_module.train_stage
+
+    def crashing(*args, on_step, **kw):
+        def tick(record):
+            on_step(record)
+            if record.step == step:
+                raise Interrupt
+        return real(*args, on_step=tick, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "train_stage", crashing)
+        with pytest.raises(Interrupt):
+            run()

@@ -12,7 +12,7 @@ from modkit.builder.build import build
 from modkit.errors import SpecError
 from modkit.runtime import Runtime
 from modkit.spec import load_spec
-from specs import DOCS, write_tiny_bert_spec as write_spec
+from specs import DOCS, killed_after_step, write_tiny_bert_spec as write_spec
 
 
 def tiny_tokenizer(tmp_path):
@@ -115,30 +115,15 @@ def test_objective_weights_must_be_positive(tmp_path):
     assert '"weight": 2' in spec
 
 
-class Interrupt(Exception):
-    pass
-
 
 def test_a_resumed_mlm_and_nsp_stage_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    import modkit.builder.build as build_module
     from modkit.fileio import sha256_file
 
     write_spec(tmp_path, '[{ use = "mlm" }, { use = "nsp", weight = 0.5 }]',
                "checkpoint_every = 2\n[export]\nonnx = false")
     whole = build(tmp_path / "spec.toml", tmp_path / "whole", progress=False, echo=lambda m: None)
-    real = build_module.train_stage
-
-    def crashing(*args, on_step, **kw):
-        def tick(record):
-            on_step(record)
-            if record.step == 5:  # after the checkpoint at step 4
-                raise Interrupt
-        return real(*args, on_step=tick, **kw)
-
-    monkeypatch.setattr(build_module, "train_stage", crashing)
-    with pytest.raises(Interrupt):
-        build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None)
-    monkeypatch.setattr(build_module, "train_stage", real)
+    killed_after_step(5, monkeypatch,
+                      lambda: build(tmp_path / "spec.toml", tmp_path / "out", progress=False, echo=lambda m: None))
     resumed = build(tmp_path / "spec.toml", tmp_path / "out", resume=True, progress=False, echo=lambda m: None)
     assert sha256_file(tmp_path / "out" / "model.safetensors") == sha256_file(tmp_path / "whole" / "model.safetensors")
     # each objective's own losses too: the steps before the interruption come from the checkpoint
