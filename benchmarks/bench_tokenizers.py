@@ -82,7 +82,6 @@ def bench_unigram(text: str, folder: Path) -> list[tuple[str, float, float]]:
     the next MB, which it has not seen, encoded line by line by modkit (from the .model),
     sentencepiece and Hugging Face tokenizers (transformers' faithful conversion)."""
     import sentencepiece
-    import tokenizers
     from sentencepiece import sentencepiece_model_pb2
     from transformers.convert_slow_tokenizer import SpmConverter
 

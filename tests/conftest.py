@@ -94,7 +94,6 @@ def import_or_skip(module: str, install: str):
     """Import ``module`` or skip the test, except in CI (``CI=true``), where a skip would hide
     that the test command failed to install it: there it fails."""
     import importlib
-    import os
 
     try:
         return importlib.import_module(module)

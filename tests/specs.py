@@ -72,3 +72,50 @@ def build_from_checkpoint(folder: Path, checkpoint: Path, objective: str, data: 
     (folder / "spec.toml").write_text(f'name = "as-is"\n[backbone]\nfrom = "{checkpoint}"\n[[stages]]\n'
                                       f'objective = {objective}\ndata = "{data}"\nsteps = 0\nseq_len = {seq_len}\n')
     return modkit.build(folder / "spec.toml", folder / "out", progress=False, echo=lambda _: None)
+
+
+def assert_transformers_loads_quietly(folder: Path) -> None:
+    """transformers loads the Hugging Face ``folder`` (config, model, tokenizer) in a fresh
+    process without one warning or log line, the tokenizers library's own prints included."""
+    import subprocess
+    import sys
+
+    code = f"""
+import warnings
+warnings.simplefilter("always")
+import transformers
+transformers.utils.logging.disable_progress_bar()  # "Loading weights" is no warning
+config = transformers.AutoConfig.from_pretrained({str(folder)!r})
+getattr(transformers, config.architectures[0]).from_pretrained({str(folder)!r})  # the class it names
+tok = transformers.AutoTokenizer.from_pretrained({str(folder)!r})
+print(tok("a socket")["input_ids"])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("["), proc.stdout  # the ids alone
+
+
+class Interrupt(Exception):
+    """Stands for a build killed mid-stage."""
+
+
+def killed_after_step(step: int, monkeypatch, run) -> None:
+    """Call ``run()`` (a build) with its training stopped right after step ``step``, as a kill
+    would stop it: the work folder keeps what the last checkpoint saved."""
+    import pytest
+
+    import modkit.builder.build as build_module
+
+    real = build_module.train_stage
+
+    def crashing(*args, on_step, **kw):
+        def tick(record):
+            on_step(record)
+            if record.step == step:
+                raise Interrupt
+        return real(*args, on_step=tick, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "train_stage", crashing)
+        with pytest.raises(Interrupt):
+            run()

@@ -286,6 +286,10 @@ class Objective:
     #: this objective's artifacts: generate, classify, seq2seq, ... A build refuses an
     #: objective whose task no installed plugin serves, before any training.
     task: ClassVar[str]
+    #: whether the loss is a mean cross-entropy per predicted token over the vocabulary (clm,
+    #: mlm, seq2seq), so that exp(eval_loss) is a perplexity the build reports as
+    #: ``eval_perplexity``; a classifier's loss is not one
+    perplexity: ClassVar[bool] = False
     #: the form :meth:`load_data` reads: ``"text"`` (a UTF-8 text file) or ``"records"`` (a
     #: JSON-lines file, one object per example, each role under its own name: ``text``,
     #: ``label``...). A stage's data source, whatever it is (CSV, Parquet, gzipped text...),
@@ -317,8 +321,9 @@ class Objective:
         raise NotImplementedError
 
     def evaluate(self, backbone: Backbone, data: Any) -> dict[str, float]:
-        """Figures on held-back data (may be empty). ``backbone`` may be on a GPU: build tensors
-        on ``modkit.data.device_of(backbone)``."""
+        """Figures on held-back data (may be empty), named ``heldout_*``: what the loss does not
+        say (accuracy, exact match, a baseline); the held-back loss itself is ``eval_loss``.
+        ``backbone`` may be on a GPU: build tensors on ``modkit.data.device_of(backbone)``."""
         return {}
 
     def load_eval_data(self, path: Path, seq_len: int) -> Any:
@@ -329,7 +334,8 @@ class Objective:
     def eval_batches(self, data: Any, batch_size: int, limit: int) -> Iterable[dict[str, torch.Tensor]]:
         """Batches of at most ``limit`` held-back examples, in a fixed order (CPU tensors, like
         :meth:`batch`). The build reports the mean of :meth:`loss` over them as ``eval_loss``
-        (and its exp as ``eval_perplexity``). By default none: only :meth:`evaluate` runs."""
+        (and, where :attr:`perplexity`, its exp as ``eval_perplexity``). By default none: only
+        :meth:`evaluate` runs."""
         return ()
 
     def logits(self, backbone: Backbone, output: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:

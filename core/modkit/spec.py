@@ -3,12 +3,17 @@
 Validation runs in two passes, and every problem of both is reported at once:
 1. the spec's own structure (pydantic models below, unknown keys forbidden);
 2. each component section against the options model of the component it names.
+
+Both passes are strict: TOML has types, so ``d_model = "128"`` is an error naming the key, not
+a string quietly read as a number (an integer is still a valid float: ``lr = 1``).
 """
 from __future__ import annotations
 
 import difflib
 import glob
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modkit.errors import SpecError, UserError
-from modkit.options import Options
+from modkit.options import Options, no_such_key
 from modkit.registry import Component, Registry, get_registry
 from modkit.hub import HubFolder, check_name, is_hub_name
 from modkit.hub import resolve as resolve_hub
@@ -179,6 +184,7 @@ class Spec:
     trackers: list[Resolved] = field(default_factory=list)
     train_on: list[Resolved] = field(default_factory=list)  # the tokenizer's text, as sources
     hub: dict[str, HubFolder] = field(default_factory=dict)  # hf: names resolved so far
+    shown: str = ""  # the spec's path as the user gave it, for messages (as load_spec's errors print it)
 
     def from_path(self, value: str) -> Path:
         """A ``from``: a folder or file relative to the spec, or an ``hf:`` name resolved through
@@ -189,7 +195,7 @@ class Spec:
             try:
                 self.hub[value] = resolve_hub(value)
             except UserError as e:
-                raise type(e)(f"{self.source}: {e}") from None
+                raise type(e)(f"{self.shown}: {e}") from None
         return self.hub[value].path
 
     def path(self, value: str) -> Path:
@@ -206,7 +212,7 @@ class Spec:
             source = res.component.load()(res.options, self.source.parent)
             return prepare(res.component.name, source, reads)
         except UserError as e:
-            raise UserError(f"{self.source}: {res.section}: {e}") from None
+            raise UserError(f"{self.shown}: {res.section}: {e}") from None
 
     def data_file(self, stage: int, objective, key: str = "data") -> DataFile:
         """What ``objective`` reads of ``stages[stage].data`` (or ``eval_data``): see
@@ -241,16 +247,61 @@ def key_path(loc: tuple) -> str:
     return out
 
 
-def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
+def _pydantic_problems(err: ValidationError, prefix: tuple = (), *, spec_tables: bool = False) -> list[tuple[str, str]]:
+    """(key path, message) per error; ``spec_tables``: the errors are of :class:`SpecModel`."""
     problems = []
     for e in err.errors():
         # a model validator's error has an empty loc part; its message a "Value error, " prefix
         loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and (p == "" or p.startswith("function-"))))
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and spec_tables and _table_of(loc) in _TABLES:
+            msg = _no_such_spec_key(loc)
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(e["input"], (dict, list)):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {e['input']!r}{_quoted_hint(e)})"
         problems.append((key_path(loc), msg))
     return problems
+
+
+#: the spec's own tables that forbid unknown keys (component sections take their options)
+_TABLES = {(): ("the spec", SpecModel), ("stages",): ("a stage", Stage), ("export",): ("[export]", Export)}
+
+
+def _table_of(loc: tuple) -> tuple:
+    """('stages', 0, 'stepz') -> ('stages',); a top-level key -> ()"""
+    return loc[:1] if len(loc) > 1 else ()
+
+
+def _no_such_spec_key(loc: tuple) -> str:
+    """A key of one of the spec's own tables that the table does not take."""
+    owner, model = _TABLES[_table_of(loc)]
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    return no_such_key(owner, str(loc[-1]), keys, noun="key")
+
+
+def _takes_tuple(annotation: Any) -> bool:
+    """tuple[...], or a union with one (``tuple[float, float] | None``)."""
+    return typing.get_origin(annotation) is tuple or any(_takes_tuple(a) for a in typing.get_args(annotation)
+                                                          if typing.get_origin(annotation) in (typing.Union, types.UnionType))
+
+
+def _arrays_as_tuples(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """TOML has arrays, not tuples: an array given to a tuple field is one (strict validation
+    takes no list for a tuple, and everything else it checks strictly)."""
+    fields = model.model_fields
+    return {k: tuple(v) if isinstance(v, list) and k in fields and _takes_tuple(fields[k].annotation) else v
+            for k, v in values.items()}
+
+
+def _quoted_hint(error: dict) -> str:
+    """A number or boolean written as a TOML string: say how to write it."""
+    value = error["input"]
+    if error["type"] not in ("int_type", "float_type", "bool_type") or not isinstance(value, str):
+        return ""
+    try:
+        tomllib.loads(f"v = {value}")
+    except tomllib.TOMLDecodeError:
+        return ""
+    return ", a string: write it without quotes"
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
@@ -301,13 +352,12 @@ def _resolve(registry: Registry, kind: str, section: Any, default: str | None, l
         return None
     values = {**preset_values, **{k: v for k, v in section.items() if k not in ("use", *structural)}}
     try:
-        options = component.options.model_validate(values)
+        options = component.options.model_validate(_arrays_as_tuples(component.options, values), strict=True)
     except ValidationError as e:
-        fields = list(component.options.model_fields)
+        fields = [f for f in component.options.model_fields if f not in structural]
         for sub_loc, msg in _pydantic_problems(e):
             if msg == "Extra inputs are not permitted":
-                close = difflib.get_close_matches(sub_loc, fields, n=1)
-                msg = f"unknown option of {kind} {component.name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                msg = no_such_key(component.name, sub_loc, fields)
             problems.append((f"{loc}.{sub_loc}" if sub_loc else loc, msg))
         return None
     return Resolved(component, options, loc)
@@ -434,9 +484,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     if "tokenizer" not in data and backbone_from:
         data["tokenizer"] = {"from": backbone_from}  # a checkpoint folder carries its tokenizer
     try:
-        model = SpecModel.model_validate(data)
+        model = SpecModel.model_validate(data, strict=True)
     except ValidationError as e:
-        problems += _pydantic_problems(e)
+        problems += _pydantic_problems(e, spec_tables=True)
         model = None
 
     # The second pass runs on the raw sections, so it reports even when the first failed.
@@ -492,7 +542,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     if problems:
         raise SpecError(str(path), problems)
     return Spec(path.resolve(), model, resolved_tok, resolved_bb, objectives, peft, optimizers, schedules, sources,
-                trackers, train_on)
+                trackers, train_on, shown=str(path))
 
 
 def _resolve_source(registry: Registry, value: Any, base: Path, loc: str,

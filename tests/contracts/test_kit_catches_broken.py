@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import import_or_skip
 from modkit import load_registry

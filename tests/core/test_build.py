@@ -18,7 +18,7 @@ from modkit.cli import main
 from modkit.builder.export import ParityError, check_parity
 from modkit.fileio import sha256_file
 from modkit.runtime import Runtime
-from specs import tiny_gpt_parts, write_corpus
+from specs import assert_transformers_loads_quietly, tiny_gpt_parts, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt"
 LABELS = ["argparse", "datetime", "socket", "sqlite3", "unittest"]
@@ -80,6 +80,13 @@ def test_artifact_files_and_manifest(artifact):
     assert m["components"]["stages"][1]["peft"][0]["kept"] is False  # merged away
     assert m["merge"]["methods"] == ["lora"] and m["merge"]["max_abs_diff"] < m["merge"]["tolerance"] == 1e-4
     assert m["components"]["backbone"]["options"]["vocab_size"] == 300
+
+
+def test_each_stage_reports_the_figures_that_mean_something_for_its_objective(artifact):
+    clm, classify = (stage["eval"] for stage in read_manifest(artifact)["stages"])
+    assert set(clm) == {"eval_loss", "eval_perplexity"}  # no second held-back loss on fewer windows
+    # a classifier's loss (L2 + 0.5 L1) has no perplexity
+    assert set(classify) == {"eval_loss", "heldout_accuracy", "majority_baseline", "heldout_examples"}
 
 
 def test_artifact_is_readable_by_other_users_as_the_umask_allows(artifact):
@@ -321,6 +328,13 @@ def test_build_fails_with_exit_1_and_no_artifact_when_parity_is_off(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.suffix == ".tmp"] == []
 
 
+def test_transformers_loads_an_export_hf_folder_without_a_warning(artifact, tmp_path):
+    pytest.importorskip("transformers")
+    r = CliRunner().invoke(main, ["export-hf", str(artifact), str(tmp_path / "hf")])
+    assert r.exit_code == 0, r.output
+    assert_transformers_loads_quietly(tmp_path / "hf")
+
+
 def test_building_without_torch_says_which_extra_to_install(artifact, tmp_path):
     spec = tiny_spec(tmp_path)
     code = f"""
@@ -408,7 +422,7 @@ def test_a_resume_with_another_spec_or_data_is_refused_naming_the_change(tmp_pat
     with open(tmp_path / "modules.jsonl", "a") as f:
         f.write('{"text": "one more", "label": "socket"}\n')
     r = CliRunner().invoke(main, build)
-    assert r.exit_code == 2 and f"stages[1].data: data file modules.jsonl changed since the checkpoint" in r.output
+    assert r.exit_code == 2 and "stages[1].data: data file modules.jsonl changed since the checkpoint" in r.output
     # what may differ (the artifact's name, where it trains, checkpoint spacing) does not stop a resume
     (tmp_path / "modules.jsonl").write_text((EXAMPLE / "modules.jsonl").read_text(encoding="utf-8"))
     r = CliRunner().invoke(main, [*build, "--set", 'name="renamed"', "--set", "stages[0].checkpoint_every=2",

@@ -3,6 +3,8 @@ backbone's shape fails before any training and leaves no work folder; a later fa
 Ctrl-C says whether and how to resume; an existing artifact is kept unless --overwrite."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 from test_build import quiet_build, tiny_spec
@@ -75,6 +77,7 @@ def test_a_failed_build_says_how_to_resume_and_ctrl_c_exits_130(tmp_path, monkey
     assert r.output.rstrip().endswith("interrupted") and not out.exists()
     r = build_cli(spec, out, "--set", "seed=3", "--resume")
     assert r.exit_code == 0, r.output
+    assert "resuming stage 2/2 from step 3\n" in r.output
     assert leftovers(tmp_path) == []
 
 
@@ -133,6 +136,29 @@ def test_a_method_that_cannot_merge_is_a_spec_error_before_training_unless_the_e
     spec.write_text(spec.read_text() + "[export]\nmerge = false\n")  # the last stage's methods stay unmerged
     m = quiet_build(spec, tmp_path / "out")
     assert m["components"]["stages"][1]["peft"][0]["kept"] is True
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace('use = "gpt"', 'use = "bert"'),
+     "stages[0].objective ('clm'): clm needs a decoder-only backbone"),
+    (lambda s: re.sub(r'objective = \{ use = "classify".*', 'objective = { use = "seq2seq" }', s),
+     "stages[1].objective ('seq2seq'): seq2seq needs an encoder-decoder backbone"),
+    (lambda s: s.replace('targets = ["attn.q", "attn.v"]', 'targets = ["attn.qq", "attn.v"]'),
+     "stages[1].peft[0].targets[0]: 'attn.qq' matches no role of the backbone"),
+])
+def test_what_needs_only_the_spec_is_checked_before_the_tokenizer_trains(tmp_path, monkeypatch, edit, message):
+    from modkit_plugins.tokenizers.bpe_model import BPETokenizer
+
+    def refuse(cls, *args, **kwargs):
+        raise AssertionError("the tokenizer trained before the spec's shape was checked")
+
+    monkeypatch.setattr(BPETokenizer, "train", classmethod(refuse))
+    spec = tiny_spec(tmp_path)
+    spec.write_text(edit(spec.read_text()))
+    r = build_cli(spec, tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    assert f"error: {spec}: {message}" in r.output and "training tokenizer" not in r.output
+    assert leftovers(tmp_path) == []
 
 
 def test_a_plugin_fault_in_the_meta_rehearsal_surfaces_before_any_training(tmp_path, no_training, monkeypatch):

@@ -12,6 +12,7 @@ import modkit
 from modkit.runtime.artifact import read_manifest
 from modkit.cli import main
 from modkit.runtime import Runtime
+from specs import assert_transformers_loads_quietly
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -126,6 +127,7 @@ seq_len = 32
     assert r.exit_code == 0, r.output
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
     assert type(hf).__name__ == "BertForSequenceClassification"
+    assert_transformers_loads_quietly(tmp_path / "back")
     assert [hf.config.id2label[i] for i in range(len(labels))] == labels
     batch = tok.batch_encode(texts, max_length=32)
     ids, mask = torch.tensor(batch["input_ids"]), torch.tensor(batch["attention_mask"])

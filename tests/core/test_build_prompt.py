@@ -15,6 +15,7 @@ from modkit.errors import SpecError
 from modkit.nn.prompt import prompt_of
 from modkit.runtime.artifact import read_manifest
 
+from specs import killed_after_step
 from test_build_peft import check_onnx_batches, check_served, quiet_build, write_spec
 
 PROMPT = '[{ use = "prompt", num_virtual_tokens = 5, init = "text", init_text = "the module" }]'
@@ -80,29 +81,13 @@ def test_a_second_prompt_in_a_later_stage_is_a_spec_error(tmp_path):
         quiet_build(spec, tmp_path / "out")
 
 
-class Interrupt(Exception):
-    pass
-
 
 def test_a_prompt_build_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
-    import modkit.builder.build as build_module
     from modkit.fileio import sha256_file
 
     spec = write_spec(tmp_path, "bert", PROMPT)
     spec.write_text(spec.read_text().replace("steps = 3", "steps = 5\ncheckpoint_every = 2"))
     quiet_build(spec, tmp_path / "whole")
-    real = build_module.train_stage
-
-    def crashing(*args, on_step, **kw):
-        def boom(record):
-            on_step(record)
-            if record.step == 3:
-                raise Interrupt
-        return real(*args, on_step=boom, **kw)
-
-    monkeypatch.setattr(build_module, "train_stage", crashing)
-    with pytest.raises(Interrupt):
-        quiet_build(spec, tmp_path / "out")
-    monkeypatch.setattr(build_module, "train_stage", real)
+    killed_after_step(3, monkeypatch, lambda: quiet_build(spec, tmp_path / "out"))
     modkit.build(spec, tmp_path / "out", progress=False, echo=lambda _: None, resume=True)
     assert sha256_file(tmp_path / "out" / "model.safetensors") == sha256_file(tmp_path / "whole" / "model.safetensors")

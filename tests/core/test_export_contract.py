@@ -9,7 +9,6 @@ import pytest
 import modkit
 from modkit.errors import UserError
 from modkit.runtime import Runtime
-from modkit.runtime.artifact import read_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

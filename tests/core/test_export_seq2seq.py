@@ -4,10 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from modkit.builder.export_seq2seq import export_seq2seq
-from modkit.runtime.seq2seq import Seq2SeqSession, generate_onnx, strip_after_eos
+from modkit.runtime.seq2seq import generate_onnx, strip_after_eos
 
 pytest.importorskip("onnxruntime")
 sys.path.insert(0, str(Path(__file__).parents[1] / "plugins"))

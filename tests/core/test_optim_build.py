@@ -10,11 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 import modkit
-from modkit.builder import build as build_module
 from modkit.builder.metrics import read_metrics
 from modkit.errors import SpecError, UserError
 from modkit.spec import load_spec
-from specs import tiny_gpt_parts, write_corpus
+from specs import killed_after_step, tiny_gpt_parts, write_corpus
 
 
 def lm_spec(folder: Path, stage: str = "", *, steps: int = 8, name: str = "spec.toml") -> Path:
@@ -124,9 +123,6 @@ def test_lr_multipliers_and_decay_groups_are_options(tmp_path):
     assert max_diff({k: trained[k] for k in trained if ".blocks.1." in k}, untrained) > 1e-4
 
 
-class Interrupt(Exception):
-    pass
-
 
 RESUME = [
     'optimizer = { use = "adam" }\nschedule = { use = "inverse-sqrt", warmup_steps = 2 }',
@@ -143,19 +139,7 @@ def test_killed_and_resumed_equals_uninterrupted_for_every_optimizer(tmp_path, m
     the weights are those of the build that was never interrupted, bit for bit."""
     spec = lm_spec(tmp_path, stage + "\naccumulate = 2")
     whole = build(spec, tmp_path / "whole")
-    real = build_module.train_stage
-
-    def crashing(*args, on_step, **kw):
-        def tick(record):
-            on_step(record)
-            if record.step == 5:
-                raise Interrupt
-        return real(*args, on_step=tick, **kw)
-
-    monkeypatch.setattr(build_module, "train_stage", crashing)
-    with pytest.raises(Interrupt):
-        build(spec, tmp_path / "out")
-    monkeypatch.setattr(build_module, "train_stage", real)
+    killed_after_step(5, monkeypatch, lambda: build(spec, tmp_path / "out"))
     resumed = build(spec, tmp_path / "out", resume=True)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -57,9 +56,26 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
 @pytest.mark.parametrize("override, key, words", [
     ("stages[1].peft[0].r=0", "stages[1].peft[0].r", "greater than 0"),
     ("stages[1].peft[0].r='x'", "stages[1].peft[0].r", "valid integer"),
-    ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank", "unknown option of peft 'lora'"),
+    # strict types: TOML has them, so a number written as a string is a mistake, not a number
+    ("stages[1].peft[0].r='8'", "stages[1].peft[0].r",
+     "Input should be a valid integer (got '8', a string: write it without quotes)"),
+    ("backbone.d_model='128'", "backbone.d_model", "valid integer (got '128', a string"),
+    ("stages[0].steps='5'", "stages[0].steps", "valid integer (got '5', a string"),
+    ("stages[0].lr='1e-3'", "stages[0].lr", "valid number (got '1e-3', a string"),
+    ("export.onnx='true'", "export.onnx", "valid boolean (got 'true', a string"),
+    ("stages[0].steps=5.0", "stages[0].steps", "valid integer (got 5.0)"),
+    ("stages[1].peft[0].rank=4", "stages[1].peft[0].rank",
+     "lora takes no option 'rank'; it takes: r, alpha, targets, dropout"),
+    ("stages[1].peft[0].rr=4", "stages[1].peft[0].rr", "lora takes no option 'rr' (did you mean 'r'?); it takes: r,"),
     ("stages[0].steps=-1", "stages[0].steps", "greater than or equal to 0"),
-    ("stages[0].stepz=3", "stages[0].stepz", "Extra inputs are not permitted"),
+    ("stages[0].stepz=3", "stages[0].stepz", "a stage takes no key 'stepz' (did you mean 'steps'?); it takes: "
+     "objective, peft, data, steps, recipe, optimizer, schedule, lr, batch_size, seq_len, weight_decay, "
+     "warmup_steps, max_grad_norm, checkpoint_every, accumulate, eval_every, eval_data, eval_examples, "
+     "keep_checkpoints"),
+    ("export.onx=true", "export.onx", "[export] takes no key 'onx' (did you mean 'onnx'?); it takes: merge, onnx, "
+     "opset, parity_tolerance, optimize, quantize"),
+    ("nmae='x'", "nmae", "the spec takes no key 'nmae' (did you mean 'name'?); it takes: name, seed, device, "
+     "precision, compile, tokenizer, backbone, stages, export"),
     ("backbone.use=gtp", "backbone.use", "did you mean 'gpt', 'gpt2'?"),
     ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'"),
     ("stages[0].data='missing.txt'", "stages[0].data", "no such file or folder: 'missing.txt'"),
@@ -77,6 +93,15 @@ def test_each_mistake_names_file_and_key(spec_file, override, key, words):
     assert first.startswith(f"error: {spec_file}: {key}: "), result.output
     assert words in first
     assert "Traceback" not in result.output and "Value error" not in first
+
+
+def test_strict_types_still_take_an_integer_where_a_number_is_expected(spec_file):
+    spec = load_spec(spec_file, ["stages[0].lr=1", "stages[1].peft[0].alpha=32", "stages[1].peft[0].targets=['attn.q']"])
+    assert spec.model.stages[0].lr == 1.0 and isinstance(spec.model.stages[0].lr, float)
+    assert spec.peft[1][0].options.alpha == 32.0 and list(spec.peft[1][0].options.targets) == ["attn.q"]
+    # a TOML array is a tuple where an option is one
+    spec = load_spec(spec_file, ["stages[0].optimizer={use='adamw', betas=[0.9, 0.95]}"])
+    assert spec.optimizers[0].options.betas == (0.9, 0.95)
 
 
 def test_every_problem_is_reported_at_once(spec_file):
@@ -126,3 +151,19 @@ def test_options_next_to_tokenizer_from_are_rejected(spec_file, sets, words):
     spec_file.write_text(GOOD.replace('use = "bpe"\nvocab_size = 300\ntrain_on = ["corpus.txt"]', 'from = "tok.json"'))
     assert load_spec(spec_file).model.tokenizer.from_ == "tok.json"
 
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["backbone.use=bert"], "spec.toml: stages[0].objective ('clm'): clm needs a decoder-only backbone that caches "
+                            "its keys and values (gpt, say); BERT is not one (use seq2seq for encoder-decoders)"),
+    (["stages[1].objective={use='seq2seq'}"], "spec.toml: stages[1].objective ('seq2seq'): seq2seq needs an "
+                                              "encoder-decoder backbone (bart or t5, say); GPT is not one"),
+    (["stages[1].objective.temprature=0.5"], "spec.toml: stages[1].objective.temprature: classify takes no option "
+     "'temprature'; it takes: format, labels, aux_lm_weight, text_field, text_pair_field, choices_field, label_field, "
+     "holdout, label_smoothing, dropout, pooling"),
+])
+def test_messages_name_no_internal_class_and_print_the_spec_path_as_given(spec_file, monkeypatch, sets, message):
+    monkeypatch.chdir(spec_file.parent)
+    result = CliRunner().invoke(main, ["build", "spec.toml", "-o", "out", *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 2
+    assert result.output == f"error: {message}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,14 +161,30 @@ def test_metrics_curves_and_evaluation_during_training(tmp_path):
     assert stage["eval"] == {k: v for k, v in evals[-1].items() if k.startswith(("eval_", "heldout_"))}
     assert stage["tokens"] == 6 * 256 and stage["train_seconds"] > 0 and 0 < stage["mfu"] < 1
     assert manifest["training"]["matmul_peak_flops"] > 1e8 and manifest["training"]["device"] == "cpu"
-    # the held-back figures come from eval_data: 8 windows of 32 tokens from held.txt
-    assert "heldout_lm_loss" in stage["eval"]
+    # a language model's held-back figures are its loss on eval_data (8 windows of 32 tokens
+    # from held.txt) and that loss's perplexity, nothing beside them
+    assert set(stage["eval"]) == {"eval_loss", "eval_perplexity"}
     # curves.png is a PNG; `modkit plot` redraws it (it is not in the manifest's checked files)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "curves.png" not in manifest["files"] and "metrics.jsonl" in manifest["files"]
     (out / "curves.png").unlink()
     result = CliRunner().invoke(main, ["plot", str(out)])
     assert result.exit_code == 0 and (out / "curves.png").exists()
+
+
+def test_the_train_extra_draws_the_curves_and_a_build_without_matplotlib_says_how_to_get_them(
+        tmp_path, monkeypatch):
+    from modkit.spec import tomllib  # tomli before Python 3.11
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(d.startswith("matplotlib") for d in extras["train"])  # the quick start's install draws them
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: importing it raises ImportError
+    said = []
+    modkit.build(lm_spec(tmp_path, steps=2), tmp_path / "out", progress=False, echo=said.append)
+    assert not (tmp_path / "out" / "curves.png").exists()
+    assert ("no curves.png: drawing it needs matplotlib, which modkit[train] installs (pip install 'modkit[plot]'; "
+            "then `modkit plot OUT` draws it from OUT/metrics.jsonl)") in said
 
 
 def test_plot_without_metrics_is_a_user_error(tmp_path):

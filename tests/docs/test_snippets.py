@@ -84,3 +84,27 @@ def test_code_blocks_close(doc):
 def test_every_example_has_a_readme():
     missing = [p.name for p in (ROOT / "examples").iterdir() if p.is_dir() and not (p / "README.md").exists()]
     assert missing == []
+
+
+WRITES = re.compile(r"(?:\s-o\s+|\s>\s*|export-(?:hf|peft)\s+\S+\s+)([A-Za-z][\w.-]*)")
+
+
+def test_what_the_readmes_commands_write_in_the_checkout_is_ignored_by_git():
+    readmes = [ROOT / "README.md", *(ROOT / "examples").glob("*/README.md")]
+    written = sorted({m.group(1) for doc in readmes for lang, code, _ in blocks(doc) if lang in SHELL
+                      for m in WRITES.finditer(" " + code)})
+    assert {"out", "out-tiny-gpt", "predictions.jsonl", "minilm-topics-hf"} <= set(written)
+    written += [".out-tiny-gpt.work", "examples/minilm-lora/minilm"]  # a build's work folder; the README's link
+    proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", *written],
+                          capture_output=True, text=True)
+    assert sorted(proc.stdout.split()) == sorted(written), set(written) - set(proc.stdout.split())
+
+
+def test_the_quick_start_build_stays_short():
+    # about 50 CPU-seconds on the development machine (examples/tiny-gpt/README.md): the tokens
+    # its stages train on bound that; the spec once trained on 614,400 (6-28 minutes on a busy
+    # 2-core machine)
+    spec = tomllib.loads((ROOT / "examples" / "tiny-gpt" / "spec.toml").read_text(encoding="utf-8"))
+    assert sum(s["steps"] * s["batch_size"] * s["seq_len"] for s in spec["stages"]) <= 470_000
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "about 50 CPU-seconds" in readme and "AMD EPYC" in readme

@@ -159,6 +159,15 @@ def test_memory_plan_of_a_spec_under_ddp_and_fsdp(tmp_path):
     assert activation_bytes(backbone.to("meta"), 2, StageMemory("clm", n, n, 4, 32)) == sum(kept)
 
 
+def test_a_decoder_only_model_is_not_called_an_encoder(tmp_path):
+    result = CliRunner().invoke(main, ["cost", str(tiny_spec(tmp_path)), "--hardware", "cpux2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "model     tiny: matmul weights 0.0246 M"
+    t5 = CliRunner().invoke(main, ["cost", "t5-small", "--tokens", "1e6"])
+    assert t5.exit_code == 0, t5.output
+    assert t5.output.splitlines()[0] == "model     t5-small: matmul weights encoder 18.9 M, decoder 25.2 M"
+
+
 def test_artifact_records_and_reports_measured_resources(tmp_path):
     out = tmp_path / "out"
     quiet_build(tiny_spec(tmp_path, steps=(2, 2)), out)

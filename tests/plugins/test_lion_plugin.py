@@ -2,16 +2,14 @@
 computed by hand, and a build that trains with it and resumes exactly."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import import_or_skip
 from safetensors.torch import load_file
-from specs import tiny_gpt_parts, write_corpus
+from specs import killed_after_step, tiny_gpt_parts, write_corpus
 
 import modkit
-from modkit.builder import build as build_module
 from modkit.builder.metrics import read_metrics
 from modkit.builder.optim import param_groups
 from modkit.testing import check_optimizer
@@ -44,9 +42,6 @@ def test_lion_steps_by_the_sign_of_the_interpolated_momentum(lion):
         assert torch.allclose(weight.detach(), theta, atol=1e-7)
 
 
-class Interrupt(Exception):
-    pass
-
 
 def test_a_build_trains_with_lion_and_resumes_exactly(lion, tmp_path, monkeypatch):
     write_corpus(tmp_path, 20_000)
@@ -73,19 +68,7 @@ onnx = false
     assert manifest["components"]["stages"][0]["optimizer"]["plugin"] == "lion"
     losses = [r["loss"] for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")]
     assert losses[-1] < losses[0] - 0.05
-    real = build_module.train_stage
-
-    def crashing(*args, on_step, **kw):
-        def tick(record):
-            on_step(record)
-            if record.step == 5:
-                raise Interrupt
-        return real(*args, on_step=tick, **kw)
-
-    monkeypatch.setattr(build_module, "train_stage", crashing)
-    with pytest.raises(Interrupt):
-        modkit.build(spec, tmp_path / "out", **quiet)
-    monkeypatch.setattr(build_module, "train_stage", real)
+    killed_after_step(5, monkeypatch, lambda: modkit.build(spec, tmp_path / "out", **quiet))
     modkit.build(spec, tmp_path / "out", resume=True, **quiet)
     whole, resumed = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("whole", "out"))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)

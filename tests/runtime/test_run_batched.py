@@ -133,6 +133,36 @@ def test_run_generation_stats_and_options_through_the_cli(gpt_artifact):
     assert bad.exit_code == 2 and "beam search does not sample" in bad.stderr
 
 
+#: a value per run option that `modkit run` also takes as a flag, and the flag's words
+FLAGGED = {"max_new_tokens": ("3", ["--max-new-tokens", "3"]), "temperature": ("0.5", ["--temperature", "0.5"]),
+           "top_k": ("5", ["--top-k", "5"]), "top_p": ("0.9", ["--top-p", "0.9"]), "seed": ("7", ["--seed", "7"]),
+           "num_beams": ("2", ["--num-beams", "2"]), "do_sample": ("true", ["--sample"])}
+
+
+def test_every_flagged_option_may_be_given_with_O_too(gpt_artifact):
+    flagged = {p.name for p in main.commands["run"].params} & set(Runtime(gpt_artifact).task_component.options.model_fields)
+    assert flagged == set(FLAGGED)  # a new flag gets a case here
+    for key, (value, flag) in FLAGGED.items():
+        # sampled runs are seeded, so both ways must give the very same tokens
+        common = ["run", str(gpt_artifact), "--text", "import the", "--json",
+                  *(["--sample"] if key == "seed" else [] if key == "num_beams" else ["--seed", "1"])]
+        by_flag = CliRunner().invoke(main, common + flag)
+        by_option = CliRunner().invoke(main, common + ["-O", f"{key}={value}"])
+        assert by_flag.exit_code == 0 and by_option.exit_code == 0, (key, by_option.output)
+        assert by_option.stdout == by_flag.stdout, key
+    r = CliRunner().invoke(main, ["run", str(gpt_artifact), "--text", "hi", "--temperature", "0.5", "-O",
+                                  "temperature=0.7"])
+    assert r.exit_code == 2 and r.output == "error: temperature is given twice: --temperature and -O temperature=0.7\n"
+    same = CliRunner().invoke(main, ["run", str(gpt_artifact), "--text", "hi", "--max-new-tokens", "2", "-O",
+                                     "max_new_tokens=2"])
+    assert same.exit_code == 0, same.output
+    r = CliRunner().invoke(main, ["run", str(gpt_artifact), "--text", "hi", "-O", "batch_size=3"])
+    assert r.exit_code == 2 and r.output == (
+        "error: generate takes no option 'batch_size'; it takes: do_sample, temperature, top_k, top_p, seed, "
+        "num_beams, length_penalty, early_stopping, no_repeat_ngram_size, repetition_penalty, min_new_tokens, "
+        "max_new_tokens\n")
+
+
 def test_generation_and_the_server_import_no_torch(gpt_artifact):
     code = f"""
 import sys

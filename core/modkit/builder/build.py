@@ -29,7 +29,8 @@ from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.peak import matmul_peak
 from modkit.builder.peft_plan import PeftPlan, PlannedMethod
-from modkit.builder.preflight import check_blocks, check_peft_plan, check_stages, check_world, method_from, preflight
+from modkit.builder.preflight import (check_blocks, check_peft_plan, check_spec_shape, check_stages, check_world,
+                                      method_from, preflight)
 from modkit.builder.progress import StageProgress
 from modkit.builder.resources import ResourceMeter
 from modkit.builder.optim import check_schedules, schedule_of
@@ -45,6 +46,10 @@ from modkit.registry import Component, Registry, get_registry
 from modkit.manifest import MANIFEST_VERSION, Manifest
 from modkit.spec import Resolved, Spec, load_spec
 from modkit.tokenization import artifact_tokenizer, load_tokenizer
+
+
+NO_CURVES = ("no curves.png: drawing it needs matplotlib, which modkit[train] installs "
+             "(pip install 'modkit[plot]'; then `modkit plot OUT` draws it from OUT/metrics.jsonl)")
 
 
 def _component_record(component: Component, options) -> dict[str, Any]:
@@ -195,7 +200,7 @@ def _backbone(spec: Spec, tokenizer, registry: Registry):
     res = spec.backbone
     options = options_from_tokenizer(res.options, tokenizer, res.component.load())
     if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
-        raise UserError(f"{spec.source}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
+        raise UserError(f"{spec.shown}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
                         f"{tokenizer.vocab_size}")
     return res.component.load()(options), res.component
 
@@ -319,7 +324,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
     engine = Engine(resolve_device(spec.model.device, local_rank=local_rank), spec.model.precision,
                     spec.model.compile, rank=rank, world=world, strategy=spec.model.strategy,
                     cpu_offload=spec.model.cpu_offload)
-    check_device(engine.device, engine.precision, str(spec.source))
+    check_device(engine.device, engine.precision, spec.shown)
     check_world(spec, world)
     if not engine.is_main:
         echo = lambda msg: None  # noqa: E731 - one voice: rank 0 reports
@@ -365,17 +370,19 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
 
 def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     """The tokenizer and the untrained backbone, once every check that needs only the spec, its
-    files and the backbone's shape has passed; only then is the work folder made. A resume
-    first checks the checkpoint was trained with this spec and data."""
+    files and the backbone's shape has passed; only then is the work folder made. What needs
+    the spec alone is checked before the tokenizer trains; a resume then checks the checkpoint
+    was trained with this spec and data."""
+    check_schedules(spec)
+    check_spec_shape(spec, registry)
     continuing = resume and read_checkpoint_position(work) is not None
     if continuing:
         fingerprint.check(work, spec)
     tokenizer, trained = _tokenizer(spec, work, echo, registry)
     _seed_stage(spec.model.seed, -1)
     backbone, bcomp = _backbone(spec, tokenizer, registry)
-    check_stages(spec, backbone, registry)
+    check_stages(spec, backbone, registry)  # again on the backbone as built: a checkpoint's, say
     check_blocks(spec, backbone)
-    check_schedules(spec)
     check_peft_plan(spec, backbone, bcomp, tokenizer)
     preflight(spec, tokenizer, bcomp, backbone.config)
     work.mkdir(parents=True, exist_ok=True)
@@ -384,6 +391,15 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     if trained:
         tokenizer.save(work / "tokenizer.json")
     return tokenizer, backbone, bcomp
+
+
+def _resuming(position: dict | None, stages: int, work: Path) -> str:
+    """What --resume picks up: where in which stage the build goes on."""
+    if position is None:
+        return f"nothing to resume in {work}: starting from the first step"
+    if position["stage"] == stages:
+        return f"resuming: all {stages} stage(s) had finished; merging and exporting"
+    return f"resuming stage {position['stage'] + 1}/{stages} from step {position['step']}"
 
 
 def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
@@ -407,6 +423,8 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     seed, rank, world = spec.model.seed, engine.rank, engine.world
     model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
+    if resume:
+        echo(_resuming(position, len(spec.model.stages), work))
     reports: list[dict] = list(position["reports"]) if position else []
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     all_methods, stage_records, data, merged = [], [], None, set()
@@ -467,7 +485,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         if len(objs) > 1:  # every objective's own figures, by name
             figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
             for name, obj, d in zip(names[1:], objs[1:], datas[1:]):
-                figures.update({f"{name}.{k}": v for k, v in obj.evaluate(model.backbone, d).items()})
+                figures.update({f"{name}.{k}": v for k, v in evaluate_stage(model, obj, d, stage, engine).items()})
         reports.append({
             "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
@@ -543,8 +561,11 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
             shutil.copytree(kept.folder, tmp / "checkpoints", ignore=shutil.ignore_patterns("kept.json"))
             manifest["checkpoints"] = kept.manifest()
         manifest["files"] = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
-        if (tmp / "metrics.jsonl").exists() and have_matplotlib():
-            draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
+        if (tmp / "metrics.jsonl").exists():
+            if have_matplotlib():
+                draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
+            else:
+                echo(NO_CURVES)
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         written = Manifest.model_validate(manifest)  # the schema every reader of the artifact uses

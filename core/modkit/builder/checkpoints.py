@@ -129,6 +129,8 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
     from modkit.nn.generation import generation_defaults
 
     config, weights = format_for(model, registry=registry).to_hf(model)
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        config = {**_special_ids(tokenizer), **config}  # what the format writes wins
     dest = Path(dest)
     with atomic_dir(dest) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -140,11 +142,27 @@ def save_hf(model, dest: str | Path, *, tokenizer=None, registry: Registry | Non
         if isinstance(tokenizer, (str, Path)):
             shutil.copyfile(tokenizer, tmp / "tokenizer.json")
         elif tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.json")
+            _save_hf_tokenizer(tokenizer, tmp / "tokenizer.json")
             (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
         if card is not None:
             (tmp / "README.md").write_text(card, encoding="utf-8")
     return dest
+
+
+def _special_ids(tokenizer) -> dict[str, int | None]:
+    """config.json's bos/eos/pad ids from the tokenizer (None for a role it lacks): a format
+    that does not write them (GPT) would leave transformers' defaults, ids past a small vocabulary."""
+    return {f"{role}_token_id": tokenizer.special_id(role) for role in ("bos", "eos", "pad")}
+
+
+def _save_hf_tokenizer(tokenizer, path: Path) -> None:
+    """The tokenizer.json without modkit's own keys (each added token's ``modkit_roles``, which
+    transformers warns about); tokenizer_config.json names the roles instead."""
+    tokenizer.save(path)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    for entry in doc.get("added_tokens") or []:
+        entry.pop("modkit_roles", None)
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
 
 
 def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None = None,

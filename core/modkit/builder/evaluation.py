@@ -11,7 +11,8 @@ from modkit.builder.device import to_device
 @torch.no_grad()
 def evaluate_stage(model, objective, data, stage, engine) -> dict[str, float]:
     """``eval_loss`` (the mean of the objective's loss over up to ``stage.eval_examples``
-    held-back examples, weighted by batch size), ``eval_perplexity`` = exp(eval_loss), and
+    held-back examples, weighted by batch size), ``eval_perplexity`` = exp(eval_loss) where
+    the loss is per-token cross-entropy (:attr:`~modkit.interfaces.Objective.perplexity`), and
     whatever the objective's :meth:`evaluate` reports."""
     was_training = model.training
     model.eval()
@@ -26,7 +27,8 @@ def evaluate_stage(model, objective, data, stage, engine) -> dict[str, float]:
         figures: dict[str, float] = {}
         if count:
             figures["eval_loss"] = total / count
-            figures["eval_perplexity"] = math.exp(min(figures["eval_loss"], 50.0))
+            if objective.perplexity:
+                figures["eval_perplexity"] = math.exp(min(figures["eval_loss"], 50.0))
         figures.update(objective.evaluate(model.backbone, data))
         return figures
     finally:

@@ -81,4 +81,4 @@ def check_schedules(spec: Spec) -> None:
         try:
             schedule_of(spec.schedules[i], stage)
         except UserError as e:
-            raise UserError(f"{spec.source}: stages[{i}].schedule: {e}") from None
+            raise UserError(f"{spec.shown}: stages[{i}].schedule: {e}") from None

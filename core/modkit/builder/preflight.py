@@ -6,7 +6,8 @@ stage's objective is attached to it as the build will attach it, and each stage'
 by it. So an empty or malformed data file of the last stage is reported at once, not after the
 earlier stages have trained. The PEFT plan (:func:`check_peft_plan`), the objective/backbone
 pairs (:func:`check_stages`) and a data-parallel layout (:func:`check_world`) are checked just
-before.
+before; the first two, on the spec's shape alone, before the tokenizer trains
+(:func:`check_spec_shape`).
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _at(spec, key: str, data: DataFile | None = None):
         yield
     except UserError as e:
         converted = data is not None and data.path.parent == cache_folder()
-        raise UserError(f"{spec.source}: {key}: {e}" + (
+        raise UserError(f"{spec.shown}: {key}: {e}" + (
             f" (the rows of {', '.join(data.record['files'])} converted for the objective)" if converted else "")) from None
 
 
@@ -95,7 +96,7 @@ def check_stages(spec: Spec, backbone, registry: Registry) -> None:
     task is served by an installed task component (else the artifact could not be run)."""
     for stage in spec.objectives:
         for res in stage:
-            where = f"{spec.source}: {res.section} ({res.component.name!r})"
+            where = f"{spec.shown}: {res.section} ({res.component.name!r})"
             cls = res.component.load()
             try:
                 cls.check_backbone(backbone)
@@ -137,7 +138,7 @@ def check_peft_plan(spec: Spec, backbone: torch.nn.Module, bcomp: Component, tok
                 except UserError as e:  # a method that cannot merge over what it found (its plugin says why)
                     problems.append((planned.key, str(e)))
     if problems:
-        raise SpecError(str(spec.source), problems)
+        raise SpecError(spec.shown, problems)
 
 
 def _unmatched_patterns(method, backbone: torch.nn.Module, where: str) -> list[tuple[str, str]]:
@@ -161,6 +162,30 @@ def _position_budget(spec: Spec, stage: int, backbone: torch.nn.Module) -> list[
                                          f"{limit - reserved} or reserve fewer")]
 
 
+def check_spec_shape(spec: Spec, registry: Registry) -> None:
+    """What needs only the spec's shape, before any work (the tokenizer's training included):
+    every stage's objective against a weightless backbone of the spec's options, the task, and
+    the PEFT plan (:func:`check_stages`, :func:`check_peft_plan`; both run again once the
+    backbone and tokenizer are made). The vocabulary is the tokenizer's ``vocab_size`` option
+    (the trained tokenizer's own size matters to no check here). A backbone from a checkpoint,
+    or with no vocabulary size to be had from the spec, is checked once it is loaded."""
+    if spec.backbone is None:
+        return
+    options = spec.backbone.options
+    if "vocab_size" in type(options).model_fields and not options.vocab_size:
+        vocab = getattr(spec.tokenizer.options, "vocab_size", 0) if spec.tokenizer else 0
+        if not vocab:
+            return
+        options = options.model_copy(update={"vocab_size": vocab})
+    bcomp = spec.backbone.component
+    with _at(spec, "backbone"):
+        backbone = _on_meta(lambda: bcomp.load()(options))
+    if backbone is None:
+        return
+    check_stages(spec, backbone, registry)
+    check_peft_plan(spec, backbone, bcomp)
+
+
 def check_world(spec: Spec, world: int) -> None:
     """What a data-parallel build needs of the spec: every process takes an equal slice of each
     micro-batch, and a GPU of its own. Under FSDP a stage trains one objective."""
@@ -176,4 +201,4 @@ def check_world(spec: Spec, world: int) -> None:
         bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
                               "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
     if bad:
-        raise SpecError(str(spec.source), bad)
+        raise SpecError(spec.shown, bad)

@@ -31,7 +31,7 @@ def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: li
     registry = registry or get_registry()
     spec = load_spec(spec_path, list(overrides), registry=registry)
     if not 0 <= stage < len(spec.model.stages):
-        raise UserError(f"{spec.source}: no stages[{stage}]; the spec has {len(spec.model.stages)} stage(s)")
+        raise UserError(f"{spec.shown}: no stages[{stage}]; the spec has {len(spec.model.stages)} stage(s)")
     with tempfile.TemporaryDirectory() as work:
         tokenizer, _ = _tokenizer(spec, Path(work), echo, registry)
     model = ModkitModel(_backbone(spec, tokenizer, registry)[0])

@@ -258,7 +258,8 @@ def run(ctx: click.Context, artifact: str, texts: tuple[str, ...], file_: str | 
         raise UserError(f"no inputs in {source}")
     runtime = Runtime(artifact, provider=provider, precision=precision, registry=_registry(ctx))
     started = time.perf_counter()
-    results = runtime.run(records, batch_size=batch_size, **generation, **_parse_options(task_options))
+    options = runtime.options(**_merged_options(generation, _parse_options(task_options)))
+    results = runtime.run_validated(runtime.records(records), options, batch_size=batch_size)
     seconds = time.perf_counter() - started
     task = runtime.task_impl
     for result in results:
@@ -390,6 +391,19 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
         except ValueError:
             options[key] = value
     return options
+
+
+def _merged_options(flags: dict, given: dict) -> dict:
+    """The flags set (--temperature...) and the -O options, one set: an option may be given
+    either way, once."""
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            flag = "--sample/--greedy" if key == "do_sample" else f"--{key.replace('_', '-')}"
+            raise UserError(f"{key} is given twice: {flag} and -O {key}={json.dumps(given[key])}")
+        given[key] = value
+    return given
 
 
 main.add_command(tokenize)

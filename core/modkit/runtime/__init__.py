@@ -17,6 +17,7 @@ import pydantic
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
 from modkit.generation_config import generation_record
 from modkit.manifest import Manifest
+from modkit.options import no_such_key
 from modkit.runtime.artifact import PRECISIONS, graph_file
 from modkit.runtime.sessions import (PROVIDERS, greedy, greedy_with_past, make_session, pad_ids, softmax,
                                      strip_after_eos)
@@ -92,8 +93,13 @@ class Runtime:
         try:
             return self.task_component.options.model_validate({k: v for k, v in given.items() if v is not None})
         except pydantic.ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors())
-            raise UserError(f"options for task {self.task['task']!r}: {problems}") from None
+            task, fields = self.task["task"], list(self.task_component.options.model_fields)
+            unknown = [no_such_key(task, str(err["loc"][0]), fields) for err in e.errors()
+                       if err["type"] == "extra_forbidden"]
+            problems = [f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors()
+                        if err["type"] != "extra_forbidden"]
+            raise UserError("; ".join(unknown + ([f"options for task {task!r}: {'; '.join(problems)}"]
+                                                 if problems else []))) from None
 
     def run(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = DEFAULT_BATCH_SIZE,
             **options: Any) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -69,11 +70,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+#: arrays and objects inside one another a body may hold: a /v1/run request needs 4 ({"inputs":
+#: [{"choices": [...]}]}), a tensor's nested "data" its rank and 3; the bound keeps the JSON
+#: parser's recursion (a RecursionError deep down) out of reach, checked before parsing
+MAX_NESTING = 16
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nested_too_deep(body: bytes) -> bool:
+    """Whether arrays and objects nest more than :data:`MAX_NESTING` deep in a JSON text
+    (brackets inside strings aside)."""
+    depth = 0
+    for c in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
 def load_json(body: bytes) -> Any:
     """The body's JSON, or BadRequest(400) naming what is wrong (nesting too deep included)."""
+    if _nested_too_deep(body):
+        raise BadRequest(400, f"body nested too deeply: arrays and objects nest at most {MAX_NESTING} deep")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(400, f"body is not valid JSON ({e})") from None
-    except RecursionError:
-        raise BadRequest(400, "body is not valid JSON (nested too deeply)") from None

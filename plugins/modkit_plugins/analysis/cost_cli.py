@@ -103,7 +103,9 @@ def cost(ctx, target, hardware, hours, power, pue, co2_per_kwh, mfu, tokens, seq
 
 def _print(r: dict, profile) -> None:
     if r.get("stages"):
-        weights = ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in r["weights"].items())
+        sides = r["weights"]  # one stack ("encoder" in the FLOP model) unless an encoder-decoder
+        weights = (", ".join(f"{k} {v / 1e6:.3g} M" for k, v in sides.items()) if len(sides) > 1
+                   else f"{sum(sides.values()) / 1e6:.3g} M")
         click.echo(f"model     {r['model']}: matmul weights {weights}")
         for s in r["stages"]:
             click.echo(f"stage     {s['stage']}: {s['total']:.3g} FLOPs (forward {s['forward']:.3g}, "

@@ -13,7 +13,6 @@ from torch import nn
 
 from pathlib import Path
 
-from modkit.data import device_of
 from modkit.errors import UserError
 from modkit.interfaces import CachedDecoder, Objective
 from modkit.nn.losses import lm_loss
@@ -37,6 +36,7 @@ def _show_progress(path) -> bool:
 
 class CausalLM(nn.Module, Objective):
     task = "generate"
+    perplexity = True
     reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
@@ -48,7 +48,7 @@ class CausalLM(nn.Module, Objective):
     def check_backbone(cls, backbone):
         if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False) \
                 or not isinstance(backbone, CachedDecoder):
-            raise UserError(f"clm needs a decoder-only backbone with a cache (modkit.interfaces.CachedDecoder); "
+            raise UserError(f"clm needs a decoder-only backbone that caches its keys and values (gpt, say); "
                             f"{type(backbone).__name__} is not one (use seq2seq for encoder-decoders)")
 
     def _ids(self, path) -> np.ndarray:
@@ -84,16 +84,6 @@ class CausalLM(nn.Module, Objective):
         out = backbone(batch["input_ids"])
         loss = lm_loss(backbone, out.last_hidden_state, batch["input_ids"], label_smoothing=self.options.label_smoothing)
         return loss, {"lm_loss": loss.item()}
-
-    @torch.no_grad()
-    def evaluate(self, backbone, data):
-        n = len(data.heldout) // data.seq_len
-        if n == 0:
-            return {}
-        n = min(n, 64)
-        windows = _windows(data.heldout, range(0, n * data.seq_len, data.seq_len), data.seq_len).to(device_of(backbone))
-        loss = lm_loss(backbone, backbone(windows).last_hidden_state, windows).item()
-        return {"heldout_lm_loss": loss, "heldout_perplexity": float(torch.tensor(loss).exp())}
 
     def logits(self, backbone, output, attention_mask):
         return backbone.lm_logits(output.last_hidden_state)

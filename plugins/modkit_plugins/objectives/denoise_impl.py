@@ -109,7 +109,7 @@ class Denoise(Seq2Seq):
             return {}
         batch = self.noised_batch(held, torch.Generator().manual_seed(0))
         _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
-        return {"heldout_" + k: v for k, v in figures.items()}
+        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def describe(self):
         return {**super().describe(), "allow_special": True}

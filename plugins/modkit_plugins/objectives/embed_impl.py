@@ -92,7 +92,7 @@ class Embed(nn.Module, Objective):
         if len(data.heldout) < 2:
             return {}
         _, figures = self.loss(backbone, self.collate(data.heldout[:256]))
-        return {"heldout_" + k: v for k, v in figures.items()}
+        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def logits(self, backbone, output, attention_mask):
         vectors = pool(output.last_hidden_state, attention_mask, self.options.pooling)

@@ -39,6 +39,7 @@ def template_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 class MaskedLM(nn.Module, Objective):
     task = "fill-mask"
+    perplexity = True
     reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
@@ -137,7 +138,7 @@ class MaskedLM(nn.Module, Objective):
             return {}
         ids, starts = self.windows(data.heldout, data.heldout_starts, [k * data.width for k in range(n)], data.width)
         _, figures = self.loss(backbone, self.corrupt(ids, starts, torch.Generator().manual_seed(0)))
-        return {"heldout_" + k: v for k, v in figures.items()}
+        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def logits(self, backbone, output, attention_mask):
         return self.vocab_logits(backbone, output.last_hidden_state)

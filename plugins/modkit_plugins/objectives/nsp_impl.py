@@ -123,7 +123,7 @@ class NextSentence(nn.Module, Objective):
             return {}
         batch = self.collate(self.draw(data.heldout, 256, torch.Generator().manual_seed(0)))
         _, figures = self.loss(backbone, batch)
-        return {"heldout_" + k: v for k, v in figures.items()}
+        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def logits(self, backbone, output, attention_mask):
         pooled = output.pooler_output if output.pooler_output is not None else output.last_hidden_state[:, 0]

@@ -6,12 +6,18 @@ import re
 
 from modkit.tokenization import truncate_pair
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+#: a sentence ends at . ! or ? after a character that is not one of them nor a space (so not at
+#: reStructuredText's ".. note::" or an ellipsis), before a capital, a digit or an opening mark
+_SENTENCE_END = re.compile(r"(?<=[^\s.!?][.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 def documents(text: str) -> list[list[str]]:
     """Blank-line separated documents (one per line in a file without blank lines), each a
-    list of sentences (split after . ! ?)."""
+    list of sentences (see :data:`_SENTENCE_END`)::
+
+        documents(".. note:: Read this. Then that...  and more!")
+        -> [['.. note:: Read this.', 'Then that...  and more!']]
+    """
     docs = []
     blocks = re.split(r"\n\s*\n", text.strip())
     for block in blocks if len(blocks) > 1 else text.splitlines():

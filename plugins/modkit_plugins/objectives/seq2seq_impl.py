@@ -30,6 +30,7 @@ class Seq2SeqData:
 
 class Seq2Seq(nn.Module, Objective):
     task = "seq2seq"
+    perplexity = True
 
     def __init__(self, options, backbone, tokenizer):
         nn.Module.__init__(self)
@@ -50,8 +51,8 @@ class Seq2Seq(nn.Module, Objective):
     @classmethod
     def check_backbone(cls, backbone) -> None:
         if not getattr(backbone, "is_encoder_decoder", False) or not isinstance(backbone, EncoderDecoder):
-            raise UserError(f"seq2seq needs an encoder-decoder backbone (modkit.interfaces.EncoderDecoder), "
-                            f"not {type(backbone).__name__}")
+            raise UserError(f"seq2seq needs an encoder-decoder backbone (bart or t5, say); "
+                            f"{type(backbone).__name__} is not one")
 
     def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
         opts = self.options
@@ -119,8 +120,8 @@ class Seq2Seq(nn.Module, Objective):
 
     @torch.no_grad()
     def evaluate(self, backbone, data: Seq2SeqData) -> dict[str, float]:
-        """Teacher-forced loss and token accuracy, and greedy exact match, on held-back pairs
-        (on the first training pairs when none are held back)."""
+        """Token accuracy (teacher-forced) and greedy exact match on held-back pairs; on the
+        first training pairs, with their loss, when none are held back (then no eval_loss)."""
         prefix = "heldout_" if data.heldout else "train_"
         data = data.heldout or data
         n = min(self.options.eval_examples, len(data.sources))
@@ -139,6 +140,8 @@ class Seq2Seq(nn.Module, Objective):
         finally:
             backbone.train(was_training)
         figures = {**figures, "exact_match": exact / n, "examples": n}
+        if prefix == "heldout_":
+            del figures["loss"]  # the held-back loss is eval_loss
         return {prefix + k: v for k, v in figures.items()}
 
     def logits(self, backbone, output, attention_mask) -> torch.Tensor:

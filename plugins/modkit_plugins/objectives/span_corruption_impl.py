@@ -107,7 +107,7 @@ class SpanCorruption(Seq2Seq):
             return {}
         batch = self.corrupt_windows(windows, torch.Generator().manual_seed(0))
         _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
-        return {"heldout_" + k: v for k, v in figures.items()}
+        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def export_inputs(self, data):
         src = data.heldout if len(data.heldout) >= data.width else data.train

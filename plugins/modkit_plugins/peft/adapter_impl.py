@@ -11,7 +11,6 @@ from fnmatch import fnmatchcase
 from typing import get_args
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modkit.errors import UserError

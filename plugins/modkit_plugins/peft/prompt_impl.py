@@ -66,6 +66,8 @@ class PromptTuning(PeftMethod):
         if o.init == "vocab":
             ids = torch.randint(0, embedding.num_embeddings, (p,), device=embedding.weight.device)
         else:
+            if self.tokenizer is None and embedding.weight.is_meta:
+                return  # a shape-only rehearsal before the tokenizer exists: no values to set
             if self.tokenizer is None:
                 raise UserError('prompt: init = "text" needs the tokenizer, which this build does not give')
             ids = self.tokenizer.encode(o.init_text)

@@ -15,7 +15,7 @@ from modkit.tokenization import Template
 from .base import AddedToken, SubwordTokenizer
 from .spm_normalize import SPACE, Normalizer
 from .spm_proto import (BPE, BYTE, CONTROL, MODEL_TYPES, NORMAL, UNIGRAM, UNKNOWN, UNUSED, USER_DEFINED,
-                        ModelProto, read_model, serialize_model)
+                        ModelProto, serialize_model)
 from .spm_segment import UNK_PENALTY, ScoredBPE, Unigram, build_trie
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")
