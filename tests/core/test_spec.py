@@ -75,7 +75,7 @@ def test_valid_spec_resolves_components_and_presets(spec_file):
     ("export.onx=true", "export.onx", "[export] takes no key 'onx' (did you mean 'onnx'?); it takes: merge, onnx, "
      "opset, parity_tolerance, optimize, quantize"),
     ("nmae='x'", "nmae", "the spec takes no key 'nmae' (did you mean 'name'?); it takes: name, seed, device, "
-     "precision, compile, tokenizer, backbone, stages, export"),
+     "precision, compile, strategy, cpu_offload, tokenizer, backbone, stages, export"),
     ("backbone.use=gtp", "backbone.use", "did you mean 'gpt', 'gpt2'?"),
     ("stages[0].objective.use=clmm", "stages[0].objective.use", "did you mean 'clm'"),
     ("stages[0].data='missing.txt'", "stages[0].data", "no such file or folder: 'missing.txt'"),
