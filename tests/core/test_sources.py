@@ -198,7 +198,7 @@ def test_spec_errors_name_the_key(tmp_path):
         load_spec(spec)
     message = str(e.value)
     assert "stages[0].data.path: no file matches 'shards/*.csv'" in message
-    assert "stages[0].data.delimeter: unknown option of source 'csv' (did you mean 'delimiter'?)" in message
+    assert "stages[0].data.delimeter: csv takes no option 'delimeter' (did you mean 'delimiter'?); it takes: " in message
 
 
 def test_a_datasets_folder_with_several_splits_needs_one_named(tmp_path):
