@@ -21,7 +21,14 @@ MODEL_TYPES = {UNIGRAM: "unigram", BPE: "bpe", WORD: "word", CHAR: "char"}
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _FLOAT = struct.Struct("<f")
-_SPECIAL_IDS = {40: "unk_id", 41: "bos_id", 42: "eos_id", 43: "pad_id"}
+# field number -> (attribute, kind) of the messages' scalar fields, read and written from here;
+# kind: "int" (varint), "int32" (signed varint), "bool", "str", "bytes"
+_TRAINER_FIELDS = {3: ("model_type", "int"), 4: ("vocab_size", "int"), 20: ("max_sentencepiece_length", "int"),
+                   24: ("treat_whitespace_as_suffix", "bool"), 25: ("split_digits", "bool"),
+                   35: ("byte_fallback", "bool"), 44: ("unk_surface", "str"), 40: ("unk_id", "int32"),
+                   41: ("bos_id", "int32"), 42: ("eos_id", "int32"), 43: ("pad_id", "int32")}
+_NORMALIZER_FIELDS = {1: ("name", "str"), 2: ("precompiled_charsmap", "bytes"), 3: ("add_dummy_prefix", "bool"),
+                      4: ("remove_extra_whitespaces", "bool"), 5: ("escape_whitespaces", "bool")}
 
 
 def _int32(value: int) -> int:
@@ -115,41 +122,20 @@ def _piece(buf: bytes) -> tuple[str, float, int]:
     return piece, score, kind
 
 
-def _trainer(buf: bytes) -> TrainerSpec:
-    spec = TrainerSpec()
-    for number, _, value in _fields(buf):
-        if number == 3:
-            spec.model_type = value
-        elif number == 4:
-            spec.vocab_size = value
-        elif number == 24:
-            spec.treat_whitespace_as_suffix = bool(value)
-        elif number == 25:
-            spec.split_digits = bool(value)
-        elif number == 35:
-            spec.byte_fallback = bool(value)
-        elif number == 20:
-            spec.max_sentencepiece_length = value
-        elif number == 44:
-            spec.unk_surface = value.decode("utf-8")
-        elif number in _SPECIAL_IDS:
-            setattr(spec, _SPECIAL_IDS[number], _int32(value))
-    return spec
+def _read_value(value, kind: str):
+    if kind == "str":
+        return value.decode("utf-8")
+    if kind == "bytes":
+        return bytes(value)
+    return {"int": int, "int32": _int32, "bool": bool}[kind](value)
 
 
-def _normalizer(buf: bytes) -> NormalizerSpec:
-    spec = NormalizerSpec()
+def _message(buf: bytes, spec, fields: dict[int, tuple[str, str]]):
+    """``spec`` with the scalar ``fields`` that ``buf`` holds set; others are passed over."""
     for number, _, value in _fields(buf):
-        if number == 1:
-            spec.name = value.decode("utf-8")
-        elif number == 2:
-            spec.precompiled_charsmap = bytes(value)
-        elif number == 3:
-            spec.add_dummy_prefix = bool(value)
-        elif number == 4:
-            spec.remove_extra_whitespaces = bool(value)
-        elif number == 5:
-            spec.escape_whitespaces = bool(value)
+        if number in fields:
+            name, kind = fields[number]
+            setattr(spec, name, _read_value(value, kind))
     return spec
 
 
@@ -163,11 +149,11 @@ def parse_model(data: bytes, path: Path | str = "<bytes>") -> ModelProto:
             if number == 1:
                 model.pieces.append(_piece(value))
             elif number == 2:
-                model.trainer = _trainer(value)
+                model.trainer = _message(value, TrainerSpec(), _TRAINER_FIELDS)
             elif number == 3:
-                model.normalizer = _normalizer(value)
+                model.normalizer = _message(value, NormalizerSpec(), _NORMALIZER_FIELDS)
             elif number == 5:
-                model.denormalizer = _normalizer(value)
+                model.denormalizer = _message(value, NormalizerSpec(), _NORMALIZER_FIELDS)
     except (ValueError, UnicodeDecodeError, struct.error) as e:
         raise ArtifactError(f"{path}: not a SentencePiece model ({e})") from None
     if not model.pieces:
@@ -205,10 +191,15 @@ def _int_field(number: int, value: int) -> bytes:
     return _key(number, _VARINT) + _encode_varint(int(value) % (1 << 64))
 
 
-def _normalizer_bytes(spec: NormalizerSpec) -> bytes:
-    return (_bytes_field(1, spec.name.encode()) + _bytes_field(2, spec.precompiled_charsmap)
-            + _int_field(3, spec.add_dummy_prefix) + _int_field(4, spec.remove_extra_whitespaces)
-            + _int_field(5, spec.escape_whitespaces))
+def _message_bytes(spec, fields: dict[int, tuple[str, str]]) -> bytes:
+    out = b""
+    for number, (name, kind) in fields.items():
+        value = getattr(spec, name)
+        if kind in ("str", "bytes"):
+            out += _bytes_field(number, value.encode() if kind == "str" else value)
+        else:
+            out += _int_field(number, value)
+    return out
 
 
 def serialize_model(model: ModelProto) -> bytes:
@@ -217,13 +208,8 @@ def serialize_model(model: ModelProto) -> bytes:
     for piece, score, kind in model.pieces:
         out += _bytes_field(1, _bytes_field(1, piece.encode()) + _key(2, _FIXED32) + _FLOAT.pack(score)
                             + _int_field(3, kind))
-    t = model.trainer
-    out += _bytes_field(2, _int_field(3, t.model_type) + _int_field(4, t.vocab_size)
-                        + _int_field(20, t.max_sentencepiece_length)
-                        + _int_field(24, t.treat_whitespace_as_suffix) + _int_field(25, t.split_digits)
-                        + _int_field(35, t.byte_fallback) + _bytes_field(44, t.unk_surface.encode())
-                        + b"".join(_int_field(n, getattr(t, name)) for n, name in _SPECIAL_IDS.items()))
-    out += _bytes_field(3, _normalizer_bytes(model.normalizer))
+    out += _bytes_field(2, _message_bytes(model.trainer, _TRAINER_FIELDS))
+    out += _bytes_field(3, _message_bytes(model.normalizer, _NORMALIZER_FIELDS))
     if model.denormalizer is not None:
-        out += _bytes_field(5, _normalizer_bytes(model.denormalizer))
+        out += _bytes_field(5, _message_bytes(model.denormalizer, _NORMALIZER_FIELDS))
     return bytes(out)
