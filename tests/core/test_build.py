@@ -423,8 +423,9 @@ def test_a_resume_with_another_spec_or_data_is_refused_naming_the_change(tmp_pat
         f.write('{"text": "one more", "label": "socket"}\n')
     r = CliRunner().invoke(main, build)
     assert r.exit_code == 2 and "stages[1].data: data file modules.jsonl changed since the checkpoint" in r.output
-    # what may differ (the artifact's name, where it trains, checkpoint spacing) does not stop a resume
+    # what may differ (the artifact's name, where it trains, checkpoint spacing, where its figures
+    # are tracked) does not stop a resume
     (tmp_path / "modules.jsonl").write_text((EXAMPLE / "modules.jsonl").read_text(encoding="utf-8"))
     r = CliRunner().invoke(main, [*build, "--set", 'name="renamed"', "--set", "stages[0].checkpoint_every=2",
-                                  "--set", 'device="cpu"'])
+                                  "--set", 'device="cpu"', "--track", "tensorboard"])
     assert r.exit_code == 0, r.output

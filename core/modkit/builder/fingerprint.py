@@ -17,8 +17,9 @@ from modkit.fileio import atomic_write_text, sha256_file
 from modkit.spec import Spec
 
 FILE = "fingerprint.json"
-#: where the run happens and what is written at its end, not what it trains: free to change on resume
-_FREE = ("name", "device", "compile", "export")
+#: where the run happens, where its figures are reported and what is written at its end, not
+#: what it trains: free to change on resume
+_FREE = ("name", "device", "compile", "export", "track")
 _FREE_IN_STAGE = ("checkpoint_every",)
 
 
