@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, ClassVar, Iterator, Literal
 from pydantic import Field
 
 from modkit.errors import MissingExtraError, UserError
-from modkit.fileio import atomic_path, sha256_file
+from modkit.fileio import atomic_path, data_sha256
 from modkit.options import Options
 
 #: compressed-file endings every file-based source reads
@@ -200,7 +200,7 @@ def prepare(name: str, source: DataSource, reads: str, *, folder: Path | None = 
     if reads not in ("text", "records"):
         raise ValueError(f"reads must be 'text' or 'records', not {reads!r}")
     files = source.files()
-    hashes = {_shown(f, source.base): sha256_file(f) for f in files}
+    hashes = {_shown(f, source.base): data_sha256(f) for f in files}
     record = {"source": name, "files": hashes, **({"hub": source.hub.record()} if source.hub else {})}
     direct = _direct(source, files, reads)
     if direct is not None:

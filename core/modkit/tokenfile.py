@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modkit.errors import UserError
-from modkit.fileio import atomic_path, atomic_write_text, cache_folder, sha256_file
+from modkit.fileio import atomic_path, atomic_write_text, cache_folder, data_sha256
 
 CHUNK_BYTES = 1 << 20  # text per worker task
 
@@ -100,7 +100,7 @@ def token_file_path(tokenizer, corpus: Path, folder: Path | None = None) -> Path
     """Where ``corpus``'s token file under ``tokenizer`` lives: named by both sha256s."""
     tok_hash = hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()
     suffix = "u16" if _dtype(tokenizer) == np.uint16 else "u32"
-    return Path(folder or default_cache_folder()) / f"tokens-{tok_hash[:16]}-{sha256_file(corpus)[:16]}.{suffix}"
+    return Path(folder or default_cache_folder()) / f"tokens-{tok_hash[:16]}-{data_sha256(corpus)[:16]}.{suffix}"
 
 
 def token_file(tokenizer, corpus: str | Path, *, folder: Path | None = None, workers: int | None = None,

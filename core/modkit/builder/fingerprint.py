@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modkit.errors import SpecError
-from modkit.fileio import atomic_write_text, sha256_file
+from modkit.fileio import atomic_write_text, data_sha256
 from modkit.spec import Spec
 
 FILE = "fingerprint.json"
@@ -37,7 +37,7 @@ def fingerprint(spec: Spec) -> dict[str, Any]:
     data = {}
     for res in sources:  # every file a source reads (its globs expanded), by the spec key that names it
         for f in res.component.load()(res.options, base).files():
-            data[f"{res.section}={_shown(f, base)}"] = sha256_file(f)
+            data[f"{res.section}={_shown(f, base)}"] = data_sha256(f)
     return {"spec": resolved, "data": data}
 
 
