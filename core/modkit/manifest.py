@@ -123,6 +123,31 @@ class TaskRecord(_Record):
     task: str
 
 
+class RankMemory(_Record):
+    """One process's peak memory during a stage's training (from its first step's setup to the
+    weights gathered at its end), as that process measured it."""
+
+    rank: int
+    device: str  # the training device: "cpu", "cuda:0"...
+    #: the process's peak resident set size (Linux VmHWM, reset when the stage starts; elsewhere
+    #: the peak since the process started, see ``rss_since``): everything in CPU memory, the
+    #: Python interpreter and torch's libraries included
+    peak_rss_bytes: int | None = None
+    rss_since: Literal["stage start", "process start"] | None = None
+    start_rss_bytes: int | None = None  # the resident set size when the stage started
+    #: on CUDA: the most tensor memory torch had allocated on the device during the stage
+    #: (torch.cuda.max_memory_allocated, reset when the stage starts)
+    peak_allocated_bytes: int | None = None
+
+
+class StageReport(_Record):
+    """One stage's report: losses, figures, data (the builder writes its keys, and readers
+    keep those they do not know)."""
+
+    #: one record per process, by rank (absent in artifacts written before it was measured)
+    peak_memory: list[RankMemory] | None = None
+
+
 class Manifest(_Record):
     format: Literal["modkit-artifact"]
     version: StrictInt = Field(ge=1)
@@ -134,7 +159,7 @@ class Manifest(_Record):
     task: TaskRecord
     generation: dict[str, Any] | None = None  # generation defaults (modkit.generation_config)
     training: dict[str, Any] | None = None  # device, precision, processes...
-    stages: list[dict[str, Any]] = Field(default_factory=list)  # each stage's report: losses, figures
+    stages: list[StageReport] = Field(default_factory=list)  # each stage's report: losses, figures, peak memory
     merge: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None  # ONNX against torch
     graphs: list[ArtifactPath] = Field(default_factory=list)

@@ -1,5 +1,6 @@
-"""strategy = "fsdp": FSDP2 over 2 gloo processes equals one process, for a full-weight and a
-LoRA stage; its distributed checkpoints resume at another world size (2 -> 1, 1 -> 2)."""
+"""strategy = "fsdp": FSDP2 over 2 gloo processes equals one process, for a full-weight, a LoRA
+and a multi-objective stage; its distributed checkpoints resume at another world size (2 -> 1,
+1 -> 2); the manifest records each process's peak memory."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from modkit.errors import UserError
+from specs import write_tiny_bert_spec
 from test_ddp import cli_build
 from test_train import build_weights, lm_spec, max_diff
 
@@ -26,10 +28,16 @@ def test_fsdp_over_two_processes_equals_one_process(tmp_path):
                      "--set", "stages[0].activation_checkpointing=true")
     assert done.returncode == 0, done.stderr[-3000:]
     assert max_diff(one, load_file(str(tmp_path / "two" / "model.safetensors"))) < 1e-5
-    training = json.loads((tmp_path / "two" / "manifest.json").read_text())["training"]
-    assert (training["processes"], training["strategy"]) == (2, "fsdp")
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert (manifest["training"]["processes"], manifest["training"]["strategy"]) == (2, "fsdp")
+    # each process measured its own peak, and rank 0 recorded both
+    peaks = manifest["stages"][0]["peak_memory"]
+    assert [p["rank"] for p in peaks] == [0, 1] and all(p["device"] == "cpu" for p in peaks)
+    assert all(p["peak_rss_bytes"] >= p["start_rss_bytes"] > 0 for p in peaks)
     # and one process under FSDP (a process group of one) trains the same weights
     assert max_diff(one, build_weights(spec, tmp_path / "alone", overrides=FSDP)) < 1e-5
+    [alone] = json.loads((tmp_path / "alone" / "manifest.json").read_text())["stages"][0]["peak_memory"]
+    assert alone["rank"] == 0 and alone["peak_rss_bytes"] > 0
 
 
 def test_a_lora_stage_shards_the_frozen_base_and_merges_after_gathering(tmp_path):
@@ -42,6 +50,26 @@ def test_a_lora_stage_shards_the_frozen_base_and_merges_after_gathering(tmp_path
     assert max_diff(one, two) < 1e-5
     untrained = build_weights(lm_spec(tmp_path, steps=0, extra_stage=LORA), tmp_path / "untrained")
     assert max_diff(untrained, two) > 1e-4  # the adapters trained, and merged
+
+
+def test_an_mlm_and_nsp_stage_under_two_fsdp_processes_equals_one_process(tmp_path):
+    # The objectives' heads (NSP's pooler and classifier; BERT's MLM head is the backbone's) are
+    # in the root unit, sharded like the embeddings, and trained: 20 steps, heads included.
+    spec = write_tiny_bert_spec(tmp_path, '[{ use = "mlm" }, { use = "nsp", weight = 0.5 }]',
+                                "[export]\nonnx = false")
+    spec.write_text(spec.read_text().replace("steps = 6", "steps = 20"))
+    one = build_weights(spec, tmp_path / "one", overrides=["stages[0].batch_size=4", "stages[0].accumulate=2"])
+    done = cli_build(spec, tmp_path / "two", "--nproc", "2", "--strategy", "fsdp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = load_file(str(tmp_path / "two" / "model.safetensors"))
+    heads = [k for k in two if k.startswith("objectives.nsp.")]
+    assert heads and max_diff({k: one[k] for k in heads}, {k: two[k] for k in heads}) < 1e-5
+    assert max_diff(one, two) < 1e-5
+    untrained = build_weights(spec, tmp_path / "untrained", overrides=["stages[0].steps=0"])
+    assert max_diff({k: untrained[k] for k in heads}, {k: two[k] for k in heads}) > 1e-4  # the heads trained
+    stages = [json.loads((tmp_path / name / "manifest.json").read_text())["stages"][0] for name in ("one", "two")]
+    for name in ("mlm", "nsp"):
+        assert abs(stages[0]["losses"][name]["loss_last_10"] - stages[1]["losses"][name]["loss_last_10"]) < 1e-5
 
 
 CRASHING = '''

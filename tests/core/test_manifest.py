@@ -58,6 +58,7 @@ def test_an_older_version_1_manifest_reads_with_its_defaults(tmp_path):
     assert [o.name for o in stage.all_objectives()] == ["clm"] and stage.all_objectives()[0].weight == 1.0
     assert not stage.peft[0].kept and not stage.peft[0].merged
     assert m.generation is None and m.checkpoints == [] and m.task.task == "generate"
+    assert m.stages[0].peak_memory is None  # built before the peak memory was measured
     assert m.to_json() == minimal()  # what it does not hold is not made up when written back
 
 
@@ -77,3 +78,6 @@ def test_the_artifact_a_build_writes_is_its_manifest_read_back(tmp_path):
     read = Manifest.read(tmp_path / "out")
     assert read.to_json() == manifest == json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert read.components.backbone.name == "gpt" and "model.safetensors" in read.files
+    [peak] = read.stages[0].peak_memory  # one process: one record
+    assert (peak.rank, peak.device, peak.rss_since) == (0, "cpu", "stage start")
+    assert peak.peak_rss_bytes >= peak.start_rss_bytes > 0 and peak.peak_allocated_bytes is None

@@ -20,6 +20,7 @@ from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter, positions_left
 from modkit.builder.kept import KeptCheckpoints
+from modkit.builder.memory import StagePeak
 from modkit.builder.merge import merge_checked
 from modkit.builder import fingerprint, precision_check
 from modkit.builder.metrics import MetricsLog, StageMeter
@@ -474,24 +475,27 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                 meter(record)
                 tick(record.step, record.loss, mfu=meter.running_mfu())
 
+            stage_peak = StagePeak(engine.device)
             trained = train_stage(
                 model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
                 reports=reports, engine=engine, on_step=on_step,
                 evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step),
                 optimizer=spec.optimizers[i], schedule=spec.schedules[i],
                 gather_everywhere=i + 1 < len(spec.model.stages))
+        peak_memory = stage_peak.gather(rank, world)  # every process measures, rank 0 records
         losses = trained.total
         figures = stage_meter.last_eval
         if len(objs) > 1:  # every objective's own figures, by name
             figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
-            for name, obj, d in zip(names[1:], objs[1:], datas[1:]):
+            for name, obj, d in zip(names[1:], objs[1:], datas[1:]) if engine.is_main else ():
+                # rank 0 alone: under FSDP it alone holds the last stage's gathered weights
                 figures.update({f"{name}.{k}": v for k, v in evaluate_stage(model, obj, d, stage, engine).items()})
         reports.append({
             "objective": names[0], "peft": [c.name for c, _, _ in methods],
             "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
             "peft_parameters": _method_figures(methods, total),
             "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
-            **stage_meter.summary(), **data_record})
+            **stage_meter.summary(), **data_record, **({"peak_memory": peak_memory} if peak_memory else {})})
         if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
             own = {n: [row[k] for row in trained.parts] for k, n in enumerate(names)}
             reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(own[n][:10]),

@@ -188,15 +188,11 @@ def check_spec_shape(spec: Spec, registry: Registry) -> None:
 
 def check_world(spec: Spec, world: int) -> None:
     """What a data-parallel build needs of the spec: every process takes an equal slice of each
-    micro-batch, and a GPU of its own. Under FSDP a stage trains one objective."""
+    micro-batch, and a GPU of its own."""
     bad = [(f"stages[{i}].batch_size", f"{s.batch_size} does not divide into {world} processes")
            for i, s in enumerate(spec.model.stages) if s.batch_size % world]
     if spec.model.cpu_offload and spec.model.strategy != "fsdp":
         bad.append(("cpu_offload", 'offloads FSDP\'s shards: it needs strategy = "fsdp"'))
-    if spec.model.strategy == "fsdp":
-        bad += [(f"stages[{i}].objective", 'several objectives in one stage do not train under strategy = "fsdp" '
-                                           'yet; use strategy = "ddp"')
-                for i, s in enumerate(spec.model.stages) if isinstance(s.objective, list) and len(s.objective) > 1]
     if world > 1 and spec.model.device.startswith("cuda:"):
         bad.append(("device", f"{spec.model.device} would put all {world} processes on one GPU; use \"cuda\" "
                               "(each process takes cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose GPUs"))
