@@ -34,6 +34,9 @@ def test_two_processes_equal_one_with_the_same_batch(tmp_path):
     assert not (tmp_path / ".two.work").exists()
     # rank 0 alone logged: one line per step
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 20
+    # each process's peak memory, gathered onto rank 0
+    peaks = json.loads((tmp_path / "two" / "manifest.json").read_text())["stages"][0]["peak_memory"]
+    assert [p["rank"] for p in peaks] == [0, 1] and all(p["peak_rss_bytes"] > 0 for p in peaks)
 
 
 def test_a_prompt_under_two_processes_equals_one(tmp_path):

@@ -139,6 +139,25 @@ def test_a_checkpoint_of_one_fsdp_process_resumes_in_two(tmp_path, monkeypatch):
     assert max_diff(resumed, build_weights(spec, tmp_path / "one")) < 1e-5
 
 
+def test_the_builds_own_model_holds_no_weights_while_its_shards_train(tmp_path, monkeypatch):
+    import modkit.builder.build as build_module
+
+    real, held = build_module.train_stage, []
+
+    def watching(model, *args, on_step, **kw):
+        def step(record):
+            on_step(record)
+            held.append(sum(p.numel() for p in model.backbone.parameters()))
+        return real(model, *args, on_step=step, **kw)
+
+    monkeypatch.setattr(build_module, "train_stage", watching)
+    spec = lm_spec(tmp_path, steps=3, extra_stage="eval_every = 2")
+    sharded = build_weights(spec, tmp_path / "fsdp", overrides=FSDP)
+    assert held == [0, 0, 0]  # released at every step, after the evaluation at step 2 too
+    monkeypatch.undo()
+    assert max_diff(sharded, build_weights(spec, tmp_path / "plain")) < 1e-5  # and all came back
+
+
 def test_a_checkpoint_written_under_fsdp_does_not_resume_under_ddp(tmp_path, monkeypatch):
     spec = lm_spec(tmp_path, steps=6, batch_size=8, extra_stage="checkpoint_every = 3")
     _interrupted_after_a_checkpoint(spec, tmp_path / "out", monkeypatch)

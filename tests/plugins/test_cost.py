@@ -148,10 +148,16 @@ def test_memory_plan_of_a_spec_under_ddp_and_fsdp(tmp_path):
     assert pre["ddp"]["weights"] == 4 * n and pre["ddp"]["optimizer_state"] == 8 * n
     assert pre["fsdp"]["weights"] == 4 * math.ceil(n / 2) and pre["fsdp"]["gradients"] == pre["fsdp"]["weights"]
     assert lora["ddp"]["gradients"] == 4 * 2 * 2 * 4 * (32 + 32)  # the LoRA weights only
-    # activations counted on the meta device are the bytes a real forward keeps
-    kept = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel() * t.element_size()) or t,
-                                                  lambda t: t):
+    # activations counted on the meta device are the bytes a real forward keeps beside the
+    # weights (a product saves its weight, or a view of it: the weights' own memory)
+    kept, stored = [], {p.untyped_storage().data_ptr() for p in backbone.parameters()}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in stored:
+            kept.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         hidden = backbone.train()(torch.zeros(2, 32, dtype=torch.long)).last_hidden_state
         logits = backbone.lm_logits(hidden)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.zeros(2 * 32, dtype=torch.long))

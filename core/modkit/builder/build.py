@@ -15,7 +15,8 @@ from modkit import __version__
 from modkit.builder.checkpoints import load_hf
 from modkit.builder.curves import draw_curves, have_matplotlib
 from modkit.builder.device import check_device, cpu_state, resolve_device
-from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
+from modkit.builder.distributed import (barrier, end_process_group, main_first, start_process_group,
+                                       world_from_environment)
 from modkit.builder.evaluation import evaluate_stage
 from modkit.builder.export import ParityError
 from modkit.builder.exporter import Exporter, positions_left
@@ -363,6 +364,9 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         trackers.finish(manifest, out)
         if engine.is_main:
             shutil.rmtree(work, ignore_errors=True)
+        # The processes end the group together: a gloo process that tears its group down while
+        # rank 0 still writes the artifact has been seen to abort (SIGABRT) at exit.
+        barrier(world)
         return manifest
     finally:
         if started_group:

@@ -67,6 +67,7 @@ def shard(module: nn.Module, block: type | None, device: torch.device, world: in
     (``MixedPrecisionPolicy``). ``cpu_offload``: the shards, their gradients and the optimizer
     state live in CPU memory, and each unit's weights are copied to the device as it runs
     (``CPUOffloadPolicy``)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -75,22 +76,45 @@ def shard(module: nn.Module, block: type | None, device: torch.device, world: in
                 "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
                 else MixedPrecisionPolicy(),
                 "offload_policy": CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else OffloadPolicy()}
-    sharded = copy.deepcopy(module)
+    # The copy's weights start on the meta device, so no process holds the weights twice, even
+    # for a moment; each then takes its shards from ``module``'s (ties stay ties: one memo entry).
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in module.parameters()}
+    sharded = copy.deepcopy(module, memo)
     for unit in blocks_of(sharded, block):
         fully_shard(unit, **policies)
     fully_shard(sharded, **policies)
+    sharded.to_empty(device=device)  # (buffers too: copied back below)
+    with torch.no_grad():
+        for (_, mine), (_, theirs) in zip(sharded.named_buffers(remove_duplicate=False),
+                                          module.named_buffers(remove_duplicate=False)):
+            mine.copy_(theirs)
+    set_model_state_dict(sharded, dict(module.state_dict()), options=StateDictOptions(full_state_dict=True))
     return sharded
 
 
+def release(whole: nn.Module) -> None:
+    """Free the weights of ``whole`` while its sharded copy trains (each parameter keeps its
+    identity, with no data): :func:`gather_into` gives them back."""
+    for param in whole.parameters():
+        param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+
+
 def gather_into(sharded: nn.Module, whole: nn.Module, *, everywhere: bool) -> None:
-    """Copy the sharded module's full weights into ``whole`` (same structure): on every process,
-    or (``everywhere=False``) gathered onto rank 0's CPU only. Every process must call it."""
+    """Give ``whole`` (same structure, its weights released or not) the sharded module's full
+    weights: on every process, or (``everywhere=False``) gathered onto rank 0's CPU only. Every
+    process must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True,
                                                                   cpu_offload=not everywhere))
-    if full:  # empty on the other ranks with cpu_offload
-        whole.load_state_dict(full)
+    params = dict(whole.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, value in full.items():  # empty on the other ranks with cpu_offload
+            if name in params:  # the gathered tensor becomes the weight: no second copy
+                params[name].data = value.to(params[name].device)
+            else:
+                whole.get_buffer(name).copy_(value)
 
 
 def save_sharded(folder: Path, sharded: nn.Module, optimizer: torch.optim.Optimizer, *, stage: int, step: int,

@@ -29,7 +29,7 @@ from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
 from modkit.builder.multi import WeightedObjectives
 from modkit.builder.optim import stage_optimizer
 from modkit.builder.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
-                                     save_sharded, shard)
+                                     release, save_sharded, shard)
 from modkit.errors import UserError
 from modkit.fileio import atomic_path, atomic_write_text
 
@@ -251,8 +251,9 @@ def train_stage(
     step's record. ``optimizer`` and ``schedule`` are the stage's resolved components (the
     defaults when None).
 
-    Under FSDP a sharded copy trains; its weights come back into ``model`` for evaluation and
-    at the end, on every process or (``gather_everywhere=False``) on rank 0 only.
+    Under FSDP a sharded copy trains while ``model``'s trained weights are released; they come
+    back into ``model`` for evaluation (rank 0) and at the end, on every process or
+    (``gather_everywhere=False``) on rank 0 only.
     """
     engine = engine or Engine()
     whole = _StageLoss(model.backbone, objective)
@@ -273,6 +274,8 @@ def train_stage(
         meta = (load_sharded(checkpoint_dir, model, trained, optimizer) if fsdp
                 else load_checkpoint(checkpoint_dir, model, optimizer))
         start, losses = meta["step"], StageLosses(meta["losses"], meta.get("part_losses", []))
+    if fsdp:  # the sharded copy holds them now; gathered back to evaluate and at the end
+        release(whole)
     step_loss = engine.wrap(trained)
     ddp = engine.world > 1 and not fsdp
     model.train()
@@ -324,6 +327,8 @@ def train_stage(
             if fsdp:  # rank 0 evaluates the whole model
                 gather_into(trained, whole, everywhere=False)
             record.eval = evaluate(step + 1)
+            if fsdp:
+                release(whole)
         if on_step:
             on_step(record)
         if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
@@ -334,7 +339,9 @@ def train_stage(
                 save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses.total,
                                 part_losses=losses.parts, reports=list(reports))
     undo()
-    if fsdp:
+    if fsdp:  # the gradients and optimizer state go before the full weights come
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.state.clear()
         gather_into(trained, whole, everywhere=gather_everywhere)
     model.eval()
     return losses

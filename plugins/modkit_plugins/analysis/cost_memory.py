@@ -40,9 +40,12 @@ def activation_bytes(backbone: nn.Module, sequences: int, stage: StageMemory) ->
     """Bytes saved for backward by a forward pass of ``sequences`` sequences, on the meta device
     (``backbone`` must be on it); None where the backbone does not run there."""
     kept = []
+    weights = {id(p) for p in backbone.parameters()}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        kept.append(t.numel() * t.element_size())
+        # a product saves its weight (or a transposed view of it): counted as weights already
+        if id(t) not in weights and id(t._base) not in weights:
+            kept.append(t.numel() * t.element_size())
         return t
 
     ids = torch.zeros(sequences, stage.seq_len, dtype=torch.long, device="meta")
