@@ -67,7 +67,6 @@ def shard(module: nn.Module, block: type | None, device: torch.device, world: in
     (``MixedPrecisionPolicy``). ``cpu_offload``: the shards, their gradients and the optimizer
     state live in CPU memory, and each unit's weights are copied to the device as it runs
     (``CPUOffloadPolicy``)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -86,10 +85,16 @@ def shard(module: nn.Module, block: type | None, device: torch.device, world: in
     fully_shard(sharded, **policies)
     sharded.to_empty(device=device)  # (buffers too: copied back below)
     with torch.no_grad():
-        for (_, mine), (_, theirs) in zip(sharded.named_buffers(remove_duplicate=False),
-                                          module.named_buffers(remove_duplicate=False)):
-            mine.copy_(theirs)
-    set_model_state_dict(sharded, dict(module.state_dict()), options=StateDictOptions(full_state_dict=True))
+        for (_, buffer), (_, original) in zip(sharded.named_buffers(remove_duplicate=False),
+                                              module.named_buffers(remove_duplicate=False)):
+            buffer.copy_(original)
+        # FSDP2 shards each weight as torch.chunk over the processes along dim 0: each process
+        # copies its own chunk (no communication, no second copy)
+        originals, rank = dict(module.named_parameters(remove_duplicate=False)), mesh.get_local_rank()
+        for name, param in sharded.named_parameters(remove_duplicate=False):
+            chunks, local = torch.chunk(originals[name].detach(), world, dim=0), param.to_local()
+            if local.numel():
+                local.copy_(chunks[rank])
     return sharded
 
 
