@@ -18,7 +18,8 @@ from modkit.errors import (
     UserError,
 )
 from modkit.interfaces import Backbone, BackboneCapabilities, CheckpointFormat, Objective, PeftMethod, Task, Tokenizer
-from modkit.manifest import Manifest
+from modkit.manifest import Manifest, TaskRecord
+from modkit.objectives import ObjectiveExport, ObjectiveHead, ObjectiveReader
 from modkit.options import Options
 from modkit.registry import get_registry, load_registry
 from modkit.tokenization import load_tokenizer
@@ -64,8 +65,8 @@ def preview(spec: str | Path, stage: int = 0, n: int = 10, **kwargs: Any):
 
 __all__ = [
     "ArtifactError", "Backbone", "BackboneCapabilities", "CheckpointFormat", "DuplicateComponentError",
-    "Manifest", "ModkitError", "Objective",
-    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
+    "Manifest", "ModkitError", "Objective", "ObjectiveExport", "ObjectiveHead", "ObjectiveReader",
+    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "TaskRecord", "Tokenizer",
     "UnknownComponentError", "UserError", "build", "export_peft", "get_registry", "hookimpl",
     "load_model", "load_registry", "load_tokenizer", "preview",
 ]

@@ -14,7 +14,7 @@ from modkit.testing import check_backbone, check_objective, check_peft, check_so
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.backbones.gpt_model import GPT
 from modkit_plugins.objectives.classify import ClassifyOptions
-from modkit_plugins.objectives.classify_impl import Classify
+from modkit_plugins.objectives.classify_impl import Classify, ClassifyReader
 from modkit_plugins.peft.lora import LoRAOptions
 from modkit_plugins.peft.lora_impl import LoRA, LoRALinear
 from modkit_plugins.sources.jsonl import JsonLines, JsonLinesOptions
@@ -205,9 +205,13 @@ def test_a_second_format_read_right_passes_and_read_wrong_fails(bpe, corpus_path
 
 # --- objectives
 
-class GlobalRandomBatches(Classify):
+class GlobalRandomReader(ClassifyReader):
     def batch(self, data, batch_size, generator):
         return super().batch(data, batch_size, None)  # torch's global RNG, not the build's generator
+
+
+class GlobalRandomBatches(Classify):
+    Reader = GlobalRandomReader
 
 
 class ServedByNobody(Classify):

@@ -256,7 +256,7 @@ def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, le
     objective = clm.load()(clm.options(), backbone, None)
     ids = torch.randint(0, vocab, (batch, length))
     with flop_counter() as counter:
-        objective.loss(backbone, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})[0].backward()
+        objective.head.loss(backbone, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})[0].backward()
     flops = counter.get_total_flops()
     linear = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Linear))
     products = 3 * batch * (2 * linear * length + 2 * width * vocab * (length - 1))

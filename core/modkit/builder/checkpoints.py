@@ -171,7 +171,7 @@ def export_hf(source: str | Path, dest: str | Path, *, registry: Registry | None
     Face folder with its tokenizer files.
 
     An artifact keeps its task head where transformers has a class for it: the objective
-    describes its head in family-neutral terms (:meth:`~modkit.interfaces.Objective.hf_head`) and
+    describes its head in family-neutral terms (:meth:`~modkit.objectives.ObjectiveExport.hf_head`) and
     the backbone's checkpoint format puts it on (``with_head``). Where either cannot, the
     backbone alone is written and ``echo`` says why.
     """
@@ -246,9 +246,9 @@ def hf_model(model, *, registry: Registry | None = None, echo: Callable[[str], N
 def _with_task_head(model, registry: Registry | None, echo: Callable[[str], None]):
     """The artifact's backbone with its task head in a form the backbone's format writes, or
     the bare backbone (and a message saying why)."""
-    backbone, objective = model.backbone, model.head
+    backbone, objective = model.backbone, model.objective()
     fmt = format_for(backbone, registry=registry)
-    head = objective.hf_head(backbone) if objective is not None and hasattr(objective, "hf_head") else None
+    head = objective.export.hf_head(backbone) if objective is not None else None
     headed = fmt.with_head(backbone, head) if head is not None and hasattr(fmt, "with_head") else None
     if headed is None:
         task = getattr(objective, "task", None)

@@ -53,7 +53,7 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
             if objective is not None:
                 data = spec.data_file(i, objective)
                 with _at(spec, f"stages[{i}].data", data):  # off the meta device: objectives may look at the values
-                    objective.load_data(data.path, stage.seq_len)
+                    objective.reader.load_data(data.path, stage.seq_len)
 
 
 def _on_meta(make: Callable[[], Any]) -> Any:

@@ -10,10 +10,11 @@ import torch
 
 from modkit.data import device_of, pad_batch, read_text, split_holdout
 from modkit.errors import UserError
+from modkit.manifest import TaskRecord
 
 from .noising import permute_sentences, rotate, text_infilling, token_deletion, token_masking
 from .pairs import documents
-from .seq2seq_impl import IGNORE, Seq2Seq
+from .seq2seq_impl import IGNORE, Seq2Seq, Seq2SeqExport, Seq2SeqHead, Seq2SeqReader
 
 
 @dataclass
@@ -40,8 +41,7 @@ def pack(docs: list[list[list[int]]], width: int) -> list[list[list[int]]]:
     return examples
 
 
-class Denoise(Seq2Seq):
-    task = "seq2seq"
+class DenoiseReader(Seq2SeqReader):
     reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
@@ -90,9 +90,6 @@ class Denoise(Seq2Seq):
         picks = torch.randint(len(data.train), (batch_size,), generator=generator).tolist()
         return self.noised_batch([data.train[i] for i in picks], generator)
 
-    def loss(self, backbone, batch):
-        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
-
     def load_eval_data(self, path, seq_len):
         data = self.load_data(path, seq_len)
         return Examples([], data.train + data.heldout)
@@ -102,18 +99,29 @@ class Denoise(Seq2Seq):
         generator = torch.Generator().manual_seed(0)  # the same corruption at every evaluation
         return [self.noised_batch(held[i: i + batch_size], generator) for i in range(0, len(held), batch_size)]
 
+    def export_inputs(self, data):
+        batch = self.noised_batch((data.heldout or data.train)[:3], torch.Generator().manual_seed(0))
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+class DenoiseHead(Seq2SeqHead):
+    def loss(self, backbone, batch):
+        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
+
     @torch.no_grad()
     def evaluate(self, backbone, data):
         held = data.heldout[: self.options.eval_examples]
         if not held:
             return {}
-        batch = self.noised_batch(held, torch.Generator().manual_seed(0))
+        batch = self.reader.noised_batch(held, torch.Generator().manual_seed(0))
         _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
-        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
+        return {"heldout_" + k: float(v) for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
-    def describe(self):
-        return {**super().describe(), "allow_special": True}
 
-    def export_inputs(self, data):
-        batch = self.noised_batch((data.heldout or data.train)[:3], torch.Generator().manual_seed(0))
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+class DenoiseExport(Seq2SeqExport):
+    def task_record(self, seq_len):
+        return TaskRecord(**{**super().task_record(seq_len).as_dict(), "allow_special": True})
+
+
+class Denoise(Seq2Seq):
+    Reader, Head, Export = DenoiseReader, DenoiseHead, DenoiseExport

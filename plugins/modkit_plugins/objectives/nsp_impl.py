@@ -12,7 +12,8 @@ from torch import nn
 
 from modkit.data import pad_batch, read_text, split_holdout
 from modkit.errors import UserError
-from modkit.interfaces import Objective, capabilities_of
+from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader, capabilities_of
+from modkit.manifest import TaskRecord
 
 from .pairs import documents, pair_ids
 
@@ -29,26 +30,15 @@ def takes_segments(backbone) -> bool:
     return capabilities_of(backbone).takes("token_type_ids")
 
 
-class NextSentence(nn.Module, Objective):
-    task = "next-sentence"
+class NextSentenceReader(ObjectiveReader):
     reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        self.tokenizer = tokenizer
+        super().__init__(options, backbone, tokenizer)
         self.pad_id = tokenizer.special_id("pad") or 0
         self.segments = takes_segments(backbone)
-        self.head = nn.Linear(backbone.d_model, 2)
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
         self.max_length: int | None = None
         self._starts_of: dict[int, tuple[list, list[tuple[int, int]]]] = {}
-
-    @classmethod
-    def check_backbone(cls, backbone):
-        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"nsp needs an encoder; {type(backbone).__name__} is not one")
 
     def load_data(self, path, seq_len):
         self.max_length = seq_len
@@ -99,17 +89,6 @@ class NextSentence(nn.Module, Objective):
     def batch(self, data, batch_size, generator):
         return self.collate(self.draw(data.train, batch_size, generator))
 
-    def forward_logits(self, backbone, batch):
-        extra = {"token_type_ids": batch["token_type_ids"]} if self.segments and "token_type_ids" in batch else {}
-        out = backbone(batch["input_ids"], batch["attention_mask"], **extra)
-        return self.logits(backbone, out, batch["attention_mask"])
-
-    def loss(self, backbone, batch):
-        logits = self.forward_logits(backbone, batch)
-        labels = batch["next_sentence_label"]
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.options.label_smoothing)
-        return loss, {"nsp_loss": loss.item(), "nsp_accuracy": (logits.argmax(-1) == labels).float().mean().item()}
-
     def eval_batches(self, data, batch_size, limit):
         """``limit`` held-back sentence pairs (half of them true successors), drawn with a fixed seed."""
         if not data.heldout:
@@ -117,22 +96,54 @@ class NextSentence(nn.Module, Objective):
         pairs = self.draw(data.heldout, limit, torch.Generator().manual_seed(0))
         return [self.collate(pairs[i: i + batch_size]) for i in range(0, len(pairs), batch_size)]
 
-    @torch.no_grad()
-    def evaluate(self, backbone, data):
-        if not data.heldout:
-            return {}
-        batch = self.collate(self.draw(data.heldout, 256, torch.Generator().manual_seed(0)))
-        _, figures = self.loss(backbone, batch)
-        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
-
-    def logits(self, backbone, output, attention_mask):
-        pooled = output.pooler_output if output.pooler_output is not None else output.last_hidden_state[:, 0]
-        return self.head(pooled)
-
     def export_inputs(self, data):
         batch = self.collate(self.draw(data.heldout or data.train, 4, torch.Generator().manual_seed(0)))
         keys = ("input_ids", "attention_mask", "token_type_ids") if self.segments else ("input_ids", "attention_mask")
         return {k: batch[k] for k in keys}
 
-    def describe(self):
-        return {"task": self.task, "labels": LABELS, "pad_token_id": self.pad_id, "max_length": self.max_length}
+
+class NextSentenceHead(nn.Module, ObjectiveHead):
+    def __init__(self, options, backbone, reader):
+        super().__init__()
+        self.options, self.reader = options, reader
+        self.head = nn.Linear(backbone.d_model, 2)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward_logits(self, backbone, batch):
+        extra = {"token_type_ids": batch["token_type_ids"]} if self.reader.segments and "token_type_ids" in batch else {}
+        out = backbone(batch["input_ids"], batch["attention_mask"], **extra)
+        return self.logits(backbone, out, batch["attention_mask"])
+
+    def loss(self, backbone, batch):
+        logits = self.forward_logits(backbone, batch)
+        labels = batch["next_sentence_label"]
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.options.label_smoothing)
+        return loss, {"nsp_loss": loss.detach(), "nsp_accuracy": (logits.argmax(-1) == labels).float().mean().detach()}
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        if not data.heldout:
+            return {}
+        batch = self.reader.collate(self.reader.draw(data.heldout, 256, torch.Generator().manual_seed(0)))
+        _, figures = self.loss(backbone, batch)
+        return {"heldout_" + k: float(v) for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
+
+    def logits(self, backbone, output, attention_mask):
+        pooled = output.pooler_output if output.pooler_output is not None else output.last_hidden_state[:, 0]
+        return self.head(pooled)
+
+
+class NextSentenceExport(ObjectiveExport):
+    def task_record(self, seq_len):
+        return TaskRecord(task=self.task, labels=LABELS, pad_token_id=self.reader.pad_id, max_length=seq_len)
+
+
+class NextSentence(Objective):
+    task = "next-sentence"
+    Reader, Head, Export = NextSentenceReader, NextSentenceHead, NextSentenceExport
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"nsp needs an encoder; {type(backbone).__name__} is not one")
