@@ -354,10 +354,11 @@ class PeftMethod:
 class Task:
     """How ``modkit run`` and ``modkit serve`` serve one task, without torch (numpy + onnxruntime).
 
-    Registered through ``modkit_register_tasks`` under the name an objective's ``describe()``
-    gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
+    Registered through ``modkit_register_tasks`` under the name an objective's task record
+    gives as ``task``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
     ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
-    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest`` (the
+    record, a :class:`modkit.manifest.TaskRecord`: what the objective's ``task_record`` gave;
+    ``task["key"]`` and ``task.get("key")`` read it as a dict), ``.tokenizer``, ``.manifest`` (the
     :class:`modkit.manifest.Manifest`), ``.folder``, ``.max_positions`` (how many positions
     input tokens may take; None: no limit), ``.session(file)`` (the onnxruntime session of one
     of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
@@ -425,5 +426,5 @@ class CheckpointFormat:
 
     def with_head(self, backbone: torch.nn.Module, head: dict[str, Any]) -> torch.nn.Module | None:
         """The backbone with a task head that transformers has a class for (``head`` as
-        :meth:`Objective.hf_head` describes it), or None where it has none."""
+        :meth:`modkit.objectives.ObjectiveExport.hf_head` describes it), or None where it has none."""
         return None

@@ -5,7 +5,7 @@ and globs of it, JSONL, CSV/TSV, Parquet, a saved ``datasets`` folder, or a thir
 own. Every file-based source reads compressed files (``.gz``, ``.bz2``, ``.xz``, ``.zst``)
 through :func:`open_binary`.
 
-Objectives read one of two forms (:attr:`modkit.interfaces.Objective.reads`): ``"text"`` (a
+Objectives read one of two forms (:attr:`modkit.objectives.ObjectiveReader.reads`): ``"text"`` (a
 text file) or ``"records"`` (a JSON-lines file). :func:`prepare` streams the source's rows
 once into that form, in ``$MODKIT_CACHE/data`` under a name holding the sha256 of the
 source's files and options, so the token-file cache (which keys on the file it reads) keys on

@@ -522,8 +522,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     merge_figures = None
     if spec.model.export.merge:
         merge_figures = _merge(all_methods, merged, model, objective.reader.export_inputs(data), tolerance)
-    live = set(model.modules())
-    task = objective.export.task_record(spec.model.stages[-1].seq_len).as_dict()  # the length it trained on
+    live, task = set(model.modules()), objective.export.task_record(spec.model.stages[-1].seq_len).as_dict()
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
         "format": "modkit-artifact", "version": MANIFEST_VERSION, "modkit_version": __version__,
@@ -556,8 +555,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         tokenizer.save(tmp / "tokenizer.json")
         save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
-            manifest["parity"], manifest["graphs"] = _export(model, objective, data, task, tmp, spec.model.export,
-                                                             registry)
+            manifest["parity"], manifest["graphs"] = _export(model, objective, data, task, tmp, spec.model.export, registry)
         if metrics.path.exists():
             shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
         if kept.records:

@@ -91,6 +91,8 @@ class _StageLoss(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.objective = objective if isinstance(objective, WeightedObjectives) else objective.head
+        #: draws a step's batch on the CPU: the objective's reader (one batch per objective for several)
+        self.draw = objective.batch if isinstance(objective, WeightedObjectives) else objective.reader.batch
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(self.objective, WeightedObjectives):
@@ -256,7 +258,6 @@ def train_stage(
     """
     engine = engine or Engine()
     whole = _StageLoss(model.backbone, objective)
-    draw = objective.batch if isinstance(objective, WeightedObjectives) else objective.reader.batch
     block = block_class(model.backbone)
     fsdp = engine.strategy == "fsdp"
     trained = shard(whole, block, engine.device, engine.world, bf16=engine.precision == "bf16",
@@ -282,7 +283,7 @@ def train_stage(
     for step in range(start, stage.steps):
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(step_seed(seed, index, step))
-        drawn = draw(data, stage.batch_size * stage.accumulate, generator)
+        drawn = whole.draw(data, stage.batch_size * stage.accumulate, generator)
         lr = training.set_lr(step)
         optimizer.zero_grad(set_to_none=True)
         summed = None  # the step's loss and each objective's, summed over micro-batches on the device
