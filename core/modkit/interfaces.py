@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence, runtime_checkable
 
 from modkit.fileio import atomic_write_text
-from modkit.objectives import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader, as_parts  # noqa: F401
+from modkit.objectives import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import torch
-    from modkit.builder.exporter import Exporter
     from modkit.nn.outputs import ModelOutput
     from modkit.options import Options
     from modkit.tokenization import Encoding, Template
