@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import import_or_skip
-from modkit import load_registry
+from modkit import TaskRecord, load_registry
 from modkit.builder.build import options_from_tokenizer
 from modkit.testing import check_backbone, check_objective, check_peft, check_source, check_tokenizer
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.backbones.gpt_model import GPT
 from modkit_plugins.objectives.classify import ClassifyOptions
-from modkit_plugins.objectives.classify_impl import Classify, ClassifyReader
+from modkit_plugins.objectives.classify_impl import Classify, ClassifyExport, ClassifyReader
 from modkit_plugins.peft.lora import LoRAOptions
 from modkit_plugins.peft.lora_impl import LoRA, LoRALinear
 from modkit_plugins.sources.jsonl import JsonLines, JsonLinesOptions
@@ -218,6 +218,16 @@ class ServedByNobody(Classify):
     task = "nobody-serves-this"
 
 
+class LengthFromLoadData(ClassifyExport):
+    def task_record(self, seq_len):
+        record = super().task_record(seq_len)
+        return TaskRecord(**{**record.as_dict(), "max_length": self.reader.max_length})  # what load_data left
+
+
+class StaleMaxLength(Classify):
+    Export = LengthFromLoadData
+
+
 @pytest.fixture(scope="module")
 def classify_setup(bpe, paragraphs, tmp_path_factory):
     path = tmp_path_factory.mktemp("classify") / "data.jsonl"
@@ -232,7 +242,8 @@ def test_the_unbroken_objective_passes(classify_setup):
     check_objective(Classify, *classify_setup, registry=load_registry())
 
 
-@pytest.mark.parametrize("cls, message", [(GlobalRandomBatches, "global RNG"), (ServedByNobody, "no task component")])
+@pytest.mark.parametrize("cls, message", [(GlobalRandomBatches, "global RNG"), (ServedByNobody, "no task component"),
+                                          (StaleMaxLength, r"task_record\(32\) says max_length 16")])
 def test_check_objective_fails_a_broken_objective(classify_setup, cls, message):
     with pytest.raises(AssertionError, match=message):
         check_objective(cls, *classify_setup, registry=load_registry(), export=False)

@@ -38,7 +38,8 @@ def check_objective(objective_class, options, backbone, tokenizer, data_path, *,
     - the reader's ``export_inputs``: ``input_ids``/``attention_mask`` the model's ``logits``
       accept, one row of logits per input row;
     - the export's ``task_record(seq_len)``: a :class:`modkit.manifest.TaskRecord` as JSON,
-      ``task`` = the class's ``task``, a task component registered for it;
+      ``task`` = the class's ``task``, a task component registered for it, ``max_length``
+      unset or the ``seq_len`` it is given (not a length ``load_data`` left behind);
     - (``export``) the export's ``graphs`` returns figures with ``max_abs_diff`` and writes
       every graph the serving task opens.
     """
@@ -95,6 +96,10 @@ def check_objective(objective_class, options, backbone, tokenizer, data_path, *,
     record = again.export.task_record(seq_len)
     assert isinstance(record, TaskRecord), f"{name}'s task_record must be a modkit.TaskRecord, got {type(record).__name__}"
     json.dumps(record.as_dict())
+    for length in (seq_len, 2 * seq_len) if not legacy else (seq_len,):  # from the argument, not from load_data
+        told = again.export.task_record(length).max_length
+        assert told in (None, length), \
+            f"{name}'s task_record({length}) says max_length {told}: it must be the seq_len it is given"
     assert record.task == objective_class.task, \
         f"{name}'s task record names task {record.task!r}, the class says {objective_class.task!r}"
     assert objective_class.task in registry.names("task"), \
