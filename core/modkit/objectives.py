@@ -160,7 +160,7 @@ class Objective:
     Export: ClassVar[type[ObjectiveExport]]
     #: the reader's :attr:`ObjectiveReader.reads`, readable before any part is made
     reads: ClassVar[str] = "records"
-    #: written against the 13-method contract of modkit < 0.9 (see :func:`as_parts`)
+    #: written against the one-class contract before objectives came in parts (see :func:`as_parts`)
     legacy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -225,7 +225,8 @@ def _legacy_defaults() -> dict[str, Any]:
 def _adopt_legacy(cls: type) -> None:
     warnings.warn(f"objective {cls.__module__}.{cls.__name__} is written against the old one-class contract "
                   "(load_data, loss, describe... on the objective); modkit adapts it for now. Split it into "
-                  "Reader, Head and Export classes (docs/plugins.md, section 7, 'Objective')", DeprecationWarning, stacklevel=3)
+                  "Reader, Head and Export classes (docs/plugins.md, section 7, 'Objective')",
+                  DeprecationWarning, stacklevel=3)
     cls.legacy = True
     for name, default in _legacy_defaults().items():
         if not hasattr(cls, name):
@@ -260,9 +261,6 @@ class _LegacyParts:
     @property
     def options(self) -> Options:
         return self.old.options
-
-    def check_backbone(self, backbone: Backbone) -> None:
-        self.old.check_backbone(backbone)
 
     def use_options(self, options: Options) -> None:
         self.old.options = self.export.options = options
