@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modkit.builder.sharding import block_class, blocks_of, checkpoint_activations
+from modkit.builder.training.sharding import block_class, blocks_of, checkpoint_activations
 from peft_models import FAMILIES, inputs, tiny_backbone
 from test_ddp import cli_build
 from test_train import build_weights, lm_spec, max_diff

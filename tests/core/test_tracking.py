@@ -114,7 +114,6 @@ def test_an_interrupted_run_fails_and_the_resumed_one_logs_on_at_the_same_steps(
     import mlflow
 
     from modkit.builder import build as build_module
-
     spec, out = _spec(tmp_path, '["mlflow"]'), tmp_path / "out"
     spec.write_text(spec.read_text().replace("steps = 3\n", "steps = 3\ncheckpoint_every = 1\n"))
     real = build_module.train_stage

@@ -1,5 +1,5 @@
 """What an objective's ``export`` receives: the folder, the ``[export]`` options, and the
-standard graphs, each written through :func:`modkit.builder.export.onnx_export` and checked
+standard graphs, each written through :func:`modkit.builder.export.onnx.onnx_export` and checked
 against torch before it counts."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Sequence
 
 import torch
 
-from modkit.builder.export import ParityError, check_parity, export_onnx, onnx_export
-from modkit.builder.export_cached import check_with_past, export_with_past
-from modkit.builder.export_seq2seq import export_seq2seq
+from modkit.builder.export.onnx import ParityError, check_parity, export_onnx, onnx_export
+from modkit.builder.export.cached import check_with_past, export_with_past
+from modkit.builder.export.seq2seq import export_seq2seq
 from modkit.interfaces import capabilities_of
 from modkit.nn.prompt import reserved_positions
 
@@ -22,7 +22,7 @@ class Exporter:
     opset: int = 17
     #: the largest max abs difference between onnxruntime and torch a graph may show
     tolerance: float = 1e-4
-    #: optimisation level of every graph written (see :mod:`modkit.builder.optimize`); the
+    #: optimisation level of every graph written (see :mod:`modkit.builder.export.optimize`); the
     #: parity checks run on the optimised graphs
     optimize: str = "none"
     #: the files written so far, in order; the build records them in the manifest

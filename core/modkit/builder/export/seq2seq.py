@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modkit.builder.export import onnx_export
+from modkit.builder.export.onnx import onnx_export
 from modkit.nn.generation import generate_seq2seq
 from modkit.runtime import make_session
 from modkit.runtime.seq2seq import Seq2SeqSession

@@ -3,7 +3,7 @@
 A plugin teaches modkit a family with the ``modkit_register_checkpoint_formats`` hook:
 ``register("gpt2", "modkit_plugins.backbones.gpt_hf:GPT2Format")``, a
 :class:`modkit.interfaces.CheckpointFormat`. Its weight names live in one
-:class:`~modkit.builder.weight_table.WeightTable` read both ways (every tensor of the checkpoint
+:class:`~modkit.builder.hf.weight_table.WeightTable` read both ways (every tensor of the checkpoint
 is taken by name or reported), and :func:`assign_state` builds the model on the meta device and
 checks every parameter is filled. Weights are read from safetensors only; pickle checkpoints
 are refused.
@@ -287,7 +287,7 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     else:
         model = load_hf(path, **kwargs)
     if peft:
-        from modkit.builder.peft_folders import apply_peft_folder
+        from modkit.builder.hf.peft_folders import apply_peft_folder
 
         for folder in peft:
             apply_peft_folder(model, _folder(folder), registry=kwargs.get("registry"))

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from modkit.builder.checkpoints import format_for, hf_model, load_model
+from modkit.builder.hf.convert import format_for, hf_model, load_model
 from modkit.errors import ArtifactError, UserError
 from modkit.fileio import atomic_dir
 from modkit.nn.blocks import iter_roles
