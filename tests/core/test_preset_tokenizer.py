@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from modkit import SpecError
-from modkit.builder.fingerprint import fingerprint
+from modkit.builder.training.fingerprint import fingerprint
 from modkit.cli import main
 from modkit.errors import UserError
 from modkit.registry import load_registry

@@ -135,7 +135,7 @@ def test_t5_tokenizer_fast_reads_the_artifacts_tokenizer_json_with_equal_ids(art
 @pytest.mark.parity
 def test_export_hf_loads_in_t5_tokenizer_fast_and_auto_tokenizer_with_equal_ids(artifact, paragraphs, tmp_path):
     transformers = import_or_skip("transformers", "pip install transformers (the dev extra)")
-    from modkit.builder.checkpoints import export_hf
+    from modkit.builder.hf.convert import export_hf
 
     folder, _ = artifact
     dest = export_hf(folder / "out", tmp_path / "hf")
