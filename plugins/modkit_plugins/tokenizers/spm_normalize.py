@@ -103,7 +103,11 @@ class CharsMap:
 
         def klass(chars):
             return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
-        return single, re.compile(klass(longer_firsts) + klass({char for _, char, _ in seconds}))
+        # the second character first: the regex engine then scans for that set alone (rare
+        # characters, combining marks), where a leading first-character set (letters) would
+        # stop it at every letter
+        second = klass({char for _, char, _ in seconds})
+        return single, re.compile(f"{second}(?<={klass(longer_firsts)}{second})")
 
     def match(self, text: str, at: int) -> tuple[str, int] | None:
         """(replacement, length in characters) of the longest key at ``text[at:]``, or None."""
