@@ -310,6 +310,8 @@ class HubSentencePieceTokenizer(SentencePieceTokenizer):
                 out.append((piece_id, word.origin[start], word.origin[end]))
         return out
 
+    word_cache = False  # Hugging Face's pre-tokenizer hands the model one word at a time, uncached
+
     def _ids(self, text: str, first: bool) -> list[int]:
         return [i for i, _, _ in self._section(text, first, False)]
 
