@@ -177,7 +177,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
         overrides = (*overrides, f'strategy="{strategy}"')
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from modkit.builder.preflight import check_world
-        from modkit.builder.distributed import launch
+        from modkit.builder.training.distributed import launch
         from modkit.spec import load_spec
 
         checked = [*overrides, *([f'device="{device}"'] if device else [])]
@@ -204,7 +204,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Image to write (default OUT/curves.png).")
 def plot(artifact: str, output: str | None) -> None:
     """Draw training and held-back loss and the learning rate per stage from OUT/metrics.jsonl."""
-    from modkit.builder.curves import draw_curves
+    from modkit.builder.telemetry.curves import draw_curves
 
     folder = Path(artifact)
     click.echo(str(draw_curves(folder / "metrics.jsonl", Path(output) if output else folder / "curves.png")))
