@@ -28,8 +28,9 @@ from .spm_segment import _END, CACHE_LIMIT
 # A word's segmentation, a plain tuple (one is built for every new word): its ids, whether
 # one of them is unknown, its room (the largest magnitude of a starting score from which the
 # same path wins; see Unigram._solved), its weight (the magnitude of its path score), its
-# extent (the largest magnitude a candidate path score takes inside it), its (start, end, id)
-# spans, and its lead (best path score less the second best's)
+# extent (the largest magnitude a candidate path score takes inside it), where each piece
+# ends, and its lead (best path score less the second best's). Ids and ends are tuples of
+# ints, which the garbage collector stops tracking, where spans would be a tuple per piece
 Solved = tuple
 _IDS, _HAS_UNK, _ROOM, _WEIGHT, _EXTENT = (itemgetter(k) for k in range(5))
 
@@ -87,7 +88,8 @@ class Unigram:
             return self._viterbi(text, 0.0)[0]
         spans: list[tuple[int, int, int]] = []
         for at, word in self._placed(text, self._words(text)):
-            spans += [(at + a, at + b, i) for a, b, i in word[5]] if at else word[5]
+            ends = word[5]
+            spans += [(at + a, at + b, i) for a, b, i in zip((0, *ends), ends, word[0])]
         return spans
 
     def ids(self, text: str) -> list[int] | None:
@@ -134,14 +136,15 @@ class Unigram:
         at = 0
         exact, exact_upto = 0.0, 0  # the path score as sentencepiece sums it, up to out[exact_upto]
         for word in words:
-            size = word[5][-1][1]  # a word is never empty
+            size = word[5][-1]  # a word is never empty
             if word[2] <= reach:
                 exact = self._replay(exact, out[exact_upto:])
                 key = (text[at:at + size], exact)
                 in_place = cache.get(key)
                 if in_place is None:
                     spans, end_score = self._viterbi(key[0], exact)
-                    in_place = cache[key] = (*self._solved(spans, 0.0, 0.0, 0.0), end_score)
+                    ids, ends = zip(*[(i, b) for _, b, i in spans])
+                    in_place = cache[key] = (*self._solved(ids, ends, 0.0, 0.0, 0.0), end_score)
                 word, exact, exact_upto = in_place, in_place[-1], len(out) + 1
             out.append((at, word))
             at += size
@@ -160,14 +163,14 @@ class Unigram:
             rounded[0] += step
         return rounded[0]
 
-    def _solved(self, spans: list[tuple[int, int, int]], weight: float, lead: float, extent: float) -> Solved:
-        ids = tuple(i for _, _, i in spans)
+    def _solved(self, ids: tuple[int, ...], ends: tuple[int, ...], weight: float, lead: float,
+                extent: float) -> Solved:
         # rounding moves a path's sum by at most (additions x magnitude x unit roundoff), one
         # addition per character at most, so the best path stays best while its lead is
         # wider than twice that; twice again to spare, which also covers the doubles' error
-        size = spans[-1][1] if spans else 0
+        size = ends[-1]
         room = lead / ((size + 2) * 4 * self._unit) if lead > 0 else 0.0
-        return ids, self.unk_id in ids, room, weight, extent, tuple(spans), lead
+        return ids, self.unk_id in ids, room, weight, extent, ends, lead
 
     def _solve(self, text: str) -> Solved:
         """The best segmentation of ``text`` from path score 0, in doubles, and its lead over
@@ -215,8 +218,16 @@ class Unigram:
                         second[j] = candidate
                 if not node:
                     break
+        path, ends = [], []
+        end = n
+        while end:
+            path.append(ids[end])
+            ends.append(end)
+            end = starts[end]
+        path.reverse()
+        ends.reverse()
         # a candidate is a best score and one step
-        return self._solved(_backtrack(starts, ids, n), abs(best[n]), best[n] - second[n],
+        return self._solved(tuple(path), tuple(ends), abs(best[n]), best[n] - second[n],
                             max(map(abs, best)) + self._largest_step)
 
     def _viterbi(self, text: str, start: float) -> tuple[list[tuple[int, int, int]], float]:
