@@ -12,6 +12,7 @@ import click
 
 from modkit.cli.export_hf import export_hf, export_peft
 from modkit.cli.tokenize import tokenize
+from modkit.cli.cache import cache
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
 from modkit.runtime import DEFAULT_BATCH_SIZE
@@ -407,6 +408,7 @@ def _merged_options(flags: dict, given: dict) -> dict:
 
 
 main.add_command(tokenize)
+main.add_command(cache)
 main.add_command(export_hf)
 main.add_command(export_peft)
 
