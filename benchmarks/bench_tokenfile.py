@@ -35,7 +35,7 @@ import json, resource, sys, time
 from pathlib import Path
 import torch
 import modkit
-from modkit.builder.train import Engine, train_stage
+from modkit.builder.training.engine import Engine, train_stage
 from modkit.nn.model import ModkitModel
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.objectives.clm import CLMOptions

@@ -406,7 +406,7 @@ __all__ = ["Tokenizer", "Backbone", "BackboneCapabilities", "capabilities_of", "
 class CheckpointFormat:
     """How one Hugging Face ``model_type`` maps to a modkit model, registered with
     ``modkit_register_checkpoint_formats``. Most formats name their weights in a
-    :class:`modkit.builder.weight_table.WeightTable` read both ways and write only the
+    :class:`modkit.builder.hf.weight_table.WeightTable` read both ways and write only the
     options <-> config.json mapping by hand.
     """
 

@@ -25,7 +25,7 @@ from modkit.manifest import TaskRecord
 
 if TYPE_CHECKING:
     import torch
-    from modkit.builder.exporter import Exporter
+    from modkit.builder.export.exporter import Exporter
     from modkit.interfaces import Backbone, Tokenizer
     from modkit.options import Options
 
@@ -118,7 +118,7 @@ class ObjectiveExport(ABC):
         ``modkit build`` calls it once, after merging, with the whole model (a
         :class:`modkit.nn.model.ModkitModel`: ``.backbone``, and ``model(input_ids,
         attention_mask).logits`` from the head's ``logits``) and ``inputs`` from the reader's
-        ``export_inputs``. ``exporter`` (a :class:`modkit.builder.exporter.Exporter`) knows the
+        ``export_inputs``. ``exporter`` (a :class:`modkit.builder.export.exporter.Exporter`) knows the
         folder and the ``[export]`` options and writes the standard graphs with their parity
         checks. The default writes ``model.onnx``, ``(input_ids, attention_mask) -> logits``."""
         return exporter.logits_graph(model, inputs)
