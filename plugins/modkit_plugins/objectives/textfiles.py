@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from modkit.segmentfile import SegmentFile, segment_file
 from modkit.tokenfile import CHUNK_BYTES, TokenFile, print_progress, token_file
 
