@@ -39,7 +39,7 @@ import json, resource, sys, time
 from pathlib import Path
 import torch
 import modkit
-from modkit.builder.train import Engine, train_stage
+from modkit.builder.training.engine import Engine, train_stage
 from modkit.nn.model import ModkitModel
 
 name, corpus, tokenizer_path, work = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])

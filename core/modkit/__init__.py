@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def load_model(path: str | Path, **kwargs: Any):
     """A modkit artifact folder or a Hugging Face checkpoint folder -> a torch model."""
-    from modkit.builder.checkpoints import load_model as _load_model
+    from modkit.builder.hf.convert import load_model as _load_model
 
     return _load_model(path, **kwargs)
 
@@ -42,7 +42,7 @@ def load_model(path: str | Path, **kwargs: Any):
 def export_peft(model, dest: str | Path, **kwargs: Any):
     """Write each PEFT method on ``model`` (or artifact folder) as a Hugging Face PEFT folder
     ``dest/<method>``, as ``modkit export-peft`` does; returns the folders."""
-    from modkit.builder.peft_folders import export_peft as _export_peft
+    from modkit.builder.hf.peft_folders import export_peft as _export_peft
 
     return _export_peft(model, dest, **kwargs)
 

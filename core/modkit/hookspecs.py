@@ -76,7 +76,7 @@ def modkit_register_checkpoint_formats(register):
     :param register: ``register(model_type, impl)`` where ``impl`` is ``"module:Class"``
         naming a format class with ``from_hf(config, weights) -> model``,
         ``to_hf(model) -> (config, weights)`` and ``handles(model) -> bool``
-        (see :mod:`modkit.builder.checkpoints`).
+        (see :mod:`modkit.builder.hf.convert`).
     """
 
 

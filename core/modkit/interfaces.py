@@ -15,7 +15,7 @@ from modkit.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
-    from modkit.builder.exporter import Exporter
+    from modkit.builder.export.exporter import Exporter
     from modkit.nn.outputs import ModelOutput
     from modkit.options import Options
     from modkit.tokenization import Encoding, Template
@@ -360,7 +360,7 @@ class Objective:
         ``modkit build`` calls it once, after merging, with the whole model (a
         :class:`modkit.nn.model.ModkitModel`: ``.backbone``, and ``model(input_ids,
         attention_mask).logits`` from :meth:`logits`) and ``inputs = export_inputs(data)``.
-        ``exporter`` (a :class:`modkit.builder.exporter.Exporter`) knows the folder and the
+        ``exporter`` (a :class:`modkit.builder.export.exporter.Exporter`) knows the folder and the
         ``[export]`` options and writes the standard graphs with their parity checks. The
         default writes ``model.onnx``, ``(input_ids, attention_mask) -> logits``."""
         return exporter.logits_graph(model, inputs)
@@ -508,7 +508,7 @@ __all__ = ["Tokenizer", "Backbone", "BackboneCapabilities", "capabilities_of", "
 class CheckpointFormat:
     """How one Hugging Face ``model_type`` maps to a modkit model, registered with
     ``modkit_register_checkpoint_formats``. Most formats name their weights in a
-    :class:`modkit.builder.weight_table.WeightTable` read both ways and write only the
+    :class:`modkit.builder.hf.weight_table.WeightTable` read both ways and write only the
     options <-> config.json mapping by hand.
     """
 

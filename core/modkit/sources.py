@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import lzma
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Iterator, Literal
@@ -34,6 +33,7 @@ from typing import Any, BinaryIO, ClassVar, Iterator, Literal
 from pydantic import Field
 
 from modkit.errors import MissingExtraError, UserError
+from modkit import fileio
 from modkit.fileio import atomic_path, data_sha256
 from modkit.options import Options
 
@@ -190,7 +190,7 @@ class DataFile:
 
 
 def cache_folder() -> Path:
-    return Path(os.environ.get("MODKIT_CACHE") or Path.home() / ".cache" / "modkit") / "data"
+    return fileio.cache_folder() / "data"
 
 
 def prepare(name: str, source: DataSource, reads: str, *, folder: Path | None = None) -> DataFile:

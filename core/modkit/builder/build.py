@@ -12,30 +12,31 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modkit import __version__
-from modkit.builder.checkpoints import load_hf
-from modkit.builder.curves import draw_curves, have_matplotlib
-from modkit.builder.device import check_device, cpu_state, resolve_device
-from modkit.builder.distributed import end_process_group, main_first, start_process_group, world_from_environment
-from modkit.builder.evaluation import evaluate_stage
-from modkit.builder.export import ParityError
-from modkit.builder.exporter import Exporter, positions_left
-from modkit.builder.kept import KeptCheckpoints
+from modkit.builder.hf.convert import load_hf
+from modkit.builder.telemetry.curves import draw_curves, have_matplotlib
+from modkit.builder.training.device import check_device, cpu_state, resolve_device
+from modkit.builder.training.distributed import end_process_group, main_first, start_process_group, world_from_environment
+from modkit.builder.training.evaluation import evaluate_stage
+from modkit.builder.export.onnx import ParityError
+from modkit.builder.export.exporter import Exporter, positions_left
+from modkit.builder.training.kept import KeptCheckpoints
 from modkit.builder.merge import merge_checked
-from modkit.builder import fingerprint, precision_check
-from modkit.builder.metrics import MetricsLog, StageMeter
+from modkit.builder.training import fingerprint
+from modkit.builder.export import precision as precision_check
+from modkit.builder.telemetry.metrics import MetricsLog, StageMeter
 from modkit.card import model_card
 from modkit.tracking import Trackers
-from modkit.builder.multi import WeightedObjectives
-from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.peak import matmul_peak
+from modkit.builder.training.multi import WeightedObjectives
+from modkit.builder.export.optimize import AUTO, OptimizeError, fused_operators
+from modkit.builder.telemetry.peak import matmul_peak
 from modkit.builder.peft_plan import PeftPlan, PlannedMethod
 from modkit.builder.preflight import (check_blocks, check_peft_plan, check_spec_shape, check_stages, check_world,
                                       method_from, preflight)
-from modkit.builder.progress import StageProgress
-from modkit.builder.resources import ResourceMeter
-from modkit.builder.optim import check_schedules, schedule_of
-from modkit.builder.train import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
-                                  to_device, train_stage)
+from modkit.builder.telemetry.progress import StageProgress
+from modkit.builder.telemetry.resources import ResourceMeter
+from modkit.builder.training.optim import check_schedules, schedule_of
+from modkit.builder.training.engine import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
+                                            to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.generation_config import generation_record

@@ -29,7 +29,7 @@ from modkit.spec import Spec
 
 def check_blocks(spec: Spec, backbone: torch.nn.Module) -> None:
     """Activation checkpointing wraps the blocks the backbone declares: it needs some."""
-    from modkit.builder.sharding import block_class, blocks_of
+    from modkit.builder.training.sharding import block_class, blocks_of
 
     if not blocks_of(backbone, block_class(backbone)):
         bad = [(f"stages[{i}].activation_checkpointing", f"the backbone {type(backbone).__name__} declares no "

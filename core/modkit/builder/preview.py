@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from modkit.builder.build import _attach_stage, _backbone, _tokenizer
-from modkit.builder.train import step_seed
+from modkit.builder.training.engine import step_seed
 from modkit.errors import UserError
 from modkit.nn.model import ModkitModel
 from modkit.registry import Registry, get_registry

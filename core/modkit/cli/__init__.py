@@ -12,6 +12,7 @@ import click
 
 from modkit.cli.export_hf import export_hf, export_peft
 from modkit.cli.tokenize import tokenize
+from modkit.cli.cache import cache
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
 from modkit.runtime import DEFAULT_BATCH_SIZE
@@ -177,7 +178,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
         overrides = (*overrides, f'strategy="{strategy}"')
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from modkit.builder.preflight import check_world
-        from modkit.builder.distributed import launch
+        from modkit.builder.training.distributed import launch
         from modkit.spec import load_spec
 
         checked = [*overrides, *([f'device="{device}"'] if device else [])]
@@ -204,7 +205,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Image to write (default OUT/curves.png).")
 def plot(artifact: str, output: str | None) -> None:
     """Draw training and held-back loss and the learning rate per stage from OUT/metrics.jsonl."""
-    from modkit.builder.curves import draw_curves
+    from modkit.builder.telemetry.curves import draw_curves
 
     folder = Path(artifact)
     click.echo(str(draw_curves(folder / "metrics.jsonl", Path(output) if output else folder / "curves.png")))
@@ -407,6 +408,7 @@ def _merged_options(flags: dict, given: dict) -> dict:
 
 
 main.add_command(tokenize)
+main.add_command(cache)
 main.add_command(export_hf)
 main.add_command(export_peft)
 

@@ -87,7 +87,7 @@ def check_objective(objective_class, options, backbone, tokenizer, data_path, *,
     assert objective_class.task in registry.names("task"), \
         f"no task component {objective_class.task!r} is registered: `modkit run` could not serve {name}'s artifacts"
     if export:
-        from modkit.builder.exporter import Exporter
+        from modkit.builder.export.exporter import Exporter
 
         graphs = registry.get("task", objective_class.task).load().graphs
         with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from modkit.builder.device import to_device
+from modkit.builder.training.device import to_device
 
 
 @torch.no_grad()

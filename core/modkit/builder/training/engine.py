@@ -25,11 +25,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
-from modkit.builder.multi import WeightedObjectives
-from modkit.builder.optim import stage_optimizer
-from modkit.builder.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
-                                     save_sharded, shard)
+from modkit.builder.training.device import Precision, cpu_state, map_tensors, to_device
+from modkit.builder.training.multi import WeightedObjectives
+from modkit.builder.training.optim import stage_optimizer
+from modkit.builder.training.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
+                                              save_sharded, shard)
 from modkit.errors import UserError
 from modkit.fileio import atomic_path, atomic_write_text
 
