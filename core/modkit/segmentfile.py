@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modkit.errors import UserError
-from modkit.tokenfile import (CHUNK_BYTES, TokenFile, _decode, _dtype, companion, function_tag, load_array,
-                              token_file_path, write_encoded)
+from modkit.tokenfile import (CHUNK_BYTES, TokenFile, _decode, _dtype, companion, function_tag, is_whole,
+                              load_array, token_file_path, write_encoded)
 
 _BLANK_LINES = re.compile(r"\n\s*\n")
 
@@ -151,7 +151,7 @@ def segment_file(tokenizer, corpus: str | Path, split: Callable[[str], list[str]
     if not corpus.is_file():
         raise UserError(f"{corpus}: no such data file")
     path = token_file_path(tokenizer, corpus, folder, kind="segments", tag=function_tag(split))
-    if not path.exists():
+    if not is_whole(path, ("segments", "documents")):
         by_lines = not _file_has_paragraphs(corpus)
         encode = partial(_encode_documents, split=split, by_lines=by_lines)
         write_encoded(tokenizer, corpus, path, _document_chunks(corpus, by_lines), encode, workers, progress,

@@ -154,10 +154,16 @@ def token_file(tokenizer, corpus: str | Path, *, folder: Path | None = None, wor
         raise UserError(f"{corpus}: no such data file")
     path = token_file_path(tokenizer, corpus, folder, tag=function_tag(marks) if marks else "")
     dtype = _dtype(tokenizer)
-    if not path.exists():
+    if not is_whole(path, ("marks",) if marks else ()):
         write_encoded(tokenizer, corpus, path, _text_chunks(corpus), marks or _plain, workers, progress,
                       ("marks",) if marks else ())
     return TokenFile(path, load_array(path, dtype), load_array(companion(path, "marks"), np.uint8) if marks else None)
+
+
+def is_whole(path: Path, companions: tuple[str, ...]) -> bool:
+    """Whether the token file ``path`` and its companions are all there (``modkit cache clear
+    --older-than`` removes files one by one)."""
+    return path.exists() and all(companion(path, name).exists() for name in companions)
 
 
 def companion(path: Path, name: str) -> Path:

@@ -67,6 +67,9 @@ def test_marks_are_written_in_the_same_pass_under_their_own_name(tokenizer, corp
     assert marked.marks.tolist() == [int(m) for _, marks in expected for m in marks]
     assert marked.path != plain.path and plain.marks is None
     assert 0 < marked.marks.mean() < 1
+    tokenfile.companion(marked.path, "marks").unlink()  # as `modkit cache clear --older-than` may leave it
+    again = token_file(tokenizer, corpus_path, folder=tmp_path, workers=1, marks=word_starts)
+    assert again.marks.tolist() == marked.marks.tolist()
 
 
 def test_a_derived_array_is_computed_once_and_kept_beside_the_file(tokenizer, corpus_path, tmp_path):
