@@ -96,7 +96,8 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
         click.echo(json.dumps({
             "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}
                            for c in comps],
-            "presets": [{"name": p.name, "kind": p.kind, "use": p.use, "doc": p.doc} for p in presets],
+            "presets": [{"name": p.name, "kind": p.kind, "use": p.use, "doc": p.doc,
+                         **({"tokenizer": p.tokenizer} if p.tokenizer else {})} for p in presets],
             "failed_plugins": [{"plugin": f.plugin, "error": f.error} for f in reg.failures],
             "conflicts": conflicts}, indent=2))
         return
@@ -104,7 +105,8 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
     for c in comps:
         click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
     for p in presets:
-        click.echo(f"{p.kind:<10} {p.name:<16} {('preset of ' + p.use) if p.use else 'stage preset':<24} {p.doc}")
+        brings = f" Brings the tokenizer {p.tokenizer}." if p.tokenizer else ""
+        click.echo(f"{p.kind:<10} {p.name:<16} {('preset of ' + p.use) if p.use else 'stage preset':<24} {p.doc}{brings}")
     for name, plugins in conflicts.items():
         click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
     for f in reg.failures:
@@ -133,6 +135,9 @@ def info(ctx: click.Context, name: str, kind: str | None) -> None:
         click.echo(f"{comp.kind} {comp.name} ({comp.plugin} {comp.version}): {comp.doc}")
         if preset:
             click.echo(f"preset {name} sets: " + ", ".join(f"{a}={v!r}" for a, v in preset.items()))
+        if k == "backbone" and name in reg.presets and reg.presets[name].tokenizer:
+            click.echo(f"preset {name} brings the tokenizer {reg.presets[name].tokenizer!r} (used when the spec's "
+                       "[tokenizer] names no `use` nor `from`)")
         for field, info_ in comp.options.model_fields.items():
             default = "required" if info_.is_required() else f"default {preset.get(field, info_.get_default(call_default_factory=True))!r}"
             click.echo(f"  {field}: {_type_name(info_.annotation)} ({default})")
