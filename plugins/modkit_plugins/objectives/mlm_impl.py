@@ -1,5 +1,8 @@
 """Masked LM: random windows of the tokenized text, [CLS] window [SEP], BERT's masking.
 
+The text is read through a token file with word-start marks (:mod:`.textfiles`): tokenized
+once into memory maps, so a corpus larger than memory trains with flat resident memory.
+
 The vocabulary head is the backbone's own ``lm_logits`` (BERT's MLM head, tied to the input
 embeddings, which Hugging Face ``BertForMaskedLM`` checkpoints load into and export from); an
 encoder without one gets a linear head here.
@@ -8,24 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modkit.data import read_text
 from modkit.errors import UserError
 from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
 from modkit.manifest import TaskRecord
+from modkit.tokenfile import windows as token_windows
 
-from .masking import IGNORE, mask_tokens, word_starts
+from .masking import IGNORE, mask_tokens
+from .textfiles import word_start_file
 
 
 @dataclass
 class MaskedText:
-    train: torch.Tensor  # (N,) ids
-    train_starts: torch.Tensor  # (N,) bool: token begins a word
-    heldout: torch.Tensor
-    heldout_starts: torch.Tensor
+    train: np.ndarray  # (N,) ids: slices of a memory-mapped token file
+    train_starts: np.ndarray  # (N,) uint8: 1 where the token begins a word (its marks)
+    heldout: np.ndarray
+    heldout_starts: np.ndarray
     width: int  # text tokens per window
 
 
@@ -50,22 +55,21 @@ class MaskedLMReader(ObjectiveReader):
         self.prefix, self.suffix = template_ids(tokenizer)
         specials = {tokenizer.token_to_id(t) for t in tokenizer.special_tokens.values()}
         self.random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in specials])
-        self.max_length: int | None = None
 
     def load_data(self, path, seq_len):
         width = seq_len - len(self.prefix) - len(self.suffix)
-        self.max_length = seq_len
-        ids, starts = word_starts(self.tokenizer, read_text(path))
+        tokens = word_start_file(self.tokenizer, path)
+        ids, starts = tokens.ids, tokens.marks
         cut = int(len(ids) * (1 - self.options.holdout))
         if cut < width + 1:
             raise UserError(f"{path}: {cut} training tokens, fewer than a window of {width + 1}")
-        ids, starts = torch.tensor(ids), torch.tensor(starts)
         return MaskedText(ids[:cut], starts[:cut], ids[cut:], starts[cut:], width)
 
-    def windows(self, ids: torch.Tensor, starts: torch.Tensor, begin: list[int], width: int):
-        """Windows at ``begin`` wrapped in the template: (ids, word starts), each (B, T)."""
-        rows = torch.stack([ids[b: b + width] for b in begin])
-        row_starts = torch.stack([starts[b: b + width] for b in begin])
+    def windows(self, ids: np.ndarray, starts: np.ndarray, begin: list[int], width: int):
+        """Windows at ``begin`` wrapped in the template: (ids, word starts), each (B, T); only
+        these windows are read from the maps."""
+        rows = torch.from_numpy(token_windows(ids, begin, width))
+        row_starts = torch.from_numpy(token_windows(starts, begin, width).astype(bool))
         row_starts[:, 0] = True  # a window's first token begins its first (maybe cut) word
         n = len(begin)
         wrap = lambda pre, mid, post: torch.cat([pre.expand(n, -1), mid, post.expand(n, -1)], 1)  # noqa: E731

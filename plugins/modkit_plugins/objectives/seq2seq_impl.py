@@ -38,7 +38,6 @@ class Seq2SeqReader(ObjectiveReader):
         pad = tokenizer.special_id("pad")
         self.pad = cfg.pad_token_id if pad is None else pad
         self.start = cfg.decoder_start_token_id
-        self.max_length: int | None = None  # source length, set by load_data
         # ids past the tokenizer's vocabulary (T5's sentinels after span corruption) may be generated:
         # the runtime writes them as <extra_id_k>
         vocab_end = getattr(cfg, "vocab_size", 0) or 0
@@ -47,7 +46,6 @@ class Seq2SeqReader(ObjectiveReader):
     def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
         opts = self.options
         target_len = opts.max_target_len or seq_len
-        self.max_length = seq_len
         sources, targets = [], []
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):

@@ -3,26 +3,31 @@ replaced by sentinels in the input and spelled out after them in the target.
 
 Sentinels are the tokenizer's ``<extra_id_0>``, ``<extra_id_1>``... when it has them, else the
 ids counted down from the end of the backbone's vocabulary (T5's ``extra_ids``).
+
+The text is read through a token file (:mod:`.textfiles`, the one clm reads): tokenized once
+into a memory map, so a corpus larger than memory trains with flat resident memory.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from modkit.data import device_of, pad_batch, read_text
+from modkit.data import device_of, pad_batch
 from modkit.errors import UserError
 from modkit.manifest import TaskRecord
 
 from .sentinels import decode_with_sentinels
 from .seq2seq_impl import IGNORE, Seq2Seq, Seq2SeqExport, Seq2SeqHead, Seq2SeqReader
 from .spans import corrupt, input_and_target_lengths, random_spans_noise_mask, span_lengths
+from .textfiles import ids_file
 
 
 @dataclass
 class TokenStream:
-    train: torch.Tensor
-    heldout: torch.Tensor
+    train: np.ndarray  # (N,) ids: slices of a memory-mapped token file
+    heldout: np.ndarray
     width: int  # raw tokens per window
 
 
@@ -44,13 +49,12 @@ class SpanCorruptionReader(Seq2SeqReader):
 
     def load_data(self, path, seq_len):
         o = self.options
-        self.max_length = seq_len
         width, _ = input_and_target_lengths(seq_len, o.noise_density, o.mean_noise_span_length)
         spans = span_lengths(width, o.noise_density, o.mean_noise_span_length)[1]
         if not self.named_sentinels and self.vocab_end - spans - 1 < self.tokenizer.vocab_size:
             raise UserError(f"span-corruption needs {spans + 1} sentinel ids past the tokenizer's {self.tokenizer.vocab_size} "
                             f"tokens; the backbone's vocab_size is {self.vocab_end} (set extra_ids or vocab_size)")
-        ids = torch.tensor(self.tokenizer.encode(read_text(path)), dtype=torch.long)
+        ids = ids_file(self.tokenizer, path).ids
         cut = int(len(ids) * (1 - o.holdout))
         if cut < width + 1:
             raise UserError(f"{path}: {cut} training tokens, fewer than a window of {width + 1}")
@@ -75,7 +79,7 @@ class SpanCorruptionReader(Seq2SeqReader):
 
     def load_eval_data(self, path, seq_len):
         data = self.load_data(path, seq_len)
-        return TokenStream(data.train[:0], torch.cat([data.train, data.heldout]), data.width)
+        return TokenStream(data.train[:0], ids_file(self.tokenizer, path).ids, data.width)
 
     @staticmethod
     def _heldout_windows(data: TokenStream, limit: int) -> list[list[int]]:
