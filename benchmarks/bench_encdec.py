@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from modkit.builder.export_seq2seq import export_graphs
+from modkit.builder.export.seq2seq import export_graphs
 from modkit.runtime import make_session
 from modkit.runtime.seq2seq import Seq2SeqSession
 from modkit_plugins.backbones.bart_hf import BartFormat

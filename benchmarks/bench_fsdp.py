@@ -11,7 +11,7 @@ are recomputed one block at a time in the backward pass, so its peak adds one bl
 and the median step time.
 
 ``sharding`` (under torchrun, gloo on CPU): one AdamW step of a GPT-2-small-shaped model
-under DDP and under FSDP (modkit's own wrapping, :mod:`modkit.builder.sharding`); each rank
+under DDP and under FSDP (modkit's own wrapping, :mod:`modkit.builder.training.sharding`); each rank
 counts the bytes it holds of weights, gradients and optimizer state (a DTensor counts its local
 shard) and rank 0 prints a Markdown table.
 """
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import modkit
-from modkit.builder.sharding import block_class, blocks_of, checkpoint_activations, shard
-from modkit.builder.train import Engine
+from modkit.builder.training.sharding import block_class, blocks_of, checkpoint_activations, shard
+from modkit.builder.training.engine import Engine
 
 
 class LMLoss(nn.Module):

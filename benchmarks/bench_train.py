@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import transformers
 
 import modkit
-from modkit.builder.optim import stage_optimizer
-from modkit.builder.peak import matmul_peak
+from modkit.builder.training.optim import stage_optimizer
+from modkit.builder.telemetry.peak import matmul_peak
 
 from bench_backbones import median_seconds  # alternating runs, median
 

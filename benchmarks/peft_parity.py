@@ -26,8 +26,8 @@ import transformers
 from safetensors.torch import load_file
 
 import modkit
-from modkit.builder.checkpoints import hf_model, save_hf
-from modkit.builder.peft_folders import export_peft
+from modkit.builder.hf.convert import hf_model, save_hf
+from modkit.builder.hf.peft_folders import export_peft
 from modkit_plugins.peft.lora import LoRAOptions
 from modkit_plugins.peft.lora_impl import LoRA, LoRALinear
 from modkit_plugins.peft.prefix import PrefixOptions

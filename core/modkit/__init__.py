@@ -18,7 +18,8 @@ from modkit.errors import (
     UserError,
 )
 from modkit.interfaces import Backbone, BackboneCapabilities, CheckpointFormat, Objective, PeftMethod, Task, Tokenizer
-from modkit.manifest import Manifest
+from modkit.manifest import Manifest, TaskRecord
+from modkit.objectives import ObjectiveExport, ObjectiveHead, ObjectiveReader
 from modkit.options import Options
 from modkit.registry import get_registry, load_registry
 from modkit.tokenization import load_tokenizer
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 def load_model(path: str | Path, **kwargs: Any):
     """A modkit artifact folder or a Hugging Face checkpoint folder -> a torch model."""
-    from modkit.builder.checkpoints import load_model as _load_model
+    from modkit.builder.hf.convert import load_model as _load_model
 
     return _load_model(path, **kwargs)
 
@@ -42,7 +43,7 @@ def load_model(path: str | Path, **kwargs: Any):
 def export_peft(model, dest: str | Path, **kwargs: Any):
     """Write each PEFT method on ``model`` (or artifact folder) as a Hugging Face PEFT folder
     ``dest/<method>``, as ``modkit export-peft`` does; returns the folders."""
-    from modkit.builder.peft_folders import export_peft as _export_peft
+    from modkit.builder.hf.peft_folders import export_peft as _export_peft
 
     return _export_peft(model, dest, **kwargs)
 
@@ -64,8 +65,8 @@ def preview(spec: str | Path, stage: int = 0, n: int = 10, **kwargs: Any):
 
 __all__ = [
     "ArtifactError", "Backbone", "BackboneCapabilities", "CheckpointFormat", "DuplicateComponentError",
-    "Manifest", "ModkitError", "Objective",
-    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "Tokenizer",
+    "Manifest", "ModkitError", "Objective", "ObjectiveExport", "ObjectiveHead", "ObjectiveReader",
+    "Options", "PeftMethod", "PluginLoadError", "SpecError", "Task", "TaskRecord", "Tokenizer",
     "UnknownComponentError", "UserError", "build", "export_peft", "get_registry", "hookimpl",
     "load_model", "load_registry", "load_tokenizer", "preview",
 ]

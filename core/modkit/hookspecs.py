@@ -76,7 +76,7 @@ def modkit_register_checkpoint_formats(register):
     :param register: ``register(model_type, impl)`` where ``impl`` is ``"module:Class"``
         naming a format class with ``from_hf(config, weights) -> model``,
         ``to_hf(model) -> (config, weights)`` and ``handles(model) -> bool``
-        (see :mod:`modkit.builder.checkpoints`).
+        (see :mod:`modkit.builder.hf.convert`).
     """
 
 
@@ -84,7 +84,7 @@ def modkit_register_checkpoint_formats(register):
 def modkit_register_tasks(register):
     """Teach ``modkit run`` and ``modkit serve`` to serve a task (torch-free).
 
-    An objective's :meth:`~modkit.interfaces.Objective.describe` names its task
+    An objective's task record (:meth:`~modkit.objectives.ObjectiveExport.task_record`) names its task
     (``{"task": "classify", ...}``); the artifact is served by the task component of that name.
 
     :param register: ``register(name, impl, options=RunOptions, doc="")`` where ``impl`` is

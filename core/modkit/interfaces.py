@@ -1,4 +1,5 @@
-"""The interfaces a plugin implements: Tokenizer, Backbone, Objective, PeftMethod, CheckpointFormat.
+"""The interfaces a plugin implements: Tokenizer, Backbone, Objective (its parts are in
+:mod:`modkit.objectives`), PeftMethod, CheckpointFormat.
 
 This module imports no torch, so the registry and the runtime can use it; the torch types in
 signatures are annotations only.
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence, runtime_checkable
 
 from modkit.fileio import atomic_write_text
+from modkit.objectives import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import torch
-    from modkit.builder.exporter import Exporter
     from modkit.nn.outputs import ModelOutput
     from modkit.options import Options
     from modkit.tokenization import Encoding, Template
@@ -275,110 +276,6 @@ class EncoderDecoder(Protocol):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
 
-class Objective:
-    """A training task: turns raw data into batches, owns its heads, computes the loss, and
-    exports the graph(s) its task is served from.
-
-    Concrete objectives subclass torch.nn.Module too; their parameters are the task heads.
-    """
-
-    #: the name of the task component (registered with ``modkit_register_tasks``) that serves
-    #: this objective's artifacts: generate, classify, seq2seq, ... A build refuses an
-    #: objective whose task no installed plugin serves, before any training.
-    task: ClassVar[str]
-    #: whether the loss is a mean cross-entropy per predicted token over the vocabulary (clm,
-    #: mlm, seq2seq), so that exp(eval_loss) is a perplexity the build reports as
-    #: ``eval_perplexity``; a classifier's loss is not one
-    perplexity: ClassVar[bool] = False
-    #: the form :meth:`load_data` reads: ``"text"`` (a UTF-8 text file) or ``"records"`` (a
-    #: JSON-lines file, one object per example, each role under its own name: ``text``,
-    #: ``label``...). A stage's data source, whatever it is (CSV, Parquet, gzipped text...),
-    #: is given to the objective in this form (:mod:`modkit.sources`).
-    reads: ClassVar[str] = "records"
-
-    def __init__(self, options: Options, backbone: Backbone, tokenizer: Tokenizer):
-        type(self).check_backbone(backbone)
-        self.options = options
-
-    @classmethod
-    def check_backbone(cls, backbone: Backbone) -> None:
-        """Raise :class:`modkit.errors.UserError` if this objective cannot train or export with
-        ``backbone``. ``modkit build`` calls it for every stage before any training; read only
-        attributes, the config and which methods exist, do not run the backbone (its weights
-        may be on the meta device). The default accepts every backbone."""
-
-    def load_data(self, path: Path, seq_len: int) -> Any:
-        """Read and tokenize a data file (in the form :attr:`reads` names) once per stage; the
-        result goes to :meth:`batch`."""
-        raise NotImplementedError
-
-    def batch(self, data: Any, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One training batch, drawn with ``generator`` (so builds are reproducible)."""
-        raise NotImplementedError
-
-    def loss(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The scalar loss and named figures to log."""
-        raise NotImplementedError
-
-    def evaluate(self, backbone: Backbone, data: Any) -> dict[str, float]:
-        """Figures on held-back data (may be empty), named ``heldout_*``: what the loss does not
-        say (accuracy, exact match, a baseline); the held-back loss itself is ``eval_loss``.
-        ``backbone`` may be on a GPU: build tensors on ``modkit.data.device_of(backbone)``."""
-        return {}
-
-    def load_eval_data(self, path: Path, seq_len: int) -> Any:
-        """A stage's ``eval_data`` file, all of it held back (what :meth:`eval_batches` and
-        :meth:`evaluate` read). By default :meth:`load_data`'s result."""
-        return self.load_data(path, seq_len)
-
-    def eval_batches(self, data: Any, batch_size: int, limit: int) -> Iterable[dict[str, torch.Tensor]]:
-        """Batches of at most ``limit`` held-back examples, in a fixed order (CPU tensors, like
-        :meth:`batch`). The build reports the mean of :meth:`loss` over them as ``eval_loss``
-        (and, where :attr:`perplexity`, its exp as ``eval_perplexity``). By default none: only
-        :meth:`evaluate` runs."""
-        return ()
-
-    def logits(self, backbone: Backbone, output: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """The task's output from the backbone's: vocabulary logits, class logits... This is
-        what the default exported graph computes and what its parity check compares."""
-        raise NotImplementedError
-
-    def export_inputs(self, data: Any) -> dict[str, torch.Tensor]:
-        """A few held-back inputs (input_ids, attention_mask) for the ONNX parity check."""
-        raise NotImplementedError
-
-    def heldout_classes(self, data: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
-        """Every held-back example as inputs of the default graph (``model.onnx``, as
-        :meth:`export_inputs`) and its gold class id, or None. A classifier gives them, and the
-        build records the accuracy of each int8/fp16 graph against fp32's on them."""
-        return None
-
-    def export(self, model: torch.nn.Module, exporter: Exporter, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Write the ONNX graph(s) this objective's task is served from and return the parity
-        figures the manifest records (at least ``max_abs_diff``).
-
-        ``modkit build`` calls it once, after merging, with the whole model (a
-        :class:`modkit.nn.model.ModkitModel`: ``.backbone``, and ``model(input_ids,
-        attention_mask).logits`` from :meth:`logits`) and ``inputs = export_inputs(data)``.
-        ``exporter`` (a :class:`modkit.builder.exporter.Exporter`) knows the folder and the
-        ``[export]`` options and writes the standard graphs with their parity checks. The
-        default writes ``model.onnx``, ``(input_ids, attention_mask) -> logits``."""
-        return exporter.logits_graph(model, inputs)
-
-    def hf_head(self, backbone: Backbone) -> dict[str, Any] | None:
-        """The task head in family-neutral terms, for ``modkit export-hf``; None if it has no
-        counterpart in transformers. ``{"kind": "causal-lm"}``, ``{"kind": "masked-lm"}``, or
-        ``{"kind": "sequence-classification" | "token-classification", "weight": W, "bias": b,
-        "labels": [...], "pooling": "pooler" | "first" | "last"}``. The backbone's checkpoint
-        format decides whether its transformers classes can carry it (``with_head``)."""
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        """What the manifest records of the task: at least ``{"task": ...}``, plus what the
-        runtime needs to prepare inputs (e.g. ``append_ids``) and read outputs (``labels``)."""
-        return {"task": self.task}
-
-
 @runtime_checkable
 class PeftWrapper(Protocol):
     """A module a PEFT method puts in place of a role-carrying layer (LoRA's ``LoRALinear``).
@@ -456,10 +353,11 @@ class PeftMethod:
 class Task:
     """How ``modkit run`` and ``modkit serve`` serve one task, without torch (numpy + onnxruntime).
 
-    Registered through ``modkit_register_tasks`` under the name an objective's ``describe()``
-    gives as ``"task"``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
+    Registered through ``modkit_register_tasks`` under the name an objective's task record
+    gives as ``task``. The runtime makes one per loaded artifact, ``Task(artifact)``, where
     ``artifact`` (a :class:`modkit.runtime.Runtime`) offers ``.task`` (the manifest's task
-    record: what ``describe()`` returned), ``.tokenizer``, ``.manifest`` (the
+    record, a :class:`modkit.manifest.TaskRecord`: what the objective's ``task_record`` gave;
+    ``task["key"]`` and ``task.get("key")`` read it as a dict), ``.tokenizer``, ``.manifest`` (the
     :class:`modkit.manifest.Manifest`), ``.folder``, ``.max_positions`` (how many positions
     input tokens may take; None: no limit), ``.session(file)`` (the onnxruntime session of one
     of the artifact's ONNX files, opened once) and ``.has_graph(file)``.
@@ -502,13 +400,13 @@ class Task:
 
 
 __all__ = ["Tokenizer", "Backbone", "BackboneCapabilities", "capabilities_of", "CachedDecoder", "EncoderDecoder",
-           "Objective", "PeftMethod", "PeftWrapper", "Task", "CheckpointFormat"]
+           "Objective", "ObjectiveReader", "ObjectiveHead", "ObjectiveExport", "PeftMethod", "PeftWrapper", "Task", "CheckpointFormat"]
 
 
 class CheckpointFormat:
     """How one Hugging Face ``model_type`` maps to a modkit model, registered with
     ``modkit_register_checkpoint_formats``. Most formats name their weights in a
-    :class:`modkit.builder.weight_table.WeightTable` read both ways and write only the
+    :class:`modkit.builder.hf.weight_table.WeightTable` read both ways and write only the
     options <-> config.json mapping by hand.
     """
 
@@ -527,5 +425,5 @@ class CheckpointFormat:
 
     def with_head(self, backbone: torch.nn.Module, head: dict[str, Any]) -> torch.nn.Module | None:
         """The backbone with a task head that transformers has a class for (``head`` as
-        :meth:`Objective.hf_head` describes it), or None where it has none."""
+        :meth:`modkit.objectives.ObjectiveExport.hf_head` describes it), or None where it has none."""
         return None

@@ -117,10 +117,29 @@ class CheckpointRecord(_Record):
 
 
 class TaskRecord(_Record):
-    """What the task objective's ``describe()`` returned: the task name plus what serving it
-    needs (labels, special ids, lengths...)."""
+    """What a runtime :class:`~modkit.interfaces.Task` is told of the task (``artifact.task``):
+    the task name plus what serving it needs (labels, special ids, lengths...), as the task
+    objective's ``Export.task_record`` gave it. Fields beyond the common ones are kept as they
+    are (a task may subclass this model to type its own); ``record["name"]`` and
+    ``record.get("name", default)`` read any field, as they read the plain dict older tasks
+    were given."""
 
     task: str
+    #: the longest input, in tokens, the model was trained on; serving truncates to it
+    max_length: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that were given (what the manifest stores)."""
+        return self.model_dump(exclude_unset=True)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.as_dict()
 
 
 class RankMemory(_Record):

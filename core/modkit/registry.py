@@ -80,6 +80,9 @@ class Preset:
     values: dict[str, Any]
     source: str
     doc: str = ""
+    #: a backbone preset's own tokenizer (a tokenizer preset or component), used by a spec whose
+    #: [tokenizer] names none (see :func:`modkit.spec.load_spec`)
+    tokenizer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,9 +271,14 @@ def _add_presets(registry: Registry, data: dict[str, Any], source: str) -> None:
         # a recipe is a stage's keys (optimizer, schedule, lr...), not one component's options
         if not isinstance(body, dict) or "kind" not in body or ("use" not in body and body["kind"] != "recipe"):
             raise UserError(f"{source}: presets.{name}: expected a table with 'kind' and 'use'")
-        values = {k: v for k, v in body.items() if k not in ("kind", "use", "doc")}
+        tokenizer = body.get("tokenizer") if body["kind"] == "backbone" else None
+        if body["kind"] == "backbone" and "tokenizer" in body and not isinstance(tokenizer, str):
+            raise UserError(f"{source}: presets.{name}.tokenizer: expected the name of a tokenizer preset or "
+                            f"component (got {tokenizer!r})")
+        values = {k: v for k, v in body.items()
+                  if k not in ("kind", "use", "doc") and not (k == "tokenizer" and body["kind"] == "backbone")}
         registry.presets[name] = Preset(name, body["kind"], body.get("use", ""), values, source,
-                                        str(body.get("doc", "")))
+                                        str(body.get("doc", "")), tokenizer)
 
 
 def _module_loader(spec: str, base: Path):

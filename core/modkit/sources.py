@@ -5,7 +5,7 @@ and globs of it, JSONL, CSV/TSV, Parquet, a saved ``datasets`` folder, or a thir
 own. Every file-based source reads compressed files (``.gz``, ``.bz2``, ``.xz``, ``.zst``)
 through :func:`open_binary`.
 
-Objectives read one of two forms (:attr:`modkit.interfaces.Objective.reads`): ``"text"`` (a
+Objectives read one of two forms (:attr:`modkit.objectives.ObjectiveReader.reads`): ``"text"`` (a
 text file) or ``"records"`` (a JSON-lines file). :func:`prepare` streams the source's rows
 once into that form, in ``$MODKIT_CACHE/data`` under a name holding the sha256 of the
 source's files and options, so the token-file cache (which keys on the file it reads) keys on
@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import lzma
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Iterator, Literal
@@ -34,6 +33,7 @@ from typing import Any, BinaryIO, ClassVar, Iterator, Literal
 from pydantic import Field
 
 from modkit.errors import MissingExtraError, UserError
+from modkit import fileio
 from modkit.fileio import atomic_path, data_sha256
 from modkit.options import Options
 
@@ -190,7 +190,7 @@ class DataFile:
 
 
 def cache_folder() -> Path:
-    return Path(os.environ.get("MODKIT_CACHE") or Path.home() / ".cache" / "modkit") / "data"
+    return fileio.cache_folder() / "data"
 
 
 def prepare(name: str, source: DataSource, reads: str, *, folder: Path | None = None) -> DataFile:

@@ -457,6 +457,28 @@ def _apply_recipes(registry: Registry, data: dict, problems: list[tuple[str, str
         stages[i] = _merge_recipe(preset.values, stage)
 
 
+def _preset_tokenizer(registry: Registry, data: dict, problems: list[tuple[str, str]]) -> str | None:
+    """A backbone preset may bring its tokenizer (``tokenizer = NAME`` in its registry.toml table):
+    it becomes the spec's ``[tokenizer] use`` when that section names none and loads none
+    (``from``), so the section's other keys (``train_on``, ``vocab_size``...) still apply to it.
+    Return the preset's name when it brought one."""
+    bb, tok = data.get("backbone"), data.get("tokenizer", {})
+    name = bb.get("use") if isinstance(bb, dict) else None
+    preset = registry.presets.get(name) if isinstance(name, str) else None
+    if (preset is None or preset.kind != "backbone" or preset.tokenizer is None
+            or ("backbone", name) in registry.components  # a component's name wins over a preset's
+            or not isinstance(tok, dict) or "use" in tok or "from" in tok):
+        return None
+    try:
+        registry.resolve("tokenizer", preset.tokenizer)
+    except UserError as e:
+        problems.append(("backbone.use", f"backbone preset {name!r} brings its tokenizer, presets.{name}.tokenizer = "
+                                         f"{preset.tokenizer!r} in {preset.source}: {e}"))
+        return None
+    data["tokenizer"] = {"use": preset.tokenizer, **tok}
+    return name
+
+
 def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry | None = None,
               track: list[str] = ()) -> Spec:
     """Read, override, validate and resolve a spec; raise SpecError listing every problem.
@@ -483,6 +505,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     backbone_from = data.get("backbone", {}).get("from") if isinstance(data.get("backbone"), dict) else None
     if "tokenizer" not in data and backbone_from:
         data["tokenizer"] = {"from": backbone_from}  # a checkpoint folder carries its tokenizer
+    brought_by = _preset_tokenizer(registry, data, problems)
     try:
         model = SpecModel.model_validate(data, strict=True)
     except ValidationError as e:
@@ -496,7 +519,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), *, registry: Registry
     if isinstance(tok, dict) and "from" not in tok:
         resolved_tok = _resolve(registry, "tokenizer", tok, "bpe", "tokenizer", problems, ("train_on",))
         if not tok.get("train_on"):
-            problems.append(("tokenizer", "expected 'train_on' (text files to learn from) or 'from'"))
+            brought = (f" (the tokenizer {tok['use']!r} that backbone preset {brought_by!r} brings trains on them)"
+                       if brought_by else "")
+            problems.append(("tokenizer", f"expected 'train_on' (text files to learn from) or 'from'{brought}"))
         given = tok.get("train_on")
         train_on = [_resolve_source(registry, f, path.parent, f"tokenizer.train_on[{i}]", problems)
                     for i, f in enumerate([given] if isinstance(given, str) else given or []) if isinstance(f, str)]

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modkit.errors import UserError
 from modkit.options import Options
 
 #: metrics.jsonl keys that place a line rather than measure something
@@ -69,8 +70,18 @@ class Trackers:
         self.stage_steps = list(stage_steps)
 
     def start(self, spec: dict[str, Any]) -> dict[str, Any]:
-        params = flatten(spec)
-        return {name: tracker.start(params, spec) for name, tracker in self.trackers.items()}
+        """Open every tracker's run. One that cannot (a tracking server not there, a bad URI) is
+        the user's error naming the tracker, before any training; the runs opened before it are
+        closed as failed."""
+        params, opened = flatten(spec), {}
+        for name, tracker in self.trackers.items():
+            try:
+                opened[name] = tracker.start(params, spec)
+            except Exception as e:
+                for started in list(opened):
+                    self.trackers[started].finish(None, None)
+                raise UserError(f"track: {name!r} could not start its run: {type(e).__name__}: {e}") from e
+        return opened
 
     def line(self, record: dict[str, Any]) -> None:
         """A metrics.jsonl line: its numbers, at a step running on across stages."""

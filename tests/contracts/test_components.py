@@ -204,14 +204,14 @@ def test_label_smoothing_smooths_the_objectives_loss(objective, backbone, traine
         except UserError:
             continue
         break
-    data = obj.load_data(sample_data, 16)
-    batch = obj.batch(data, 4, torch.Generator().manual_seed(0))
+    data = obj.reader.load_data(sample_data, 16)
+    batch = obj.reader.batch(data, 4, torch.Generator().manual_seed(0))
     model.eval()
-    obj.eval()
+    obj.head.eval()
     losses = []
     for epsilon in (0.0, 0.1, 0.2):
-        obj.options = obj.options.model_copy(update={"label_smoothing": epsilon})
+        obj.use_options(obj.options.model_copy(update={"label_smoothing": epsilon}))
         with torch.no_grad():
-            losses.append(obj.loss(model, batch)[0].item())
+            losses.append(obj.head.loss(model, batch)[0].item())
     assert abs(losses[1] - losses[0]) > 1e-6
     assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], rel=1e-3, abs=1e-6)

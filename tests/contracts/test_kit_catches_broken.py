@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import import_or_skip
-from modkit import load_registry
+from modkit import TaskRecord, load_registry
 from modkit.builder.build import options_from_tokenizer
 from modkit.testing import check_backbone, check_objective, check_peft, check_source, check_tokenizer
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.backbones.gpt_model import GPT
 from modkit_plugins.objectives.classify import ClassifyOptions
-from modkit_plugins.objectives.classify_impl import Classify
+from modkit_plugins.objectives.classify_impl import Classify, ClassifyExport, ClassifyReader
 from modkit_plugins.peft.lora import LoRAOptions
 from modkit_plugins.peft.lora_impl import LoRA, LoRALinear
 from modkit_plugins.sources.jsonl import JsonLines, JsonLinesOptions
@@ -205,13 +205,27 @@ def test_a_second_format_read_right_passes_and_read_wrong_fails(bpe, corpus_path
 
 # --- objectives
 
-class GlobalRandomBatches(Classify):
+class GlobalRandomReader(ClassifyReader):
     def batch(self, data, batch_size, generator):
         return super().batch(data, batch_size, None)  # torch's global RNG, not the build's generator
 
 
+class GlobalRandomBatches(Classify):
+    Reader = GlobalRandomReader
+
+
 class ServedByNobody(Classify):
     task = "nobody-serves-this"
+
+
+class LengthFromLoadData(ClassifyExport):
+    def task_record(self, seq_len):
+        record = super().task_record(seq_len)
+        return TaskRecord(**{**record.as_dict(), "max_length": self.reader.max_length})  # what load_data left
+
+
+class StaleMaxLength(Classify):
+    Export = LengthFromLoadData
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +242,8 @@ def test_the_unbroken_objective_passes(classify_setup):
     check_objective(Classify, *classify_setup, registry=load_registry())
 
 
-@pytest.mark.parametrize("cls, message", [(GlobalRandomBatches, "global RNG"), (ServedByNobody, "no task component")])
+@pytest.mark.parametrize("cls, message", [(GlobalRandomBatches, "global RNG"), (ServedByNobody, "no task component"),
+                                          (StaleMaxLength, r"task_record\(32\) says max_length 16")])
 def test_check_objective_fails_a_broken_objective(classify_setup, cls, message):
     with pytest.raises(AssertionError, match=message):
         check_objective(cls, *classify_setup, registry=load_registry(), export=False)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import modkit.builder.build as build_module
 from safetensors.torch import load_file
 
-from modkit.builder.sharding import block_class, blocks_of, checkpoint_activations
+from modkit.builder.training.sharding import block_class, blocks_of, checkpoint_activations
 from peft_models import FAMILIES, inputs, tiny_backbone
 from test_ddp import cli_build
 from test_train import build_weights, lm_spec, max_diff
@@ -56,3 +58,29 @@ def test_under_ddp_two_processes_equal_one(tmp_path):
     done = cli_build(spec, tmp_path / "two", "--nproc", "2", "--set", "stages[0].activation_checkpointing=true")
     assert done.returncode == 0, done.stderr[-3000:]
     assert max_diff(build_weights(spec, tmp_path / "one"), load_file(str(tmp_path / "two" / "model.safetensors"))) < 1e-5
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_resume_may_switch_it_and_trains_the_same_weights(tmp_path, monkeypatch):
+    """A build interrupted without it and resumed with it (say, after running out of memory)
+    ends with the weights of the uninterrupted build: the resume fingerprint leaves it free."""
+    spec = lm_spec(tmp_path, steps=6, extra_stage="checkpoint_every = 2")
+    whole = build_weights(spec, tmp_path / "whole")
+    real = build_module.train_stage
+
+    def crashing(*args, on_step, **kw):
+        def boom(record):
+            on_step(record)
+            if record.step == 5:  # after the checkpoint at step 4
+                raise Interrupt
+        return real(*args, on_step=boom, **kw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build_module, "train_stage", crashing)
+        with pytest.raises(Interrupt):
+            build_weights(spec, tmp_path / "out")
+    resumed = build_weights(spec, tmp_path / "out", resume=True, overrides=["stages[0].activation_checkpointing=true"])
+    assert max_diff(whole, resumed) < 1e-6

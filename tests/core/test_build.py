@@ -15,7 +15,7 @@ import modkit
 import modkit.builder.build as build_module
 from modkit.runtime.artifact import read_manifest
 from modkit.cli import main
-from modkit.builder.export import ParityError, check_parity
+from modkit.builder.export.onnx import ParityError, check_parity
 from modkit.fileio import sha256_file
 from modkit.runtime import Runtime
 from specs import assert_transformers_loads_quietly, tiny_gpt_parts, write_corpus
@@ -152,7 +152,7 @@ def test_resume_after_every_stage_finished_exports_the_trained_weights(artifact,
 # checkpoint.json writes: 1, 2 in stage 0 (steps 4, 8); 3 at its end; 4, 5 in stage 1 (steps 3, 6); 6 at its end
 @pytest.mark.parametrize("crash_at", [3, 4])  # new weights written, the json that commits them not
 def test_a_checkpoint_is_committed_whole_or_not_at_all(artifact, tmp_path, monkeypatch, crash_at):
-    import modkit.builder.train as train_module
+    import modkit.builder.training.engine as train_module
 
     spec, out = tiny_spec(tmp_path), tmp_path / "out"
     real, calls = train_module.atomic_write_text, []

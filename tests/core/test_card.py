@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 
 import modkit
 from modkit.card import model_card
-from modkit.builder.checkpoints import export_hf
+from modkit.builder.hf.convert import export_hf
 
 from specs import tiny_gpt_parts, write_corpus
 

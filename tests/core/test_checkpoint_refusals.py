@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import modkit
-from modkit.builder.checkpoints import save_hf
+from modkit.builder.hf.convert import save_hf
 
 
 def test_pickle_only_checkpoint_is_refused_with_the_reason(tmp_path):

@@ -1,4 +1,4 @@
-"""Hugging Face folder handling in modkit.builder.checkpoints against transformers: export-hf.
+"""Hugging Face folder handling in modkit.builder.hf.convert against transformers: export-hf.
 
 The refusals need no transformers and live in test_checkpoint_refusals.py."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from modkit.builder.checkpoints import export_hf
+from modkit.builder.hf.convert import export_hf
 from modkit.cli.export_hf import export_hf as export_hf_command
 
 transformers = pytest.importorskip("transformers")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modkit.builder.export_seq2seq import export_seq2seq
+from modkit.builder.export.seq2seq import export_seq2seq
 from modkit.runtime.seq2seq import generate_onnx, strip_after_eos
 
 pytest.importorskip("onnxruntime")

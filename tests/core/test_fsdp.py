@@ -170,7 +170,7 @@ def test_bf16_under_fsdp_computes_in_bf16_and_steps_fp32_shards(tmp_path):
     import torch
     import torch.distributed as dist
 
-    from modkit.builder.sharding import block_class, shard
+    from modkit.builder.training.sharding import block_class, shard
     from peft_models import tiny_backbone
 
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)

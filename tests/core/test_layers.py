@@ -40,3 +40,18 @@ forbidden_modules = ["heavy"]
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert _lint(tmp_path / "pyproject.toml") == (1 if broken else 0)
+
+
+@pytest.mark.parametrize("old, new", [("checkpoints", "hf.convert"), ("weight_table", "hf.weight_table"),
+                                      ("peft_folders", "hf.peft_folders"), ("exporter", "export.exporter"),
+                                      ("export_seq2seq", "export.seq2seq")])
+def test_the_flat_builder_paths_plugins_used_still_import_the_same_objects(old, new):
+    """Plugins written before the builder was grouped import these paths; each name they offer
+    is the grouped module's own object, not a copy."""
+    import importlib
+
+    shim, module = importlib.import_module(f"modkit.builder.{old}"), importlib.import_module(f"modkit.builder.{new}")
+    offered = [name for name in vars(shim) if not name.startswith("_")]
+    assert offered
+    for name in offered:
+        assert getattr(shim, name) is getattr(module, name), name

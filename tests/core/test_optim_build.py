@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import modkit
-from modkit.builder.metrics import read_metrics
+from modkit.builder.telemetry.metrics import read_metrics
 from modkit.errors import SpecError, UserError
 from modkit.spec import load_spec
 from specs import killed_after_step, tiny_gpt_parts, write_corpus
@@ -108,7 +108,7 @@ def test_metrics_report_the_norm_before_clipping_and_clipping_acts(tmp_path):
 def test_lr_multipliers_and_decay_groups_are_options(tmp_path):
     spec = lm_spec(tmp_path, 'optimizer = { use = "adamw", decay_biases_and_norms = true, '
                              'lr_multipliers = { "backbone.blocks.0.*" = 0.0 } }', steps=3)
-    from modkit.builder.optim import param_groups
+    from modkit.builder.training.optim import param_groups
     from modkit.nn.model import ModkitModel
 
     res = load_spec(spec).optimizers[0]
@@ -195,7 +195,7 @@ def test_a_recipes_objective_options_on_a_stage_of_several_objectives_are_an_err
 def test_t5_recipe_gives_t5s_learning_rate(tmp_path):
     from types import SimpleNamespace
 
-    from modkit.builder.optim import schedule_of
+    from modkit.builder.training.optim import schedule_of
 
     spec = load_spec(recipe_spec(tmp_path, "t5-pretrain"))
     lr_of = schedule_of(spec.schedules[0], SimpleNamespace(lr=0.01, steps=50_000, warmup_steps=0))
@@ -206,7 +206,7 @@ def test_t5_recipe_gives_t5s_learning_rate(tmp_path):
 def test_warmup_ratio_rounds_up_as_transformers(tmp_path):
     from types import SimpleNamespace
 
-    from modkit.builder.optim import schedule_of
+    from modkit.builder.training.optim import schedule_of
 
     spec = load_spec(lm_spec(tmp_path, 'schedule = { use = "linear", warmup_ratio = 0.1 }'))
     lr_of = schedule_of(spec.schedules[0], SimpleNamespace(lr=1.0, steps=25, warmup_steps=0))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from modkit.builder.progress import StageProgress
+from modkit.builder.telemetry.progress import StageProgress
 
 
 def run_stage(stream, total=20, **kw):

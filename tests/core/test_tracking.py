@@ -114,7 +114,6 @@ def test_an_interrupted_run_fails_and_the_resumed_one_logs_on_at_the_same_steps(
     import mlflow
 
     from modkit.builder import build as build_module
-
     spec, out = _spec(tmp_path, '["mlflow"]'), tmp_path / "out"
     spec.write_text(spec.read_text().replace("steps = 3\n", "steps = 3\ncheckpoint_every = 1\n"))
     real = build_module.train_stage
@@ -140,3 +139,15 @@ def test_an_interrupted_run_fails_and_the_resumed_one_logs_on_at_the_same_steps(
     # the crash came before step 2 of stage 2 was checkpointed: the resumed run redoes it, at the
     # same global step (stage 1's four steps + 2), then logs the last one
     assert steps == [[1, 2, 3, 4, 5, 6], [6, 7]]
+
+
+def test_a_tracking_server_that_is_not_there_stops_the_build_naming_the_tracker(tmp_path):
+    """Exit 2, before any training, with what MLflow said; no artifact, no traceback."""
+    spec = _spec(tmp_path, '[{ use = "mlflow", tracking_uri = "http://127.0.0.1:9" }]')  # port 9: nothing listens
+    env = {**__import__("os").environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    result = subprocess.run([*MODKIT, "build", str(spec), "-o", str(tmp_path / "out"), "--quiet"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "track: 'mlflow' could not start its run" in result.stderr and "127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr and "step" not in result.stdout
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import modkit
-from modkit.builder.device import Precision, check_device, resolve_device
+from modkit.builder.training.device import Precision, check_device, resolve_device
 from modkit.cli import main
 from modkit.errors import SpecError
 from specs import tiny_gpt_parts, write_corpus
@@ -193,7 +193,7 @@ def test_plot_without_metrics_is_a_user_error(tmp_path):
 
 
 def test_keep_checkpoints_keeps_the_last_k_and_the_best(tmp_path):
-    from modkit.builder.kept import KeptCheckpoints
+    from modkit.builder.training.kept import KeptCheckpoints
 
     kept = KeptCheckpoints(tmp_path / "kept", 2)
     model = torch.nn.Linear(2, 2)
@@ -247,7 +247,7 @@ def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, le
     # forward: 2 per weight of every linear layer, the tied LM head over the T-1 predicted
     # positions, and attention's two T x T products; backward twice that (all weights train),
     # plus the scores again where torch's fused attention kernel recomputes them
-    from modkit.builder.train import flop_counter
+    from modkit.builder.training.engine import flop_counter
 
     registry = modkit.get_registry()
     gpt, clm = registry.get("backbone", "gpt"), registry.get("objective", "clm")
@@ -256,7 +256,7 @@ def test_step_flops_are_the_matrix_products_of_a_training_step(layers, width, le
     objective = clm.load()(clm.options(), backbone, None)
     ids = torch.randint(0, vocab, (batch, length))
     with flop_counter() as counter:
-        objective.loss(backbone, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})[0].backward()
+        objective.head.loss(backbone, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})[0].backward()
     flops = counter.get_total_flops()
     linear = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Linear))
     products = 3 * batch * (2 * linear * length + 2 * width * vocab * (length - 1))
@@ -284,7 +284,7 @@ def test_the_measured_peak_bounds_the_matrix_products_of_this_process():
     # the machine was busy, measured the process's share of the CPU instead: MFU 130 %.)
     import time
 
-    from modkit.builder.peak import measure_matmul_peak
+    from modkit.builder.telemetry.peak import measure_matmul_peak
 
     peak = measure_matmul_peak(torch.device("cpu"))
     for m, k, n in [(384, 384, 384), (128, 768, 512), (768, 96, 768)]:
@@ -304,15 +304,15 @@ def test_reported_mfu_is_at_most_one_for_a_real_stage(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["mfu"] <= 1 for r in lines) and 0 < manifest["stages"][0]["mfu"] <= 1
     # the peak is the best this machine has shown, kept for the next build
-    from modkit.builder.peak import cache_key
+    from modkit.builder.telemetry.peak import cache_key
 
     cached = json.loads((Path(os.environ["MODKIT_CACHE"]) / "matmul-peak.json").read_text())
     assert manifest["training"]["matmul_peak_flops"] == round(cached[cache_key(torch.device("cpu"), "fp32")])
 
 
 def test_mfu_divides_by_every_process_peak_and_is_never_above_one():
-    from modkit.builder.metrics import StageMeter
-    from modkit.builder.train import StepRecord
+    from modkit.builder.telemetry.metrics import StageMeter
+    from modkit.builder.training.engine import StepRecord
 
     def record():  # 1000 tokens in a second at 600 FLOPs each: 600 kFLOP/s over all processes
         return StepRecord(step=1, loss=1.0, lr=1e-3, tokens=1000, seconds=1.0, flops_per_token=600)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from modkit.builder.weight_table import Row, WeightTable
+from modkit.builder.hf.weight_table import Row, WeightTable
 from modkit.errors import ArtifactError
 
 TABLE = WeightTable([

@@ -66,7 +66,7 @@ def load_with_modkit(folder):
     """
     from safetensors.torch import load_file
 
-    from modkit.builder.checkpoints import read_config
+    from modkit.builder.hf.convert import read_config
     from modkit.registry import get_registry, import_object
 
     config = read_config(folder)

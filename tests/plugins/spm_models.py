@@ -36,6 +36,12 @@ OPTION_SETS = {
                                              normalization_rule_name="identity", add_dummy_prefix=False),
     "unigram-user_defined": dict(model_type="unigram", vocab_size=500, control_symbols=["<cls>"],
                                  user_defined_symbols=["<sep>", "foo bar", "[MASK]"], pad_id=3),
+    # pieces across words (no word cache) and whitespace-only pieces ("▁▁▁": a word starts
+    # at a space run's first space)
+    "unigram-no_split_by_whitespace": dict(model_type="unigram", vocab_size=500, split_by_whitespace=False),
+    "unigram-whitespace_pieces-keep_spaces": dict(model_type="unigram", vocab_size=500,
+                                                  allow_whitespace_only_pieces=True,
+                                                  remove_extra_whitespaces=False),
     "bpe-nmt_nfkc": dict(model_type="bpe", vocab_size=500),
     "bpe-identity-byte_fallback-keep_spaces": dict(model_type="bpe", vocab_size=800, byte_fallback=True,
                                                    normalization_rule_name="identity",

@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from encdec_reference import (GENERATION_CASES, assert_cached_steps_match_forward, assert_generate_matches,
                               forward_both, hf_bart, load_with_modkit, max_diff, padded_batch)
-from modkit.builder.checkpoints import save_hf
+from modkit.builder.hf.convert import save_hf
 from modkit.errors import ArtifactError
 from specs import build_from_checkpoint
 

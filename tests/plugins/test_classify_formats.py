@@ -245,9 +245,10 @@ def test_auxiliary_lm_loss_covers_every_row_of_a_group(tmp_path, paragraphs, gpt
     backbone = GPT(GPTOptions(vocab_size=gpt_tokenizer.vocab_size, d_model=16, n_layers=1, n_heads=2, n_positions=128))
     labels = None if fmt == "choice" else ["no", "yes"]
     objective = Classify(ClassifyOptions(format=fmt, labels=labels, aux_lm_weight=0.5, dropout=0.0), backbone, gpt_tokenizer)
-    batch = objective.batch(objective.load_data(tmp_path / "d.jsonl", 64), 4, torch.Generator().manual_seed(0))
+    batch = objective.reader.batch(objective.reader.load_data(tmp_path / "d.jsonl", 64), 4, torch.Generator().manual_seed(0))
     backbone.eval()  # no dropout: the two passes below must see the same states
-    loss, figures = objective.loss(backbone, batch)
+    loss, figures = objective.head.loss(backbone, batch)
+    figures = {k: float(v) for k, v in figures.items()}
     ids, mask = batch["input_ids"].flatten(0, 1), batch["attention_mask"].flatten(0, 1)
     expected = lm_loss(backbone, backbone(ids, mask).last_hidden_state, ids, mask)
     assert figures["lm_loss"] == pytest.approx(expected.item(), rel=1e-5)

@@ -139,8 +139,8 @@ def _new_before_eos(case, out: torch.Tensor, prompt_width: int) -> list[int]:
 
 def _runtime(case, options: GenerationOptions) -> list[list[int]]:
     """The runtime's tokens for every row of the case's batch, decoded together over ONNX."""
-    from modkit.builder.export_cached import export_with_past
-    from modkit.builder.export_seq2seq import export_graphs
+    from modkit.builder.export.cached import export_with_past
+    from modkit.builder.export.seq2seq import export_graphs
 
     ours, ids, mask = case["ours"], case["ids"], case["mask"]
     folder = case["folder"] / "onnx"  # exported once per case

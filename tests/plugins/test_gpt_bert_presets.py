@@ -42,7 +42,7 @@ def test_bert_mlm_head_is_the_only_extra():
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_preset_matches_transformers_count(name):
     transformers = pytest.importorskip("transformers")
-    from modkit.builder.checkpoints import format_for
+    from modkit.builder.hf.convert import format_for
 
     model = build_preset(name)
     config, _ = format_for(model).to_hf(model)

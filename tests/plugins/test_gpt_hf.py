@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import modkit
-from modkit.builder.checkpoints import save_hf
+from modkit.builder.hf.convert import save_hf
 
 from conftest_hf import TOL, compare_outputs, padded_batch
 from specs import build_from_checkpoint

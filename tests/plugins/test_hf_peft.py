@@ -174,8 +174,8 @@ HF_CLASS = {"gpt2": transformers.GPT2LMHeadModel, "bert": transformers.BertModel
     ("bert", ["attn.*"]), ("bart", ["attn.q", "cross.v", "ffn.up"]), ("t5", ["attn.q", "attn.v"]),
 ])
 def test_export_peft_writes_folders_peftmodel_loads_over_the_base(tmp_path, family, targets):
-    from modkit.builder.checkpoints import hf_model, save_hf
-    from modkit.builder.peft_folders import export_peft
+    from modkit.builder.hf.convert import hf_model, save_hf
+    from modkit.builder.hf.peft_folders import export_peft
     from modkit_plugins.peft.lora import LoRAOptions
     from modkit_plugins.peft.lora_impl import LoRA
 
@@ -192,7 +192,7 @@ def test_export_peft_writes_folders_peftmodel_loads_over_the_base(tmp_path, fami
 
 
 def test_export_peft_names_the_alternative_for_adapters(tmp_path):
-    from modkit.builder.peft_folders import export_peft
+    from modkit.builder.hf.peft_folders import export_peft
     from modkit_plugins.peft.adapter import AdapterOptions
     from modkit_plugins.peft.adapter_impl import Adapters
 
@@ -226,8 +226,8 @@ def test_prefix_tuning_folder_gives_peftmodel_outputs(tmp_path, family, projecti
 @pytest.mark.parametrize("family", PREFIX_MODELS)
 @pytest.mark.parametrize("projection, merged", [(0, False), (8, False), (8, True)])
 def test_export_peft_writes_prefix_folders_peftmodel_loads_over_the_base(tmp_path, family, projection, merged):
-    from modkit.builder.checkpoints import hf_model, save_hf
-    from modkit.builder.peft_folders import export_peft
+    from modkit.builder.hf.convert import hf_model, save_hf
+    from modkit.builder.hf.peft_folders import export_peft
     from modkit_plugins.peft.prefix import PrefixOptions
     from modkit_plugins.peft.prefix_impl import PrefixTuning
 
@@ -258,7 +258,7 @@ def test_export_peft_writes_prefix_folders_peftmodel_loads_over_the_base(tmp_pat
     ({"positions": "peft", "placement": "all"}, 'placement = "all" has no PEFT folder'),
 ])
 def test_export_peft_names_the_alternative_for_prefixes_peft_cannot_hold(tmp_path, options, message):
-    from modkit.builder.peft_folders import export_peft
+    from modkit.builder.hf.peft_folders import export_peft
     from modkit_plugins.peft.prefix import PrefixOptions
     from modkit_plugins.peft.prefix_impl import PrefixTuning
 

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from specs import killed_after_step, tiny_gpt_parts, write_corpus
 
 import modkit
-from modkit.builder.metrics import read_metrics
-from modkit.builder.optim import param_groups
+from modkit.builder.telemetry.metrics import read_metrics
+from modkit.builder.training.optim import param_groups
 from modkit.testing import check_optimizer
 
 

@@ -138,7 +138,7 @@ lr = 3e-3
 def test_export_hf_writes_a_bert_for_masked_lm(tmp_path, bert_mlm_checkpoint):
     """A fill-mask artifact goes back to transformers as BertForMaskedLM with the same logits."""
     transformers = pytest.importorskip("transformers")
-    from modkit.builder.checkpoints import export_hf
+    from modkit.builder.hf.convert import export_hf
 
     folder, model, _ = bert_mlm_checkpoint
     (tmp_path / "corpus.txt").write_text(" ".join(WORDS * 40))

@@ -32,8 +32,8 @@ def test_pairs_are_next_or_from_another_document(tmp_path):
     tok = tiny_tokenizer(tmp_path)
     backbone = BERT(BERTOptions(vocab_size=tok.vocab_size, d_model=16, n_layers=1, n_heads=2))
     nsp = NextSentence(NSPOptions(holdout=0.0), backbone, tok)
-    data = nsp.load_data(tmp_path / "docs.txt", 32)
-    batch = nsp.batch(data, 2000, torch.Generator().manual_seed(0))
+    data = nsp.reader.load_data(tmp_path / "docs.txt", 32)
+    batch = nsp.reader.batch(data, 2000, torch.Generator().manual_seed(0))
     labels = batch["next_sentence_label"]
     assert abs(labels.float().mean().item() - 0.5) < 0.04
     cls, sep = tok.special_id("cls"), tok.special_id("sep")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modkit.builder.optim import param_groups, schedule_of
+from modkit.builder.training.optim import param_groups, schedule_of
 from modkit.registry import get_registry
 from modkit.spec import Resolved, resolve_default
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from modkit.builder.checkpoints import save_hf
+from modkit.builder.hf.convert import save_hf
 from modkit.cli import main
 from modkit_plugins.analysis.probe_heads import HeadStats
 from modkit_plugins.analysis.probe_inputs import Sentence

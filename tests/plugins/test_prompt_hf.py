@@ -74,8 +74,8 @@ def test_a_prompt_tuning_folder_gives_peftmodel_outputs(tmp_path, family):
 @pytest.mark.parametrize("family", TASKS)
 @pytest.mark.parametrize("merged", [False, True])
 def test_export_peft_writes_prompt_folders_peftmodel_loads_over_the_base(tmp_path, family, merged):
-    from modkit.builder.checkpoints import hf_model, save_hf
-    from modkit.builder.peft_folders import export_peft
+    from modkit.builder.hf.convert import hf_model, save_hf
+    from modkit.builder.hf.peft_folders import export_peft
     from modkit_plugins.peft.prompt import PromptOptions
     from modkit_plugins.peft.prompt_impl import PromptTuning
 

@@ -1,5 +1,5 @@
 """The sentencepiece tokenizer: ids and decoded text equal to the ``sentencepiece`` library's
-on models trained here under eight option sets, read without importing sentencepiece."""
+on models trained here under ten option sets, read without importing sentencepiece."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import import_or_skip
+from conftest import fixture_text, import_or_skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spm_models import HELD_BACK, OPTION_SETS, held_back_paragraphs, train_models
@@ -166,6 +166,67 @@ def test_corrupt_model_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x0a\xff\xff\xff")
     with pytest.raises(modkit.ArtifactError, match="broken.model: not a SentencePiece model"):
         modkit.load_tokenizer(bad)
+
+
+# -- the word cache ---------------------------------------------------------------------------------
+
+#: runs of spaces, CJK, emoji and control characters between words, and repeated characters
+#: whose segmentations tie exactly
+CACHE_TEXTS = [
+    "a  b   c    d     e", " \t\x00 spaced\x01\x1b  out \u3000\u3000 words ", "日本語 の テキスト 日本語",
+    "😀 😀😀 👩🏾\u200d💻 😀", "----- ===== ----- aaaa aaaa", "x" * 40 + " " + "x" * 40,
+    "the the the  the   the", "▁already▁escaped ▁▁ words",
+]
+
+
+def _long_text() -> str:
+    """One line of 40,000 characters: its path scores grow large enough for float32 rounding to
+    swap near-equal segmentations of a word (checked: trusting every cached word gives other
+    ids than sentencepiece on it with the whitespace-pieces model), and words repeat."""
+    return fixture_text()[60000:100000].replace("\n", " ") + " " + " ".join(CACHE_TEXTS) * 5
+
+
+def test_word_cache_changes_no_id_or_offset(pair):
+    """Ids and offsets with the cache (cold, then warm) equal those without it."""
+    ours, _ = pair
+    plain = SentencePieceTokenizer(ours.model)
+    plain.word_cache = False
+    assert not plain.word_cache
+    cached = SentencePieceTokenizer(ours.model)
+    texts = CACHE_TEXTS + HELD_BACK + _random_texts(300, seed=3) + [_long_text()]
+    for text in texts:
+        want = plain.encode(text)
+        assert cached.encode(text) == want, text
+        assert cached.encode(text) == want, text  # warm
+        assert cached.encode_with_offsets(text) == plain.encode_with_offsets(text), text
+
+
+@pytest.mark.parity
+def test_long_text_with_the_cache_matches_sentencepiece(spm_models):
+    """Where float32 rounding at a large path score could swap two near-equal segmentations of
+    a word, the word is solved again in place as sentencepiece solves it."""
+    import sentencepiece
+
+    text = _long_text()
+    for name in ("unigram-whitespace_pieces-keep_spaces", "unigram-nmt_nfkc", "unigram-nfkc-byte_fallback"):
+        reference = sentencepiece.SentencePieceProcessor(model_file=str(spm_models[name]))
+        ours = modkit.load_tokenizer(spm_models[name])
+        assert ours.word_cache
+        assert ours.encode(text) == reference.encode(text), name
+        assert ours.encode(text[: len(text) // 3]) == reference.encode(text[: len(text) // 3]), name
+        assert any(isinstance(key, tuple) for key in ours._segmenter._cache), "no word was solved in place"
+
+
+def test_sampling_is_reproducible_and_never_cached(spm_models):
+    """A fixed seed draws the same segmentations, with the cache warm or cold; encoding first
+    does not freeze what sampling draws."""
+    ours = modkit.load_tokenizer(spm_models["unigram-nmt_nfkc"])
+    text = "the interpreter returns the interpreter"
+    cold = [ours.encode_sampled(text, alpha=0.2, rng=random.Random(seed)) for seed in range(40)]
+    ours.encode(text)
+    warm = [ours.encode_sampled(text, alpha=0.2, rng=random.Random(seed)) for seed in range(40)]
+    assert cold == warm
+    assert len({tuple(ids) for ids in warm}) > 5
 
 
 # -- Hugging Face tokenizer.json -------------------------------------------------------------------

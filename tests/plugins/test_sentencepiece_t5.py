@@ -84,7 +84,7 @@ def test_t5_tokenizer_fast_loads_the_artifact_with_equal_ids(artifact, paragraph
 @pytest.mark.parity
 def test_exported_folder_loads_in_auto_tokenizer_with_equal_ids(artifact, paragraphs, tmp_path):
     transformers = import_or_skip("transformers", "pip install transformers (the dev extra)")
-    from modkit.builder.checkpoints import export_hf
+    from modkit.builder.hf.convert import export_hf
 
     out, _ = artifact
     dest = export_hf(out, tmp_path / "hf")

@@ -77,8 +77,8 @@ def make(backbone_name, **backbone_values):
 def test_training_lowers_the_loss(family, data_file):
     torch.manual_seed(0)
     backbone, objective = make(family)
-    data = objective.load_data(data_file, seq_len=16)
-    batch = objective.batch(data, 8, torch.Generator().manual_seed(1))
+    data = objective.reader.load_data(data_file, seq_len=16)
+    batch = objective.reader.batch(data, 8, torch.Generator().manual_seed(1))
     assert batch["input_ids"][:, -1].tolist().count(1) + (batch["attention_mask"][:, -1] == 0).sum() == 8
     assert torch.equal(batch["decoder_input_ids"][:, 0], torch.full((8,), backbone.config.decoder_start_token_id))
     assert torch.equal(batch["decoder_input_ids"][:, 1:][batch["labels"][:, :-1] != -100],
@@ -86,18 +86,18 @@ def test_training_lowers_the_loss(family, data_file):
     opt = torch.optim.AdamW(backbone.parameters(), lr=3e-3)
     first = None
     for step in range(30):
-        loss, figures = objective.loss(backbone, objective.batch(data, 8, torch.Generator().manual_seed(step)))
+        loss, figures = objective.head.loss(backbone, objective.reader.batch(data, 8, torch.Generator().manual_seed(step)))
         opt.zero_grad()
         loss.backward()
         opt.step()
         first = first if first is not None else figures["loss"]
     assert figures["loss"] < 0.8 * first
-    scores = objective.evaluate(backbone, data)
+    scores = objective.head.evaluate(backbone, data)
     assert set(scores) == {f"heldout_{k}" for k in ("token_accuracy", "exact_match", "examples")}  # the loss: eval_loss
     assert 0 <= scores["heldout_exact_match"] <= 1
     assert scores["heldout_examples"] == len(data.heldout.sources) > 0
     assert backbone.training  # evaluate restores the mode
-    assert objective.describe() == {"task": "seq2seq", "decoder_start_token_id": backbone.config.decoder_start_token_id,
+    assert objective.export.task_record(16).as_dict() == {"task": "seq2seq", "decoder_start_token_id": backbone.config.decoder_start_token_id,
                                     "eos_token_id": 1, "pad_token_id": 0, "max_new_tokens": 64, "max_length": 16}
 
 
@@ -106,7 +106,7 @@ def test_bad_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"source": "the cat", "target": "cat the"}\n{"text": "x"}\n')
     with pytest.raises(ArtifactError, match=r"bad\.jsonl:2: expected a JSON object with 'source' and 'target'"):
-        objective.load_data(path, 16)
+        objective.reader.load_data(path, 16)
 
 
 def test_refuses_a_decoder_only_backbone():

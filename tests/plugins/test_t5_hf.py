@@ -4,7 +4,7 @@ import torch
 
 from encdec_reference import (GENERATION_CASES, assert_cached_steps_match_forward, assert_generate_matches,
                               forward_both, hf_t5, load_with_modkit, max_diff, padded_batch)
-from modkit.builder.checkpoints import save_hf
+from modkit.builder.hf.convert import save_hf
 
 pytest.importorskip("transformers")
 

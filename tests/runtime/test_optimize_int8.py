@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import modkit
-from modkit.builder import optimize
-from modkit.builder.optimize import fused_operators, optimize_graph
+from modkit.builder.export import optimize
+from modkit.builder.export.optimize import fused_operators, optimize_graph
 from modkit.cli import main
 from modkit.runtime import Runtime
 from modkit.runtime.artifact import read_manifest
@@ -203,7 +203,7 @@ def test_classifier_records_int8_and_fp16_accuracy_on_the_held_back_examples(cla
 
 
 def test_generation_agreement_covers_prompts_from_every_held_back_row(gpt_artifact):
-    from modkit.builder.precision_check import held_back_prompts
+    from modkit.builder.export.precision import held_back_prompts
 
     ids = np.arange(40).reshape(2, 20)
     mask = np.ones_like(ids)

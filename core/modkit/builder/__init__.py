@@ -1,4 +1,6 @@
-"""The build: training stages, checkpoints, Hugging Face checkpoints, ONNX export (torch).
+"""The build (torch): `build` runs a spec's stages after `preflight` checks it; `training/`, `export/`,
+`hf/` (Hugging Face conversion) and `telemetry/` hold the parts; `peft_plan` and `merge` the PEFT
+methods a build attaches and folds in.
 
 The base install serves artifacts without torch; everything under this package needs the
 ``train`` extra, so importing it without one is a user's error that says what to install.

@@ -12,32 +12,33 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modkit import __version__
-from modkit.builder.checkpoints import load_hf
-from modkit.builder.curves import draw_curves, have_matplotlib
-from modkit.builder.device import check_device, cpu_state, resolve_device
-from modkit.builder.distributed import (barrier, end_process_group, main_first, start_process_group,
-                                       world_from_environment)
-from modkit.builder.evaluation import evaluate_stage
-from modkit.builder.export import ParityError
-from modkit.builder.exporter import Exporter, positions_left
-from modkit.builder.kept import KeptCheckpoints
-from modkit.builder.memory import StagePeak
+from modkit.builder.hf.convert import load_hf
+from modkit.builder.telemetry.curves import draw_curves, have_matplotlib
+from modkit.builder.training.device import check_device, cpu_state, resolve_device
+from modkit.builder.training.distributed import (barrier, end_process_group, main_first, start_process_group,
+                                                world_from_environment)
+from modkit.builder.training.evaluation import evaluate_stage
+from modkit.builder.export.onnx import ParityError
+from modkit.builder.export.exporter import Exporter, positions_left
+from modkit.builder.training.kept import KeptCheckpoints
+from modkit.builder.telemetry.memory import StagePeak
 from modkit.builder.merge import merge_checked
-from modkit.builder import fingerprint, precision_check
-from modkit.builder.metrics import MetricsLog, StageMeter
+from modkit.builder.training import fingerprint
+from modkit.builder.export import precision as precision_check
+from modkit.builder.telemetry.metrics import MetricsLog, StageMeter
 from modkit.card import model_card
 from modkit.tracking import Trackers
-from modkit.builder.multi import WeightedObjectives
-from modkit.builder.optimize import AUTO, OptimizeError, fused_operators
-from modkit.builder.peak import matmul_peak
+from modkit.builder.training.multi import WeightedObjectives
+from modkit.builder.export.optimize import AUTO, OptimizeError, fused_operators
+from modkit.builder.telemetry.peak import matmul_peak
 from modkit.builder.peft_plan import PeftPlan, PlannedMethod
 from modkit.builder.preflight import (check_blocks, check_peft_plan, check_spec_shape, check_stages, check_world,
                                       method_from, preflight)
-from modkit.builder.progress import StageProgress
-from modkit.builder.resources import ResourceMeter
-from modkit.builder.optim import check_schedules, schedule_of
-from modkit.builder.train import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
-                                  to_device, train_stage)
+from modkit.builder.telemetry.progress import StageProgress
+from modkit.builder.telemetry.resources import ResourceMeter
+from modkit.builder.training.optim import check_schedules, schedule_of
+from modkit.builder.training.engine import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
+                                            to_device, train_stage)
 from modkit.errors import ArtifactError, ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
 from modkit.generation_config import generation_record
@@ -82,12 +83,12 @@ def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], p
     _seed_stage(seed, index)
     objs, new_modules = [], []
     for comp, options in objectives:
-        fresh = comp.load()(options, model.backbone, tokenizer)
-        objs.append(model.add_objective(comp.name, fresh))
-        if objs[-1] is fresh:
-            new_modules.append(fresh)
-        else:  # an earlier stage's objective: its heads carry on, under this stage's options
-            objs[-1].options = options
+        earlier = comp.name in model.objectives
+        objs.append(model.add_objective(comp.name, comp.load()(options, model.backbone, tokenizer)))
+        if earlier:  # an earlier stage's objective: its head carries on, under this stage's options
+            objs[-1].use_options(options)
+        else:
+            new_modules.append(objs[-1].head)
     model.task = objectives[0][0].name
     methods = []
     for planned in peft:
@@ -102,7 +103,7 @@ def _set_trainable(model: ModkitModel, objectives, methods) -> tuple[int, int]:
     if methods:
         model.requires_grad_(False)
         for objective in objectives:
-            objective.requires_grad_(True)
+            objective.head.requires_grad_(True)
         for _, _, modules in methods:
             for m in modules:
                 m.requires_grad_(True)
@@ -238,16 +239,17 @@ def capabilities(backbone_class, options) -> BackboneCapabilities:
     return declare(options) if declare is not None else BackboneCapabilities()
 
 
-def _export(model: ModkitModel, objective, data, folder: Path, export, registry: Registry) -> tuple[dict, list[str]]:
+def _export(model: ModkitModel, objective, data, task: dict[str, Any], folder: Path, export,
+            registry: Registry) -> tuple[dict, list[str]]:
     """The objective writes its task's graph(s) into ``folder``; return (parity figures, files).
     The graphs the serving task opens must be among them."""
-    inputs = objective.export_inputs(data)
+    inputs = objective.reader.export_inputs(data)
     levels = AUTO if export.optimize == "auto" else (export.optimize,)
     fallbacks = []  # "auto": the levels given up, each with why
     for n, level in enumerate(levels):  # "auto": the fastest level whose graphs pass parity
         exporter = Exporter(folder, opset=export.opset, tolerance=export.parity_tolerance, optimize=level)
         try:
-            figures = objective.export(model, exporter, inputs)
+            figures = objective.export.graphs(model, exporter, inputs)
             break
         except (ParityError, OptimizeError) as e:
             if n == len(levels) - 1:
@@ -260,9 +262,9 @@ def _export(model: ModkitModel, objective, data, folder: Path, export, registry:
     graphs = [folder / name for name in exporter.written]
     figures["optimize"] = {"level": level, "fused": {p.name: fused_operators(p) for p in graphs},
                            "fallbacks": fallbacks}
-    classes = objective.heldout_classes(data) if export.precisions() else None
+    classes = objective.reader.heldout_classes(data) if export.precisions() else None
     for precision in export.precisions():  # int8 / fp16 twins, checked against fp32
-        figures[precision] = precision_check.write_and_check(graphs, precision, objective.describe(),
+        figures[precision] = precision_check.write_and_check(graphs, precision, task,
                                                              {k: v.numpy() for k, v in inputs.items()})
         if classes is not None and "model.onnx" in figures[precision]:
             figures[precision]["model.onnx"].update(precision_check.compare_accuracy(
@@ -453,13 +455,13 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         if i < len(reports):
             continue  # finished before the interruption; its weights are in the checkpoint
         files = [main_first(world, rank, lambda o=obj: spec.data_file(i, o)) for obj in objs]
-        datas = [obj.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
+        datas = [obj.reader.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
         data = datas[0]
         data_record = {"data": files[0].record}
         held = data
         if stage.eval_data:
             eval_file = main_first(world, rank, lambda: spec.data_file(i, objective, "eval_data"))
-            held = objective.load_eval_data(eval_file.path, stage.seq_len)
+            held = objective.reader.load_eval_data(eval_file.path, stage.seq_len)
             data_record["eval_data"] = eval_file.record
         names = [r.component.name for r in resolved]
         trainer, train_data = (objective, data) if len(objs) == 1 else (
@@ -511,7 +513,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
              + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
                f"{stage_meter.mfu_text()}")
         if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
-            checked = _merge(all_methods, merged, model, to_device(objective.export_inputs(data), engine.device),
+            checked = _merge(all_methods, merged, model, to_device(objective.reader.export_inputs(data), engine.device),
                              tolerance)
             if checked:
                 reports[-1]["merge"] = checked
@@ -523,13 +525,13 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         load_checkpoint(work, model, None)
     if data is None:  # every stage had finished before a resume; the export needs inputs
         last = len(spec.model.stages) - 1
-        data = objective.load_data(spec.data_file(last, objective).path, spec.model.stages[-1].seq_len)
+        data = objective.reader.load_data(spec.data_file(last, objective).path, spec.model.stages[-1].seq_len)
 
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
     if spec.model.export.merge:
-        merge_figures = _merge(all_methods, merged, model, objective.export_inputs(data), tolerance)
-    live = set(model.modules())
+        merge_figures = _merge(all_methods, merged, model, objective.reader.export_inputs(data), tolerance)
+    live, task = set(model.modules()), objective.export.task_record(spec.model.stages[-1].seq_len).as_dict()
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
         "format": "modkit-artifact", "version": MANIFEST_VERSION, "modkit_version": __version__,
@@ -549,7 +551,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
                         "schedule": _component_record(sched.component, sched.options)}
                        for i, ((rs, methods), opt, sched) in enumerate(zip(stage_records, spec.optimizers, spec.schedules))],
         },
-        "task": objective.describe(),
+        "task": task,
         **_generation_record(model.backbone),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
                      "processes": engine.world, "strategy": engine.strategy, "cpu_offload": engine.cpu_offload,
@@ -562,7 +564,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
         tokenizer.save(tmp / "tokenizer.json")
         save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
-            manifest["parity"], manifest["graphs"] = _export(model, objective, data, tmp, spec.model.export, registry)
+            manifest["parity"], manifest["graphs"] = _export(model, objective, data, task, tmp, spec.model.export, registry)
         if metrics.path.exists():
             shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
         if kept.records:

@@ -41,7 +41,7 @@ class PlannedMethod:
             method = self.component.load()(self.options)
             method.tokenizer = tokenizer
             return method, method.apply(backbone)
-        from modkit.builder.peft_folders import read_peft_folder
+        from modkit.builder.hf.peft_folders import read_peft_folder
 
         config, weights = read_peft_folder(self.source)
         found = self.component.load().from_hf_peft(config, weights, backbone)

@@ -29,7 +29,7 @@ from modkit.spec import Spec
 
 def check_blocks(spec: Spec, backbone: torch.nn.Module) -> None:
     """Activation checkpointing wraps the blocks the backbone declares: it needs some."""
-    from modkit.builder.sharding import block_class, blocks_of
+    from modkit.builder.training.sharding import block_class, blocks_of
 
     if not blocks_of(backbone, block_class(backbone)):
         bad = [(f"stages[{i}].activation_checkpointing", f"the backbone {type(backbone).__name__} declares no "
@@ -53,7 +53,7 @@ def preflight(spec, tokenizer, backbone: Component, options: Any) -> None:
             if objective is not None:
                 data = spec.data_file(i, objective)
                 with _at(spec, f"stages[{i}].data", data):  # off the meta device: objectives may look at the values
-                    objective.load_data(data.path, stage.seq_len)
+                    objective.reader.load_data(data.path, stage.seq_len)
 
 
 def _on_meta(make: Callable[[], Any]) -> Any:

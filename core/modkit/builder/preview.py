@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from modkit.builder.build import _attach_stage, _backbone, _tokenizer
-from modkit.builder.train import step_seed
+from modkit.builder.training.engine import step_seed
 from modkit.errors import UserError
 from modkit.nn.model import ModkitModel
 from modkit.registry import Registry, get_registry
@@ -40,7 +40,7 @@ def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: li
                                    [(r.component, r.options) for r in spec.peft[i]], tokenizer,
                                    spec.model.seed, i)
     settings = spec.model.stages[stage]
-    parts = [(r.component.name, obj, obj.load_data(spec.data_file(stage, obj).path, settings.seq_len))
+    parts = [(r.component.name, obj, obj.reader.load_data(spec.data_file(stage, obj).path, settings.seq_len))
              for r, obj in zip(spec.objectives[stage], objs)]
     yield from _records(parts, settings.batch_size, spec.model.seed, stage, n, tokenizer if texts else None)
 
@@ -53,16 +53,16 @@ def _records(parts, batch_size: int, seed: int, stage: int, n: int, tokenizer) -
     while min(done.values()) < n:
         generator = torch.Generator().manual_seed(step_seed(seed, stage, step))
         for name, obj, data in parts:
-            for row in _rows(obj.batch(data, batch_size, generator)):
+            for row in _rows(obj.reader.batch(data, batch_size, generator)):
                 if done[name] == n:
                     break
                 row = {"objective": name, "step": step, **row}
                 if tokenizer is not None:  # an objective with ids of its own (T5's sentinels) decodes them
-                    decode = getattr(obj, "decode", tokenizer.decode)
+                    decode = getattr(obj.reader, "decode", tokenizer.decode)
                     for field, key in TEXTS.items():
                         if isinstance(row.get(field), list):  # a class label is one number: no text
                             row[key] = _decode(decode, row[field])
-                    names = getattr(obj, "label_names", None)  # labels that are classes, not token ids (tags)
+                    names = getattr(obj.reader, "label_names", None)  # labels that are classes, not token ids (tags)
                     if names is not None and isinstance(row.get("labels"), list):
                         row["labels_text"] = " ".join(names[t] for t in row["labels"] if t != IGNORE)
                 done[name] += 1

@@ -12,6 +12,7 @@ import click
 
 from modkit.cli.export_hf import export_hf, export_peft
 from modkit.cli.tokenize import tokenize
+from modkit.cli.cache import cache
 from modkit.errors import UnknownComponentError, UserError
 from modkit.registry import KINDS, get_registry
 from modkit.runtime import DEFAULT_BATCH_SIZE
@@ -95,7 +96,8 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
         click.echo(json.dumps({
             "components": [{"kind": c.kind, "name": c.name, "plugin": c.plugin, "version": c.version, "doc": c.doc}
                            for c in comps],
-            "presets": [{"name": p.name, "kind": p.kind, "use": p.use, "doc": p.doc} for p in presets],
+            "presets": [{"name": p.name, "kind": p.kind, "use": p.use, "doc": p.doc,
+                         **({"tokenizer": p.tokenizer} if p.tokenizer else {})} for p in presets],
             "failed_plugins": [{"plugin": f.plugin, "error": f.error} for f in reg.failures],
             "conflicts": conflicts}, indent=2))
         return
@@ -103,7 +105,8 @@ def list_components(ctx: click.Context, kind: str | None, as_json: bool) -> None
     for c in comps:
         click.echo(f"{c.kind:<10} {c.name:<16} {c.plugin + ' ' + c.version:<24} {c.doc}")
     for p in presets:
-        click.echo(f"{p.kind:<10} {p.name:<16} {('preset of ' + p.use) if p.use else 'stage preset':<24} {p.doc}")
+        brings = f" Brings the tokenizer {p.tokenizer}." if p.tokenizer else ""
+        click.echo(f"{p.kind:<10} {p.name:<16} {('preset of ' + p.use) if p.use else 'stage preset':<24} {p.doc}{brings}")
     for name, plugins in conflicts.items():
         click.echo(f"conflict   {name}: registered by {', '.join(plugins)}; choose one with [prefer] in registry.toml")
     for f in reg.failures:
@@ -132,6 +135,9 @@ def info(ctx: click.Context, name: str, kind: str | None) -> None:
         click.echo(f"{comp.kind} {comp.name} ({comp.plugin} {comp.version}): {comp.doc}")
         if preset:
             click.echo(f"preset {name} sets: " + ", ".join(f"{a}={v!r}" for a, v in preset.items()))
+        if k == "backbone" and name in reg.presets and reg.presets[name].tokenizer:
+            click.echo(f"preset {name} brings the tokenizer {reg.presets[name].tokenizer!r} (used when the spec's "
+                       "[tokenizer] names no `use` nor `from`)")
         for field, info_ in comp.options.model_fields.items():
             default = "required" if info_.is_required() else f"default {preset.get(field, info_.get_default(call_default_factory=True))!r}"
             click.echo(f"  {field}: {_type_name(info_.annotation)} ({default})")
@@ -177,7 +183,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
         overrides = (*overrides, f'strategy="{strategy}"')
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from modkit.builder.preflight import check_world
-        from modkit.builder.distributed import launch
+        from modkit.builder.training.distributed import launch
         from modkit.spec import load_spec
 
         checked = [*overrides, *([f'device="{device}"'] if device else [])]
@@ -204,7 +210,7 @@ def build(ctx: click.Context, spec: str, out: str, overrides: tuple[str, ...], r
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Image to write (default OUT/curves.png).")
 def plot(artifact: str, output: str | None) -> None:
     """Draw training and held-back loss and the learning rate per stage from OUT/metrics.jsonl."""
-    from modkit.builder.curves import draw_curves
+    from modkit.builder.telemetry.curves import draw_curves
 
     folder = Path(artifact)
     click.echo(str(draw_curves(folder / "metrics.jsonl", Path(output) if output else folder / "curves.png")))
@@ -407,6 +413,7 @@ def _merged_options(flags: dict, given: dict) -> dict:
 
 
 main.add_command(tokenize)
+main.add_command(cache)
 main.add_command(export_hf)
 main.add_command(export_peft)
 

@@ -19,7 +19,7 @@ def export_hf(ctx: click.Context, out: str, dest: str) -> None:
     from_pretrained (AutoModelFor...) loads: a classifier as *ForSequenceClassification with
     its labels, a language model as *LMHeadModel. OUT may also be a Hugging Face folder.
     """
-    from modkit.builder.checkpoints import export_hf as export
+    from modkit.builder.hf.convert import export_hf as export
 
     try:
         path = export(out, dest, registry=_registry(ctx), echo=lambda msg: click.echo(msg, err=True))
@@ -41,7 +41,7 @@ def export_peft(ctx: click.Context, out: str, dest: str) -> None:
     positions = "peft") may be merged. A method peft cannot express (Houlsby adapters, a
     prefix without PEFT's positions) is an error that names the alternative.
     """
-    from modkit.builder.peft_folders import export_peft as export
+    from modkit.builder.hf.peft_folders import export_peft as export
 
     try:
         paths = export(out, dest, registry=_registry(ctx))

@@ -5,28 +5,38 @@ import torch
 from torch import nn
 
 from modkit.nn.outputs import ModelOutput
+from modkit.objectives import Objective, as_parts
 
 
 class ModkitModel(nn.Module):
-    """``backbone`` plus ``objectives`` (a ModuleDict holding the task heads by objective name).
+    """``backbone`` plus ``objectives`` (a ModuleDict holding the objectives' heads by
+    objective name; :meth:`objective` gives the whole objective, reader and export too).
 
     The last objective added is the task: ``forward`` returns the backbone's output with
-    ``logits`` set by that objective, as the exported graph does. Inputs may be (B, T) rows or
-    (B, K, T) groups of K rows per example.
+    ``logits`` set by that objective's head, as the exported graph does. Inputs may be (B, T)
+    rows or (B, K, T) groups of K rows per example.
     """
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.objectives = nn.ModuleDict()
+        self._parts: dict[str, Objective] = {}
         self.task: str | None = None
 
-    def add_objective(self, name: str, objective: nn.Module) -> nn.Module:
-        """Register a stage's objective; a later stage with the same name reuses the first."""
-        if name not in self.objectives:
-            self.objectives[name] = objective
+    def add_objective(self, name: str, objective) -> Objective:
+        """Register a stage's objective (its head joins the model); a later stage with the same
+        name reuses the first. An objective of the old one-class contract is adapted."""
+        if name not in self._parts:
+            self._parts[name] = as_parts(objective)
+            self.objectives[name] = self._parts[name].head
         self.task = name
-        return self.objectives[name]
+        return self._parts[name]
+
+    def objective(self, name: str | None = None) -> Objective | None:
+        """The objective ``name`` (default: the task's)."""
+        name = name or self.task
+        return self._parts[name] if name else None
 
     @property
     def head(self):

@@ -16,7 +16,7 @@ import pydantic
 
 from modkit.errors import ArtifactError, UnknownComponentError, UserError
 from modkit.generation_config import generation_record
-from modkit.manifest import Manifest
+from modkit.manifest import Manifest, TaskRecord
 from modkit.options import no_such_key
 from modkit.runtime.artifact import PRECISIONS, graph_file
 from modkit.runtime.sessions import (PROVIDERS, greedy, greedy_with_past, make_session, pad_ids, softmax,
@@ -46,8 +46,8 @@ class Runtime:
         self.precision = precision
         #: the artifact's manifest (every listed file's sha256 checked)
         self.manifest: Manifest = Manifest.read(self.folder)
-        #: the objective's describe(): the task name and what serving it needs
-        self.task: dict[str, Any] = self.manifest.task.model_dump()
+        #: the manifest's task record: the task name and what serving it needs
+        self.task: TaskRecord = self.manifest.task
         #: the generation defaults generating tasks apply where a request leaves an option unset
         #: (see :mod:`modkit.generation_config`); empty for artifacts that record none
         self.generation: dict[str, Any] = generation_record(self.manifest.generation or {},

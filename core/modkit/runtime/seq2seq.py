@@ -1,7 +1,7 @@
 """Greedy seq2seq generation with onnxruntime over ``encoder.onnx`` + ``decoder.onnx``.
 
 No torch here: a deployment runs this with numpy and onnxruntime only. The graphs are the
-ones :mod:`modkit.builder.export_seq2seq` writes:
+ones :mod:`modkit.builder.export.seq2seq` writes:
 
 - encoder: ``input_ids, attention_mask -> encoder_hidden_states, cross.{i}.key, cross.{i}.value``
   (each decoder layer's cross-attention keys/values, computed once);

@@ -84,7 +84,7 @@ def create_app(runtime, limits: Limits = Limits(), access: Access = Access()) ->
     async def info(request: Request) -> JSONResponse:
         m = runtime.manifest
         return JSONResponse({
-            "name": m.name, "modkit_version": m.modkit_version, "task": runtime.task,
+            "name": m.name, "modkit_version": m.modkit_version, "task": runtime.task.as_dict(),
             "components": {k: {"name": c.name, "plugin": c.plugin, "version": c.version}
                            for k, c in (("tokenizer", m.components.tokenizer), ("backbone", m.components.backbone))},
             "options": runtime.task_component.options.model_json_schema(),

@@ -148,32 +148,45 @@ def tokens_to_stop(ids: list[int], decode, stops: list[str]) -> int:
 
 
 def routes(service: Service) -> list[Route]:
-    runtime = service.runtime
-    tokenizer = runtime.tokenizer
-    generates = issubclass(runtime.task_component.options, GenerationOptions)
-    embeds = runtime.task["task"] == "embed"
-    created = int(time.time())
+    api = OpenAIRoutes(service)
+    return [Route("/v1/completions", api.handler(chat=False), methods=["POST"]),
+            Route("/v1/chat/completions", api.handler(chat=True), methods=["POST"]),
+            Route("/v1/embeddings", api.embeddings, methods=["POST"]), Route("/v1/models", api.models),
+            Route("/v1/models/{model:path}", api.one_model)]
 
-    def decode(ids):
-        return tokenizer.decode(ids)
 
-    def prompt_tokens(text: str) -> int:
-        return len(tokenizer.encode(text))
+class OpenAIRoutes:
+    """The OpenAI routes of one service: what its artifact's task serves decides which answer."""
 
-    async def read(request: Request, model: type[BaseModel], route: str, serves: bool, what: str):
+    def __init__(self, service: Service):
+        self.service = service
+        self.runtime = service.runtime
+        self.tokenizer = service.runtime.tokenizer
+        self.generates = issubclass(self.runtime.task_component.options, GenerationOptions)
+        self.embeds = self.runtime.task["task"] == "embed"
+        self.created = int(time.time())
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
+
+    def prompt_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    async def read(self, request: Request, model: type[BaseModel], route: str, serves: bool, what: str):
         if not serves:
-            raise BadRequest(404, f"{route} is not served for this model: it is a {runtime.task['task']!r} "
+            raise BadRequest(404, f"{route} is not served for this model: it is a {self.runtime.task['task']!r} "
                                   f"artifact, and {route} serves {what}")
-        doc = load_json(await read_body(request, service.limits.max_body_bytes))
+        doc = load_json(await read_body(request, self.service.limits.max_body_bytes))
         try:
             req = model.model_validate(doc)
         except pydantic.ValidationError as e:
             err = e.errors()[0]
             raise BadRequest(400, f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from None
-        if req.model != service.name:
-            raise BadRequest(404, f"the model {req.model!r} does not exist; this server serves {service.name!r}")
+        if req.model != self.service.name:
+            raise BadRequest(404, f"the model {req.model!r} does not exist; this server serves {self.service.name!r}")
         return req
 
+    @staticmethod
     def options_for(req: _Sampling, max_tokens: int | None, choice: int) -> dict[str, Any]:
         opts: dict[str, Any] = {"max_new_tokens": max_tokens, "repetition_penalty": req.repetition_penalty}
         if req.temperature == 0:
@@ -185,47 +198,57 @@ def routes(service: Service) -> list[Route]:
             opts["seed"] = (req.seed + choice) % 2 ** 32
         return opts
 
-    def checked(prompt: str, opts: dict[str, Any], name: str):
+    def checked(self, prompt: str, opts: dict[str, Any], name: str):
         try:
-            return service.check({"inputs": [prompt], **opts})
+            return self.service.check({"inputs": [prompt], **opts})
         except BadRequest as e:  # named as the client named it
             raise BadRequest(400, str(e).replace("inputs[0].text", name)) from None
 
-    async def complete(request: Request, chat: bool) -> Any:
-        req = await read(request, ChatRequest if chat else CompletionRequest,
-                         "/v1/chat/completions" if chat else "/v1/completions", generates,
-                         "generate and seq2seq artifacts")
+    def chat_prompts(self, req: ChatRequest) -> tuple[list[str], list[str], int | None, int | None]:
+        """(the prompt, the template's stop texts, how many top logprobs, the token limit) of a chat request."""
+        template = self.service.chat_template
+        if template is None:
+            raise BadRequest(400, "this model declares no chat template: use /v1/completions, or start "
+                                  "`modkit serve` with --chat-template FILE (see docs/deploy.md)")
+        unknown = sorted({m.role for m in req.messages} - set(template.roles))
+        if unknown:
+            raise BadRequest(400, f"messages: role {unknown[0]!r} is not in the chat template (roles: "
+                                  f"{', '.join(template.roles)})")
+        top = (req.top_logprobs or 0) if req.logprobs else None
+        return ([template.render([(m.role, m.text()) for m in req.messages])], list(template.stop), top,
+                req.max_completion_tokens or req.max_tokens)
+
+    async def complete(self, request: Request, chat: bool) -> Any:
+        req = await self.read(request, ChatRequest if chat else CompletionRequest,
+                              "/v1/chat/completions" if chat else "/v1/completions", self.generates,
+                              "generate and seq2seq artifacts")
         stops = req.stops()
         if chat:
-            if service.chat_template is None:
-                raise BadRequest(400, "this model declares no chat template: use /v1/completions, or start "
-                                      "`modkit serve` with --chat-template FILE (see docs/deploy.md)")
-            unknown = sorted({m.role for m in req.messages} - set(service.chat_template.roles))
-            if unknown:
-                raise BadRequest(400, f"messages: role {unknown[0]!r} is not in the chat template (roles: "
-                                      f"{', '.join(service.chat_template.roles)})")
-            prompts = [service.chat_template.render([(m.role, m.text()) for m in req.messages])]
-            stops += list(service.chat_template.stop)
-            top = (req.top_logprobs or 0) if req.logprobs else None
-            max_tokens = req.max_completion_tokens or req.max_tokens
+            prompts, template_stops, top, max_tokens = self.chat_prompts(req)
+            stops += template_stops
         else:
             prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
             if not prompts:
                 raise BadRequest(400, "prompt: an empty list")
             top, max_tokens = req.logprobs, req.max_tokens
         named = "messages" if chat else "prompt" if isinstance(req.prompt, str) else "prompt[{}]"
-        jobs = [(i * req.n + j, prompt, checked(prompt, options_for(req, max_tokens, j), named.format(i)))
+        jobs = [(i * req.n + j, prompt, self.checked(prompt, self.options_for(req, max_tokens, j), named.format(i)))
                 for i, prompt in enumerate(prompts) for j in range(req.n)]
         request.state.inputs = len(jobs)
         ident = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
         head = {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": service.name}
-        usage_prompt = sum(prompt_tokens(p) for p in prompts) * req.n
+                "model": self.service.name}
+        usage_prompt = sum(self.prompt_tokens(p) for p in prompts) * req.n
         if req.stream:
-            return _stream(service, request, jobs, stops, top, max_tokens, head, chat, usage_prompt,
+            return _stream(self.service, request, jobs, stops, top, max_tokens, head, chat, usage_prompt,
                            bool(req.stream_options and req.stream_options.include_usage))
+        return await self.answer_all(jobs, stops, top, max_tokens, head, chat, usage_prompt)
+
+    async def answer_all(self, jobs, stops, top, max_tokens, head, chat: bool, usage_prompt: int) -> JSONResponse:
+        """Every choice of a request that does not stream, in one response."""
+        decode = self.decode
         collectors = {index: Collector(decode, stops, top) if top is not None else None for index, _, _ in jobs}
-        outcomes = await asyncio.gather(*(_run(service, records, options, collectors[index])
+        outcomes = await asyncio.gather(*(_run(self.service, records, options, collectors[index])
                                           for index, _, (records, options) in jobs))
         choices, generated = [], 0
         for (index, prompt, _), (result, stopped) in zip(jobs, outcomes):
@@ -240,23 +263,23 @@ def routes(service: Service) -> list[Route]:
         return JSONResponse({**head, "choices": choices, "usage": {
             "prompt_tokens": usage_prompt, "completion_tokens": generated, "total_tokens": usage_prompt + generated}})
 
-    def handler(chat: bool):
+    def handler(self, chat: bool):
         async def answer(request: Request):
             try:
-                return await complete(request, chat)
+                return await self.complete(request, chat)
             except BadRequest as e:
                 return _error(e.status, str(e), code="model_not_found" if "does not exist" in str(e) else None)
             except Exception as e:  # a fault of modkit or a plugin: the server stays up, the log keeps the traceback
                 return _error(500, internal_error(request, e))
         return answer
 
-    async def embeddings(request: Request):
+    async def embeddings(self, request: Request):
         try:
-            req = await read(request, EmbeddingRequest, "/v1/embeddings", embeds, "embed artifacts")
+            req = await self.read(request, EmbeddingRequest, "/v1/embeddings", self.embeds, "embed artifacts")
             texts = [req.input] if isinstance(req.input, str) else req.input
-            records, options = service.check({"inputs": texts})
+            records, options = self.service.check({"inputs": texts})
             request.state.inputs = len(records)
-            results = await service.infer(records, options)
+            results = await self.service.infer(records, options)
             if req.dimensions is not None and req.dimensions != len(results[0]["embedding"]):
                 raise BadRequest(400, f"dimensions: this model's embeddings have {len(results[0]['embedding'])}")
         except BadRequest as e:
@@ -269,27 +292,22 @@ def routes(service: Service) -> list[Route]:
                 return vector
             return base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
 
-        used = sum(prompt_tokens(t) for t in texts)
-        return JSONResponse({"object": "list", "model": service.name,
+        used = sum(self.prompt_tokens(t) for t in texts)
+        return JSONResponse({"object": "list", "model": self.service.name,
                              "data": [{"object": "embedding", "index": i, "embedding": encoded(r["embedding"])}
                                       for i, r in enumerate(results)],
                              "usage": {"prompt_tokens": used, "total_tokens": used}})
 
-    def card():
-        return {"id": service.name, "object": "model", "created": created, "owned_by": "modkit"}
+    def card(self):
+        return {"id": self.service.name, "object": "model", "created": self.created, "owned_by": "modkit"}
 
-    async def models(request: Request):
-        return JSONResponse({"object": "list", "data": [card()]})
+    async def models(self, request: Request):
+        return JSONResponse({"object": "list", "data": [self.card()]})
 
-    async def one_model(request: Request):
-        if request.path_params["model"] != service.name:
+    async def one_model(self, request: Request):
+        if request.path_params["model"] != self.service.name:
             return _error(404, f"the model {request.path_params['model']!r} does not exist", code="model_not_found")
-        return JSONResponse(card())
-
-    return [Route("/v1/completions", handler(False), methods=["POST"]),
-            Route("/v1/chat/completions", handler(True), methods=["POST"]),
-            Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/v1/models", models),
-            Route("/v1/models/{model:path}", one_model)]
+        return JSONResponse(self.card())
 
 
 async def _run(service: Service, records, options, collector: Collector | None):

@@ -170,9 +170,9 @@ class _HiddenGraph(nn.Module):
 def _check_export(backbone, ids: torch.Tensor, mask: torch.Tensor, tolerance: float) -> None:
     """The backbone traces to ONNX and onnxruntime computes what torch does: the plain forward,
     and the cached step graph (decoders) or the encoder/decoder pair (encoder-decoders)."""
-    from modkit.builder.export import onnx_export
-    from modkit.builder.export_cached import check_with_past, export_with_past
-    from modkit.builder.export_seq2seq import export_seq2seq
+    from modkit.builder.export.onnx import onnx_export
+    from modkit.builder.export.cached import check_with_past, export_with_past
+    from modkit.builder.export.seq2seq import export_seq2seq
     from modkit.runtime import make_session
 
     with tempfile.TemporaryDirectory() as tmp:

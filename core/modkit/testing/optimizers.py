@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modkit.builder.optim import param_groups
-from modkit.builder.train import load_checkpoint, save_checkpoint
+from modkit.builder.training.optim import param_groups
+from modkit.builder.training.engine import load_checkpoint, save_checkpoint
 
 
 def _model(seed: int) -> nn.Module:

@@ -104,7 +104,7 @@ def write_report(report: dict, folder: Path) -> list[Path]:
     """report.json, the PNGs where matplotlib is installed, and report.md; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
-    written, images = [], {}
+    images = {}
     if plt is not None:
         for name, task in report["tasks"].items():
             images[f"layers_{name}"] = folder / f"layers_{name}.png"

@@ -11,8 +11,8 @@ import re
 import torch
 
 from modkit.nn.blocks import ACTIVATIONS
-from modkit.builder.checkpoints import assign_state
-from modkit.builder.weight_table import Row, WeightTable
+from modkit.builder.hf.convert import assign_state
+from modkit.builder.hf.weight_table import Row, WeightTable
 from modkit.interfaces import CheckpointFormat
 from modkit.errors import ArtifactError
 
@@ -117,7 +117,7 @@ class BertFormat(CheckpointFormat):
 
     def with_head(self, backbone: BERT, head: dict):
         """BertForSequenceClassification / ForTokenClassification / ForMaskedLM from a modkit
-        objective's head (see Objective.hf_head), or None where BERT's classes differ."""
+        objective's head (see ObjectiveExport.hf_head), or None where BERT's classes differ."""
         if head["kind"] == "masked-lm":
             return BertWithHead(backbone, "mlm") if backbone.mlm_head is not None else None
         kind = {"sequence-classification": "sequence", "token-classification": "token"}.get(head["kind"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from modkit.nn.blocks import ACTIVATIONS
-from modkit.builder.checkpoints import assign_state
-from modkit.builder.weight_table import Row, WeightTable
+from modkit.builder.hf.convert import assign_state
+from modkit.builder.hf.weight_table import Row, WeightTable
 from modkit.interfaces import CheckpointFormat
 from modkit.errors import ArtifactError
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from modkit.builder.checkpoints import assign_state
-from modkit.builder.weight_table import Row, WeightTable
+from modkit.builder.hf.convert import assign_state
+from modkit.builder.hf.weight_table import Row, WeightTable
 from modkit.errors import ArtifactError
 from modkit.interfaces import CheckpointFormat
 

@@ -22,7 +22,8 @@ from torch import nn
 
 from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
-from modkit.interfaces import Objective
+from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
+from modkit.manifest import TaskRecord
 from modkit.nn.losses import lm_loss
 
 from .formats import FIELDS, GROUPED, Layout, Row
@@ -49,13 +50,9 @@ def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.flatten(0, 1) if t is not None and t.dim() == 3 else t
 
 
-class Classify(nn.Module, Objective):
-    task = "classify"
-
+class ClassifyReader(ObjectiveReader):
     def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        self.tokenizer = tokenizer
+        super().__init__(options, backbone, tokenizer)
         self.format = options.format
         self.use_template = tokenizer.template is not None
         eos = tokenizer.special_id("eos")
@@ -66,25 +63,16 @@ class Classify(nn.Module, Objective):
             return [] if found is None or self.use_template else [found]
 
         self.start, self.delimiter, self.extract = role("bos", None), role("sep", eos), role("cls", eos)
-        self.pooling = options.pooling
-        if self.pooling == "auto":
-            self.pooling = "last" if getattr(backbone, "is_decoder", False) else "pooler"
         # segment ids only through a template (a decoder's token_type_ids would add embeddings)
         self.segments = self.use_template and self.format != "single" and takes_segments(backbone)
         pad = tokenizer.special_id("pad")
         self.pad_id = pad if pad is not None else (self.extract[0] if self.extract else 0)
         self.max_length: int | None = None  # set by load_data; the runtime truncates the same way
-        self.dropout = nn.Dropout(options.dropout)
-        self.head = nn.Linear(backbone.d_model, 1 if self.format == "choice" else len(options.labels))
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
 
     @property
     def layout(self) -> Layout:
         return Layout(self.format, self.use_template, tuple(self.start), tuple(self.delimiter), tuple(self.extract),
                       self.max_length or 10**9)
-
-    # -- data ----------------------------------------------------------------------------------
 
     def load_data(self, path, seq_len):
         o = self.options
@@ -129,7 +117,7 @@ class Classify(nn.Module, Objective):
         raise UserError(f"{where}: label {value!r} is not a choice: give an index 0..{len(choices) - 1} "
                         "or one of the choices' texts")
 
-    def _tensors(self, examples) -> dict[str, torch.Tensor]:
+    def tensors(self, examples) -> dict[str, torch.Tensor]:
         arrays = self.layout.arrays([rows for rows, _, _ in examples], self.pad_id)
         batch = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "token_type_ids" or self.segments}
         batch["labels"] = torch.tensor([label for _, label, _ in examples])
@@ -138,7 +126,7 @@ class Classify(nn.Module, Objective):
     def batch(self, data, batch_size, generator):
         picks = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
         examples = [data.train[i] for i in picks]
-        batch = self._tensors(examples)
+        batch = self.tensors(examples)
         if self.format == "choice":  # each candidate's own ids, (B, K, L): what `modkit preview` shows
             ids, mask = pad_batch([a for _, _, answers in examples for a in answers], self.pad_id)
             batch["choice_ids"] = ids.view(batch_size, -1, ids.shape[-1])
@@ -151,9 +139,31 @@ class Classify(nn.Module, Objective):
 
     def eval_batches(self, data, batch_size, limit):
         held = data.heldout[:limit]
-        return [self._tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
+        return [self.tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
 
-    # -- model ---------------------------------------------------------------------------------
+    def export_inputs(self, data):
+        batch = self.tensors((data.heldout or data.train)[:4])
+        del batch["labels"]
+        return batch
+
+    def heldout_classes(self, data):
+        if not data.heldout:
+            return None
+        batch = self.tensors(data.heldout)
+        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
+
+
+class ClassifyHead(nn.Module, ObjectiveHead):
+    def __init__(self, options, backbone, reader):
+        super().__init__()
+        self.options, self.reader = options, reader
+        self.pooling = options.pooling
+        if self.pooling == "auto":
+            self.pooling = "last" if getattr(backbone, "is_decoder", False) else "pooler"
+        self.dropout = nn.Dropout(options.dropout)
+        self.head = nn.Linear(backbone.d_model, 1 if options.format == "choice" else len(options.labels))
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
 
     def _forward(self, backbone, batch):
         extra = {"token_type_ids": _flat(batch["token_type_ids"])} if "token_type_ids" in batch else {}
@@ -168,28 +178,22 @@ class Classify(nn.Module, Objective):
             state = output.pooler_output
         else:
             state = output.last_hidden_state[:, 0]
-        if self.format == "similarity":  # both orders' states summed (GPT, figure 1)
+        if self.reader.format == "similarity":  # both orders' states summed (GPT, figure 1)
             state = state.view(attention_mask.shape[0], attention_mask.shape[1], -1).sum(1)
         logits = self.head(self.dropout(state))
-        if self.format == "choice":
+        if self.reader.format == "choice":
             logits = logits.view(attention_mask.shape[0], attention_mask.shape[1])
         return logits
-
-    def hf_head(self, backbone):
-        if self.format in GROUPED:
-            return None  # no transformers class reads a summed pair or per-choice scores from these weights
-        return {"kind": "sequence-classification", "weight": self.head.weight, "bias": self.head.bias,
-                "labels": list(self.options.labels), "pooling": self.pooling, "dropout": self.options.dropout}
 
     def loss(self, backbone, batch):
         out = self._forward(backbone, batch)
         logits = self.logits(backbone, out, batch["attention_mask"])
         loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.options.label_smoothing)
-        figures = {"cls_loss": loss.item(), "accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().item()}
+        figures = {"cls_loss": loss.detach(), "accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().detach()}
         if self.options.aux_lm_weight > 0:  # GPT's L3: the LM loss over every row the model read
             aux = lm_loss(backbone, out.last_hidden_state, _flat(batch["input_ids"]), _flat(batch["attention_mask"]))
             loss = loss + self.options.aux_lm_weight * aux
-            figures["lm_loss"] = aux.item()
+            figures["lm_loss"] = aux.detach()
         return loss, figures
 
     @torch.no_grad()
@@ -198,30 +202,33 @@ class Classify(nn.Module, Objective):
             return {}
         correct, device = 0, device_of(backbone)
         for i in range(0, len(data.heldout), 32):
-            batch = {k: v.to(device) for k, v in self._tensors(data.heldout[i: i + 32]).items()}
+            batch = {k: v.to(device) for k, v in self.reader.tensors(data.heldout[i: i + 32]).items()}
             pred = self.logits(backbone, self._forward(backbone, batch), batch["attention_mask"]).argmax(-1)
             correct += int((pred == batch["labels"]).sum())
         majority = Counter(label for _, label, _ in data.train or data.heldout).most_common(1)[0][0]
         figures = {"heldout_accuracy": correct / len(data.heldout),
                    "majority_baseline": sum(label == majority for _, label, _ in data.heldout) / len(data.heldout),
                    "heldout_examples": len(data.heldout)}
-        if self.format == "choice":
+        if self.reader.format == "choice":
             figures["chance_baseline"] = 1 / len(data.heldout[0][0])
         return figures
 
-    def export_inputs(self, data):
-        batch = self._tensors((data.heldout or data.train)[:4])
-        del batch["labels"]
-        return batch
 
-    def heldout_classes(self, data):
-        if not data.heldout:
-            return None
-        batch = self._tensors(data.heldout)
-        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
+class ClassifyExport(ObjectiveExport):
+    def hf_head(self, backbone):
+        if self.reader.format in GROUPED:
+            return None  # no transformers class reads a summed pair or per-choice scores from these weights
+        return {"kind": "sequence-classification", "weight": self.head.head.weight, "bias": self.head.head.bias,
+                "labels": list(self.options.labels), "pooling": self.head.pooling, "dropout": self.options.dropout}
 
-    def describe(self):
-        return {"task": self.task, "format": self.format,
-                "labels": list(self.options.labels) if self.options.labels else None,
-                "prepend_ids": self.start, "delimiter_ids": self.delimiter, "append_ids": self.extract,
-                "use_template": self.use_template, "pad_token_id": self.pad_id, "max_length": self.max_length}
+    def task_record(self, seq_len):
+        r = self.reader
+        return TaskRecord(task=self.task, format=r.format,
+                          labels=list(self.options.labels) if self.options.labels else None,
+                          prepend_ids=r.start, delimiter_ids=r.delimiter, append_ids=r.extract,
+                          use_template=r.use_template, pad_token_id=r.pad_id, max_length=seq_len)
+
+
+class Classify(Objective):
+    task = "classify"
+    Reader, Head, Export = ClassifyReader, ClassifyHead, ClassifyExport

@@ -14,7 +14,8 @@ from torch import nn
 from pathlib import Path
 
 from modkit.errors import UserError
-from modkit.interfaces import CachedDecoder, Objective
+from modkit.interfaces import CachedDecoder, Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
+from modkit.manifest import TaskRecord
 from modkit.nn.losses import lm_loss
 from modkit.tokenfile import CHUNK_BYTES, print_progress, token_file, windows
 
@@ -34,22 +35,8 @@ def _show_progress(path) -> bool:
     return Path(path).stat().st_size > 4 * CHUNK_BYTES
 
 
-class CausalLM(nn.Module, Objective):
-    task = "generate"
-    perplexity = True
+class CausalLMReader(ObjectiveReader):
     reads = "text"
-
-    def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def check_backbone(cls, backbone):
-        if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False) \
-                or not isinstance(backbone, CachedDecoder):
-            raise UserError(f"clm needs a decoder-only backbone that caches its keys and values (gpt, say); "
-                            f"{type(backbone).__name__} is not one (use seq2seq for encoder-decoders)")
 
     def _ids(self, path) -> np.ndarray:
         progress = print_progress(f"tokenizing {Path(path).name}") if _show_progress(path) else None
@@ -80,14 +67,6 @@ class CausalLM(nn.Module, Objective):
         starts = torch.randint(0, len(data.train) - data.seq_len, (batch_size,), generator=generator)
         return {"input_ids": _windows(data.train, starts.tolist(), data.seq_len)}
 
-    def loss(self, backbone, batch):
-        out = backbone(batch["input_ids"])
-        loss = lm_loss(backbone, out.last_hidden_state, batch["input_ids"], label_smoothing=self.options.label_smoothing)
-        return loss, {"lm_loss": loss.item()}
-
-    def logits(self, backbone, output, attention_mask):
-        return backbone.lm_logits(output.last_hidden_state)
-
     def export_inputs(self, data):
         src = data.heldout if len(data.heldout) >= 16 else data.train
         n = min(len(src) // 2, data.seq_len)
@@ -96,7 +75,23 @@ class CausalLM(nn.Module, Objective):
         mask[1, n * 3 // 4:] = 0  # one padded row, so the check covers masking
         return {"input_ids": ids, "attention_mask": mask}
 
-    def export(self, model, exporter, inputs):
+
+class CausalLMHead(nn.Module, ObjectiveHead):
+    def __init__(self, options, backbone, reader):
+        super().__init__()
+        self.options = options
+
+    def loss(self, backbone, batch):
+        out = backbone(batch["input_ids"])
+        loss = lm_loss(backbone, out.last_hidden_state, batch["input_ids"], label_smoothing=self.options.label_smoothing)
+        return loss, {"lm_loss": loss.detach()}
+
+    def logits(self, backbone, output, attention_mask):
+        return backbone.lm_logits(output.last_hidden_state)
+
+
+class CausalLMExport(ObjectiveExport):
+    def graphs(self, model, exporter, inputs):
         """model.onnx, plus the cached step graph the generate task decodes with."""
         figures = exporter.logits_graph(model, inputs)
         prompt = inputs["input_ids"][0][inputs["attention_mask"][0].bool()][:8].tolist()
@@ -105,5 +100,18 @@ class CausalLM(nn.Module, Objective):
     def hf_head(self, backbone):
         return {"kind": "causal-lm"}
 
-    def describe(self):
-        return {"task": self.task, "eos_token_id": self.tokenizer.special_id("eos")}
+    def task_record(self, seq_len):
+        return TaskRecord(task=self.task, eos_token_id=self.reader.tokenizer.special_id("eos"))
+
+
+class CausalLM(Objective):
+    task = "generate"
+    perplexity = True
+    Reader, Head, Export = CausalLMReader, CausalLMHead, CausalLMExport
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if not getattr(backbone, "is_decoder", False) or getattr(backbone, "is_encoder_decoder", False) \
+                or not isinstance(backbone, CachedDecoder):
+            raise UserError(f"clm needs a decoder-only backbone that caches its keys and values (gpt, say); "
+                            f"{type(backbone).__name__} is not one (use seq2seq for encoder-decoders)")

@@ -12,7 +12,8 @@ from torch import nn
 
 from modkit.data import pad_batch, read_jsonl, split_holdout
 from modkit.errors import UserError
-from modkit.interfaces import Objective
+from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
+from modkit.manifest import TaskRecord
 
 
 @dataclass
@@ -31,20 +32,11 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-class Embed(nn.Module, Objective):
-    task = "embed"
-
+class EmbedReader(ObjectiveReader):
     def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        self.tokenizer = tokenizer
+        super().__init__(options, backbone, tokenizer)
         self.pad_id = tokenizer.special_id("pad") or 0
         self.max_length: int | None = None
-
-    @classmethod
-    def check_backbone(cls, backbone):
-        if getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"embed needs an encoder or a decoder, not the encoder-decoder {type(backbone).__name__}")
 
     def encode(self, text: str) -> list[int]:
         """The template's ids (``[CLS] text [SEP]``); an empty text without a template is one pad."""
@@ -69,6 +61,24 @@ class Embed(nn.Module, Objective):
         picks = torch.randperm(len(data.train), generator=generator)[:batch_size].tolist()  # no pair twice
         return self.collate([data.train[i] for i in picks])
 
+    def eval_batches(self, data, batch_size, limit):
+        """Held-back pairs in order; each batch's other pairs are its negatives, as in training."""
+        held = data.heldout[:limit]
+        return [self.collate(held[i: i + batch_size]) for i in range(0, len(held), batch_size)
+                if len(held[i: i + batch_size]) >= 2]  # one pair alone has no negatives
+
+    def export_inputs(self, data):
+        batch = self.collate((data.heldout or data.train)[:4])
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+class EmbedHead(nn.Module, ObjectiveHead):
+    """Pooling only: no weights of its own."""
+
+    def __init__(self, options, backbone, reader):
+        super().__init__()
+        self.options, self.reader = options, reader
+
     def embed(self, backbone, ids, mask) -> torch.Tensor:
         return self.logits(backbone, backbone(ids, mask), mask)
 
@@ -78,30 +88,32 @@ class Embed(nn.Module, Objective):
         scores = self.options.scale * a @ b.T
         target = torch.arange(len(a))
         loss = F.cross_entropy(scores, target)
-        return loss, {"embed_loss": loss.item(), "pair_accuracy": (scores.argmax(-1) == target).float().mean().item()}
-
-    def eval_batches(self, data, batch_size, limit):
-        """Held-back pairs in order; each batch's other pairs are its negatives, as in training."""
-        held = data.heldout[:limit]
-        return [self.collate(held[i: i + batch_size]) for i in range(0, len(held), batch_size)
-                if len(held[i: i + batch_size]) >= 2]  # one pair alone has no negatives
+        return loss, {"embed_loss": loss.detach(), "pair_accuracy": (scores.argmax(-1) == target).float().mean().detach()}
 
     @torch.no_grad()
     def evaluate(self, backbone, data):
         """Held-back pairs: how often each text's own pair is the nearest of all their pairs."""
         if len(data.heldout) < 2:
             return {}
-        _, figures = self.loss(backbone, self.collate(data.heldout[:256]))
-        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
+        _, figures = self.loss(backbone, self.reader.collate(data.heldout[:256]))
+        return {"heldout_" + k: float(v) for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def logits(self, backbone, output, attention_mask):
         vectors = pool(output.last_hidden_state, attention_mask, self.options.pooling)
         return F.normalize(vectors, p=2, dim=-1) if self.options.normalize else vectors
 
-    def export_inputs(self, data):
-        batch = self.collate((data.heldout or data.train)[:4])
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def describe(self):
-        return {"task": self.task, "pad_token_id": self.pad_id, "max_length": self.max_length,
-                "pooling": self.options.pooling, "normalize": self.options.normalize}
+class EmbedExport(ObjectiveExport):
+    def task_record(self, seq_len):
+        return TaskRecord(task=self.task, pad_token_id=self.reader.pad_id, max_length=seq_len,
+                          pooling=self.options.pooling, normalize=self.options.normalize)
+
+
+class Embed(Objective):
+    task = "embed"
+    Reader, Head, Export = EmbedReader, EmbedHead, EmbedExport
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"embed needs an encoder or a decoder, not the encoder-decoder {type(backbone).__name__}")

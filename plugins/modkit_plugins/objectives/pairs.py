@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from modkit.segmentfile import has_paragraphs, paragraphs
 from modkit.tokenization import truncate_pair
 
 #: a sentence ends at . ! or ? after a character that is not one of them nor a space (so not at
@@ -18,14 +19,14 @@ def documents(text: str) -> list[list[str]]:
         documents(".. note:: Read this. Then that...  and more!")
         -> [['.. note:: Read this.', 'Then that...  and more!']]
     """
-    docs = []
-    blocks = re.split(r"\n\s*\n", text.strip())
-    for block in blocks if len(blocks) > 1 else text.splitlines():
-        flat = " ".join(block.split())
-        sentences = [s for s in _SENTENCE_END.split(flat) if s]
-        if sentences:
-            docs.append(sentences)
-    return docs
+    by_lines = not has_paragraphs(text)
+    return [found for found in map(sentences, paragraphs(text, by_lines)) if found]
+
+
+def sentences(document: str) -> list[str]:
+    """The sentences of one document, its whitespace runs made single spaces (what a segment
+    file of the corpus is split by: see :mod:`modkit.segmentfile`)."""
+    return [s for s in _SENTENCE_END.split(" ".join(document.split())) if s]
 
 
 def pair_ids(tokenizer, a: list[int], b: list[int] | None, max_length: int) -> tuple[list[int], list[int]]:

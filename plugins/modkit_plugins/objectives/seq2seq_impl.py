@@ -16,7 +16,8 @@ from torch import nn
 
 from modkit.data import device_of, pad_batch, split_holdout
 from modkit.errors import ArtifactError, UserError
-from modkit.interfaces import EncoderDecoder, Objective
+from modkit.interfaces import EncoderDecoder, Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
+from modkit.manifest import TaskRecord
 
 IGNORE = -100  # label of padding positions, skipped by the loss
 
@@ -28,36 +29,23 @@ class Seq2SeqData:
     heldout: "Seq2SeqData | None" = None  # every k-th pair, kept out of training for evaluate
 
 
-class Seq2Seq(nn.Module, Objective):
-    task = "seq2seq"
-    perplexity = True
-
+class Seq2SeqReader(ObjectiveReader):
     def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        self.tokenizer = tokenizer
+        super().__init__(options, backbone, tokenizer)
         cfg = backbone.config
         self.eos = tokenizer.special_id("eos")
         self.eos = cfg.eos_token_id if self.eos is None else self.eos
         pad = tokenizer.special_id("pad")
         self.pad = cfg.pad_token_id if pad is None else pad
         self.start = cfg.decoder_start_token_id
-        self.max_length: int | None = None  # source length, set by load_data for the runtime
         # ids past the tokenizer's vocabulary (T5's sentinels after span corruption) may be generated:
         # the runtime writes them as <extra_id_k>
         vocab_end = getattr(cfg, "vocab_size", 0) or 0
         self.past_vocab_base = vocab_end - 1 if vocab_end > tokenizer.vocab_size else None
 
-    @classmethod
-    def check_backbone(cls, backbone) -> None:
-        if not getattr(backbone, "is_encoder_decoder", False) or not isinstance(backbone, EncoderDecoder):
-            raise UserError(f"seq2seq needs an encoder-decoder backbone (bart or t5, say); "
-                            f"{type(backbone).__name__} is not one")
-
     def load_data(self, path: Path, seq_len: int) -> Seq2SeqData:
         opts = self.options
         target_len = opts.max_target_len or seq_len
-        self.max_length = seq_len
         sources, targets = [], []
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -107,7 +95,19 @@ class Seq2Seq(nn.Module, Objective):
         index = torch.randint(len(data.sources), (batch_size,), generator=generator).tolist()
         return self.collate(data, index)
 
-    def loss(self, backbone, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def export_inputs(self, data: Seq2SeqData) -> dict[str, torch.Tensor]:
+        batch = self.collate(data, list(range(min(4, len(data.sources)))))
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+class Seq2SeqHead(nn.Module, ObjectiveHead):
+    """The backbone's own vocabulary head: no weights of its own."""
+
+    def __init__(self, options, backbone, reader):
+        super().__init__()
+        self.options, self.reader = options, reader
+
+    def loss(self, backbone, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = backbone(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
                           batch["decoder_attention_mask"]).logits
         labels = batch["labels"]
@@ -116,7 +116,7 @@ class Seq2Seq(nn.Module, Objective):
         with torch.no_grad():
             real = labels != IGNORE
             accuracy = ((logits.argmax(-1) == labels) & real).sum() / real.sum()
-        return loss, {"loss": float(loss.detach()), "token_accuracy": float(accuracy)}
+        return loss, {"loss": loss.detach(), "token_accuracy": accuracy}
 
     @torch.no_grad()
     def evaluate(self, backbone, data: Seq2SeqData) -> dict[str, float]:
@@ -130,16 +130,16 @@ class Seq2Seq(nn.Module, Objective):
         was_training = backbone.training
         backbone.eval()
         try:
-            batch = {k: v.to(device_of(backbone)) for k, v in self.collate(data, list(range(n))).items()}
+            batch = {k: v.to(device_of(backbone)) for k, v in self.reader.collate(data, list(range(n))).items()}
             _, figures = self.loss(backbone, batch)
             width = batch["labels"].shape[1]
             out = backbone.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=width,
-                                    eos_token_id=self.eos, pad_token_id=self.eos,
-                                    decoder_start_token_id=self.start)[:, 1:]
+                                    eos_token_id=self.reader.eos, pad_token_id=self.reader.eos,
+                                    decoder_start_token_id=self.reader.start)[:, 1:]
             exact = sum(out[i, :len(t)].tolist() == t for i, t in enumerate(data.targets[:n]))
         finally:
             backbone.train(was_training)
-        figures = {**figures, "exact_match": exact / n, "examples": n}
+        figures = {**{k: float(v) for k, v in figures.items()}, "exact_match": exact / n, "examples": n}
         if prefix == "heldout_":
             del figures["loss"]  # the held-back loss is eval_loss
         return {prefix + k: v for k, v in figures.items()}
@@ -147,17 +147,27 @@ class Seq2Seq(nn.Module, Objective):
     def logits(self, backbone, output, attention_mask) -> torch.Tensor:
         return output.logits
 
-    def export_inputs(self, data: Seq2SeqData) -> dict[str, torch.Tensor]:
-        batch = self.collate(data, list(range(min(4, len(data.sources)))))
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def export(self, model, exporter, inputs) -> dict[str, Any]:
+class Seq2SeqExport(ObjectiveExport):
+    def graphs(self, model, exporter, inputs) -> dict[str, Any]:
         """The encoder/decoder pair the seq2seq task decodes with (no model.onnx)."""
         return exporter.encoder_decoder(model.backbone, inputs, max_new_tokens=self.options.max_new_tokens,
-                                        decoder_start_token_id=self.start, eos_token_id=self.eos)
+                                        decoder_start_token_id=self.reader.start, eos_token_id=self.reader.eos)
 
-    def describe(self) -> dict[str, Any]:
-        return {"task": self.task, "decoder_start_token_id": self.start, "eos_token_id": self.eos,
-                "pad_token_id": self.pad, "max_new_tokens": self.options.max_new_tokens,
-                "max_length": self.max_length,
-                **({"sentinel_base": self.past_vocab_base} if self.past_vocab_base is not None else {})}
+    def task_record(self, seq_len: int) -> TaskRecord:
+        r = self.reader
+        return TaskRecord(task=self.task, decoder_start_token_id=r.start, eos_token_id=r.eos, pad_token_id=r.pad,
+                          max_new_tokens=self.options.max_new_tokens, max_length=seq_len,
+                          **({"sentinel_base": r.past_vocab_base} if r.past_vocab_base is not None else {}))
+
+
+class Seq2Seq(Objective):
+    task = "seq2seq"
+    perplexity = True
+    Reader, Head, Export = Seq2SeqReader, Seq2SeqHead, Seq2SeqExport
+
+    @classmethod
+    def check_backbone(cls, backbone) -> None:
+        if not getattr(backbone, "is_encoder_decoder", False) or not isinstance(backbone, EncoderDecoder):
+            raise UserError(f"seq2seq needs an encoder-decoder backbone (bart or t5, say); "
+                            f"{type(backbone).__name__} is not one")

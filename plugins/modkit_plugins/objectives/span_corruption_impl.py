@@ -3,46 +3,41 @@ replaced by sentinels in the input and spelled out after them in the target.
 
 Sentinels are the tokenizer's ``<extra_id_0>``, ``<extra_id_1>``... when it has them, else the
 ids counted down from the end of the backbone's vocabulary (T5's ``extra_ids``).
+
+The text is read through a token file (:mod:`.textfiles`, the one clm reads): tokenized once
+into a memory map, so a corpus larger than memory trains with flat resident memory.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from modkit.data import device_of, pad_batch, read_text
+from modkit.data import device_of, pad_batch
 from modkit.errors import UserError
+from modkit.manifest import TaskRecord
 
 from .sentinels import decode_with_sentinels
-from .seq2seq_impl import IGNORE, Seq2Seq
+from .seq2seq_impl import IGNORE, Seq2Seq, Seq2SeqExport, Seq2SeqHead, Seq2SeqReader
 from .spans import corrupt, input_and_target_lengths, random_spans_noise_mask, span_lengths
+from .textfiles import ids_file
 
 
 @dataclass
 class TokenStream:
-    train: torch.Tensor
-    heldout: torch.Tensor
+    train: np.ndarray  # (N,) ids: slices of a memory-mapped token file
+    heldout: np.ndarray
     width: int  # raw tokens per window
 
 
-class SpanCorruption(Seq2Seq):
-    task = "seq2seq"
+class SpanCorruptionReader(Seq2SeqReader):
     reads = "text"
 
     def __init__(self, options, backbone, tokenizer):
         super().__init__(options, backbone, tokenizer)
         self.vocab_end = backbone.vocab_size
         self.named_sentinels = tokenizer.token_to_id("<extra_id_0>") is not None
-
-    @classmethod
-    def check_backbone(cls, backbone):
-        super().check_backbone(backbone)
-        if not hasattr(backbone.config, "extra_ids"):
-            raise UserError(f"span-corruption needs sentinel ids, which a t5 backbone reserves (extra_ids); "
-                            f"a {type(backbone).__name__} has none: use backbone t5")
-        if not backbone.config.extra_ids:
-            raise UserError("span-corruption needs sentinel ids, and the backbone's extra_ids is 0: write "
-                            "extra_ids = 100 under [backbone] (T5's count; the default), or leave extra_ids out")
 
     def sentinel(self, k: int) -> int:
         if self.named_sentinels:
@@ -54,13 +49,12 @@ class SpanCorruption(Seq2Seq):
 
     def load_data(self, path, seq_len):
         o = self.options
-        self.max_length = seq_len
         width, _ = input_and_target_lengths(seq_len, o.noise_density, o.mean_noise_span_length)
         spans = span_lengths(width, o.noise_density, o.mean_noise_span_length)[1]
         if not self.named_sentinels and self.vocab_end - spans - 1 < self.tokenizer.vocab_size:
             raise UserError(f"span-corruption needs {spans + 1} sentinel ids past the tokenizer's {self.tokenizer.vocab_size} "
                             f"tokens; the backbone's vocab_size is {self.vocab_end} (set extra_ids or vocab_size)")
-        ids = torch.tensor(self.tokenizer.encode(read_text(path)), dtype=torch.long)
+        ids = ids_file(self.tokenizer, path).ids
         cut = int(len(ids) * (1 - o.holdout))
         if cut < width + 1:
             raise UserError(f"{path}: {cut} training tokens, fewer than a window of {width + 1}")
@@ -83,12 +77,9 @@ class SpanCorruption(Seq2Seq):
         starts = torch.randint(0, len(data.train) - data.width + 1, (batch_size,), generator=generator).tolist()
         return self.corrupt_windows([data.train[s: s + data.width].tolist() for s in starts], generator)
 
-    def loss(self, backbone, batch):
-        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
-
     def load_eval_data(self, path, seq_len):
         data = self.load_data(path, seq_len)
-        return TokenStream(data.train[:0], torch.cat([data.train, data.heldout]), data.width)
+        return TokenStream(data.train[:0], ids_file(self.tokenizer, path).ids, data.width)
 
     @staticmethod
     def _heldout_windows(data: TokenStream, limit: int) -> list[list[int]]:
@@ -99,15 +90,6 @@ class SpanCorruption(Seq2Seq):
         windows = self._heldout_windows(data, limit)
         generator = torch.Generator().manual_seed(0)  # the same corruption at every evaluation
         return [self.corrupt_windows(windows[i: i + batch_size], generator) for i in range(0, len(windows), batch_size)]
-
-    @torch.no_grad()
-    def evaluate(self, backbone, data):
-        windows = self._heldout_windows(data, 32)
-        if not windows:
-            return {}
-        batch = self.corrupt_windows(windows, torch.Generator().manual_seed(0))
-        _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
-        return {"heldout_" + k: v for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
 
     def export_inputs(self, data):
         src = data.heldout if len(data.heldout) >= data.width else data.train
@@ -123,5 +105,35 @@ class SpanCorruption(Seq2Seq):
         """The id of ``<extra_id_0>`` when sentinels lie past the tokenizer's vocabulary."""
         return None if self.named_sentinels else self.vocab_end - 1
 
-    def describe(self):
-        return {**super().describe(), "sentinel_base": self.sentinel_base}
+
+class SpanCorruptionHead(Seq2SeqHead):
+    def loss(self, backbone, batch):
+        return super().loss(backbone, {k: v for k, v in batch.items() if not k.startswith("original_")})
+
+    @torch.no_grad()
+    def evaluate(self, backbone, data):
+        windows = self.reader._heldout_windows(data, 32)
+        if not windows:
+            return {}
+        batch = self.reader.corrupt_windows(windows, torch.Generator().manual_seed(0))
+        _, figures = self.loss(backbone, {k: v.to(device_of(backbone)) for k, v in batch.items()})
+        return {"heldout_" + k: float(v) for k, v in figures.items() if not k.endswith("loss")}  # the loss: eval_loss
+
+
+class SpanCorruptionExport(Seq2SeqExport):
+    def task_record(self, seq_len):
+        return TaskRecord(**{**super().task_record(seq_len).as_dict(), "sentinel_base": self.reader.sentinel_base})
+
+
+class SpanCorruption(Seq2Seq):
+    Reader, Head, Export = SpanCorruptionReader, SpanCorruptionHead, SpanCorruptionExport
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        super().check_backbone(backbone)
+        if not hasattr(backbone.config, "extra_ids"):
+            raise UserError(f"span-corruption needs sentinel ids, which a t5 backbone reserves (extra_ids); "
+                            f"a {type(backbone).__name__} has none: use backbone t5")
+        if not backbone.config.extra_ids:
+            raise UserError("span-corruption needs sentinel ids, and the backbone's extra_ids is 0: write "
+                            "extra_ids = 100 under [backbone] (T5's count; the default), or leave extra_ids out")

@@ -13,7 +13,8 @@ from torch import nn
 
 from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
-from modkit.interfaces import Objective
+from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
+from modkit.manifest import TaskRecord
 
 from .tagging import IGNORE, entity_scores, is_bio, token_labels
 
@@ -25,26 +26,12 @@ class Sentences:
     heldout: list[tuple[list[int], list[int], list[int]]]
 
 
-class TokenClassify(nn.Module, Objective):
-    task = "token-classify"
-
+class TokenClassifyReader(ObjectiveReader):
     def __init__(self, options, backbone, tokenizer):
-        nn.Module.__init__(self)
-        Objective.__init__(self, options, backbone, tokenizer)
-        self.tokenizer = tokenizer
+        super().__init__(options, backbone, tokenizer)
         pad = tokenizer.special_id("pad")
         self.pad_id = pad if pad is not None else 0
         self.max_length: int | None = None
-        self.dropout = nn.Dropout(options.dropout)
-        self.head = nn.Linear(backbone.d_model, len(options.tags))
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def check_backbone(cls, backbone):
-        if getattr(backbone, "is_encoder_decoder", False):
-            raise UserError(f"token-classify tags the positions of one stack; {type(backbone).__name__} "
-                            "is an encoder-decoder")
 
     @property
     def label_names(self) -> list[str]:
@@ -74,14 +61,14 @@ class TokenClassify(nn.Module, Objective):
             raise UserError(f"{path}: no training sentences left after holding back {o.holdout:.0%}")
         return Sentences(train, heldout)
 
-    def _tensors(self, sentences):
+    def tensors(self, sentences):
         ids, mask = pad_batch([s[0] for s in sentences], self.pad_id)
         labels, _ = pad_batch([s[1] for s in sentences], IGNORE)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def batch(self, data, batch_size, generator):
         picks = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
-        return self._tensors([data.train[i] for i in picks])
+        return self.tensors([data.train[i] for i in picks])
 
     def load_eval_data(self, path, seq_len):
         data = self.load_data(path, seq_len)
@@ -89,7 +76,21 @@ class TokenClassify(nn.Module, Objective):
 
     def eval_batches(self, data, batch_size, limit):
         held = data.heldout[:limit]
-        return [self._tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
+        return [self.tensors(held[i: i + batch_size]) for i in range(0, len(held), batch_size)]
+
+    def export_inputs(self, data):
+        batch = self.tensors((data.heldout or data.train)[:4])
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+class TokenClassifyHead(nn.Module, ObjectiveHead):
+    def __init__(self, options, backbone, reader):
+        super().__init__()
+        self.options, self.reader = options, reader
+        self.dropout = nn.Dropout(options.dropout)
+        self.head = nn.Linear(backbone.d_model, len(options.tags))
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
 
     def logits(self, backbone, output, attention_mask):
         return self.head(self.dropout(output.last_hidden_state))  # (B, T, tags)
@@ -100,8 +101,10 @@ class TokenClassify(nn.Module, Objective):
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                label_smoothing=self.options.label_smoothing)
         scored = labels != IGNORE
-        accuracy = (logits.argmax(-1)[scored] == labels[scored]).float().mean().item() if scored.any() else 0.0
-        return loss, {"tag_loss": loss.item(), "tag_accuracy": accuracy}
+        # the mean over no scored position is nan: 0, without reading the mask on the host
+        hits = (logits.argmax(-1) == labels) & scored
+        accuracy = hits.sum() / scored.sum().clamp(min=1)
+        return loss, {"tag_loss": loss.detach(), "tag_accuracy": accuracy.detach().float()}
 
     @torch.no_grad()
     def evaluate(self, backbone, data):
@@ -113,7 +116,7 @@ class TokenClassify(nn.Module, Objective):
         gold, predicted, device = [], [], device_of(backbone)
         for i in range(0, len(data.heldout), 32):
             part = data.heldout[i: i + 32]
-            batch = {k: v.to(device) for k, v in self._tensors(part).items()}
+            batch = {k: v.to(device) for k, v in self.reader.tensors(part).items()}
             best = self.logits(backbone, backbone(batch["input_ids"], batch["attention_mask"]),
                                batch["attention_mask"]).argmax(-1)
             for row, (_, labels, word_tags) in zip(best.tolist(), part):
@@ -129,15 +132,23 @@ class TokenClassify(nn.Module, Objective):
             figures.update(entity_scores(gold, predicted))
         return figures
 
-    def export_inputs(self, data):
-        batch = self._tensors((data.heldout or data.train)[:4])
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
+class TokenClassifyExport(ObjectiveExport):
     def hf_head(self, backbone):
-        return {"kind": "token-classification", "weight": self.head.weight, "bias": self.head.bias,
+        return {"kind": "token-classification", "weight": self.head.head.weight, "bias": self.head.head.bias,
                 "labels": list(self.options.tags), "pooling": None, "dropout": self.options.dropout}
 
-    def describe(self):
-        return {"task": self.task, "tags": list(self.options.tags), "pad_token_id": self.pad_id,
-                "max_length": self.max_length}
+    def task_record(self, seq_len):
+        return TaskRecord(task=self.task, tags=list(self.options.tags), pad_token_id=self.reader.pad_id,
+                          max_length=seq_len)
 
+
+class TokenClassify(Objective):
+    task = "token-classify"
+    Reader, Head, Export = TokenClassifyReader, TokenClassifyHead, TokenClassifyExport
+
+    @classmethod
+    def check_backbone(cls, backbone):
+        if getattr(backbone, "is_encoder_decoder", False):
+            raise UserError(f"token-classify tags the positions of one stack; {type(backbone).__name__} "
+                            "is an encoder-decoder")

@@ -106,7 +106,7 @@ class Adapters(PeftMethod):
         Houlsby kind (``double_seq_bn``): each ``<module>.adapters.<name>`` follows the
         role-carrying linear layer inside ``<module>`` (BERT's ``attention.output`` holds
         attn.o, ``output`` holds ffn.down), before the residual add and layer norm, as here."""
-        from modkit.builder.peft_folders import match_hf_parent
+        from modkit.builder.hf.peft_folders import match_hf_parent
         from modkit_plugins.peft.adapter import AdapterOptions
 
         hub = config.get("config")

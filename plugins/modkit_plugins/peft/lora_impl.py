@@ -127,7 +127,7 @@ class LoRA(PeftMethod):
     def from_hf_peft(cls, config: dict, weights: dict, model: nn.Module):
         """A Hugging Face PEFT LoRA folder: each PEFT module becomes the modkit layer(s) it is
         (a fused projection such as GPT-2's c_attn splits B's rows over q, k and v, with one A)."""
-        from modkit.builder.peft_folders import match_hf_modules
+        from modkit.builder.hf.peft_folders import match_hf_modules
 
         if config.get("peft_type") != "LORA":
             return None
@@ -161,7 +161,7 @@ class LoRA(PeftMethod):
         """LoRA layers as one PEFT LoRA folder. The scale goes into B (lora_alpha = r); a fused
         Hugging Face projection (c_attn) gets block-diagonal factors of rank sum(r), which is
         exactly the q, k and v updates side by side."""
-        from modkit.builder.peft_folders import PEFT_PREFIX, find_in_hf_weights
+        from modkit.builder.hf.peft_folders import PEFT_PREFIX, find_in_hf_weights
 
         wrappers = [m for m in model.modules() if isinstance(m, LoRALinear) and not m.merged]
         if not wrappers:

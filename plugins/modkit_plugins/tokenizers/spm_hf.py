@@ -17,7 +17,8 @@ import regex
 from modkit import ArtifactError
 
 from .spm_normalize import CharsMap
-from .spm_segment import UNK_PENALTY, RankedBPE, Unigram, build_trie
+from .spm_segment import UNK_PENALTY, RankedBPE, build_trie
+from .spm_unigram import Unigram
 
 # what Rust's char::is_whitespace takes for whitespace (Unicode White_Space)
 _WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"

@@ -16,7 +16,8 @@ from .base import AddedToken, SubwordTokenizer
 from .spm_normalize import SPACE, Normalizer
 from .spm_proto import (BPE, BYTE, CONTROL, MODEL_TYPES, NORMAL, UNIGRAM, UNKNOWN, UNUSED, USER_DEFINED,
                         ModelProto, serialize_model)
-from .spm_segment import UNK_PENALTY, ScoredBPE, Unigram, build_trie
+from .spm_segment import UNK_PENALTY, ScoredBPE, build_trie, word_splitter
+from .spm_unigram import Unigram
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")
 _FLT_MIN = 1.1754943508222875e-38  # sentencepiece starts its max_score there (a C float's FLT_MIN)
@@ -96,9 +97,11 @@ class SentencePieceTokenizer(SubwordTokenizer):
     def _make_segmenter(self, user_defined: frozenset[str]):
         pieces = self.model.pieces
         in_trie = [(p, i) for i, (p, _, kind) in enumerate(pieces) if kind in (NORMAL, USER_DEFINED, UNUSED)]
+        space = SPACE if self.model.normalizer.escape_whitespaces else " "
         if self.model.trainer.model_type == BPE:
             return ScoredBPE(dict(reversed(in_trie)), [s for _, s, _ in pieces], self._unk_id, user_defined,
-                             frozenset(i for i, (_, _, kind) in enumerate(pieces) if kind == UNUSED))
+                             frozenset(i for i, (_, _, kind) in enumerate(pieces) if kind == UNUSED),
+                             word_splitter((p for p, _ in in_trie), space))
         normal = [s for _, s, kind in pieces if kind == NORMAL]
         min_score = min(normal, default=0.0)
         max_score = max(normal + [_FLT_MIN])
@@ -107,8 +110,20 @@ class SentencePieceTokenizer(SubwordTokenizer):
             if kind == USER_DEFINED:  # always chosen: sentencepiece's `length * max_score_ - 0.1`
                 score = _f32(_f32(len(piece.encode("utf-8")) * max_score) - _f32(0.1))
             scores.append(score)
-        trie = build_trie((p, i) for p, i in in_trie if pieces[i][2] != UNUSED)
-        return Unigram(trie, scores, self._unk_id, min_score - UNK_PENALTY, float32_paths=self.float32_scoring)
+        in_trie = [(p, i) for p, i in in_trie if pieces[i][2] != UNUSED]
+        return Unigram(build_trie(in_trie), scores, self._unk_id, min_score - UNK_PENALTY,
+                       float32_paths=self.float32_scoring, split=word_splitter((p for p, _ in in_trie), space))
+
+    @property
+    def word_cache(self) -> bool:
+        """Whether encoding keeps each word's segmentation for the next time the word comes
+        (where the pieces allow: none crosses the start of a word). On by default; the ids
+        are the same either way."""
+        return self._segmenter.use_cache
+
+    @word_cache.setter
+    def word_cache(self, on: bool) -> None:
+        self._segmenter.use_cache = bool(on)
 
     # -- encoding -----------------------------------------------------------------------
     def _spans(self, normalized: str, segmentation=None) -> list[tuple[int, int, int]]:
@@ -133,20 +148,28 @@ class SentencePieceTokenizer(SubwordTokenizer):
         """(id, start, end) of the tokens of a stretch of text without added tokens; the
         offsets only when ``aligned``."""
         if not aligned:
-            return [(i, 0, 0) for _, _, i in self._spans(self.normalizer.normalize(text))]
+            return [(i, 0, 0) for i in self._ids(text, first)]
         normalized, origin = self.normalizer.normalize_aligned(text)
         return [(i, origin[start], origin[end]) for start, end, i in self._spans(normalized)]
 
+    def _ids(self, text: str, first: bool) -> list[int]:
+        """The ids of a stretch of text without added tokens (``first``: at the start of the text)."""
+        normalized = self.normalizer.normalize(text)
+        ids = self._segmenter.ids(normalized)  # None where unknown characters need _spans
+        return ids if ids is not None else [i for _, _, i in self._spans(normalized)]
+
     def encode_ordinary(self, text: str) -> list[int]:
-        return [i for i, _, _ in self._section(text, True, False)]
+        return self._ids(text, True)
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        if not (self._passes_all if allow_special else self._passes_plain):  # no added token to look for
+            return self._ids(text, True)
         ids: list[int] = []
         for segment, is_added, start, _ in self._segments_at(text, allow_special):
             if is_added:
                 ids.append(self.vocab[segment])
             else:
-                ids.extend(i for i, _, _ in self._section(segment, start == 0, False))
+                ids += self._ids(segment, start == 0)
         return ids
 
     def encode_with_offsets(self, text: str, *, allow_special: bool = False):
@@ -286,6 +309,11 @@ class HubSentencePieceTokenizer(SentencePieceTokenizer):
             for start, end, piece_id in self._model.spans(word.text):
                 out.append((piece_id, word.origin[start], word.origin[end]))
         return out
+
+    word_cache = False  # Hugging Face's pre-tokenizer hands the model one word at a time, uncached
+
+    def _ids(self, text: str, first: bool) -> list[int]:
+        return [i for i, _, _ in self._section(text, first, False)]
 
     def normalize(self, text: str) -> str:
         return self._normalize(self._aligned.of(text)).text

@@ -82,10 +82,11 @@ class CharsMap:
             bases, keys, origins = np.array(next_bases, dtype=np.int64), next_keys, next_origins
         return found
 
-    def fast_tables(self) -> tuple[dict[int, str], re.Pattern | None]:
+    def fast_tables(self) -> tuple[dict[int, str], re.Pattern | None, bool]:
         """For normalising without a walk at every character: the replacement of every
-        one-character key (a ``str.translate`` table), and a pattern that finds where a key of
-        two or more characters may start (a first character followed by a possible second)."""
+        one-character key (a ``str.translate`` table), a pattern that finds where a key of
+        two or more characters may start (a first character followed by a possible second),
+        and whether that pattern can match ASCII text."""
         import numpy as np
 
         units = np.array(self._units, dtype=np.int64)
@@ -98,12 +99,17 @@ class CharsMap:
                 single[ord(char)] = found[0]
         seconds = self._next_chars(np, units, offsets, [base for _, _, base in firsts])
         if not seconds:
-            return single, None
+            return single, None, False
         longer_firsts = {firsts[origin][1] for origin, _, _ in seconds}
 
         def klass(chars):
             return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
-        return single, re.compile(klass(longer_firsts) + klass({char for _, char, _ in seconds}))
+        # the second character first: the regex engine then scans for that set alone (rare
+        # characters, combining marks), where a leading first-character set (letters) would
+        # stop it at every letter
+        second = {char for _, char, _ in seconds}
+        pattern = re.compile(f"{klass(second)}(?<={klass(longer_firsts)}{klass(second)})")
+        return single, pattern, any(char.isascii() for char in second)
 
     def match(self, text: str, at: int) -> tuple[str, int] | None:
         """(replacement, length in characters) of the longest key at ``text[at:]``, or None."""
@@ -182,7 +188,8 @@ class Normalizer:
         # the fast path: one-character replacements by str.translate, whitespace by regex; the
         # unit-by-unit walk where a longer key may match, or user-defined symbols are in play,
         # or a replacement holds two spaces (which unit-by-unit handling keeps)
-        self._translate, self._longer = self.charsmap.fast_tables() if self.charsmap else ({}, None)
+        self._translate, self._longer, self._longer_in_ascii = (self.charsmap.fast_tables() if self.charsmap
+                                                                else ({}, None, False))
         self._fast = not self.user_defined and not any("  " in r for r in self._translate.values())
         self._special = re.compile("[" + "".join(re.escape(c) for c in sorted(starts)) + "]")
         self._space = SPACE if spec.escape_whitespaces else " "
@@ -213,12 +220,16 @@ class Normalizer:
         return units
 
     def normalize(self, text: str) -> str:
-        if not self._fast or (self._longer is not None and self._longer.search(text)):
+        longer = self._longer
+        if not self._fast or (longer is not None and (self._longer_in_ascii or not text.isascii())
+                              and longer.search(text)):
             return self.normalize_aligned(text)[0]
         spec = self.spec
         out = text.translate(self._translate)
         if spec.remove_extra_whitespaces:
-            out = _SPACE_RUNS.sub(" ", out).lstrip(" ")
+            if "  " in out:
+                out = _SPACE_RUNS.sub(" ", out)
+            out = out.lstrip(" ")
         if spec.escape_whitespaces:
             out = out.replace(" ", SPACE)
         if spec.add_dummy_prefix and (out if spec.remove_extra_whitespaces else text):

@@ -1,15 +1,16 @@
-"""Cutting normalized text into pieces: Unigram (Viterbi over piece scores) and SentencePiece
-BPE (merges by score). Both give ``(start, end, id)`` spans of the normalized text, with
-the unk id where nothing in the vocabulary covers a character."""
+"""Cutting normalized text into pieces: SentencePiece BPE (merges by score) and Hugging Face's
+BPE (merges by rank), and what Unigram (:mod:`.spm_unigram`) shares with them. Each gives
+``(start, end, id)`` spans of the normalized text, with the unk id where nothing in the
+vocabulary covers a character."""
 from __future__ import annotations
 
 import heapq
-import random
-from array import array
+import re
 from typing import Iterable
 
 _END = ""  # the key under which a trie node keeps the id of the piece ending there
 UNK_PENALTY = 10.0  # sentencepiece's kUnkPenalty: an unknown character scores min_score - 10
+CACHE_LIMIT = 1 << 16  # words a segmenter keeps; it starts again from empty when full
 
 
 def build_trie(pieces: Iterable[tuple[str, int]]) -> dict:
@@ -23,136 +24,70 @@ def build_trie(pieces: Iterable[tuple[str, int]]) -> dict:
     return root
 
 
-def _with_scores(trie: dict, scores: list[float]) -> dict:
-    """A copy of ``trie`` whose nodes hold (id, score) of their piece, one lookup fewer per step."""
-    return {key: (child, scores[child]) if key == _END else _with_scores(child, scores)
-            for key, child in trie.items()}
-
-
-class Unigram:
-    """Viterbi segmentation as sentencepiece's ``EncodeOptimized`` does it.
-
-    ``scores[id]`` is each piece's score; ``trie`` holds the pieces a segmentation may use.
-    ``float32_paths``: add and compare path scores in float32, as sentencepiece does, so two
-    paths whose real sums differ by a rounding step can tie; Hugging Face's ``tokenizers``
-    uses doubles. Ties go to the first candidate seen (earlier start, then shorter piece), as
-    in both.
-    """
-
-    def __init__(self, trie: dict, scores: list[float], unk_id: int, unk_score: float, *,
-                 float32_paths: bool):
-        self.trie = trie
-        self.scores = scores
-        self.unk_id = unk_id
-        self.float32_paths = float32_paths
-        self.unk_score = self._round(unk_score)
-        self._scored_trie = _with_scores(trie, scores)
-
-    def _round(self, value: float) -> float:
-        return array("f", [value])[0] if self.float32_paths else value
-
-    def segment(self, text: str) -> list[tuple[int, int, int]]:
-        n = len(text)
-        if not n:
-            return []
-        minus_inf = float("-inf")  # nothing reaches there yet: the first candidate always wins
-        best = array("f", [minus_inf]) * (n + 1) if self.float32_paths else [minus_inf] * (n + 1)
-        best[0] = 0.0
-        rounded = array("f", [0.0]) if self.float32_paths else [0.0]
-        starts = [-1] * (n + 1)
-        ids = [0] * (n + 1)
-        trie, unk_id, unk_score = self._scored_trie, self.unk_id, self.unk_score
-        for i in range(n):
-            here = best[i]
-            node = trie
-            single = False
-            j = i
-            while j < n:
-                node = node.get(text[j])
-                if node is None:
-                    break
-                j += 1
-                scored = node.get(_END)
-                if scored is None:
-                    continue
-                rounded[0] = scored[1] + here
-                candidate = rounded[0]
-                if candidate > best[j]:
-                    best[j] = candidate
-                    starts[j] = i
-                    ids[j] = scored[0]
-                if j == i + 1:
-                    single = True
-            if not single:
-                rounded[0] = unk_score + here
-                candidate = rounded[0]
-                if candidate > best[i + 1]:
-                    best[i + 1] = candidate
-                    starts[i + 1] = i
-                    ids[i + 1] = unk_id
-        spans = []
-        end = n
-        while end > 0:
-            start = starts[end]
-            spans.append((start, end, ids[end]))
-            end = start
-        spans.reverse()
-        return spans
-
-    def sample(self, text: str, alpha: float, rng: random.Random) -> list[tuple[int, int, int]]:
-        """One segmentation drawn with probability proportional to exp(alpha * score), by
-        forward filtering and backward sampling over the lattice (Kudo 2018, nbest_size -1)."""
-        import math
-
-        n = len(text)
-        if not n:
-            return []
-        edges: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]  # by end: (start, id, score)
-        for i in range(n):
-            node = self.trie
-            single = False
-            j = i
-            while j < n:
-                node = node.get(text[j])
-                if node is None:
-                    break
-                j += 1
-                piece_id = node.get(_END)
-                if piece_id is not None:
-                    edges[j].append((i, piece_id, self.scores[piece_id]))
-                    single = single or j == i + 1
-            if not single:
-                edges[i + 1].append((i, self.unk_id, self.unk_score))
-        alphas = [0.0] + [-math.inf] * n  # log of the summed weight of all paths to each position
-        for j in range(1, n + 1):
-            terms = [alphas[i] + alpha * score for i, _, score in edges[j]]
-            top = max(terms)
-            alphas[j] = top + math.log(sum(math.exp(t - top) for t in terms))
-        spans = []
-        end = n
-        while end > 0:
-            weights = [math.exp(alphas[i] + alpha * score - alphas[end]) for i, _, score in edges[end]]
-            start, piece_id, _ = rng.choices(edges[end], weights)[0]
-            spans.append((start, end, piece_id))
-            end = start
-        spans.reverse()
-        return spans
+def word_splitter(pieces: Iterable[str], space: str):
+    """``findall`` cutting text into words (a run of ``space`` and what follows), where no
+    piece can cross into the next word: None where a piece holds ``space`` right after
+    another character (sentencepiece's ``split_by_whitespace`` off, a user-defined symbol
+    with a space inside)."""
+    if any(space in piece.lstrip(space) for piece in pieces):
+        return None
+    s = re.escape(space)
+    return re.compile(f"{s}*[^{s}]+|{s}+").findall
 
 
 class ScoredBPE:
     """sentencepiece's BPE: start from characters (a user-defined symbol is one frozen
     symbol), merge the adjacent pair whose joined piece scores highest (the leftmost on a
     tie) until none joins into a piece. An ``unused`` piece may be merged through but is cut
-    back into the two pieces it was made of."""
+    back into the two pieces it was made of.
+
+    ``split``: cuts text into words no merge crosses (see :func:`word_splitter`); each word's
+    pieces are then cached (``use_cache``), as merges in one word never touch another. Not
+    with ``unused`` pieces: sentencepiece cuts one back the way it was last made anywhere in
+    the text.
+    """
 
     def __init__(self, piece_ids: dict[str, int], scores: list[float], unk_id: int,
-                 user_defined: frozenset[str], unused: frozenset[int]):
+                 user_defined: frozenset[str], unused: frozenset[int], split=None):
         self.piece_ids = piece_ids
         self.scores = scores
         self.unk_id = unk_id
         self.user_defined = user_defined
         self._longest_user = max((len(s) for s in user_defined), default=0)
         self.unused = unused
+        self._split = None if unused else split
+        self.use_cache = True  # where ``_split`` allows it
+        self._cache: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]] = {}
+
+    def segment(self, text: str) -> list[tuple[int, int, int]]:
+        """(start, end, id) of each piece of ``text``."""
+        if not (self.use_cache and self._split):
+            return self._merge(text)
+        spans: list[tuple[int, int, int]] = []
+        at = 0
+        for word, (_, word_spans) in zip(*self._words(text)):
+            spans += [(at + a, at + b, i) for a, b, i in word_spans] if at else word_spans
+            at += len(word)
+        return spans
+
+    def ids(self, text: str) -> list[int] | None:
+        """The ids of :meth:`segment`, or None where an unknown piece is among them."""
+        if not (self.use_cache and self._split):
+            ids = [i for _, _, i in self._merge(text)]
+        else:
+            ids = [i for word_ids, _ in self._words(text)[1] for i in word_ids]
+        return None if self.unk_id in ids else ids
+
+    def _words(self, text: str) -> tuple[list[str], list]:
+        words = self._split(text)
+        cache = self._cache
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        for word in words:
+            if word not in cache:
+                spans = tuple(self._merge(word))
+                cache[word] = tuple(i for _, _, i in spans), spans
+        return words, list(map(cache.__getitem__, words))
 
     def _symbols(self, text: str) -> tuple[list[str], list[bool]]:
         symbols, frozen = [], []
@@ -170,7 +105,7 @@ class ScoredBPE:
                 i += 1
         return symbols, frozen
 
-    def segment(self, text: str) -> list[tuple[int, int, int]]:
+    def _merge(self, text: str) -> list[tuple[int, int, int]]:
         symbols, frozen = self._symbols(text)
         n = len(symbols)
         prev = list(range(-1, n - 1))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modkit.builder.export import ParityError, onnx_export
+from modkit.builder.export.onnx import ParityError, onnx_export
 from modkit.interfaces import capabilities_of
 from modkit.nn.generation import generate
 from modkit.runtime import greedy_with_past, make_session

@@ -12,17 +12,18 @@ from torch import nn
 class WeightedObjectives(nn.Module):
     """A stage's objectives as one module over ``(name, objective, weight)`` parts, so that the
     module DDP and torch.compile wrap holds every objective's head (DDP averages only the
-    gradients of the parameters it was given). ``batch`` draws one batch per objective, from
-    the list of the parts' data; ``forward`` is the weighted sum of their losses."""
+    gradients of the parameters it was given). ``batch`` draws one batch per objective (by its
+    reader), from the list of the parts' data; ``forward`` is the weighted sum of their losses."""
 
     def __init__(self, parts: list[tuple[str, Any, float]]):
         super().__init__()
         self.names = [name for name, _, _ in parts]
-        self.parts = nn.ModuleList(objective for _, objective, _ in parts)
+        self.parts = nn.ModuleList(objective.head for _, objective, _ in parts)
+        self.readers = [objective.reader for _, objective, _ in parts]
         self.weights = [float(weight) for _, _, weight in parts]
 
     def batch(self, data: list, batch_size: int, generator) -> list[dict]:
-        return [obj.batch(d, batch_size, generator) for obj, d in zip(self.parts, data)]
+        return [reader.batch(d, batch_size, generator) for reader, d in zip(self.readers, data)]
 
     def forward(self, backbone: nn.Module, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the weighted sum to train on, each objective's own loss, detached). The own losses

@@ -25,11 +25,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modkit.builder.device import Precision, cpu_state, map_tensors, to_device
-from modkit.builder.multi import WeightedObjectives
-from modkit.builder.optim import stage_optimizer
-from modkit.builder.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
-                                     release, save_sharded, shard)
+from modkit.builder.training.device import Precision, cpu_state, map_tensors, to_device
+from modkit.builder.training.multi import WeightedObjectives
+from modkit.builder.training.optim import stage_optimizer
+from modkit.builder.training.sharding import (block_class, blocks_of, checkpoint_activations, gather_into, load_sharded,
+                                              release, save_sharded, shard)
 from modkit.errors import UserError
 from modkit.fileio import atomic_path, atomic_write_text
 
@@ -90,7 +90,9 @@ class _StageLoss(nn.Module):
     def __init__(self, backbone: nn.Module, objective):
         super().__init__()
         self.backbone = backbone
-        self.objective = objective
+        self.objective = objective if isinstance(objective, WeightedObjectives) else objective.head
+        #: draws a step's batch on the CPU: the objective's reader (one batch per objective for several)
+        self.draw = objective.batch if isinstance(objective, WeightedObjectives) else objective.reader.batch
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(self.objective, WeightedObjectives):
@@ -284,7 +286,7 @@ def train_stage(
     for step in range(start, stage.steps):
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(step_seed(seed, index, step))
-        drawn = objective.batch(data, stage.batch_size * stage.accumulate, generator)
+        drawn = whole.draw(data, stage.batch_size * stage.accumulate, generator)
         lr = training.set_lr(step)
         optimizer.zero_grad(set_to_none=True)
         summed = None  # the step's loss and each objective's, summed over micro-batches on the device

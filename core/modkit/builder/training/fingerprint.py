@@ -20,7 +20,8 @@ FILE = "fingerprint.json"
 #: where the run happens, where its figures are reported and what is written at its end, not
 #: what it trains: free to change on resume
 _FREE = ("name", "device", "compile", "export", "track")
-_FREE_IN_STAGE = ("checkpoint_every",)
+#: recomputing activations in the backward pass gives the same gradients (dropout's masks too)
+_FREE_IN_STAGE = ("checkpoint_every", "activation_checkpointing")
 
 
 def fingerprint(spec: Spec) -> dict[str, Any]:

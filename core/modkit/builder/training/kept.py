@@ -13,7 +13,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from modkit.builder.device import cpu_state
+from modkit.builder.training.device import cpu_state
 from modkit.fileio import atomic_path, atomic_write_text
 
 

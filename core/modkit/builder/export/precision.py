@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modkit.builder.optimize import half_graph, quantize_graph
+from modkit.builder.export.optimize import half_graph, quantize_graph
 from modkit.runtime import make_session
 from modkit.runtime.artifact import graph_file
 from modkit.runtime.decoders import CachedLM, CachedSeq2Seq

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from modkit.builder.optimize import optimize_graph
+from modkit.builder.export.optimize import optimize_graph
 from modkit.errors import ModkitError
 from modkit.fileio import atomic_path
 from modkit.nn.model import ExportGraph, ModkitModel
@@ -30,7 +30,7 @@ def onnx_export(module: torch.nn.Module, args: Sequence[torch.Tensor], path: Pat
                 output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int,
                 optimize: str = "none") -> Path:
     """Trace ``module`` on ``args`` in eval mode and write the graph to ``path`` atomically,
-    optimised at level ``optimize`` (:mod:`modkit.builder.optimize`); every submodule's mode is
+    optimised at level ``optimize`` (:mod:`modkit.builder.export.optimize`); every submodule's mode is
     as before afterwards.
 
     Every graph modkit writes goes through here. The TorchScript exporter (``dynamo=False``)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from modkit.builder.device import _DTYPES
+from modkit.builder.training.device import _DTYPES
 from modkit.fileio import atomic_write_text, cache_folder
 
 #: square products timed, per device type: big enough for the kernels' full rate, short

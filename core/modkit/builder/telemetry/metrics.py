@@ -1,9 +1,9 @@
 """What a build measures while it trains: OUT/metrics.jsonl and model-FLOPs utilisation.
 
 MFU is the model FLOPs a second over the peak of the processes' devices
-(:mod:`modkit.builder.peak`: each process measures its device's, in the training precision,
+(:mod:`modkit.builder.telemetry.peak`: each process measures its device's, in the training precision,
 with the training thread count). The model FLOPs per token are counted by torch on the stage's
-first step (see :func:`modkit.builder.train.flop_counter`): matrix products and attention, and
+first step (see :func:`modkit.builder.training.engine.flop_counter`): matrix products and attention, and
 only what the step computes (an embedding lookup costs none, a frozen weight gets no gradient).
 Where nothing was counted (a compiled model), the estimate 4·N + 2·T per token stands in.
 """
