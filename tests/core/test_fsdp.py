@@ -218,7 +218,12 @@ def test_fsdp_on_a_gpu_with_bf16_and_cpu_offload_trains(tmp_path):
     spec = lm_spec(tmp_path, steps=4, extra_top='device = "cuda"\nprecision = "bf16"\ncpu_offload = true')
     done = cli_build(spec, tmp_path / "out", "--nproc", str(n), "--strategy", "fsdp")
     assert done.returncode == 0, done.stderr[-3000:]
-    training = json.loads((tmp_path / "out" / "manifest.json").read_text())["training"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    training = manifest["training"]
     assert (training["strategy"], training["processes"], training["cpu_offload"]) == ("fsdp", n, True)
+    # each process's peak of tensor memory on its own GPU
+    peaks = manifest["stages"][0]["peak_memory"]
+    assert [p["device"] for p in peaks] == [f"cuda:{r}" for r in range(n)]
+    assert all(p["peak_allocated_bytes"] > 0 for p in peaks)
     weights = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())
