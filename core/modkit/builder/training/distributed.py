@@ -47,8 +47,16 @@ def start_process_group(device: torch.device, world: int, *, alone: bool = False
 
 
 def end_process_group() -> None:
+    """Tear the group down while the interpreter is whole. FSDP's modules can hold the group in
+    reference cycles; collected only at exit, they would destroy a gloo group during
+    interpreter finalization, where its threads freeing tensors abort the process (SIGABRT,
+    "terminate called without an active exception": about 1 in 8 two-process FSDP builds here
+    before). So the cycles are collected first."""
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()
     dist.destroy_process_group()
 
 
