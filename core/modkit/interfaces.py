@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence, runtime_checkable
 
 from modkit.fileio import atomic_write_text
+from modkit.manifest import TaskRecord
 from modkit.objectives import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
@@ -370,6 +371,11 @@ class Task:
     optional_fields: ClassVar[tuple[str, ...]] = ()
     #: the artifact's ONNX files this task runs; the runtime opens them when it loads
     graphs: ClassVar[tuple[str, ...]] = ("model.onnx",)
+    #: the model of this task's record (a :class:`~modkit.manifest.TaskRecord` subclass that
+    #: types the fields ``run`` reads): the runtime reads the manifest's record through it when
+    #: it loads, so a record without them fails there, naming the field; the build checks its
+    #: objective's record against it before writing the artifact
+    record: ClassVar[type[TaskRecord]] = TaskRecord
 
     def __init__(self, artifact: Any):
         self.artifact = artifact

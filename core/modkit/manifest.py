@@ -132,6 +132,18 @@ class TaskRecord(_Record):
         """The fields that were given (what the manifest stores)."""
         return self.model_dump(exclude_unset=True)
 
+    def typed(self, record_type: type[TaskRecord], where: str) -> TaskRecord:
+        """This record read as ``record_type``, the model of the task that serves it (its
+        ``Task.record``): a field that task needs and the record lacks, or holds as the wrong
+        type, is an :class:`ArtifactError` naming ``where`` and the field."""
+        try:
+            return record_type.model_validate(self.as_dict())
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise ArtifactError(f"{where}: task.{field}: {first['msg']} (the {self.task!r} task's record, "
+                                f"{record_type.__name__})") from None
+
     def __getitem__(self, key: str) -> Any:
         return self.as_dict()[key]
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import modkit
+from modkit.errors import ArtifactError
 from modkit.manifest import MANIFEST_VERSION, Manifest, is_artifact_path
 
 SHA = "0" * 64
@@ -81,3 +82,17 @@ def test_the_artifact_a_build_writes_is_its_manifest_read_back(tmp_path):
     [peak] = read.stages[0].peak_memory  # one process: one record
     assert (peak.rank, peak.device, peak.rss_since) == (0, "cpu", "stage start")
     assert peak.peak_rss_bytes >= peak.start_rss_bytes > 0 and peak.peak_allocated_bytes is None
+
+
+def test_a_task_reads_the_record_through_its_own_model_naming_a_missing_or_mistyped_field():
+    from modkit.manifest import TaskRecord
+    from modkit_plugins.objectives.records import TokenClassifyRecord
+
+    given = TaskRecord(task="token-classify", tags=["O", "B-X"], max_length=16, later_key=1)
+    typed = given.typed(TokenClassifyRecord, "out/manifest.json")
+    assert typed.tags == ["O", "B-X"] and typed.pad_token_id == 0 and typed["later_key"] == 1
+    assert typed.as_dict() == given.as_dict()  # the manifest keeps what was given, no defaults added
+    with pytest.raises(ArtifactError, match=r"out/manifest.json: task.tags: Field required"):
+        TaskRecord(task="token-classify").typed(TokenClassifyRecord, "out/manifest.json")
+    with pytest.raises(ArtifactError, match=r"task.tags: Input should be a valid list"):
+        TaskRecord(task="token-classify", tags="O").typed(TokenClassifyRecord, "out/manifest.json")

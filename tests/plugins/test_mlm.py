@@ -12,6 +12,7 @@ import torch
 import modkit
 from modkit import load_tokenizer
 from modkit.builder.build import build
+from modkit.errors import ArtifactError
 from modkit.runtime import Runtime
 from modkit_plugins.objectives.masking import IGNORE, mask_tokens, word_starts
 from specs import build_from_checkpoint
@@ -132,6 +133,17 @@ lr = 3e-3
     tok = load_tokenizer(tmp_path / "out")
     assert all(f["sequence"] == tok.decode(tok.encode("the") + [f["token"]] + tok.encode("module"),
                                            skip_special_tokens=True) for f in fills)
+    # the runtime reads the record through the task's own model: typed, and a missing field named at load
+    from modkit_plugins.objectives.records import FillMaskRecord
+
+    loaded = Runtime(tmp_path / "out").task
+    assert isinstance(loaded, FillMaskRecord) and loaded.mask_token_id == tok.token_to_id("[MASK]")
+    doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    del doc["task"]["mask_token_id"]
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"manifest.json: task.mask_token_id: Field required \(the 'fill-mask' "
+                                            r"task's record, FillMaskRecord\)"):
+        Runtime(tmp_path / "out")
 
 
 @pytest.mark.parity

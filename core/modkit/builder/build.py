@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -223,9 +224,9 @@ def options_from_tokenizer(options, tokenizer, backbone_class=None):
         update["vocab_size"] = tokenizer.vocab_size
         if caps.extra_ids and tokenizer.token_to_id("<extra_id_0>") is None:
             update["vocab_size"] += caps.extra_ids
-    for field, role in _ROLE_FIELDS.items():
-        if field in fields and field not in given and tokenizer.special_id(role) is not None:
-            update[field] = tokenizer.special_id(role)
+    for name, role in _ROLE_FIELDS.items():
+        if name in fields and name not in given and tokenizer.special_id(role) is not None:
+            update[name] = tokenizer.special_id(role)
     start = caps.decoder_start and tokenizer.special_id(caps.decoder_start)
     if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given and start is not None:
         update["decoder_start_token_id"] = start
@@ -366,8 +367,7 @@ def build(spec_path: str | Path, out: str | Path, *, overrides: list[str] = (), 
         trackers.finish(manifest, out)
         if engine.is_main:
             shutil.rmtree(work, ignore_errors=True)
-        # The processes end the group together: a gloo process that tears its group down while
-        # rank 0 still writes the artifact has been seen to abort (SIGABRT) at exit.
+        # the processes end the group together, once rank 0 has written the artifact
         barrier(world)
         return manifest
     finally:
@@ -422,103 +422,54 @@ def _resume_hint(work: Path, spec_path, out: Path, overrides) -> str:
             f"modkit build {spec_path} -o {out}{sets} --resume")
 
 
+@dataclass
+class _Run:
+    """What every stage of one build shares: where it checkpoints, the model it grows, the logs
+    and the engine."""
+    spec: Spec
+    work: Path
+    engine: Engine
+    model: ModkitModel
+    echo: Callable[[str], None]
+    progress: bool
+    resume: bool
+    position: dict | None
+    reports: list[dict]
+    metrics: MetricsLog
+    kept: KeptCheckpoints
+    peak: float
+    all_methods: list = field(default_factory=list)
+    merged: set = field(default_factory=set)
+
+
 def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Component, *, resume: bool,
               registry: Registry, progress: bool, echo, started: float, meter, engine: Engine,
               trackers: Trackers, tracking: dict[str, Any]) -> dict[str, Any]:
     """Train the stages (checkpointing into ``work``), merge, export and write ``out``; in a
     data-parallel build, every process trains and rank 0 alone writes (the others return {})."""
-    seed, rank, world = spec.model.seed, engine.rank, engine.world
-    model = ModkitModel(backbone)
     position = read_checkpoint_position(work) if resume else None
     if resume:
         echo(_resuming(position, len(spec.model.stages), work))
-    reports: list[dict] = list(position["reports"]) if position else []
+    run = _Run(spec, work, engine, ModkitModel(backbone), echo, progress, resume, position,
+               list(position["reports"]) if position else [],
+               MetricsLog(work / "metrics.jsonl", trackers.line if trackers.trackers else None),
+               KeptCheckpoints(work / "kept", 0), matmul_peak(engine.device, engine.precision))
+    model, plan = run.model, PeftPlan.from_spec(spec)
     at_boundary = position["stage"] if position and position["step"] == 0 else None
-    all_methods, stage_records, data, merged = [], [], None, set()
-    metrics = MetricsLog(work / "metrics.jsonl", trackers.line if trackers.trackers else None)
-    kept = KeptCheckpoints(work / "kept", 0)
-    peak = matmul_peak(engine.device, engine.precision)
-    plan = PeftPlan.from_spec(spec)
-    tolerance = spec.model.export.parity_tolerance
+    stage_records, data = [], None
     for i, stage in enumerate(spec.model.stages):
-        _merge(all_methods, merged, model)  # resuming: finished stages' methods, merged as when saved
+        _merge(run.all_methods, run.merged, model)  # resuming: finished stages' methods, merged as when saved
         if at_boundary == i:  # saved after stage i-1, before stage i added its modules
             load_checkpoint(work, model, None)
         resolved: list[Resolved] = spec.objectives[i]
         objs, methods, _ = _attach_stage(model, [(r.component, r.options) for r in resolved], plan.stages[i],
-                                         tokenizer, seed, i)
+                                         tokenizer, spec.model.seed, i)
         objective = objs[0]  # the stage's task
-        all_methods += methods
+        run.all_methods += methods
         model.to(engine.device)  # the stage's new heads and PEFT modules join the rest
-        trainable, total = _set_trainable(model, objs, methods)
         stage_records.append((resolved, methods))
-        if i < len(reports):
-            continue  # finished before the interruption; its weights are in the checkpoint
-        files = [main_first(world, rank, lambda o=obj: spec.data_file(i, o)) for obj in objs]
-        datas = [obj.reader.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
-        data = datas[0]
-        data_record = {"data": files[0].record}
-        held = data
-        if stage.eval_data:
-            eval_file = main_first(world, rank, lambda: spec.data_file(i, objective, "eval_data"))
-            held = objective.reader.load_eval_data(eval_file.path, stage.seq_len)
-            data_record["eval_data"] = eval_file.record
-        names = [r.component.name for r in resolved]
-        trainer, train_data = (objective, data) if len(objs) == 1 else (
-            WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
-        label = f"stage {i + 1}/{len(spec.model.stages)} {' + '.join(names)}"
-        start = position["step"] if position is not None and position["stage"] == i else 0
-        if engine.is_main:
-            metrics.rewind(i + 1, start)
-            kept.rewind(i + 1, start)
-        kept.keep = stage.keep_checkpoints
-        stage_meter = StageMeter(i + 1, names[0], total, peak, metrics if engine.is_main else None, trainable,
-                                 processes=world)
-        with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
-                           lr_of=schedule_of(spec.schedules[i], stage),
-                           quiet=not progress or not engine.is_main) as tick:
-            def on_step(record, tick=tick, meter=stage_meter) -> None:
-                meter(record)
-                tick(record.step, record.loss, mfu=meter.running_mfu())
-
-            stage_peak = StagePeak(engine.device)
-            trained = train_stage(
-                model, trainer, train_data, stage, seed=seed, index=i, checkpoint_dir=work, resume=resume,
-                reports=reports, engine=engine, on_step=on_step,
-                evaluate=lambda step: _evaluate(model, objective, held, stage, engine, kept, i + 1, step),
-                optimizer=spec.optimizers[i], schedule=spec.schedules[i],
-                gather_everywhere=i + 1 < len(spec.model.stages))
-        peak_memory = stage_peak.gather(rank, world)  # every process measures, rank 0 records
-        losses = trained.total
-        figures = stage_meter.last_eval
-        if len(objs) > 1:  # every objective's own figures, by name
-            figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
-            for name, obj, d in zip(names[1:], objs[1:], datas[1:]) if engine.is_main else ():
-                # rank 0 alone: under FSDP it alone holds the last stage's gathered weights
-                figures.update({f"{name}.{k}": v for k, v in evaluate_stage(model, obj, d, stage, engine).items()})
-        reports.append({
-            "objective": names[0], "peft": [c.name for c, _, _ in methods],
-            "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
-            "peft_parameters": _method_figures(methods, total),
-            "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
-            **stage_meter.summary(), **data_record, **({"peak_memory": peak_memory} if peak_memory else {})})
-        if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
-            own = {n: [row[k] for row in trained.parts] for k, n in enumerate(names)}
-            reports[-1]["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(own[n][:10]),
-                                         "loss_last_10": _mean(own[n][-10:])}
-                                     for n, r in zip(names, resolved)}
-        echo(f"{label}: " + (f"loss {reports[-1]['loss_first_10']:.3f} -> {reports[-1]['loss_last_10']:.3f}"
-                             if losses else "no training steps")
-             + "".join(f", {k} {v:.4g}" for k, v in figures.items())
-             + f", {stage_meter.tokens:,} tokens at {reports[-1]['tokens_per_second']:,.0f} tok/s, "
-               f"{stage_meter.mfu_text()}")
-        if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
-            checked = _merge(all_methods, merged, model, to_device(objective.reader.export_inputs(data), engine.device),
-                             tolerance)
-            if checked:
-                reports[-1]["merge"] = checked
-        if engine.is_main:
-            save_checkpoint(work, model, None, stage=i + 1, step=0, losses=[], reports=reports)
+        if i >= len(run.reports):  # else finished before the interruption: its weights are in the checkpoint
+            data = _run_stage(run, i, resolved, objs, methods, _set_trainable(model, objs, methods))
     if not engine.is_main:  # rank 0 alone merges, exports and writes the artifact
         return {}
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
@@ -526,62 +477,155 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     if data is None:  # every stage had finished before a resume; the export needs inputs
         last = len(spec.model.stages) - 1
         data = objective.reader.load_data(spec.data_file(last, objective).path, spec.model.stages[-1].seq_len)
-
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
     if spec.model.export.merge:
-        merge_figures = _merge(all_methods, merged, model, objective.reader.export_inputs(data), tolerance)
-    live, task = set(model.modules()), objective.export.task_record(spec.model.stages[-1].seq_len).as_dict()
+        merge_figures = _merge(run.all_methods, run.merged, model, objective.reader.export_inputs(data),
+                               spec.model.export.parity_tolerance)
+    record = objective.export.task_record(spec.model.stages[-1].seq_len)
+    record.typed(registry.get("task", record.task).load().record, f"objective {type(objective).__name__}")
+    task = record.as_dict()
     tcomp = spec.tokenizer.component if spec.tokenizer else component_of("tokenizer", tokenizer, registry)
     manifest = {
         "format": "modkit-artifact", "version": MANIFEST_VERSION, "modkit_version": __version__,
-        "name": spec.model.name, "seed": seed, "spec": spec.resolved_dict(),
-        "components": {
-            "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
-                          **_from_record(spec, spec.model.tokenizer.from_)},
-            "backbone": {**_component_record(bcomp, model.backbone.config),
-                         "max_positions": positions_left(model.backbone),
-                         **_from_record(spec, spec.model.backbone.from_)},
-            "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
-                        "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
-                        "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
-                                  "merged": id(m) in merged, **_from_record(spec, method_from(spec, i, j))}
-                                 for j, (c, m, mods) in enumerate(methods)],
-                        "optimizer": _component_record(opt.component, opt.options),
-                        "schedule": _component_record(sched.component, sched.options)}
-                       for i, ((rs, methods), opt, sched) in enumerate(zip(stage_records, spec.optimizers, spec.schedules))],
-        },
+        "name": spec.model.name, "seed": spec.model.seed, "spec": spec.resolved_dict(),
+        "components": _components_record(run, tcomp, bcomp, stage_records),
         "task": task,
         **_generation_record(model.backbone),
         "training": {"device": str(engine.device), "precision": engine.precision, "compile": engine.compile,
                      "processes": engine.world, "strategy": engine.strategy, "cpu_offload": engine.cpu_offload,
-                     "matmul_peak_flops": round(peak)},
-        "stages": reports,
+                     "matmul_peak_flops": round(run.peak)},
+        "stages": run.reports,
         **({"merge": merge_figures} if merge_figures else {}),
         **({"tracking": tracking} if tracking else {}),
     }
+    written = _write_artifact(run, out, manifest, tokenizer, objective, data, task, registry, started, meter)
+    if "parity" in manifest:
+        echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
+    echo(f"wrote {out} in {manifest['build_seconds']} s")
+    return written.to_json()
+
+
+def _run_stage(run: _Run, i: int, resolved: list[Resolved], objs: list, methods: list,
+               parameters: tuple[int, int]) -> Any:
+    """Train stage ``i`` (from where a resume left it), report it in ``run.reports``, and merge
+    what the next stage must start from; return its task's data (the export's inputs)."""
+    spec, engine, model, stage = run.spec, run.engine, run.model, run.spec.model.stages[i]
+    rank, world = engine.rank, engine.world
+    trainable, total = parameters
+    objective = objs[0]
+    files = [main_first(world, rank, lambda o=obj: spec.data_file(i, o)) for obj in objs]
+    datas = [obj.reader.load_data(f.path, stage.seq_len) for obj, f in zip(objs, files)]
+    data, held, data_record = datas[0], datas[0], {"data": files[0].record}
+    if stage.eval_data:
+        eval_file = main_first(world, rank, lambda: spec.data_file(i, objective, "eval_data"))
+        held = objective.reader.load_eval_data(eval_file.path, stage.seq_len)
+        data_record["eval_data"] = eval_file.record
+    names = [r.component.name for r in resolved]
+    trainer, train_data = (objective, data) if len(objs) == 1 else (
+        WeightedObjectives([(n, o, r.weight) for n, o, r in zip(names, objs, resolved)]), datas)
+    label = f"stage {i + 1}/{len(spec.model.stages)} {' + '.join(names)}"
+    start = run.position["step"] if run.position is not None and run.position["stage"] == i else 0
+    if engine.is_main:
+        run.metrics.rewind(i + 1, start)
+        run.kept.rewind(i + 1, start)
+    run.kept.keep = stage.keep_checkpoints
+    stage_meter = StageMeter(i + 1, names[0], total, run.peak, run.metrics if engine.is_main else None, trainable,
+                             processes=world)
+    with StageProgress(label, stage.steps, start, tokens_per_step=stage.batch_size * stage.accumulate * stage.seq_len,
+                       lr_of=schedule_of(spec.schedules[i], stage),
+                       quiet=not run.progress or not engine.is_main) as tick:
+        def on_step(record) -> None:
+            stage_meter(record)
+            tick(record.step, record.loss, mfu=stage_meter.running_mfu())
+
+        stage_peak = StagePeak(engine.device)
+        trained = train_stage(
+            model, trainer, train_data, stage, seed=spec.model.seed, index=i, checkpoint_dir=run.work,
+            resume=run.resume, reports=run.reports, engine=engine, on_step=on_step,
+            evaluate=lambda step: _evaluate(model, objective, held, stage, engine, run.kept, i + 1, step),
+            optimizer=spec.optimizers[i], schedule=spec.schedules[i],
+            gather_everywhere=i + 1 < len(spec.model.stages))
+    peak_memory = stage_peak.gather(engine.rank, engine.world)  # every process measures, rank 0 records
+    figures = stage_meter.last_eval
+    if len(objs) > 1:  # every objective's own figures, by name
+        figures = {f"{names[0]}.{k}": v for k, v in figures.items()}
+        for name, obj, d in zip(names[1:], objs[1:], datas[1:]) if engine.is_main else ():
+            # rank 0 alone: under FSDP it alone holds the last stage's gathered weights
+            figures.update({f"{name}.{k}": v for k, v in evaluate_stage(model, obj, d, stage, engine).items()})
+    losses = trained.total
+    report = {
+        "objective": names[0], "peft": [c.name for c, _, _ in methods],
+        "steps": stage.steps, "trainable_parameters": trainable, "total_parameters": total,
+        "peft_parameters": _method_figures(methods, total),
+        "loss_first_10": _mean(losses[:10]), "loss_last_10": _mean(losses[-10:]), "eval": figures,
+        **stage_meter.summary(), **data_record, **({"peak_memory": peak_memory} if peak_memory else {})}
+    if len(objs) > 1:  # each objective's own loss, as well as the weighted sum
+        own = {n: [row[k] for row in trained.parts] for k, n in enumerate(names)}
+        report["losses"] = {n: {"weight": r.weight, "loss_first_10": _mean(own[n][:10]),
+                                "loss_last_10": _mean(own[n][-10:])} for n, r in zip(names, resolved)}
+    run.reports.append(report)
+    run.echo(f"{label}: " + (f"loss {report['loss_first_10']:.3f} -> {report['loss_last_10']:.3f}"
+                             if losses else "no training steps")
+             + "".join(f", {k} {v:.4g}" for k, v in figures.items())
+             + f", {stage_meter.tokens:,} tokens at {report['tokens_per_second']:,.0f} tok/s, "
+               f"{stage_meter.mfu_text()}")
+    if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
+        checked = _merge(run.all_methods, run.merged, model,
+                         to_device(objective.reader.export_inputs(data), engine.device), spec.model.export.parity_tolerance)
+        if checked:
+            report["merge"] = checked
+    if engine.is_main:
+        save_checkpoint(run.work, model, None, stage=i + 1, step=0, losses=[], reports=run.reports)
+    return data
+
+
+def _components_record(run: _Run, tcomp: Component, bcomp: Component, stage_records: list) -> dict[str, Any]:
+    """The manifest's ``components``: each component with its options, and for every stage's PEFT
+    method whether the artifact keeps it and whether it was merged."""
+    spec, model = run.spec, run.model
+    live = set(model.modules())
+    return {
+        "tokenizer": {**{k: getattr(tcomp, k) for k in ("name", "plugin", "version")},
+                      **_from_record(spec, spec.model.tokenizer.from_)},
+        "backbone": {**_component_record(bcomp, model.backbone.config),
+                     "max_positions": positions_left(model.backbone),
+                     **_from_record(spec, spec.model.backbone.from_)},
+        "stages": [{"objective": _component_record(rs[0].component, rs[0].options),
+                    "objectives": [{**_component_record(r.component, r.options), "weight": r.weight} for r in rs],
+                    "peft": [{**_component_record(c, m.options), "kept": any(x in live for x in mods),
+                              "merged": id(m) in run.merged, **_from_record(spec, method_from(spec, i, j))}
+                             for j, (c, m, mods) in enumerate(methods)],
+                    "optimizer": _component_record(opt.component, opt.options),
+                    "schedule": _component_record(sched.component, sched.options)}
+                   for i, ((rs, methods), opt, sched) in enumerate(zip(stage_records, spec.optimizers, spec.schedules))],
+    }
+
+
+def _write_artifact(run: _Run, out: Path, manifest: dict[str, Any], tokenizer, objective, data, task: dict[str, Any],
+                    registry: Registry, started: float, meter) -> Manifest:
+    """Write ``out`` at once (a temporary folder renamed): tokenizer, weights, ONNX graphs,
+    metrics, kept checkpoints, curves, the manifest listing every file, and the model card."""
+    spec, model = run.spec, run.model
     with atomic_dir(out) as tmp:
         tokenizer.save(tmp / "tokenizer.json")
         save_file(cpu_state(model), str(tmp / "model.safetensors"))
         if spec.model.export.onnx:
             manifest["parity"], manifest["graphs"] = _export(model, objective, data, task, tmp, spec.model.export, registry)
-        if metrics.path.exists():
-            shutil.copyfile(metrics.path, tmp / "metrics.jsonl")
-        if kept.records:
-            shutil.copytree(kept.folder, tmp / "checkpoints", ignore=shutil.ignore_patterns("kept.json"))
-            manifest["checkpoints"] = kept.manifest()
+        if run.metrics.path.exists():
+            shutil.copyfile(run.metrics.path, tmp / "metrics.jsonl")
+        if run.kept.records:
+            shutil.copytree(run.kept.folder, tmp / "checkpoints", ignore=shutil.ignore_patterns("kept.json"))
+            manifest["checkpoints"] = run.kept.manifest()
         manifest["files"] = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         if (tmp / "metrics.jsonl").exists():
             if have_matplotlib():
                 draw_curves(tmp / "metrics.jsonl", tmp / "curves.png")  # unlisted: `modkit plot` may redraw it
             else:
-                echo(NO_CURVES)
+                run.echo(NO_CURVES)
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         manifest["resources"] = meter.stop()
         written = Manifest.model_validate(manifest)  # the schema every reader of the artifact uses
         written.write(tmp)
         (tmp / "README.md").write_text(model_card(written.to_json()), encoding="utf-8")  # unlisted: made from the manifest
-    if "parity" in manifest:
-        echo(f"ONNX parity: max abs diff {manifest['parity']['max_abs_diff']:.2e}")
-    echo(f"wrote {out} in {manifest['build_seconds']} s")
-    return written.to_json()
+    return written

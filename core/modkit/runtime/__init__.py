@@ -59,7 +59,9 @@ class Runtime:
         self.max_positions = self.manifest.components.backbone.position_limit()
         self._sessions: dict[str, Any] = {}
         self.task_component = _task_component(registry, self.manifest, self.folder)
-        self.task_impl = self.task_component.load()(self)
+        task_class = self.task_component.load()
+        self.task = self.manifest.task.typed(task_class.record, str(self.folder / "manifest.json"))
+        self.task_impl = task_class(self)
         for graph in self.task_impl.graphs:  # open them now: a missing graph fails at load
             self.session(graph)
 

@@ -23,11 +23,11 @@ from torch import nn
 from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
-from modkit.manifest import TaskRecord
 from modkit.nn.losses import lm_loss
 
 from .formats import FIELDS, GROUPED, Layout, Row
 from .nsp_impl import takes_segments
+from .records import ClassifyRecord
 
 
 @dataclass
@@ -223,7 +223,7 @@ class ClassifyExport(ObjectiveExport):
 
     def task_record(self, seq_len):
         r = self.reader
-        return TaskRecord(task=self.task, format=r.format,
+        return ClassifyRecord(task=self.task, format=r.format,
                           labels=list(self.options.labels) if self.options.labels else None,
                           prepend_ids=r.start, delimiter_ids=r.delimiter, append_ids=r.extract,
                           use_template=r.use_template, pad_token_id=r.pad_id, max_length=seq_len)

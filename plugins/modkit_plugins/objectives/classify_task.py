@@ -10,9 +10,11 @@ from modkit.interfaces import Task
 from modkit.runtime import softmax
 
 from .formats import FIELDS, Layout
+from .records import ClassifyRecord
 
 
 class ClassifyTask(Task):
+    record = ClassifyRecord
     optional_fields = ("label",)
 
     def __init__(self, artifact):

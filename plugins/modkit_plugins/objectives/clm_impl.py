@@ -15,9 +15,10 @@ from pathlib import Path
 
 from modkit.errors import UserError
 from modkit.interfaces import CachedDecoder, Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
-from modkit.manifest import TaskRecord
 from modkit.nn.losses import lm_loss
 from modkit.tokenfile import CHUNK_BYTES, print_progress, token_file, windows
+
+from .records import GenerateRecord
 
 
 @dataclass
@@ -101,7 +102,7 @@ class CausalLMExport(ObjectiveExport):
         return {"kind": "causal-lm"}
 
     def task_record(self, seq_len):
-        return TaskRecord(task=self.task, eos_token_id=self.reader.tokenizer.special_id("eos"))
+        return GenerateRecord(task=self.task, eos_token_id=self.reader.tokenizer.special_id("eos"))
 
 
 class CausalLM(Objective):

@@ -7,11 +7,14 @@ from modkit.interfaces import Task
 from modkit.runtime.decoders import CachedLM, RecomputeLM, needs_equal_lengths
 from modkit.runtime.generation import decode
 
+from .records import GenerateRecord
+
 CACHED = "model_with_past.onnx"
 DEFAULT_NEW_TOKENS = 32
 
 
 class GenerateTask(Task):
+    record = GenerateRecord
     graphs = ("model.onnx",)  # plus model_with_past.onnx where the build wrote it
 
     def run(self, records, options):

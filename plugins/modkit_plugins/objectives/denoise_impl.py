@@ -17,12 +17,12 @@ import torch
 
 from modkit.data import device_of, pad_batch
 from modkit.errors import UserError
-from modkit.manifest import TaskRecord
 from modkit.segmentfile import SegmentFile
 
 from .noising import permute_sentences, rotate, text_infilling, token_deletion, token_masking
 from .seq2seq_impl import IGNORE, Seq2Seq, Seq2SeqExport, Seq2SeqHead, Seq2SeqReader
 from .textfiles import Holdout, sentence_file
+from .records import Seq2SeqRecord
 
 DOCUMENTS_AT_ONCE = 4096  # documents per piece of the packing pass
 
@@ -165,7 +165,7 @@ class DenoiseHead(Seq2SeqHead):
 
 class DenoiseExport(Seq2SeqExport):
     def task_record(self, seq_len):
-        return TaskRecord(**{**super().task_record(seq_len).as_dict(), "allow_special": True})
+        return Seq2SeqRecord(**{**super().task_record(seq_len).as_dict(), "allow_special": True})
 
 
 class Denoise(Seq2Seq):

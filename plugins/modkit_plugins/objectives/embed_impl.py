@@ -13,7 +13,8 @@ from torch import nn
 from modkit.data import pad_batch, read_jsonl, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
-from modkit.manifest import TaskRecord
+
+from .records import EmbedRecord
 
 
 @dataclass
@@ -105,7 +106,7 @@ class EmbedHead(nn.Module, ObjectiveHead):
 
 class EmbedExport(ObjectiveExport):
     def task_record(self, seq_len):
-        return TaskRecord(task=self.task, pad_token_id=self.reader.pad_id, max_length=seq_len,
+        return EmbedRecord(task=self.task, pad_token_id=self.reader.pad_id, max_length=seq_len,
                           pooling=self.options.pooling, normalize=self.options.normalize)
 
 

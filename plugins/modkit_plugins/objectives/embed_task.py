@@ -4,8 +4,11 @@ from __future__ import annotations
 from modkit.interfaces import Task
 from modkit.runtime import pad_ids
 
+from .records import EmbedRecord
+
 
 class EmbedTask(Task):
+    record = EmbedRecord
     def run(self, records, options):
         art, task = self.artifact, self.artifact.task
         max_length = task.get("max_length") or art.max_positions

@@ -7,8 +7,11 @@ import numpy as np
 from modkit.interfaces import Task
 from modkit.runtime import pad_ids, softmax
 
+from .records import FillMaskRecord
+
 
 class FillMaskTask(Task):
+    record = FillMaskRecord
     def check(self, record):
         problem = super().check(record)
         mask = self.artifact.tokenizer.id_to_token(self.artifact.task["mask_token_id"])

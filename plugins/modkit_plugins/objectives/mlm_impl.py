@@ -18,11 +18,11 @@ from torch import nn
 
 from modkit.errors import UserError
 from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
-from modkit.manifest import TaskRecord
 from modkit.tokenfile import windows as token_windows
 
 from .masking import IGNORE, mask_tokens
 from .textfiles import word_start_file
+from .records import FillMaskRecord
 
 
 @dataclass
@@ -161,7 +161,7 @@ class MaskedLMExport(ObjectiveExport):
         return {"kind": "masked-lm"} if self.head.head is None else None
 
     def task_record(self, seq_len):
-        return TaskRecord(task=self.task, mask_token_id=self.reader.mask_id, pad_token_id=self.reader.pad_id,
+        return FillMaskRecord(task=self.task, mask_token_id=self.reader.mask_id, pad_token_id=self.reader.pad_id,
                           top_k=self.options.top_k, max_length=seq_len)
 
 

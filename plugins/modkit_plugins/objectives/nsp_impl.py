@@ -19,11 +19,11 @@ from torch import nn
 from modkit.data import pad_batch
 from modkit.errors import UserError
 from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader, capabilities_of
-from modkit.manifest import TaskRecord
 from modkit.segmentfile import SegmentFile
 
 from .pairs import pair_ids
 from .textfiles import Holdout, sentence_file
+from .records import NextSentenceRecord
 
 LABELS = ["IsNext", "NotNext"]
 DOCUMENTS_AT_ONCE = 1 << 16  # documents per piece of the pair-count pass
@@ -177,7 +177,7 @@ class NextSentenceHead(nn.Module, ObjectiveHead):
 
 class NextSentenceExport(ObjectiveExport):
     def task_record(self, seq_len):
-        return TaskRecord(task=self.task, labels=LABELS, pad_token_id=self.reader.pad_id, max_length=seq_len)
+        return NextSentenceRecord(task=self.task, labels=LABELS, pad_token_id=self.reader.pad_id, max_length=seq_len)
 
 
 class NextSentence(Objective):

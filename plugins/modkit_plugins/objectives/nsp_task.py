@@ -7,8 +7,11 @@ from modkit.interfaces import Task
 from modkit.runtime import softmax
 from modkit.tokenization import pad_batch
 
+from .records import NextSentenceRecord
+
 
 class NextSentenceTask(Task):
+    record = NextSentenceRecord
     input_fields = ("text", "text_pair")
 
     def run(self, records, options):

@@ -17,7 +17,8 @@ from torch import nn
 from modkit.data import device_of, pad_batch, split_holdout
 from modkit.errors import ArtifactError, UserError
 from modkit.interfaces import EncoderDecoder, Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
-from modkit.manifest import TaskRecord
+
+from .records import Seq2SeqRecord
 
 IGNORE = -100  # label of padding positions, skipped by the loss
 
@@ -154,9 +155,9 @@ class Seq2SeqExport(ObjectiveExport):
         return exporter.encoder_decoder(model.backbone, inputs, max_new_tokens=self.options.max_new_tokens,
                                         decoder_start_token_id=self.reader.start, eos_token_id=self.reader.eos)
 
-    def task_record(self, seq_len: int) -> TaskRecord:
+    def task_record(self, seq_len: int) -> Seq2SeqRecord:
         r = self.reader
-        return TaskRecord(task=self.task, decoder_start_token_id=r.start, eos_token_id=r.eos, pad_token_id=r.pad,
+        return Seq2SeqRecord(task=self.task, decoder_start_token_id=r.start, eos_token_id=r.eos, pad_token_id=r.pad,
                           max_new_tokens=self.options.max_new_tokens, max_length=seq_len,
                           **({"sentinel_base": r.past_vocab_base} if r.past_vocab_base is not None else {}))
 

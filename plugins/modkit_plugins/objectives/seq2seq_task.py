@@ -7,9 +7,11 @@ from modkit.runtime.decoders import CachedSeq2Seq
 from modkit.runtime.generation import decode
 
 from .sentinels import decode_with_sentinels, encode_with_sentinels
+from .records import Seq2SeqRecord
 
 
 class Seq2SeqTask(Task):
+    record = Seq2SeqRecord
     optional_fields = ("source", "target")
     graphs = ("encoder.onnx", "decoder.onnx")
 

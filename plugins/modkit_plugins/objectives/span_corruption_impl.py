@@ -16,12 +16,12 @@ import torch
 
 from modkit.data import device_of, pad_batch
 from modkit.errors import UserError
-from modkit.manifest import TaskRecord
 
 from .sentinels import decode_with_sentinels
 from .seq2seq_impl import IGNORE, Seq2Seq, Seq2SeqExport, Seq2SeqHead, Seq2SeqReader
 from .spans import corrupt, input_and_target_lengths, random_spans_noise_mask, span_lengths
 from .textfiles import ids_file
+from .records import Seq2SeqRecord
 
 
 @dataclass
@@ -122,7 +122,7 @@ class SpanCorruptionHead(Seq2SeqHead):
 
 class SpanCorruptionExport(Seq2SeqExport):
     def task_record(self, seq_len):
-        return TaskRecord(**{**super().task_record(seq_len).as_dict(), "sentinel_base": self.reader.sentinel_base})
+        return Seq2SeqRecord(**{**super().task_record(seq_len).as_dict(), "sentinel_base": self.reader.sentinel_base})
 
 
 class SpanCorruption(Seq2Seq):

@@ -14,9 +14,9 @@ from torch import nn
 from modkit.data import device_of, numbered_jsonl, pad_batch, split_holdout
 from modkit.errors import UserError
 from modkit.interfaces import Objective, ObjectiveExport, ObjectiveHead, ObjectiveReader
-from modkit.manifest import TaskRecord
 
 from .tagging import IGNORE, entity_scores, is_bio, token_labels
+from .records import TokenClassifyRecord
 
 
 @dataclass
@@ -139,7 +139,7 @@ class TokenClassifyExport(ObjectiveExport):
                 "labels": list(self.options.tags), "pooling": None, "dropout": self.options.dropout}
 
     def task_record(self, seq_len):
-        return TaskRecord(task=self.task, tags=list(self.options.tags), pad_token_id=self.reader.pad_id,
+        return TokenClassifyRecord(task=self.task, tags=list(self.options.tags), pad_token_id=self.reader.pad_id,
                           max_length=seq_len)
 
 

@@ -6,9 +6,11 @@ from modkit.interfaces import Task
 from modkit.runtime import pad_ids
 
 from .tagging import entity_scores, first_subtokens, is_bio, spans
+from .records import TokenClassifyRecord
 
 
 class TokenClassifyTask(Task):
+    record = TokenClassifyRecord
     input_fields = ("text",)
     optional_fields = ("tokens", "tags")
 
