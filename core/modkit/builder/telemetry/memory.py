@@ -54,8 +54,8 @@ class StagePeak:
         self.device = device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        self.start_rss = _status_bytes("VmRSS")
-        self.reset = self.start_rss is not None and _reset_rss_peak()
+        self.reset = _STATUS.exists() and _reset_rss_peak()
+        self.start_rss = _status_bytes("VmRSS")  # after the reset: the peak cannot be below it
 
     def measure(self) -> list[int]:
         """[peak RSS, RSS at the start, device peak] in bytes (-1 where not measured), whether the
