@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modkit.errors import UserError
-from modkit.tokenfile import (CHUNK_BYTES, TokenFile, _decode, _dtype, companion, function_tag, is_whole,
-                              load_array, token_file_path, write_encoded)
+from modkit.tokenfile import (TokenFile, after_last_newline, companion, function_tag, ids_dtype, is_whole, load_array,
+                              text_chunks, token_file_path, write_encoded)
 
 _BLANK_LINES = re.compile(r"\n\s*\n")
 
@@ -77,21 +77,7 @@ def _file_has_paragraphs(path: Path) -> bool:
 def _document_chunks(path: Path, by_lines: bool) -> Iterator[str]:
     """The file as text in pieces of about CHUNK_BYTES, each a whole number of documents: cut
     after a newline (lines) or after the first newline of a blank line (paragraphs)."""
-    rest = b""
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(CHUNK_BYTES)
-            if not block:
-                break
-            block = rest + block
-            cut = block.rfind(b"\n") + 1 if by_lines else _last_blank_line(block)
-            if cut <= 0:  # no place to cut in the block: keep reading
-                rest = block
-                continue
-            rest = block[cut:]
-            yield _decode(block[:cut], path)
-    if rest:
-        yield _decode(rest, path)
+    return text_chunks(path, after_last_newline if by_lines else _last_blank_line)
 
 
 def _last_blank_line(block: bytes) -> int:
@@ -156,7 +142,7 @@ def segment_file(tokenizer, corpus: str | Path, split: Callable[[str], list[str]
         encode = partial(_encode_documents, split=split, by_lines=by_lines)
         write_encoded(tokenizer, corpus, path, _document_chunks(corpus, by_lines), encode, workers, progress,
                       ("segments", "documents"), _Offsets())
-    ids = TokenFile(path, load_array(path, _dtype(tokenizer)))
+    ids = TokenFile(path, load_array(path, ids_dtype(tokenizer)))
     segments, documents = (load_array(companion(path, n), np.int64) for n in ("segments", "documents"))
     if not len(segments):  # an empty corpus writes no leading 0
         segments = documents = np.zeros(1, dtype=np.int64)

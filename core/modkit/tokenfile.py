@@ -78,8 +78,13 @@ def windows(ids: np.ndarray, starts, length: int) -> np.ndarray:
     return np.stack([np.asarray(ids[s: s + length], dtype=np.int64) for s in starts])
 
 
-def _text_chunks(path: Path) -> Iterator[str]:
-    """The file as UTF-8 text in pieces of about CHUNK_BYTES, each ending after a newline."""
+def after_last_newline(block: bytes) -> int:
+    return block.rfind(b"\n") + 1
+
+
+def text_chunks(path: Path, cut: Callable[[bytes], int] = after_last_newline) -> Iterator[str]:
+    """The file as UTF-8 text in pieces of about CHUNK_BYTES, each ending where ``cut`` says
+    (by default after a newline); ``cut(block) <= 0``: no place to cut yet, read on."""
     rest = b""
     with open(path, "rb") as f:
         while True:
@@ -87,17 +92,17 @@ def _text_chunks(path: Path) -> Iterator[str]:
             if not block:
                 break
             block = rest + block
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:  # no newline in the block: keep reading
+            at = cut(block)
+            if at <= 0:
                 rest = block
                 continue
-            rest = block[cut:]
-            yield _decode(block[:cut], path)
+            rest = block[at:]
+            yield decode_text(block[:at], path)
     if rest:
-        yield _decode(rest, path)
+        yield decode_text(rest, path)
 
 
-def _decode(data: bytes, path: Path) -> str:
+def decode_text(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -127,7 +132,7 @@ def function_tag(fn: Callable) -> str:
     return hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}".encode()).hexdigest()[:8]
 
 
-def _dtype(tokenizer):
+def ids_dtype(tokenizer):
     return np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
 
 
@@ -136,7 +141,7 @@ def token_file_path(tokenizer, corpus: Path, folder: Path | None = None, *, kind
     """Where ``corpus``'s token file under ``tokenizer`` lives: named by both sha256s (and
     ``tag``, the function that marked or split it, if any)."""
     tok_hash = hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()
-    suffix = "u16" if _dtype(tokenizer) == np.uint16 else "u32"
+    suffix = "u16" if ids_dtype(tokenizer) == np.uint16 else "u32"
     name = f"{kind}-{tok_hash[:16]}-{data_sha256(corpus)[:16]}" + (f"-{tag}" if tag else "")
     return Path(folder or default_cache_folder()) / f"{name}.{suffix}"
 
@@ -153,9 +158,9 @@ def token_file(tokenizer, corpus: str | Path, *, folder: Path | None = None, wor
     if not corpus.is_file():
         raise UserError(f"{corpus}: no such data file")
     path = token_file_path(tokenizer, corpus, folder, tag=function_tag(marks) if marks else "")
-    dtype = _dtype(tokenizer)
+    dtype = ids_dtype(tokenizer)
     if not is_whole(path, ("marks",) if marks else ()):
-        write_encoded(tokenizer, corpus, path, _text_chunks(corpus), marks or _plain, workers, progress,
+        write_encoded(tokenizer, corpus, path, text_chunks(corpus), marks or _plain, workers, progress,
                       ("marks",) if marks else ())
     return TokenFile(path, load_array(path, dtype), load_array(companion(path, "marks"), np.uint8) if marks else None)
 
@@ -180,7 +185,7 @@ def write_encoded(tokenizer, corpus: Path, path: Path, chunks: Iterator[str], en
     companions are committed first, the ids file last: its presence means all are whole."""
     total = corpus.stat().st_size
     workers = workers or min(8, os.cpu_count() or 1)
-    dtype = _dtype(tokenizer)
+    dtype = ids_dtype(tokenizer)
     done = count = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as out, _Companions(path, companions) as side:

@@ -38,7 +38,7 @@ def test_segments_equal_the_documents_of_the_whole_text_with_any_chunks_and_work
     corpus.write_text(text, encoding="utf-8")
     expected = [[tokenizer.encode(s) for s in doc] for doc in documents(text)]
     assert len(expected) > 50 and segmentfile.has_paragraphs(text) == (form == "paragraphs")
-    monkeypatch.setattr(segmentfile, "CHUNK_BYTES", 3000)
+    monkeypatch.setattr(tokenfile, "CHUNK_BYTES", 3000)  # segment files read through its chunks
     assert "".join(segmentfile._document_chunks(corpus, form == "lines")) == text
     one = segment_file(tokenizer, corpus, sentences, folder=tmp_path / "one", workers=1)
     two = segment_file(tokenizer, corpus, sentences, folder=tmp_path / "two", workers=2)
@@ -62,7 +62,7 @@ def test_marks_are_written_in_the_same_pass_under_their_own_name(tokenizer, corp
     monkeypatch.setattr(tokenfile, "CHUNK_BYTES", 5000)
     plain = token_file(tokenizer, corpus_path, folder=tmp_path, workers=1)
     marked = token_file(tokenizer, corpus_path, folder=tmp_path, workers=2, marks=word_starts)
-    expected = [word_starts(tokenizer, chunk) for chunk in tokenfile._text_chunks(corpus_path)]
+    expected = [word_starts(tokenizer, chunk) for chunk in tokenfile.text_chunks(corpus_path)]
     assert marked.ids.tolist() == [i for ids, _ in expected for i in ids] == plain.ids.tolist()
     assert marked.marks.tolist() == [int(m) for _, marks in expected for m in marks]
     assert marked.path != plain.path and plain.marks is None

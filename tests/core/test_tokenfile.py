@@ -20,8 +20,8 @@ def test_ids_equal_encoding_each_newline_cut_chunk_with_any_number_of_workers(to
                                                                              monkeypatch):
     monkeypatch.setattr(tokenfile, "CHUNK_BYTES", 2000)
     text = corpus_path.read_text(encoding="utf-8")
-    expected = [i for chunk in tokenfile._text_chunks(corpus_path) for i in tokenizer.encode(chunk)]
-    assert "".join(tokenfile._text_chunks(corpus_path)) == text
+    expected = [i for chunk in tokenfile.text_chunks(corpus_path) for i in tokenizer.encode(chunk)]
+    assert "".join(tokenfile.text_chunks(corpus_path)) == text
     one = token_file(tokenizer, corpus_path, folder=tmp_path / "one", workers=1)
     two = token_file(tokenizer, corpus_path, folder=tmp_path / "two", workers=2)
     assert one.ids.dtype == np.uint16 and isinstance(one.ids, np.memmap)

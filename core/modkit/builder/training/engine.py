@@ -267,8 +267,7 @@ def train_stage(
     params = [p for p in (trained if fsdp else model).parameters() if p.requires_grad]
     training = stage_optimizer(trained if fsdp else model, stage, optimizer, schedule)
     optimizer = training.optimizer
-    amp = engine.amp
-    scaler = amp.scaler()
+    scaler = engine.amp.scaler()
     losses = StageLosses()
     start = 0
     position = read_checkpoint_position(checkpoint_dir) if resume else None
@@ -279,7 +278,6 @@ def train_stage(
     if fsdp:  # the sharded copy holds them now; gathered back to evaluate and at the end
         release(whole)
     step_loss = engine.wrap(trained)
-    ddp = engine.world > 1 and not fsdp
     model.train()
     trained.train()
     flops_per_token = 0.0
@@ -289,36 +287,15 @@ def train_stage(
         drawn = whole.draw(data, stage.batch_size * stage.accumulate, generator)
         lr = training.set_lr(step)
         optimizer.zero_grad(set_to_none=True)
-        summed = None  # the step's loss and each objective's, summed over micro-batches on the device
         micros = micro_batches(drawn, stage.batch_size, stage.accumulate, engine.rank, engine.world)
         # the first step counts its FLOPs for MFU (not under torch.compile, which runs its own kernels)
         counting = step == start and on_step is not None and not engine.compile
         counter = flop_counter() if counting else nullcontext()
         with counter:
-            for j, micro in enumerate(micros):
-                # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in
-                # one process, as before accumulation existed).
-                torch.manual_seed(step_seed(seed, index, step) + 7919 * (engine.rank * stage.accumulate + j))
-                last = j == len(micros) - 1
-                sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
-                with sync:
-                    with amp.autocast():
-                        loss, parts = step_loss(to_device(micro, engine.device))
-                    scaled = loss.float() / stage.accumulate
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                figures = torch.cat([loss.detach().float().reshape(1), parts])
-                summed = figures if summed is None else summed + figures
+            summed = _backward(step_loss, micros, engine, stage, seed=step_seed(seed, index, step), scaler=scaler)
         if counting:
             flops_per_token = counter.get_total_flops() / max(sum(tokens_in(m) for m in micros), 1)
-        if scaler:
-            scaler.unscale_(optimizer)
-        # the norm before clipping (max_grad_norm 0: measured, not clipped)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm or float("inf")).item()
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        grad_norm = _apply(optimizer, scaler, params, stage.max_grad_norm)
         value, *parts = engine.mean(summed / stage.accumulate).tolist()  # the step's one host sync of the losses
         losses.total.append(value)
         losses.parts.append(parts)
@@ -334,12 +311,12 @@ def train_stage(
         if on_step:
             on_step(record)
         if (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
+            at = {"stage": index, "step": step + 1, "losses": losses.total, "part_losses": losses.parts,
+                  "reports": list(reports)}
             if fsdp:
-                save_sharded(checkpoint_dir, trained, optimizer, stage=index, step=step + 1, losses=losses.total,
-                             part_losses=losses.parts, reports=list(reports), is_main=engine.is_main)
+                save_sharded(checkpoint_dir, trained, optimizer, **at, is_main=engine.is_main)
             elif engine.is_main:
-                save_checkpoint(checkpoint_dir, model, optimizer, stage=index, step=step + 1, losses=losses.total,
-                                part_losses=losses.parts, reports=list(reports))
+                save_checkpoint(checkpoint_dir, model, optimizer, **at)
     undo()
     if fsdp:  # the gradients and optimizer state go before the full weights come
         optimizer.zero_grad(set_to_none=True)
@@ -347,3 +324,37 @@ def train_stage(
         gather_into(trained, whole, everywhere=gather_everywhere)
     model.eval()
     return losses
+
+
+def _backward(step_loss, micros: list[dict], engine: Engine, stage, *, seed: int, scaler) -> torch.Tensor:
+    """Forward and backward over one step's micro-batches (this process's share); the step's
+    loss and each objective's, summed over them on the device (no host sync)."""
+    ddp = engine.world > 1 and engine.strategy != "fsdp"
+    summed = None
+    for j, micro in enumerate(micros):
+        # Dropout masks: seeded per step, micro-batch and process (offset 0 for one batch in one
+        # process, as before accumulation existed).
+        torch.manual_seed(seed + 7919 * (engine.rank * stage.accumulate + j))
+        last = j == len(micros) - 1
+        sync = step_loss.no_sync() if ddp and not last and hasattr(step_loss, "no_sync") else nullcontext()
+        with sync:
+            with engine.amp.autocast():
+                loss, parts = step_loss(to_device(micro, engine.device))
+            scaled = loss.float() / stage.accumulate
+            (scaler.scale(scaled) if scaler else scaled).backward()
+        figures = torch.cat([loss.detach().float().reshape(1), parts])
+        summed = figures if summed is None else summed + figures
+    return summed
+
+
+def _apply(optimizer, scaler, params: list, max_grad_norm: float) -> float:
+    """Clip (``max_grad_norm`` 0: measure only) and step; the gradients' norm before clipping."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")).item()
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return grad_norm
