@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modkit import load_registry
-from modkit.builder.build import options_from_tokenizer
+from modkit.builder.assembly import options_from_tokenizer
 from modkit.errors import UserError
 from modkit.testing import check_backbone, check_objective, check_optimizer, check_peft, check_source, check_tokenizer
 

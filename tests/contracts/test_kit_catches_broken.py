@@ -9,7 +9,7 @@ import torch
 
 from conftest import import_or_skip
 from modkit import TaskRecord, load_registry
-from modkit.builder.build import options_from_tokenizer
+from modkit.builder.assembly import options_from_tokenizer
 from modkit.testing import check_backbone, check_objective, check_peft, check_source, check_tokenizer
 from modkit_plugins.backbones.gpt import GPTOptions
 from modkit_plugins.backbones.gpt_model import GPT

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import modkit
-from modkit.builder.build import options_from_tokenizer
+from modkit.builder.assembly import options_from_tokenizer
 from modkit.errors import UserError
 from modkit.interfaces import BackboneCapabilities, capabilities_of
 from modkit.testing import check_backbone

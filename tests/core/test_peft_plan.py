@@ -4,7 +4,7 @@ from __future__ import annotations
 from safetensors.torch import load_file
 
 import modkit
-from modkit.builder.build import assemble_model
+from modkit.builder.assembly import assemble_model
 from modkit.builder.peft_plan import PeftPlan
 from modkit.spec import load_spec
 from specs import tiny_gpt_parts, write_corpus

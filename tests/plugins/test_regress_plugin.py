@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import modkit
 from conftest import import_or_skip
-from modkit.builder.build import load_torch_model
+from modkit.builder.assembly import load_torch_model
 from modkit.cli import main
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin-regress"

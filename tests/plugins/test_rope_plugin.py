@@ -11,7 +11,7 @@ import torch
 
 import modkit
 from conftest import import_or_skip
-from modkit.builder.build import load_torch_model
+from modkit.builder.assembly import load_torch_model
 from modkit.nn.blocks import Attention, attention_bias
 from modkit.nn.generation import generate
 from modkit.runtime import Runtime

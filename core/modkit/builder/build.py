@@ -10,10 +10,9 @@ from typing import Any, Callable
 
 import click
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from modkit import __version__
-from modkit.builder.hf.convert import load_hf
 from modkit.builder.telemetry.curves import draw_curves, have_matplotlib
 from modkit.builder.training.device import check_device, cpu_state, resolve_device
 from modkit.builder.training.distributed import (barrier, end_process_group, main_first, start_process_group,
@@ -23,7 +22,8 @@ from modkit.builder.export.onnx import ParityError
 from modkit.builder.export.exporter import Exporter, positions_left
 from modkit.builder.training.kept import KeptCheckpoints
 from modkit.builder.telemetry.memory import StagePeak
-from modkit.builder.merge import merge_checked
+from modkit.builder.assembly import (attach_stage, component_of, merge_pending, set_trainable,
+                                     seed_stage, stage_backbone, stage_tokenizer)
 from modkit.builder.training import fingerprint
 from modkit.builder.export import precision as precision_check
 from modkit.builder.telemetry.metrics import MetricsLog, StageMeter
@@ -32,24 +32,21 @@ from modkit.tracking import Trackers
 from modkit.builder.training.multi import WeightedObjectives
 from modkit.builder.export.optimize import AUTO, OptimizeError, fused_operators
 from modkit.builder.telemetry.peak import matmul_peak
-from modkit.builder.peft_plan import PeftPlan, PlannedMethod
+from modkit.builder.peft_plan import PeftPlan
 from modkit.builder.preflight import (check_blocks, check_peft_plan, check_spec_shape, check_stages, check_world,
                                       method_from, preflight)
 from modkit.builder.telemetry.progress import StageProgress
 from modkit.builder.telemetry.resources import ResourceMeter
 from modkit.builder.training.optim import check_schedules, schedule_of
-from modkit.builder.training.engine import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, step_seed,
-                                            to_device, train_stage)
-from modkit.errors import ArtifactError, ModkitError, UserError
+from modkit.builder.training.engine import (Engine, load_checkpoint, read_checkpoint_position, save_checkpoint, to_device,
+                                            train_stage)
+from modkit.errors import ModkitError, UserError
 from modkit.fileio import atomic_dir, sha256_file
-from modkit.generation_config import generation_record
-from modkit.interfaces import BackboneCapabilities
-from modkit.nn.generation import generation_defaults, set_generation_defaults
+from modkit.nn.generation import generation_defaults
 from modkit.nn.model import ModkitModel
 from modkit.registry import Component, Registry, get_registry
 from modkit.manifest import MANIFEST_VERSION, Manifest
 from modkit.spec import Resolved, Spec, load_spec
-from modkit.tokenization import artifact_tokenizer, load_tokenizer
 
 
 NO_CURVES = ("no curves.png: drawing it needs matplotlib, which modkit[train] installs "
@@ -59,59 +56,6 @@ NO_CURVES = ("no curves.png: drawing it needs matplotlib, which modkit[train] in
 def _component_record(component: Component, options) -> dict[str, Any]:
     return {"name": component.name, "plugin": component.plugin, "version": component.version,
             "options": options.model_dump(mode="json")}
-
-
-def component_of(kind: str, obj, registry: Registry) -> Component:
-    """The registered component that made ``obj`` (a loaded tokenizer or checkpoint backbone):
-    the one whose implementation is obj's class, or whose options model obj's config is."""
-    path = f"{type(obj).__module__}:{type(obj).__qualname__}"
-    comps = [registry.get(kind, name) for name in registry.names(kind)]
-    for comp in comps:
-        if comp.impl == path or comp.options is type(getattr(obj, "config", None)):
-            return comp
-    raise UserError(f"no registered {kind} builds a {type(obj).__name__}")
-
-
-def _seed_stage(seed: int, index: int) -> None:
-    """Seed the init of a stage's new modules, so a resumed build draws the same ones."""
-    torch.manual_seed(step_seed(seed, index, 2**31))
-
-
-def _attach_stage(model: ModkitModel, objectives: list[tuple[Component, Any]], peft: list[PlannedMethod],
-                  tokenizer, seed: int, index: int) -> tuple[list, list, list[torch.nn.Module]]:
-    """Add one stage's objectives (the first is the task) and planned PEFT methods; return
-    (objectives, (component, method, modules) per method, new modules)."""
-    _seed_stage(seed, index)
-    objs, new_modules = [], []
-    for comp, options in objectives:
-        earlier = comp.name in model.objectives
-        objs.append(model.add_objective(comp.name, comp.load()(options, model.backbone, tokenizer)))
-        if earlier:  # an earlier stage's objective: its head carries on, under this stage's options
-            objs[-1].use_options(options)
-        else:
-            new_modules.append(objs[-1].head)
-    model.task = objectives[0][0].name
-    methods = []
-    for planned in peft:
-        method, modules = planned.attach(model.backbone, tokenizer)
-        methods.append((planned.component, method, modules))
-        new_modules += modules
-    return objs, methods, new_modules
-
-
-def _set_trainable(model: ModkitModel, objectives, methods) -> tuple[int, int]:
-    """With PEFT, train only its modules and the heads; otherwise everything."""
-    if methods:
-        model.requires_grad_(False)
-        for objective in objectives:
-            objective.head.requires_grad_(True)
-        for _, _, modules in methods:
-            for m in modules:
-                m.requires_grad_(True)
-    else:
-        model.requires_grad_(True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
 
 
 def _method_figures(methods, total: int) -> list[dict[str, Any]]:
@@ -124,120 +68,11 @@ def _method_figures(methods, total: int) -> list[dict[str, Any]]:
     return figures
 
 
-def _merge(methods, merged: set[int], model: ModkitModel, inputs=None, tolerance: float = 0.0) -> dict | None:
-    """Merge the methods not merged yet (LoRA folds away; adapters stay; prefixes freeze). With
-    ``inputs``, checked: the outputs must not move by more than ``tolerance``; return the figures.
-    (Without, on a resume: untrained methods of finished stages, before the checkpoint loads.)"""
-    todo = [(comp.name, method) for comp, method, _ in methods if id(method) not in merged]
-    merged.update(id(method) for _, method in todo)
-    if not todo:
-        return None
-    if inputs is None:
-        for _, method in todo:
-            method.merge(model.backbone)
-        return None
-    return merge_checked(model, todo, inputs, tolerance=tolerance)
-
-
-def assemble_model(manifest: Manifest, tokenizer, registry: Registry) -> ModkitModel:
-    """The untrained structure an artifact's weights fit: backbone, heads, kept PEFT modules."""
-    comps = manifest.components
-    bcomp = registry.get("backbone", comps.backbone.name)
-    backbone = bcomp.load()(bcomp.options.model_validate(comps.backbone.options))
-    model = ModkitModel(backbone)
-    plan = PeftPlan.from_manifest(manifest, registry)
-    for i, stage in enumerate(comps.stages):
-        objectives = []
-        for record in stage.all_objectives():
-            ocomp = registry.get("objective", record.name)
-            objectives.append((ocomp, ocomp.options.model_validate(record.options)))
-        _, methods, _ = _attach_stage(model, objectives, plan.stages[i], tokenizer, manifest.seed, i)
-        for planned, (_, method, _) in zip(plan.stages[i], methods):
-            if planned.merges:  # a kept method that merged has its merged shape (prefix constants)
-                method.merge(model.backbone)
-    return model.eval()
-
-
-def load_torch_model(folder: str | Path, *, registry=None):
-    """Rebuild the trained torch model (a :class:`modkit.nn.model.ModkitModel`) of an artifact."""
-    folder = Path(folder)
-    manifest = Manifest.read(folder)
-    registry = registry or get_registry()
-    tokenizer = artifact_tokenizer(folder, manifest, registry)
-    model = assemble_model(manifest, tokenizer, registry)
-    state = load_file(str(folder / "model.safetensors"))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ArtifactError(f"{folder / 'model.safetensors'}: weights do not fit the manifest's model ({e})") from None
-    if manifest.generation is not None:
-        set_generation_defaults(model, generation_record(manifest.generation, f"{folder / 'manifest.json'}"))
-    return model.eval().requires_grad_(False)
-
-
 def _generation_record(backbone) -> dict[str, Any]:
     """The manifest's ``generation``: the defaults the backbone's ``generate`` uses (a checkpoint's
     generation config, or the forced tokens its options set), which ``modkit run`` applies too."""
     record = generation_defaults(backbone)
     return {"generation": record} if record else {}
-
-
-def _tokenizer(spec: Spec, work: Path, echo, registry: Registry):
-    """(tokenizer, whether it was trained now): loaded with ``from``, from an interrupted build's
-    work folder, or trained (and saved into the work folder only once the checks pass)."""
-    saved = work / "tokenizer.json"
-    if spec.model.tokenizer.from_:
-        return load_tokenizer(spec.from_path(spec.model.tokenizer.from_), registry=registry), False
-    if saved.exists():
-        return load_tokenizer(saved, registry=registry), False
-    res = spec.tokenizer
-    files = spec.tokenizer_text()
-    echo(f"training tokenizer {res.component.name} on {len(files)} file(s)")
-    return res.component.load().train(files, res.options), True
-
-
-def _backbone(spec: Spec, tokenizer, registry: Registry):
-    if spec.model.backbone.from_:
-        loaded = load_hf(spec.from_path(spec.model.backbone.from_), registry=registry)
-        backbone = getattr(loaded, "backbone", loaded)
-        return backbone, component_of("backbone", backbone, registry)
-    res = spec.backbone
-    options = options_from_tokenizer(res.options, tokenizer, res.component.load())
-    if getattr(options, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
-        raise UserError(f"{spec.shown}: backbone.vocab_size {options.vocab_size} < the tokenizer's "
-                        f"{tokenizer.vocab_size}")
-    return res.component.load()(options), res.component
-
-
-_ROLE_FIELDS = {"pad_token_id": "pad", "eos_token_id": "eos", "bos_token_id": "bos"}
-
-
-def options_from_tokenizer(options, tokenizer, backbone_class=None):
-    """Fill what the spec left unset from the tokenizer: vocab_size (when 0; plus the ids the
-    family reserves past the tokenizer's vocabulary, as T5's sentinels, where the tokenizer lacks
-    them), the special token ids, and ``decoder_start_token_id`` from the role the backbone
-    declares its decoder starts from (BART the eos, T5 the pad)."""
-    fields, given = type(options).model_fields, options.model_fields_set
-    caps = capabilities(backbone_class, options)
-    update = {}
-    if "vocab_size" in fields and not options.vocab_size:
-        update["vocab_size"] = tokenizer.vocab_size
-        if caps.extra_ids and tokenizer.token_to_id("<extra_id_0>") is None:
-            update["vocab_size"] += caps.extra_ids
-    for name, role in _ROLE_FIELDS.items():
-        if name in fields and name not in given and tokenizer.special_id(role) is not None:
-            update[name] = tokenizer.special_id(role)
-    start = caps.decoder_start and tokenizer.special_id(caps.decoder_start)
-    if "decoder_start_token_id" in fields and "decoder_start_token_id" not in given and start is not None:
-        update["decoder_start_token_id"] = start
-    return options.model_copy(update=update)
-
-
-def capabilities(backbone_class, options) -> BackboneCapabilities:
-    """What ``backbone_class`` built with ``options`` declares (the default record for a class
-    that is no :class:`modkit.Backbone`)."""
-    declare = getattr(backbone_class, "capabilities", None)
-    return declare(options) if declare is not None else BackboneCapabilities()
 
 
 def _export(model: ModkitModel, objective, data, task: dict[str, Any], folder: Path, export,
@@ -385,9 +220,9 @@ def _prepare(spec: Spec, work: Path, registry: Registry, echo, resume: bool):
     continuing = resume and read_checkpoint_position(work) is not None
     if continuing:
         fingerprint.check(work, spec)
-    tokenizer, trained = _tokenizer(spec, work, echo, registry)
-    _seed_stage(spec.model.seed, -1)
-    backbone, bcomp = _backbone(spec, tokenizer, registry)
+    tokenizer, trained = stage_tokenizer(spec, work, echo, registry)
+    seed_stage(spec.model.seed, -1)
+    backbone, bcomp = stage_backbone(spec, tokenizer, registry)
     check_stages(spec, backbone, registry)  # again on the backbone as built: a checkpoint's, say
     check_blocks(spec, backbone)
     check_peft_plan(spec, backbone, bcomp, tokenizer)
@@ -458,18 +293,18 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     at_boundary = position["stage"] if position and position["step"] == 0 else None
     stage_records, data = [], None
     for i, stage in enumerate(spec.model.stages):
-        _merge(run.all_methods, run.merged, model)  # resuming: finished stages' methods, merged as when saved
+        merge_pending(run.all_methods, run.merged, model)  # resuming: finished stages' methods, merged as when saved
         if at_boundary == i:  # saved after stage i-1, before stage i added its modules
             load_checkpoint(work, model, None)
         resolved: list[Resolved] = spec.objectives[i]
-        objs, methods, _ = _attach_stage(model, [(r.component, r.options) for r in resolved], plan.stages[i],
+        objs, methods, _ = attach_stage(model, [(r.component, r.options) for r in resolved], plan.stages[i],
                                          tokenizer, spec.model.seed, i)
         objective = objs[0]  # the stage's task
         run.all_methods += methods
         model.to(engine.device)  # the stage's new heads and PEFT modules join the rest
         stage_records.append((resolved, methods))
         if i >= len(run.reports):  # else finished before the interruption: its weights are in the checkpoint
-            data = _run_stage(run, i, resolved, objs, methods, _set_trainable(model, objs, methods))
+            data = _run_stage(run, i, resolved, objs, methods, set_trainable(model, objs, methods))
     if not engine.is_main:  # rank 0 alone merges, exports and writes the artifact
         return {}
     if at_boundary == len(spec.model.stages):  # every stage had finished: their trained weights
@@ -480,7 +315,7 @@ def _build_in(work: Path, spec: Spec, out: Path, tokenizer, backbone, bcomp: Com
     model.cpu()  # merge, export and the weights file work on CPU copies, whatever the device
     merge_figures = None
     if spec.model.export.merge:
-        merge_figures = _merge(run.all_methods, run.merged, model, objective.reader.export_inputs(data),
+        merge_figures = merge_pending(run.all_methods, run.merged, model, objective.reader.export_inputs(data),
                                spec.model.export.parity_tolerance)
     record = objective.export.task_record(spec.model.stages[-1].seq_len)
     record.typed(registry.get("task", record.task).load().record, f"objective {type(objective).__name__}")
@@ -571,7 +406,7 @@ def _run_stage(run: _Run, i: int, resolved: list[Resolved], objs: list, methods:
              + f", {stage_meter.tokens:,} tokens at {report['tokens_per_second']:,.0f} tok/s, "
                f"{stage_meter.mfu_text()}")
     if i + 1 < len(spec.model.stages):  # so the checkpoint has the shape the next stage starts from
-        checked = _merge(run.all_methods, run.merged, model,
+        checked = merge_pending(run.all_methods, run.merged, model,
                          to_device(objective.reader.export_inputs(data), engine.device), spec.model.export.parity_tolerance)
         if checked:
             report["merge"] = checked

@@ -2,7 +2,7 @@
 after it.
 
 Three places replay it and must agree: the preflight rehearsal on a meta-device backbone, the
-build (a resume included), and :func:`modkit.builder.build.assemble_model`, which rebuilds an
+build (a resume included), and :func:`modkit.builder.assembly.assemble_model`, which rebuilds an
 artifact's structure from its manifest. They all read the plan here, from the spec
 (:meth:`PeftPlan.from_spec`) or from the manifest's ``kept``/``merged`` records
 (:meth:`PeftPlan.from_manifest`), and attach through :meth:`PlannedMethod.attach`.

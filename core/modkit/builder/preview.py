@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from modkit.builder.build import _attach_stage, _backbone, _tokenizer
+from modkit.builder.assembly import attach_stage, stage_backbone, stage_tokenizer
 from modkit.builder.training.engine import step_seed
 from modkit.errors import UserError
 from modkit.nn.model import ModkitModel
@@ -33,10 +33,10 @@ def preview(spec_path: str | Path, *, stage: int = 0, n: int = 10, overrides: li
     if not 0 <= stage < len(spec.model.stages):
         raise UserError(f"{spec.shown}: no stages[{stage}]; the spec has {len(spec.model.stages)} stage(s)")
     with tempfile.TemporaryDirectory() as work:
-        tokenizer, _ = _tokenizer(spec, Path(work), echo, registry)
-    model = ModkitModel(_backbone(spec, tokenizer, registry)[0])
+        tokenizer, _ = stage_tokenizer(spec, Path(work), echo, registry)
+    model = ModkitModel(stage_backbone(spec, tokenizer, registry)[0])
     for i in range(stage + 1):  # earlier stages' objectives too: their modules are part of the model
-        objs, _, _ = _attach_stage(model, [(r.component, r.options) for r in spec.objectives[i]],
+        objs, _, _ = attach_stage(model, [(r.component, r.options) for r in spec.objectives[i]],
                                    [(r.component, r.options) for r in spec.peft[i]], tokenizer,
                                    spec.model.seed, i)
     settings = spec.model.stages[stage]

@@ -281,7 +281,7 @@ def load_model(path: str | Path, *, peft: list[str | Path] = (), **kwargs: Any):
     if not path.is_dir():
         raise ArtifactError(f"{path}: expected a folder (a modkit artifact or a Hugging Face checkpoint)")
     if (path / MANIFEST).exists():
-        from modkit.builder.build import load_torch_model
+        from modkit.builder.assembly import load_torch_model
 
         model = load_torch_model(path, **kwargs)
     else:
