@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import modkit
-from modkit.builder.build import load_torch_model
+from modkit.builder.assembly import load_torch_model
 from modkit.errors import UserError
 from modkit.runtime import Runtime
 from modkit_plugins.objectives.tagging import entity_scores, first_subtokens, spans, token_labels
