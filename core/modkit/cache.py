@@ -62,11 +62,12 @@ def clear(root: Path | None = None, parts: tuple[str, ...] = (), older_than_days
 
 
 def human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    if size < 1000:
+        return f"{size} B"
+    for unit in ("KB", "MB", "GB"):
         size /= 1000
-    return ""
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}"
 
 
 __all__ = ["PARTS", "Entry", "entries", "clear", "human"]
