@@ -20,7 +20,6 @@ from .spm_segment import UNK_PENALTY, ScoredBPE, build_trie, word_splitter
 from .spm_unigram import Unigram
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")
-_FLT_MIN = 1.1754943508222875e-38  # sentencepiece starts its max_score there (a C float's FLT_MIN)
 
 
 def byte_piece(byte: int) -> str:
@@ -104,15 +103,15 @@ class SentencePieceTokenizer(SubwordTokenizer):
                              word_splitter((p for p, _ in in_trie), space))
         normal = [s for _, s, kind in pieces if kind == NORMAL]
         min_score = min(normal, default=0.0)
-        max_score = max(normal + [_FLT_MIN])
         scores = []
         for piece, score, kind in pieces:
-            if kind == USER_DEFINED:  # always chosen: sentencepiece's `length * max_score_ - 0.1`
-                score = _f32(_f32(len(piece.encode("utf-8")) * max_score) - _f32(0.1))
+            if kind == USER_DEFINED:  # sentencepiece 0.2.3's: 0.1 x (UTF-8 bytes - 1), the longest preferred
+                score = _f32(0.1 * (len(piece.encode("utf-8")) - 1))
             scores.append(score)
         in_trie = [(p, i) for p, i in in_trie if pieces[i][2] != UNUSED]
         return Unigram(build_trie(in_trie), scores, self._unk_id, min_score - UNK_PENALTY,
-                       float32_paths=self.float32_scoring, split=word_splitter((p for p, _ in in_trie), space))
+                       float32_paths=self.float32_scoring, split=word_splitter((p for p, _ in in_trie), space),
+                       byte_ids=[self._byte_ids[b] for b in range(256)] if self._byte_ids else None)
 
     @property
     def word_cache(self) -> bool:
@@ -124,6 +123,18 @@ class SentencePieceTokenizer(SubwordTokenizer):
     @word_cache.setter
     def word_cache(self, on: bool) -> None:
         self._segmenter.use_cache = bool(on)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled Viterbi pass segments this Unigram model (where it is built:
+        see hatch_build.py); off, the Python pass with its word cache does, with the same ids."""
+        return getattr(self._segmenter, "use_native", False)
+
+    @compiled.setter
+    def compiled(self, on: bool) -> None:
+        if not isinstance(self._segmenter, Unigram):
+            raise UserError("only a Unigram model has a compiled segmenter; this one is BPE")
+        self._segmenter.use_native = on
 
     # -- encoding -----------------------------------------------------------------------
     def _spans(self, normalized: str, segmentation=None) -> list[tuple[int, int, int]]:

@@ -25,6 +25,14 @@ from typing import Callable
 
 from .spm_segment import _END, CACHE_LIMIT
 
+try:  # the Viterbi pass compiled (hatch_build.py); optional, with the same ids
+    from . import _unigram_native as native
+except ImportError:
+    native = None
+else:
+    if getattr(native, "VERSION", None) != 3:  # built from an older source: not to be trusted
+        native = None
+
 # A word's segmentation, a plain tuple (one is built for every new word): its ids, whether
 # one of them is unknown, its room (the largest magnitude of a starting score from which the
 # same path wins; see Unigram._solved), its weight (the magnitude of its path score), its
@@ -32,6 +40,9 @@ from .spm_segment import _END, CACHE_LIMIT
 # ends, and its lead (best path score less the second best's). Ids and ends are tuples of
 # ints, which the garbage collector stops tracking, where spans would be a tuple per piece
 Solved = tuple
+# sentencepiece (0.2.3) takes its float32 path scores back to 0 where one passes this
+# magnitude (see Unigram._viterbi)
+RESET_AT = 100000.0
 _IDS, _HAS_UNK, _ROOM, _WEIGHT, _EXTENT = (itemgetter(k) for k in range(5))
 
 
@@ -44,6 +55,28 @@ def _lattice(trie: dict, scores: list[float]) -> dict:
             piece_id = child.get(_END, -1)
             out[char] = (_lattice(child, scores), piece_id, scores[piece_id] if piece_id >= 0 else 0.0)
     return out
+
+
+def flatten_trie(trie: dict, scores: list[float]) -> tuple[list[int], list[int], list[int], list[float]]:
+    """``trie`` as the compiled lattice takes it: node k + 1 is the child of node
+    ``parents[k]`` (-1: the root) under code point ``chars[k]``; ``ids`` and ``scores`` of
+    each node (index 0: the root), id -1 where no piece ends there."""
+    parents: list[int] = []
+    chars: list[int] = []
+    ids, node_scores = [-1], [0.0]
+    stack = [(trie, -1)]
+    while stack:
+        node, index = stack.pop()
+        for char, child in node.items():
+            if char == _END:
+                continue
+            parents.append(index)
+            chars.append(ord(char))
+            piece_id = child.get(_END, -1)
+            ids.append(piece_id)
+            node_scores.append(scores[piece_id] if piece_id >= 0 else 0.0)
+            stack.append((child, len(parents) - 1))
+    return parents, chars, ids, node_scores
 
 
 def _depth(trie: dict) -> int:
@@ -59,13 +92,15 @@ class Unigram:
     uses doubles. Ties go to the first candidate seen (earlier start, then shorter piece), as
     in both.
 
-    ``split``: cuts text into words no piece crosses (see
-    :func:`~.spm_segment.word_splitter`); each word's segmentation is then cached
-    (``use_cache``).
+    Where the compiled pass is built (``native``), it segments each text whole, in one
+    pass, as sentencepiece does. Without it, ``split`` cuts text into words no piece crosses
+    (see :func:`~.spm_segment.word_splitter`) and each word's segmentation is cached
+    (``use_cache``); ``use_native = False`` chooses this path where both are there.
     """
 
     def __init__(self, trie: dict, scores: list[float], unk_id: int, unk_score: float, *,
-                 float32_paths: bool, split: Callable[[str], list[str]] | None = None):
+                 float32_paths: bool, split: Callable[[str], list[str]] | None = None,
+                 byte_ids: list[int] | None = None):
         self.trie = trie
         self.scores = scores
         self.unk_id = unk_id
@@ -78,31 +113,76 @@ class Unigram:
         self._cache: dict = {}  # text -> Solved, and (text, starting score) -> Solved in place
         self._unit = 2.0 ** -24 if float32_paths else 2.0 ** -53  # the unit roundoff of a sum
         self._largest_step = max((abs(v) for v in scores), default=0.0) + abs(self.unk_score)
+        self._byte_ids = byte_ids
+        self._native = self._compiled() if native else None
+        self.use_native = self._native is not None
+
+    def _compiled(self):
+        return native.Lattice(*flatten_trie(self.trie, self.scores), self.unk_id, self.unk_score,
+                              self.float32_paths, self._byte_ids)
+
+    def __getstate__(self) -> dict:  # the compiled lattice is rebuilt, not pickled
+        return {**self.__dict__, "_native": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._use_native = self._use_native and native is not None
+        if self._use_native:
+            self._native = self._compiled()
+
+    @property
+    def use_native(self) -> bool:
+        """Whether the compiled pass segments (where it is built; the ids are the same either way)."""
+        return self._use_native
+
+    @use_native.setter
+    def use_native(self, on: bool) -> None:
+        if on and self._native is None:
+            raise RuntimeError("the compiled Unigram pass is not built (see hatch_build.py)")
+        self._use_native = bool(on)
 
     def _round(self, value: float) -> float:
         return array("f", [value])[0] if self.float32_paths else value
 
     def segment(self, text: str) -> list[tuple[int, int, int]]:
         """(start, end, id) of each piece of the best segmentation of ``text``."""
-        if not (self.use_cache and self._split):
+        if self._use_native:
+            return self._native.segment(text)
+        words = self._cached_words(text)
+        if words is None:
             return self._viterbi(text, 0.0)[0]
         spans: list[tuple[int, int, int]] = []
-        for at, word in self._placed(text, self._words(text)):
+        for at, word in self._placed(text, words):
             ends = word[5]
             spans += [(at + a, at + b, i) for a, b, i in zip((0, *ends), ends, word[0])]
         return spans
 
     def ids(self, text: str) -> list[int] | None:
-        """The ids of :meth:`segment`, or None where an unknown character is in the text."""
-        if not (self.use_cache and self._split):
+        """The ids of :meth:`segment`, or None where an unknown character is in the text
+        (the compiled pass writes those as sentencepiece does: a run of them one unk id, or
+        with ``byte_ids`` each one its bytes' ids; None only for a lone surrogate)."""
+        if self._use_native:
+            return self._native.ids(text)
+        words = self._cached_words(text)
+        if words is None:
             ids = [i for _, _, i in self._viterbi(text, 0.0)[0]]
             return None if self.unk_id in ids else ids
-        words = self._words(text)
         if any(map(_HAS_UNK, words)):
             return None
         if min(map(_ROOM, words), default=1.0) > self._reach(text, words):  # every word as cached
             return list(chain.from_iterable(map(_IDS, words)))
         return [i for _, word in self._placed(text, words) for i in word[0]]
+
+    def _cached_words(self, text: str) -> list[Solved] | None:
+        """The segmentation of each word of ``text``, or None where the cache cannot serve:
+        it is off, a piece may cross words, or sentencepiece's sums may pass ``RESET_AT``
+        (and start again from 0, which only the whole pass replays)."""
+        if not (self.use_cache and self._split):
+            return None
+        words = self._words(text)
+        if self.float32_paths and self._reach(text, words) > RESET_AT:
+            return None
+        return words
 
     def _words(self, text: str) -> list[Solved]:
         """The segmentation of each word of ``text``, solving (and caching) the new ones."""
@@ -232,7 +312,8 @@ class Unigram:
 
     def _viterbi(self, text: str, start: float) -> tuple[list[tuple[int, int, int]], float]:
         """sentencepiece's Viterbi pass over ``text`` from path score ``start``: the best
-        segmentation and its path score."""
+        segmentation and its path score (in float32, relative to where sentencepiece last
+        took its sums back to 0, past ``RESET_AT``)."""
         n = len(text)
         if not n:
             return [], start
@@ -243,8 +324,14 @@ class Unigram:
         starts = [-1] * (n + 1)
         ids = [0] * (n + 1)
         root, unk_id, unk_score, longest = self._lattice, self.unk_id, self.unk_score, self._longest
+        reset = self.float32_paths
+        frontier = 0  # the farthest position a piece has reached
         for i in range(n):
             here = best[i]
+            if reset and (here < -RESET_AT or here > RESET_AT):
+                for k in range(i, frontier + 1):
+                    best[k] -= here
+                here = 0.0
             node = root
             single = False
             for j, char in enumerate(text[i:i + longest], i + 1):
@@ -254,6 +341,8 @@ class Unigram:
                 node, piece_id, score = entry
                 if piece_id < 0:
                     continue
+                if j > frontier:
+                    frontier = j
                 rounded[0] = score + here
                 candidate = rounded[0]
                 if candidate > best[j]:
@@ -263,6 +352,7 @@ class Unigram:
                 if j == i + 1:
                     single = True
             if not single:
+                frontier = max(frontier, i + 1)
                 rounded[0] = unk_score + here
                 candidate = rounded[0]
                 if candidate > best[i + 1]:
