@@ -38,9 +38,11 @@ class NativeBuildHook(BuildHookInterface):
     def initialize(self, version: str, build_data: dict) -> None:
         root = Path(self.root)
         work = self._work = Path(tempfile.mkdtemp(prefix="modkit-native-"))
+        from setuptools.errors import BaseError, CCompilerError
+
         try:
             built = compile_extension(root, work)
-        except Exception as e:  # no compiler, no headers: the pure-Python path serves
+        except (BaseError, CCompilerError, OSError) as e:  # no compiler, no headers: the Python pass serves
             print(f"modkit: the compiled Unigram encoder was not built ({type(e).__name__}: {e}); "
                   "modkit will segment Unigram text in Python (same ids, slower)", file=sys.stderr)
             return

@@ -109,3 +109,13 @@ import os as _os
 import tempfile as _tempfile
 
 _os.environ.setdefault("MODKIT_CACHE", _tempfile.mkdtemp(prefix="modkit-test-cache-"))
+
+
+@pytest.fixture(scope="session")
+def spm_models(tmp_path_factory):
+    """SentencePiece models trained here by the ``sentencepiece`` package, one per option set
+    of tests/plugins/spm_models.py (name -> .model path)."""
+    import_or_skip("sentencepiece", "pip install sentencepiece (the dev extra)")
+    from spm_models import train_models
+
+    return train_models(tmp_path_factory.mktemp("spm"))

@@ -10,17 +10,11 @@ import pytest
 from conftest import fixture_text, import_or_skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spm_models import HELD_BACK, OPTION_SETS, held_back_paragraphs, train_models
+from spm_models import HELD_BACK, OPTION_SETS, held_back_paragraphs
 
 import modkit
 from modkit_plugins.tokenizers.spm_model import SentencePieceTokenizer
 from modkit_plugins.tokenizers.spm_proto import parse_model, read_model, serialize_model
-
-
-@pytest.fixture(scope="session")
-def spm_models(tmp_path_factory):
-    import_or_skip("sentencepiece", "pip install sentencepiece (the dev extra)")
-    return train_models(tmp_path_factory.mktemp("spm"))
 
 
 @pytest.fixture(scope="session", params=sorted(OPTION_SETS))
