@@ -94,9 +94,10 @@ def cold_runs(make, run, repeats: int = 3) -> tuple[float, object]:
 
 def bench_unigram(text: str, folder: Path) -> list[tuple[str, float, float]]:
     """An 8k SentencePiece Unigram (nmt_nfkc) trained by sentencepiece on the first MB, then
-    the next MB, which it has not seen, encoded line by line by modkit (from the .model; with
-    its word cache, and without), sentencepiece and Hugging Face tokenizers (transformers'
-    faithful conversion), each tokenizer cold: made afresh for each timed run."""
+    the next MB, which it has not seen, encoded line by line (and as one line) by modkit
+    (from the .model; the compiled pass, and the Python pass with its word cache),
+    sentencepiece and Hugging Face tokenizers (transformers' faithful conversion), each
+    tokenizer cold: made afresh for each timed run."""
     import sentencepiece
     from sentencepiece import sentencepiece_model_pb2
     from transformers.convert_slow_tokenizer import SpmConverter
@@ -110,27 +111,51 @@ def bench_unigram(text: str, folder: Path) -> list[tuple[str, float, float]]:
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(model.read_bytes())
     pieces = [(p.piece, p.score) for p in proto.pieces]
-    lines = text[1_000_000:2_000_000].splitlines()
+    held_back = text[1_000_000:2_000_000]
+    lines = held_back.splitlines()
     size = sum(len(line.encode("utf-8")) for line in lines)
+    one_line = held_back.replace("\n", " ")
 
-    def uncached():
+    def ours():
         tok = modkit.load_tokenizer(model)
-        tok.word_cache = False
+        if not tok.compiled:
+            sys.exit("the compiled Unigram pass is not built: pip install -e . with a C compiler")
         return tok
+
+    def python_pass():
+        tok = modkit.load_tokenizer(model)
+        tok.compiled = False
+        return tok
+
+    def spm():
+        return sentencepiece.SentencePieceProcessor(model_file=str(model))
+
+    def hf():
+        return SpmConverter.build_tokenizer_from_spm_proto(proto, pieces)
 
     def by_line(tok):
         return [tok.encode(line) for line in lines]
 
-    t_ours, ids = cold_runs(lambda: modkit.load_tokenizer(model), by_line)
-    t_plain, ids_plain = cold_runs(uncached, by_line, repeats=1)
-    t_sp, ids_sp = cold_runs(lambda: sentencepiece.SentencePieceProcessor(model_file=str(model)), by_line)
-    t_hf, encs = cold_runs(lambda: SpmConverter.build_tokenizer_from_spm_proto(proto, pieces),
-                           lambda hf: [hf.encode(line, add_special_tokens=False) for line in lines])
-    assert ids == ids_plain == ids_sp, "Unigram ids differ from sentencepiece's"
+    def hf_by_line(tok):
+        return [tok.encode(line, add_special_tokens=False).ids for line in lines]
+
+    t_ours, ids = cold_runs(ours, by_line)
+    t_python, ids_python = cold_runs(python_pass, by_line)
+    t_sp, ids_sp = cold_runs(spm, by_line)
+    t_hf, _ = cold_runs(hf, hf_by_line)
+    assert ids == ids_python == ids_sp, "Unigram ids differ from sentencepiece's"
+    w_ours, one = cold_runs(ours, lambda tok: tok.encode(one_line))
+    w_sp, one_sp = cold_runs(spm, lambda tok: tok.encode(one_line))
+    w_hf, _ = cold_runs(hf, lambda tok: tok.encode(one_line, add_special_tokens=False))
+    assert one == one_sp, "Unigram ids of the one long line differ from sentencepiece's"
+    whole = len(one_line.encode("utf-8"))
     return [("Unigram 8k encode by line, modkit", t_ours, size),
-            ("Unigram 8k encode by line, modkit, no word cache", t_plain, size),
+            ("Unigram 8k encode by line, modkit, Python pass", t_python, size),
             ("Unigram 8k encode by line, sentencepiece", t_sp, size),
-            ("Unigram 8k encode by line, HF tokenizers", t_hf, size)]
+            ("Unigram 8k encode by line, HF tokenizers", t_hf, size),
+            ("Unigram 8k encode as one line, modkit", w_ours, whole),
+            ("Unigram 8k encode as one line, sentencepiece", w_sp, whole),
+            ("Unigram 8k encode as one line, HF tokenizers", w_hf, whole)]
 
 
 def train_child(which: str, text_path: str) -> None:
@@ -191,6 +216,7 @@ def main() -> None:
     bl = "GPT-2 byte-level encode, "
     wp = "WordPiece encode_batch over lines, "
     un = "Unigram 8k encode by line, "
+    one = "Unigram 8k encode as one line, "
     print()
     ratios = [] if only_unigram else [
         ("byte-level: modkit / tiktoken throughput", bl + "tiktoken", bl + "modkit", ">= 0.5x"),
@@ -200,8 +226,10 @@ def main() -> None:
     ratios += [
         ("Unigram:    modkit / sentencepiece      ", un + "sentencepiece", un + "modkit", ">= 0.5x"),
         ("Unigram:    modkit / HF throughput      ", un + "HF tokenizers", un + "modkit", ">= 2x"),
-        ("Unigram, no word cache: / sentencepiece ", un + "sentencepiece", un + "modkit, no word cache", ""),
-        ("Unigram, no word cache: / HF            ", un + "HF tokenizers", un + "modkit, no word cache", ""),
+        ("Unigram, Python pass: / sentencepiece   ", un + "sentencepiece", un + "modkit, Python pass", ""),
+        ("Unigram, Python pass: / HF              ", un + "HF tokenizers", un + "modkit, Python pass", ""),
+        ("Unigram, one line: / sentencepiece      ", one + "sentencepiece", one + "modkit", ""),
+        ("Unigram, one line: / HF                 ", one + "HF tokenizers", one + "modkit", ""),
     ]
     for label, reference, ours, target in ratios:
         print(f"{label} = {seconds[reference] / seconds[ours]:.2f}x" + (f" (target {target})" if target else ""))
