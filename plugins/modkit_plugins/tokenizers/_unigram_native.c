@@ -229,6 +229,9 @@ static Py_ssize_t solve(Lattice *l, PyObject *text) {
         PyErr_SetString(PyExc_TypeError, "text: a str");
         return -1;
     }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return -1; /* a legacy string's code points, before 3.12 */
+#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (reserve(l, n) < 0) return -1;
     int kind = PyUnicode_KIND(text);
