@@ -37,7 +37,7 @@ def _random_texts(n: int, seed: int = 0) -> list[str]:
 
 
 def python_pass(tok: SentencePieceTokenizer) -> SentencePieceTokenizer:
-    """The same model segmented in Python (a Unigram model's compiled pass off)."""
+    """The same model normalised and segmented in Python (the compiled passes off)."""
     copy = SentencePieceTokenizer(tok.model)
     if copy.compiled:
         copy.compiled = False

@@ -105,6 +105,32 @@ def test_pickled_tokenizer_keeps_the_compiled_pass(tmp_path):
     assert not python.use_native
 
 
+def test_compiled_normaliser_equals_the_python_one(spm_models, google_spm_models):
+    """Every model's normaliser (nmt_nfkc, nfkc, nmt_nfkc_cf, identity; spaces kept or not,
+    with and without the dummy prefix) on random text over what normalisation changes:
+    spaces of every kind, combining marks (where a longer key may start, the walk runs),
+    full-width forms, ▁ itself; the compiled fast path where it applies, and the Python one."""
+    from conftest import HARD_CASES
+
+    rng = random.Random(9)
+    alphabet = [chr(c) for c in [0x20, 0x20, 0x20, 0x41, 0x61, 0x7A, 0x0, 0x9, 0xA, 0xD, 0xA0, 0xAD, 0x301, 0x308,
+                                 0x3099, 0x304B, 0x30AB, 0x2002, 0x200B, 0x2581, 0x3000, 0x4E2D, 0xFB01, 0xFF21,
+                                 0xFF76, 0xFF9E, 0x1F600, 0x2160, 0x2460, 0xFEFF, 0xD55C, 0x1100, 0x1161]]
+    texts = HARD_CASES + HELD_BACK + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+                                      for _ in range(3000)]
+    paths = [*spm_models.values(), google_spm_models["kyoto_ja_unigram_8000.model"]]
+    compiled_models = 0
+    for path in paths:
+        tok = modkit.load_tokenizer(path)
+        python = SentencePieceTokenizer(tok.model)
+        python.normalizer.use_compiled = False
+        compiled_models += tok.normalizer.use_compiled
+        for text in texts:
+            assert tok.normalize(text) == python.normalize(text), (path.name, text)
+        assert pickle.loads(pickle.dumps(tok.normalizer)).use_compiled == tok.normalizer.use_compiled
+    assert compiled_models >= 8  # all but the models with user-defined symbols
+
+
 @pytest.mark.parity
 def test_texts_past_the_score_reset_match_sentencepiece(spm_models):
     """One line of 200,000 characters: sentencepiece's float32 path score passes 1e5 several

@@ -1,8 +1,12 @@
-/* The Unigram Viterbi pass of spm_unigram.Unigram._viterbi, compiled: the same trie, the
- * same arithmetic (each candidate is a double sum, rounded to a float where path scores are
- * kept in float32, as sentencepiece keeps them), the same tie rule (a later candidate wins
- * only when strictly better). It is optional: without it modkit segments in Python, with
- * the same ids; tests/plugins/test_spm_native.py holds the two to each other.
+/* SentencePiece's Unigram Viterbi pass and its normaliser's fast path, compiled: the
+ * Viterbi pass of spm_unigram.Unigram._viterbi (Lattice) and the one-character replacements
+ * and whitespace handling of spm_normalize.Normalizer.normalize (Translator), each with the
+ * same results as the Python it replaces. The Viterbi pass keeps the same trie, the same
+ * arithmetic (each candidate a double sum, rounded to a float where path scores are kept in
+ * float32, as sentencepiece keeps them, with sentencepiece's reset of large sums) and the
+ * same tie rule (a later candidate wins only when strictly better). The module is optional:
+ * without it modkit runs the Python; tests/plugins/test_spm_native.py holds the two to each
+ * other.
  *
  * The trie is a hash table of (node, code point) -> child node, built from the flat arrays
  * that spm_unigram.flatten_trie makes of the Python trie. */
@@ -12,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define NATIVE_VERSION 3 /* spm_unigram checks it: a stale build is ignored, not trusted */
+#define NATIVE_VERSION 4 /* spm_unigram checks it: a stale build is ignored, not trusted */
 
 typedef struct {
     PyObject_HEAD
@@ -355,18 +359,236 @@ static PyTypeObject LatticeType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* -- the normaliser's fast path ---------------------------------------------------- */
+
+/* A set or map of code points: open addressing, 0xFFFFFFFF marking an empty slot, and a
+ * direct table for ASCII. */
+typedef struct {
+    uint32_t *keys;
+    int32_t *values;
+    uint64_t mask;
+    int shift;
+    int32_t ascii[128];
+} CpMap;
+
+static void cpmap_free(CpMap *m) {
+    PyMem_Free(m->keys);
+    PyMem_Free(m->values);
+    m->keys = NULL;
+    m->values = NULL;
+}
+
+static int cpmap_init(CpMap *m, Py_ssize_t size) {
+    uint64_t slots = 16;
+    int bits = 4;
+    while (slots < 2 * (uint64_t)size + 2) { slots <<= 1; bits++; }
+    m->keys = PyMem_Malloc(slots * sizeof(uint32_t));
+    m->values = PyMem_Malloc(slots * sizeof(int32_t));
+    if (!m->keys || !m->values) { PyErr_NoMemory(); return -1; }
+    memset(m->keys, 0xFF, slots * sizeof(uint32_t));
+    m->mask = slots - 1;
+    m->shift = 64 - bits;
+    for (int k = 0; k < 128; k++) m->ascii[k] = -1;
+    return 0;
+}
+
+static void cpmap_put(CpMap *m, uint32_t cp, int32_t value) {
+    if (cp < 128) m->ascii[cp] = value;
+    uint64_t at = slot_of(cp + 1, m->shift);
+    while (m->keys[at] != 0xFFFFFFFFu && m->keys[at] != cp) at = (at + 1) & m->mask;
+    m->keys[at] = cp;
+    m->values[at] = value;
+}
+
+static inline int32_t cpmap_get(const CpMap *m, Py_UCS4 cp) {
+    if (cp < 128) return m->ascii[cp];
+    uint64_t at = slot_of(cp + 1, m->shift);
+    for (;;) {
+        uint32_t found = m->keys[at];
+        if (found == cp) return m->values[at];
+        if (found == 0xFFFFFFFFu) return -1;
+        at = (at + 1) & m->mask;
+    }
+}
+
+/* Normalizer.normalize's fast path (spm_normalize.py), compiled: each character through the
+ * one-character replacements, then spaces as the spec says. */
+typedef struct {
+    PyObject_HEAD
+    CpMap table;        /* code point -> index of its replacement */
+    Py_UCS4 *repl;      /* the replacements, end to end */
+    Py_ssize_t *starts; /* replacement k is repl[starts[k]:starts[k + 1]] */
+    Py_ssize_t longest; /* the longest replacement */
+    CpMap firsts, seconds; /* a longer key may start where a second follows a first */
+    int has_longer, remove_extra, escape, dummy;
+} Translator;
+
+static void Translator_dealloc(Translator *t) {
+    cpmap_free(&t->table);
+    cpmap_free(&t->firsts);
+    cpmap_free(&t->seconds);
+    PyMem_Free(t->repl);
+    PyMem_Free(t->starts);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static int fill_set(CpMap *m, PyObject *chars) {
+    PyObject *seq = PySequence_Fast(chars, "a sequence of code points");
+    if (!seq) return -1;
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(seq);
+    if (cpmap_init(m, size) < 0) { Py_DECREF(seq); return -1; }
+    for (Py_ssize_t k = 0; k < size; k++) {
+        long cp = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+        if (cp < 0 || cp > 0x10FFFF) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a code point out of range");
+            return -1;
+        }
+        cpmap_put(m, (uint32_t)cp, 1);
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* Translator(table, firsts, seconds, remove_extra_whitespaces, escape_whitespaces,
+ * add_dummy_prefix): table maps a code point to its replacement (a str); a key longer than
+ * one character may start where a code point of `seconds` follows one of `firsts`. */
+static int Translator_init(Translator *t, PyObject *args, PyObject *kwds) {
+    PyObject *table, *firsts, *seconds;
+    int remove_extra, escape, dummy;
+    if (!PyArg_ParseTuple(args, "O!OOppp", &PyDict_Type, &table, &firsts, &seconds, &remove_extra, &escape, &dummy))
+        return -1;
+    if (t->repl) {
+        PyErr_SetString(PyExc_RuntimeError, "a Translator is built once");
+        return -1;
+    }
+    Py_ssize_t entries = PyDict_Size(table), total = 0, pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(table, &pos, &key, &value)) {
+        if (!PyUnicode_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "a replacement: a str");
+            return -1;
+        }
+        total += PyUnicode_GET_LENGTH(value);
+    }
+    t->repl = PyMem_Malloc((total + 1) * sizeof(Py_UCS4));
+    t->starts = PyMem_Malloc((entries + 1) * sizeof(Py_ssize_t));
+    if (!t->repl || !t->starts) { PyErr_NoMemory(); return -1; }
+    if (cpmap_init(&t->table, entries) < 0) return -1;
+    Py_ssize_t at = 0, k = 0;
+    pos = 0;
+    while (PyDict_Next(table, &pos, &key, &value)) {
+        long cp = PyLong_AsLong(key);
+        if (cp < 0 || cp > 0x10FFFF) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a code point out of range");
+            return -1;
+        }
+        Py_ssize_t size = PyUnicode_GET_LENGTH(value);
+        if (!PyUnicode_AsUCS4(value, t->repl + at, total + 1 - at, 0)) return -1;
+        t->starts[k] = at;
+        cpmap_put(&t->table, (uint32_t)cp, (int32_t)k);
+        at += size;
+        if (size > t->longest) t->longest = size;
+        k++;
+    }
+    t->starts[k] = at;
+    if (fill_set(&t->firsts, firsts) < 0 || fill_set(&t->seconds, seconds) < 0) return -1;
+    t->has_longer = PySequence_Size(seconds) > 0;
+    t->remove_extra = remove_extra;
+    t->escape = escape;
+    t->dummy = dummy;
+    return 0;
+}
+
+/* normalize(text): the normalized text, or None where a key longer than one character may
+ * match (the caller's walk handles those). */
+static PyObject *Translator_normalize(Translator *t, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "text: a str");
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) return NULL;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    if (t->has_longer) {
+        for (Py_ssize_t i = 1; i < n; i++) {
+            if (cpmap_get(&t->seconds, PyUnicode_READ(kind, data, i)) >= 0 &&
+                cpmap_get(&t->firsts, PyUnicode_READ(kind, data, i - 1)) >= 0)
+                Py_RETURN_NONE;
+        }
+    }
+    Py_UCS4 space = t->escape ? 0x2581 : 0x20;
+    Py_ssize_t room = 1 + n * (t->longest > 1 ? t->longest : 1);
+    Py_UCS4 *buf = PyMem_Malloc((room + 1) * sizeof(Py_UCS4));
+    if (!buf) return PyErr_NoMemory();
+    Py_ssize_t len = 1; /* buf[0]: the dummy prefix, where there is one */
+    int started = 0, after_space = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 cp = PyUnicode_READ(kind, data, i);
+        int32_t k = cpmap_get(&t->table, cp);
+        const Py_UCS4 *from = k >= 0 ? t->repl + t->starts[k] : &cp;
+        Py_ssize_t size = k >= 0 ? t->starts[k + 1] - t->starts[k] : 1;
+        for (Py_ssize_t e = 0; e < size; e++) {
+            Py_UCS4 c = from[e];
+            if (c == 0x20) {
+                if (t->remove_extra && (!started || after_space)) continue; /* leading or repeated */
+                after_space = 1;
+                buf[len++] = space;
+            } else {
+                started = 1;
+                after_space = 0;
+                buf[len++] = c;
+            }
+        }
+    }
+    Py_ssize_t first = 1;
+    if (t->dummy && (t->remove_extra ? len > 1 : n > 0)) {
+        buf[0] = space;
+        first = 0;
+    }
+    if (t->remove_extra)
+        while (len > first && buf[len - 1] == space) len--;
+    PyObject *out = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, buf + first, len - first);
+    PyMem_Free(buf);
+    return out;
+}
+
+static PyMethodDef Translator_methods[] = {
+    {"normalize", (PyCFunction)Translator_normalize, METH_O,
+     "The normalized text, or None where a longer key may match."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TranslatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "modkit_plugins.tokenizers._unigram_native.Translator",
+    .tp_basicsize = sizeof(Translator),
+    .tp_dealloc = (destructor)Translator_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "sentencepiece's normaliser for text without keys longer than one character.",
+    .tp_methods = Translator_methods,
+    .tp_init = (initproc)Translator_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_unigram_native", "The Unigram Viterbi pass, compiled.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_unigram_native", "SentencePiece's Unigram Viterbi pass and normaliser fast path, compiled.", -1, NULL,
 };
 
 PyMODINIT_FUNC PyInit__unigram_native(void) {
-    if (PyType_Ready(&LatticeType) < 0) return NULL;
+    if (PyType_Ready(&LatticeType) < 0 || PyType_Ready(&TranslatorType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&LatticeType);
+    Py_INCREF(&TranslatorType);
     if (PyModule_AddObject(m, "Lattice", (PyObject *)&LatticeType) < 0 ||
+        PyModule_AddObject(m, "Translator", (PyObject *)&TranslatorType) < 0 ||
         PyModule_AddIntConstant(m, "VERSION", NATIVE_VERSION) < 0) {
         Py_DECREF(&LatticeType);
+        Py_DECREF(&TranslatorType);
         Py_DECREF(m);
         return NULL;
     }

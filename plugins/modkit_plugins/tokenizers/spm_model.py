@@ -13,6 +13,7 @@ from modkit.fileio import atomic_path
 from modkit.tokenization import Template
 
 from .base import AddedToken, SubwordTokenizer
+from .spm_native import native
 from .spm_normalize import SPACE, Normalizer
 from .spm_proto import (BPE, BYTE, CONTROL, MODEL_TYPES, NORMAL, UNIGRAM, UNKNOWN, UNUSED, USER_DEFINED,
                         ModelProto, serialize_model)
@@ -126,15 +127,18 @@ class SentencePieceTokenizer(SubwordTokenizer):
 
     @property
     def compiled(self) -> bool:
-        """Whether the compiled Viterbi pass segments this Unigram model (where it is built:
-        see hatch_build.py); off, the Python pass with its word cache does, with the same ids."""
-        return getattr(self._segmenter, "use_native", False)
+        """Whether compiled code segments (a Unigram model) or normalises this model's text
+        (where it is built: see hatch_build.py); set False, the Python passes run, with the
+        same ids."""
+        return getattr(self._segmenter, "use_native", False) or self.normalizer.use_compiled
 
     @compiled.setter
     def compiled(self, on: bool) -> None:
-        if not isinstance(self._segmenter, Unigram):
-            raise UserError("only a Unigram model has a compiled segmenter; this one is BPE")
-        self._segmenter.use_native = on
+        if on and native is None:
+            raise UserError("modkit's compiled SentencePiece passes are not built: reinstall it with a C compiler")
+        if isinstance(self._segmenter, Unigram):
+            self._segmenter.use_native = on
+        self.normalizer.use_compiled = bool(on) and self.normalizer._compiled is not None
 
     # -- encoding -----------------------------------------------------------------------
     def _spans(self, normalized: str, segmentation=None) -> list[tuple[int, int, int]]:

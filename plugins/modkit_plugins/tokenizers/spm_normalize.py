@@ -16,9 +16,18 @@ from typing import Iterable, NamedTuple
 from modkit import ArtifactError
 
 from .spm_proto import NormalizerSpec
+from .spm_native import native
 
 SPACE = "\u2581"  # ▁, what a space is written as inside pieces
 _SPACE_RUNS = re.compile(" {2,}")
+
+
+class FastTables(NamedTuple):
+    translate: dict[int, str]  # each one-character key's replacement
+    longer: re.Pattern | None  # finds where a longer key may start: a second after a first
+    longer_in_ascii: bool  # whether ``longer`` can match ASCII text
+    firsts: set[str]
+    seconds: set[str]
 
 
 class CharsMap:
@@ -82,11 +91,10 @@ class CharsMap:
             bases, keys, origins = np.array(next_bases, dtype=np.int64), next_keys, next_origins
         return found
 
-    def fast_tables(self) -> tuple[dict[int, str], re.Pattern | None, bool]:
+    def fast_tables(self) -> FastTables:
         """For normalising without a walk at every character: the replacement of every
-        one-character key (a ``str.translate`` table), a pattern that finds where a key of
-        two or more characters may start (a first character followed by a possible second),
-        and whether that pattern can match ASCII text."""
+        one-character key (a ``str.translate`` table), and where a key of two or more
+        characters may start (a first character followed by a possible second)."""
         import numpy as np
 
         units = np.array(self._units, dtype=np.int64)
@@ -99,7 +107,7 @@ class CharsMap:
                 single[ord(char)] = found[0]
         seconds = self._next_chars(np, units, offsets, [base for _, _, base in firsts])
         if not seconds:
-            return single, None, False
+            return FastTables(single, None, False, set(), set())
         longer_firsts = {firsts[origin][1] for origin, _, _ in seconds}
 
         def klass(chars):
@@ -109,7 +117,7 @@ class CharsMap:
         # stop it at every letter
         second = {char for _, char, _ in seconds}
         pattern = re.compile(f"{klass(second)}(?<={klass(longer_firsts)}{klass(second)})")
-        return single, pattern, any(char.isascii() for char in second)
+        return FastTables(single, pattern, any(char.isascii() for char in second), longer_firsts, second)
 
     def match(self, text: str, at: int) -> tuple[str, int] | None:
         """(replacement, length in characters) of the longest key at ``text[at:]``, or None."""
@@ -188,9 +196,13 @@ class Normalizer:
         # the fast path: one-character replacements by str.translate, whitespace by regex; the
         # unit-by-unit walk where a longer key may match, or user-defined symbols are in play,
         # or a replacement holds two spaces (which unit-by-unit handling keeps)
-        self._translate, self._longer, self._longer_in_ascii = (self.charsmap.fast_tables() if self.charsmap
-                                                                else ({}, None, False))
+        tables = self._tables = (self.charsmap.fast_tables() if self.charsmap
+                                 else FastTables({}, None, False, set(), set()))
+        self._translate, self._longer, self._longer_in_ascii = tables.translate, tables.longer, tables.longer_in_ascii
         self._fast = not self.user_defined and not any("  " in r for r in self._translate.values())
+        self._compiled = self._compile()
+        #: whether the compiled fast path runs (where it is built and the spec allows it)
+        self.use_compiled = self._compiled is not None
         self._special = re.compile("[" + "".join(re.escape(c) for c in sorted(starts)) + "]")
         self._space = SPACE if spec.escape_whitespaces else " "
 
@@ -219,7 +231,26 @@ class Normalizer:
             at = stop + length
         return units
 
+    def _compile(self):
+        """The fast path compiled, or None (not built, or user-defined symbols in play)."""
+        if not (native and self._fast):
+            return None
+        spec, tables = self.spec, self._tables
+        return native.Translator(tables.translate, sorted(map(ord, tables.firsts)), sorted(map(ord, tables.seconds)),
+                                 spec.remove_extra_whitespaces, spec.escape_whitespaces, spec.add_dummy_prefix)
+
+    def __getstate__(self) -> dict:  # the compiled translator is rebuilt, not pickled
+        return {**self.__dict__, "_compiled": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._compiled = self._compile()
+        self.use_compiled = self.use_compiled and self._compiled is not None
+
     def normalize(self, text: str) -> str:
+        if self.use_compiled:
+            out = self._compiled.normalize(text)
+            return out if out is not None else self.normalize_aligned(text)[0]
         longer = self._longer
         if not self._fast or (longer is not None and (self._longer_in_ascii or not text.isascii())
                               and longer.search(text)):

@@ -23,15 +23,9 @@ from itertools import chain
 from operator import itemgetter
 from typing import Callable
 
+from .spm_native import native
 from .spm_segment import _END, CACHE_LIMIT
 
-try:  # the Viterbi pass compiled (hatch_build.py); optional, with the same ids
-    from . import _unigram_native as native
-except ImportError:
-    native = None
-else:
-    if getattr(native, "VERSION", None) != 3:  # built from an older source: not to be trusted
-        native = None
 
 # A word's segmentation, a plain tuple (one is built for every new word): its ids, whether
 # one of them is unknown, its room (the largest magnitude of a starting score from which the
