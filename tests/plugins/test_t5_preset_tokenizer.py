@@ -143,14 +143,10 @@ def test_export_hf_loads_in_t5_tokenizer_fast_and_auto_tokenizer_with_equal_ids(
     auto = transformers.AutoTokenizer.from_pretrained(str(dest))
     t5 = transformers.T5TokenizerFast.from_pretrained(str(dest))
     assert t5.eos_token == "</s>" and t5.pad_token_id == 0 and t5.convert_tokens_to_ids("<extra_id_0>") == 499
-    ties = []
-    for text in texts(paragraphs):
+    for text in texts(paragraphs) + ["=" * 120, "-" * 80 + " " + "=-" * 40]:
         ids = tok.encode_plus(text, allow_special=True).ids
         assert auto(text).input_ids == ids, text
-        if t5(text).input_ids != ids:
-            ties.append(text)
-            # transformers 5's T5TokenizerFast rebuilds T5's pipeline (words split before the
-            # Unigram), which orders pieces of exactly equal total score (runs of '=') otherwise
-            assert sorted(t5(text).input_ids) == sorted(ids), text
-    assert not [t for t in ties if t in MULTILINGUAL + HELD_BACK]
-    assert len(ties) < 5
+        # transformers 5's T5TokenizerFast rebuilds T5's pipeline (words split before the
+        # Unigram); with the trained scores on a 1/128 grid every path sum is exact, so exact
+        # ties (runs of '=') resolve the same either way
+        assert t5(text).input_ids == ids, text

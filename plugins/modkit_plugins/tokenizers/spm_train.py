@@ -147,7 +147,19 @@ def train_unigram(words: Counter[str], vocab_size: int, *, character_coverage: f
     best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     final = [p for p, _ in best if p in required_set]
     final += [p for p, _ in best if p not in required_set][:max(vocab_size - len(final), 0)]
-    return sorted(((p, scores[p]) for p in final), key=lambda kv: (-kv[1], kv[0]))
+    return sorted(((p, _on_grid(scores[p])) for p in final), key=lambda kv: (-kv[1], kv[0]))
+
+
+SCORE_GRID = 2.0 ** -7
+
+
+def _on_grid(score: float) -> float:
+    """``score`` to the nearest multiple of 1/128 (at most 0.004 away). Path scores, sums of
+    these, are then exact in float32 below 2^17 in magnitude (sentencepiece takes its sums
+    back to 0 past 10^5) and in doubles, so sentencepiece (float32), Hugging Face (doubles,
+    words split first or not) and modkit reach the same comparisons, exact ties included,
+    and give the same ids for the model on any text."""
+    return round(score / SCORE_GRID) * SCORE_GRID
 
 
 def _log_probs(freqs: dict[str, float]) -> dict[str, float]:
