@@ -327,6 +327,20 @@ class HubSentencePieceTokenizer(SentencePieceTokenizer):
 
     word_cache = False  # Hugging Face's pre-tokenizer hands the model one word at a time, uncached
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled Viterbi pass segments this Unigram model (the normaliser here
+        is Hugging Face's, in Python)."""
+        return getattr(self._model.segmenter, "use_native", False)
+
+    @compiled.setter
+    def compiled(self, on: bool) -> None:
+        if not isinstance(self._model.segmenter, Unigram):
+            raise UserError("only a Unigram model has a compiled segmenter; this one is BPE")
+        if on and native is None:
+            raise UserError("modkit's compiled SentencePiece passes are not built: reinstall it with a C compiler")
+        self._model.segmenter.use_native = on
+
     def _ids(self, text: str, first: bool) -> list[int]:
         return [i for i, _, _ in self._section(text, first, False)]
 
