@@ -175,3 +175,18 @@ def test_overlapping_user_defined_symbols_match_sentencepiece(tmp_path):
         want = reference.encode(text)
         assert ours.encode(text) == want, text
         assert python.encode(text) == want, text
+
+
+def test_token_files_are_named_by_the_encoder_that_made_them(spm_models, tmp_path, monkeypatch):
+    """The ids of this encoder differ from an older one's on long lines and overlapping
+    user-defined symbols: a token file one cached is not read as the other's."""
+    from modkit.tokenfile import token_file_path
+    from modkit_plugins.tokenizers import spm_formats
+
+    tok = modkit.load_tokenizer(spm_models["unigram-user_defined"])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("foo bar<sep>baz\n", encoding="utf-8")
+    assert tok.to_json()["model"][spm_formats._KEY]["encodes_as"] == "sentencepiece 0.2.3"
+    now = token_file_path(tok, corpus, tmp_path)
+    monkeypatch.setattr(spm_formats, "ENCODES_AS", "sentencepiece 0.2.0")
+    assert token_file_path(tok, corpus, tmp_path) != now

@@ -88,8 +88,15 @@ def to_hf_json(tok) -> dict[str, Any]:
         "post_processor": tok.template.to_json(tok.token_to_id) if tok.template else None,
         "decoder": {"type": "Sequence", "decoders": decoders},
         "model": {**_hf_model(proto, sentinels),
-                  _KEY: {**_spec_json(proto, len(sentinels)), "float32_scoring": tok.float32_scoring}},
+                  _KEY: {**_spec_json(proto, len(sentinels)), "float32_scoring": tok.float32_scoring,
+                         "encodes_as": ENCODES_AS}},
     }
+
+
+#: whose ids modkit's encoder gives: written into the tokenizer.json, so a token file cached
+#: under an older encoder (other ids on long lines and overlapping user-defined symbols) is
+#: not read as this one's (modkit.tokenfile names token files by the tokenizer's JSON)
+ENCODES_AS = "sentencepiece 0.2.3"
 
 
 def _replace(pattern: dict[str, str], content: str) -> dict[str, Any]:
