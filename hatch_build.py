@@ -1,9 +1,10 @@
-"""Compiles modkit's one C extension, the Unigram Viterbi pass
-(plugins/modkit_plugins/tokenizers/_unigram_native.c), while hatchling builds a wheel.
+"""Compiles modkit's one C extension, SentencePiece's Unigram Viterbi pass and normaliser
+fast path (plugins/modkit_plugins/tokenizers/_unigram_native.c), while hatchling builds a
+wheel.
 
-It is optional: where no C compiler works, the build says so and goes on, and modkit
-segments in Python with the same ids (about 4x slower on text it has not seen). An
-editable install compiles it next to its source, where the installed path finds it; a
+It is optional: where no C compiler works, the build says so and goes on, and modkit runs
+the same passes in Python, with the same ids (about seven times slower: docs/benchmarks.md).
+An editable install compiles it next to its source, where the installed path finds it; a
 wheel carries it and is tagged for this interpreter and platform."""
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ class NativeBuildHook(BuildHookInterface):
         try:
             built = compile_extension(root, work)
         except (BaseError, CCompilerError, OSError) as e:  # no compiler, no headers: the Python pass serves
-            print(f"modkit: the compiled Unigram encoder was not built ({type(e).__name__}: {e}); "
-                  "modkit will segment Unigram text in Python (same ids, slower)", file=sys.stderr)
+            print(f"modkit: the compiled SentencePiece passes were not built ({type(e).__name__}: {e}); "
+                  "modkit will run them in Python (same ids, about seven times slower)", file=sys.stderr)
             return
         if version == "editable":  # next to its source, where the editable path imports it from
             shutil.copyfile(built, root / SOURCE.parent / built.name)
