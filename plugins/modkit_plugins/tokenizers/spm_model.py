@@ -13,7 +13,7 @@ from modkit.fileio import atomic_path
 from modkit.tokenization import Template
 
 from .base import AddedToken, SubwordTokenizer
-from .spm_native import native
+from .spm_native import NOT_BUILT, native
 from .spm_normalize import SPACE, Normalizer
 from .spm_proto import (BPE, BYTE, CONTROL, MODEL_TYPES, NORMAL, UNIGRAM, UNKNOWN, UNUSED, USER_DEFINED,
                         ModelProto, serialize_model)
@@ -125,20 +125,29 @@ class SentencePieceTokenizer(SubwordTokenizer):
     def word_cache(self, on: bool) -> None:
         self._segmenter.use_cache = bool(on)
 
+    def _compilable(self) -> tuple[Unigram | None, Normalizer | None]:
+        """The parts that have a compiled pass: a Unigram segmenter, the normaliser."""
+        return (self._segmenter if isinstance(self._segmenter, Unigram) else None), self.normalizer
+
     @property
     def compiled(self) -> bool:
         """Whether compiled code segments (a Unigram model) or normalises this model's text
         (where it is built: see hatch_build.py); set False, the Python passes run, with the
         same ids."""
-        return getattr(self._segmenter, "use_native", False) or self.normalizer.use_compiled
+        segmenter, normalizer = self._compilable()
+        return bool(segmenter and segmenter.use_native) or bool(normalizer and normalizer.use_compiled)
 
     @compiled.setter
     def compiled(self, on: bool) -> None:
+        segmenter, normalizer = self._compilable()
+        if segmenter is None and normalizer is None:
+            raise UserError("only a Unigram model has a compiled segmenter; this one is BPE")
         if on and native is None:
-            raise UserError("modkit's compiled SentencePiece passes are not built: reinstall it with a C compiler")
-        if isinstance(self._segmenter, Unigram):
-            self._segmenter.use_native = on
-        self.normalizer.use_compiled = bool(on) and self.normalizer._compiled is not None
+            raise UserError(NOT_BUILT)
+        if segmenter is not None:
+            segmenter.use_native = on
+        if normalizer is not None:
+            normalizer.use_compiled = bool(on) and normalizer._compiled is not None
 
     # -- encoding -----------------------------------------------------------------------
     def _spans(self, normalized: str, segmentation=None) -> list[tuple[int, int, int]]:
@@ -327,19 +336,10 @@ class HubSentencePieceTokenizer(SentencePieceTokenizer):
 
     word_cache = False  # Hugging Face's pre-tokenizer hands the model one word at a time, uncached
 
-    @property
-    def compiled(self) -> bool:
-        """Whether the compiled Viterbi pass segments this Unigram model (the normaliser here
-        is Hugging Face's, in Python)."""
-        return getattr(self._model.segmenter, "use_native", False)
-
-    @compiled.setter
-    def compiled(self, on: bool) -> None:
-        if not isinstance(self._model.segmenter, Unigram):
-            raise UserError("only a Unigram model has a compiled segmenter; this one is BPE")
-        if on and native is None:
-            raise UserError("modkit's compiled SentencePiece passes are not built: reinstall it with a C compiler")
-        self._model.segmenter.use_native = on
+    def _compilable(self) -> tuple[Unigram | None, Normalizer | None]:
+        # the normaliser here is Hugging Face's, in Python: only a Unigram model's pass is compiled
+        segmenter = self._model.segmenter
+        return (segmenter if isinstance(segmenter, Unigram) else None), None
 
     def _ids(self, text: str, first: bool) -> list[int]:
         return [i for i, _, _ in self._section(text, first, False)]

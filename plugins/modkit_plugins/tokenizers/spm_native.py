@@ -10,3 +10,6 @@ except ImportError:
 else:
     if getattr(native, "VERSION", None) != 4:  # built from older source: not to be trusted
         native = None
+
+#: what a caller who asks for the compiled passes is told where they are not built
+NOT_BUILT = "modkit's compiled SentencePiece passes are not built: reinstall modkit with a C compiler (hatch_build.py)"

@@ -23,7 +23,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Callable
 
-from .spm_native import native
+from .spm_native import NOT_BUILT, native
 from .spm_segment import _END, CACHE_LIMIT
 
 
@@ -132,7 +132,7 @@ class Unigram:
     @use_native.setter
     def use_native(self, on: bool) -> None:
         if on and self._native is None:
-            raise RuntimeError("the compiled Unigram pass is not built (see hatch_build.py)")
+            raise RuntimeError(NOT_BUILT)
         self._use_native = bool(on)
 
     def _round(self, value: float) -> float:
