@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define NATIVE_VERSION 4 /* spm_unigram checks it: a stale build is ignored, not trusted */
+#define NATIVE_VERSION 5 /* spm_unigram checks it: a stale build is ignored, not trusted */
 
 typedef struct {
     PyObject_HEAD
@@ -30,6 +30,7 @@ typedef struct {
     int32_t unk_id;
     double unk_score;
     int float32;
+    float reset_at;         /* 0: never (see VITERBI) */
     int has_bytes;          /* byte fallback: an unknown character is the ids of its UTF-8 bytes */
     int32_t byte_ids[256];  /* else a run of unknown characters is one unk id */
     /* scratch reused by every call (the GIL is held throughout) */
@@ -68,16 +69,18 @@ static void Lattice_dealloc(Lattice *l) {
     Py_TYPE(l)->tp_free((PyObject *)l);
 }
 
-/* Lattice(parents, chars, piece_ids, scores, unk_id, unk_score, float32, byte_ids=None):
- * node k + 1 is the child of node parents[k] (-1: the root) under code point chars[k];
- * piece_ids[k + 1] and scores[k + 1] describe node k + 1, index 0 the root. byte_ids: the
- * id of each byte value's piece, for byte fallback. */
+/* Lattice(parents, chars, piece_ids, scores, unk_id, unk_score, float32, reset_at,
+ * byte_ids=None): node k + 1 is the child of node parents[k] (-1: the root) under code point
+ * chars[k]; piece_ids[k + 1] and scores[k + 1] describe node k + 1, index 0 the root.
+ * reset_at: the magnitude past which float32 sums start again from 0 (spm_unigram.RESET_AT;
+ * 0: never). byte_ids: the id of each byte value's piece, for byte fallback. */
 static int Lattice_init(Lattice *l, PyObject *args, PyObject *kwds) {
     PyObject *parents, *chars, *piece_ids, *scores, *byte_ids = Py_None;
     int unk_id, float32;
     double unk_score;
-    if (!PyArg_ParseTuple(args, "OOOOidp|O", &parents, &chars, &piece_ids, &scores, &unk_id, &unk_score, &float32,
-                          &byte_ids))
+    float reset_at;
+    if (!PyArg_ParseTuple(args, "OOOOidpf|O", &parents, &chars, &piece_ids, &scores, &unk_id, &unk_score, &float32,
+                          &reset_at, &byte_ids))
         return -1;
     if (l->keys) {
         PyErr_SetString(PyExc_RuntimeError, "a Lattice is built once");
@@ -135,6 +138,7 @@ static int Lattice_init(Lattice *l, PyObject *args, PyObject *kwds) {
     l->unk_id = unk_id;
     l->unk_score = unk_score;
     l->float32 = float32;
+    l->reset_at = reset_at;
     if (byte_ids != Py_None) {
         PyObject *b = PySequence_Fast(byte_ids, "byte_ids: a sequence");
         if (!b) goto done;
@@ -178,19 +182,19 @@ static int reserve(Lattice *l, Py_ssize_t n) {
 }
 
 /* One Viterbi pass, leaving the best path in starts/ids. The two arithmetics are written
- * out twice so that the inner loop holds no test of which one is in use. RESET: as
+ * out twice so that the inner loop holds no test of which one is in use. The reset: as
  * sentencepiece (0.2.3) does in float32, where the score a position was reached with passes
- * RESET_AT in magnitude, every score from there to the farthest position reached so far
+ * reset_at in magnitude, every score from there to the farthest position reached so far
  * is taken down by it (a float subtraction each), so that sums stay small. */
-#define RESET_AT 100000.0f
-#define VITERBI(TYPE, BEST, ROUND, RESET)                                                 \
+#define VITERBI(TYPE, BEST, ROUND)                                                        \
     do {                                                                                  \
         TYPE *best = BEST;                                                                \
+        const TYPE reset_at = l->reset_at;                                                \
         best[0] = 0;                                                                      \
         for (Py_ssize_t k = 1; k <= n; k++) best[k] = -INFINITY;                          \
         Py_ssize_t frontier = 0;                                                          \
         for (Py_ssize_t i = 0; i < n; i++) {                                              \
-            if (RESET && (best[i] < -RESET_AT || best[i] > RESET_AT)) {                   \
+            if (reset_at > 0 && (best[i] < -reset_at || best[i] > reset_at)) {            \
                 TYPE offset = best[i];                                                    \
                 for (Py_ssize_t k = i; k <= frontier; k++) best[k] -= offset;             \
                 best[i] = 0;                                                              \
@@ -243,9 +247,9 @@ static Py_ssize_t solve(Lattice *l, PyObject *text) {
     Py_ssize_t *starts = l->starts;
     int32_t *ids = l->ids;
     if (l->float32)
-        VITERBI(float, l->best_f, AS_FLOAT, 1);
+        VITERBI(float, l->best_f, AS_FLOAT);
     else
-        VITERBI(double, l->best_d, AS_DOUBLE, 0);
+        VITERBI(double, l->best_d, AS_DOUBLE);
     Py_ssize_t count = 0;
     for (Py_ssize_t end = n; end > 0; end = starts[end]) count++;
     return count;

@@ -8,7 +8,7 @@ try:
 except ImportError:
     native = None
 else:
-    if getattr(native, "VERSION", None) != 4:  # built from older source: not to be trusted
+    if getattr(native, "VERSION", None) != 5:  # built from older source: not to be trusted
         native = None
 
 #: what a caller who asks for the compiled passes is told where they are not built

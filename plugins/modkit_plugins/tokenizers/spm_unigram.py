@@ -113,7 +113,7 @@ class Unigram:
 
     def _compiled(self):
         return native.Lattice(*flatten_trie(self.trie, self.scores), self.unk_id, self.unk_score,
-                              self.float32_paths, self._byte_ids)
+                              self.float32_paths, RESET_AT if self.float32_paths else 0.0, self._byte_ids)
 
     def __getstate__(self) -> dict:  # the compiled lattice is rebuilt, not pickled
         return {**self.__dict__, "_native": None}
